@@ -1,0 +1,28 @@
+# System and npm packages the build, the tests and the benchmarks need.
+# Stamp files make a second run instant; the stamp name carries the package
+# list's hash, so editing the list reinstalls.
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 \
+	iptables nftables ethtool util-linux procps iputils-ping netcat-openbsd \
+	openssl gnuplot-nox make g++ python3 pkg-config
+APT_STAMP := $(CACHE)/stamps/apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-12)
+NPM_STAMP := $(CACHE)/stamps/npm-$(shell cat package-lock.json 2>/dev/null | md5sum | cut -c1-12)
+
+.PHONY: deps
+deps: $(APT_STAMP) $(NPM_STAMP) bpffs
+
+$(APT_STAMP):
+	@mkdir -p $(dir $@)
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "deps: apt packages present"; else \
+	  echo "deps: installing $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
+	@touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	@mkdir -p $(dir $@)
+	npm ci --no-audit --no-fund
+	@touch $@
+
+# BPF objects are pinned under /sys/fs/bpf; make sure bpffs is mounted there.
+.PHONY: bpffs
+bpffs:
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
