@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Not a program. This object exists so the compiler emits BTF for every type
+ * the TypeScript side reads or writes, including enums and the ring-buffer
+ * event that no map names as its value type. scripts/gen-abi.ts turns its BTF
+ * into src/datapath/abi.gen.ts; a test checks the loaded objects agree. */
+#include "hypha/maps.h"
+
+struct hypha_abi {
+	struct hypha_lb4_svc_key svc_key;
+	struct hypha_lb4_svc_val svc_val;
+	struct hypha_lb4_backend backend;
+	struct hypha_lb4_affinity_key affinity_key;
+	struct hypha_lb4_affinity_val affinity_val;
+	struct hypha_ct4_key ct_key;
+	struct hypha_ct4_entry ct_entry;
+	struct hypha_drop_counter drop_counter;
+	struct hypha_drop_event drop_event;
+	struct hypha_config config;
+	enum hypha_lb_scope scope;
+	enum hypha_svc_flags svc_flags;
+	enum hypha_backend_flags backend_flags;
+	enum hypha_ct_dir ct_dir;
+	enum hypha_ct_flags ct_flags;
+	enum hypha_drop_reason drop_reason;
+	enum hypha_hook hook;
+	enum hypha_config_flags config_flags;
+};
+
+struct hypha_abi hypha_abi_anchor;
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Runtime configuration the agent writes into the config map (one entry). */
+#ifndef HYPHA_CONFIG_H
+#define HYPHA_CONFIG_H
+
+#include "compiler.h"
+
+enum hypha_config_flags {
+	HYPHA_CFG_DROP_EVENTS = 1 << 0,	/* send a ring-buffer event for every drop */
+};
+
+struct hypha_config {
+	enum hypha_config_flags flags;
+	/* Source address for hairpin flows (a pod reaching itself through a
+	 * Service); Cilium's default is 169.254.42.1. 0 disables hairpin SNAT. */
+	hypha_ip4_t loopback_addr;
+	__u32 pad[2];
+};
+HYPHA_ASSERT_SIZE(struct hypha_config, 16);
+
+#endif /* HYPHA_CONFIG_H */

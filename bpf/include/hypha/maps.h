@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Every map, defined once. Each object that includes this header shares the
+ * maps through their pins (LIBBPF_PIN_BY_NAME under the loader's pin root).
+ * The _vN suffix changes whenever a map's key or value layout changes, so an
+ * upgraded agent never reinterprets a pinned map of the old layout. Sizes here
+ * are defaults; the loader sets the installed sizes before load. */
+#ifndef HYPHA_MAPS_H
+#define HYPHA_MAPS_H
+
+#include "lb.h"
+#include "ct.h"
+#include "drop.h"
+#include "config.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct hypha_lb4_svc_key);
+	__type(value, struct hypha_lb4_svc_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_lb4_services_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct hypha_lb4_backend);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_lb4_backends_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct hypha_lb4_affinity_key);
+	__type(value, struct hypha_lb4_affinity_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_lb4_affinity_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct hypha_ct4_key);
+	__type(value, struct hypha_ct4_entry);
+	__uint(max_entries, 262144);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_ct4_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hypha_drop_counter);
+	__uint(max_entries, HYPHA_DROP_MAX + 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_drops_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_events_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hypha_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_config_v1 SEC(".maps");
+
+#endif /* HYPHA_MAPS_H */

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Conntrack helpers: lifetimes from TCP flags, lazy expiry, refresh that only
+ * writes when something changed (a write per packet would bounce the entry's
+ * cache line between CPUs). Stale entries are also evicted by the LRU map. */
+#ifndef HYPHA_LIB_CT_H
+#define HYPHA_LIB_CT_H
+
+#include "hypha/maps.h"
+#include "parse.h"
+#include "time.h"
+
+static __always_inline __u8 hypha_ct_next_flags(__u8 flags, const struct hypha_pkt4 *p)
+{
+	if (p->proto != IPPROTO_TCP)
+		return flags;
+	if (p->tcp_flags & (HYPHA_TCP_FIN | HYPHA_TCP_RST))
+		flags |= HYPHA_CT_F_CLOSING;
+	if (!(p->tcp_flags & HYPHA_TCP_SYN))
+		flags |= HYPHA_CT_F_SEEN_NON_SYN;
+	return flags;
+}
+
+static __always_inline __u32 hypha_ct_lifetime(__u8 proto, __u8 flags)
+{
+	if (proto != IPPROTO_TCP)
+		return HYPHA_CT_LIFETIME_NONTCP;
+	if (flags & HYPHA_CT_F_CLOSING)
+		return HYPHA_CT_LIFETIME_TCP_CLOSING;
+	if (flags & HYPHA_CT_F_SEEN_NON_SYN)
+		return HYPHA_CT_LIFETIME_TCP;
+	return HYPHA_CT_LIFETIME_TCP_SYN;
+}
+
+static __always_inline int hypha_ct_expired(const struct hypha_ct4_entry *e, __u32 now)
+{
+	return (__s32)(e->expires - now) < 0;
+}
+
+/* A SYN without ACK on a closing entry is a new connection reusing the tuple. */
+static __always_inline int hypha_ct_is_reopen(const struct hypha_ct4_entry *e,
+					      const struct hypha_pkt4 *p)
+{
+	return p->proto == IPPROTO_TCP && (e->flags & HYPHA_CT_F_CLOSING) &&
+	       (p->tcp_flags & (HYPHA_TCP_SYN | HYPHA_TCP_ACK)) == HYPHA_TCP_SYN;
+}
+
+static __always_inline void hypha_ct_refresh(struct hypha_ct4_entry *e,
+					     const struct hypha_pkt4 *p, __u32 now)
+{
+	__u8 flags = hypha_ct_next_flags(e->flags, p);
+	__u32 expires = now + hypha_ct_lifetime(p->proto, flags);
+
+	if (flags != e->flags)
+		e->flags = flags;
+	if (expires != e->expires)
+		e->expires = expires;
+}
+
+static __always_inline void hypha_ct_key4(struct hypha_ct4_key *k, hypha_ip4_t saddr,
+					  hypha_ip4_t daddr, __be16 sport, __be16 dport,
+					  __u8 proto, enum hypha_ct_dir dir)
+{
+	k->saddr = saddr;
+	k->daddr = daddr;
+	k->sport = sport;
+	k->dport = dport;
+	k->proto = proto;
+	k->dir = dir;
+	k->pad = 0;
+}
+
+#endif /* HYPHA_LIB_CT_H */

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The one place a drop reason becomes a counter and, when enabled, an event. */
+#ifndef HYPHA_LIB_DROP_H
+#define HYPHA_LIB_DROP_H
+
+#include "hypha/maps.h"
+#include "parse.h"
+
+static __always_inline void hypha_account_drop(enum hypha_drop_reason reason, __u32 len,
+					       enum hypha_hook hook, __u32 ifindex,
+					       const struct hypha_pkt4 *p, __u32 svc_id)
+{
+	__u32 key = reason;
+	struct hypha_drop_counter *c;
+	struct hypha_config *cfg;
+	struct hypha_drop_event *e;
+	__u32 zero = 0;
+
+	c = bpf_map_lookup_elem(&hypha_drops_v1, &key);
+	if (c) {
+		/* Per-CPU slot: no atomics needed. */
+		c->packets++;
+		c->bytes += len;
+	}
+
+	cfg = bpf_map_lookup_elem(&hypha_config_v1, &zero);
+	if (!cfg || !(cfg->flags & HYPHA_CFG_DROP_EVENTS))
+		return;
+	e = bpf_ringbuf_reserve(&hypha_events_v1, sizeof(*e), 0);
+	if (!e)
+		return;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->reason = reason;
+	e->ifindex = ifindex;
+	e->saddr = p ? p->saddr : 0;
+	e->daddr = p ? p->daddr : 0;
+	e->sport = p ? p->sport : 0;
+	e->dport = p ? p->dport : 0;
+	e->proto = p ? p->proto : 0;
+	e->hook = hook;
+	e->pad = 0;
+	e->svc_id = svc_id;
+	e->pad2 = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+#endif /* HYPHA_LIB_DROP_H */

@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Service translation decisions. Pure map logic over a parsed packet: the
+ * caller applies the resulting rewrite with its own context's helpers (see
+ * nat.h), so XDP and TC share every decision.
+ *
+ * Forward (client -> frontend): find the frontend, keep the flow on the
+ * backend conntrack remembers, or pick one (session affinity, then a hash of
+ * the flow over the selectable slots) and record the flow both ways.
+ * Reverse (backend -> client): restore the frontend as the source. */
+#ifndef HYPHA_LIB_LB_H
+#define HYPHA_LIB_LB_H
+
+#include "hypha/maps.h"
+#include "parse.h"
+#include "ct.h"
+#include "time.h"
+
+enum {
+	HYPHA_LB_PASS = 0,	/* not Service traffic */
+	HYPHA_LB_NAT = 1,	/* rewrite as described by struct hypha_nat4 */
+};
+
+enum {
+	HYPHA_NAT_SADDR = 1 << 0,
+	HYPHA_NAT_SPORT = 1 << 1,
+	HYPHA_NAT_DADDR = 1 << 2,
+	HYPHA_NAT_DPORT = 1 << 3,
+};
+
+struct hypha_nat4 {
+	hypha_ip4_t saddr;
+	hypha_ip4_t daddr;
+	__be16 sport;
+	__be16 dport;
+	__u32 what;
+	__u32 svc_id;
+};
+
+static __always_inline const struct hypha_lb4_svc_val *
+hypha_lb4_lookup(hypha_ip4_t addr, __be16 port, __u8 proto, enum hypha_lb_scope scope, __u16 slot)
+{
+	struct hypha_lb4_svc_key k = {
+		.addr = addr, .dport = port, .proto = proto, .scope = scope, .slot = slot, .pad = 0,
+	};
+
+	return bpf_map_lookup_elem(&hypha_lb4_services_v1, &k);
+}
+
+/* Is this address a Service's own (ClusterIP, ExternalIP, LoadBalancer IP)? */
+static __always_inline int hypha_lb4_is_vip(hypha_ip4_t addr)
+{
+	return hypha_lb4_lookup(addr, 0, 0, HYPHA_SCOPE_INTERNAL, 0) != NULL;
+}
+
+/* Flow hash for slot selection. Deterministic, so a flow whose conntrack
+ * entry was evicted lands on the same backend while the set is unchanged.
+ * (murmur3's finaliser over the folded tuple.) */
+static __always_inline __u32 hypha_lb4_hash(const struct hypha_pkt4 *p)
+{
+	__u32 h = p->saddr * 0x9e3779b1u;
+
+	h ^= p->daddr + 0x7f4a7c15u + (h << 6) + (h >> 2);
+	h ^= (((__u32)p->sport << 16) | p->dport) + 0x165667b1u + (h << 6) + (h >> 2);
+	h ^= p->proto;
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline const struct hypha_lb4_backend *
+hypha_lb4_affinity_backend(const struct hypha_pkt4 *p, const struct hypha_lb4_svc_val *svc,
+			   __u32 now, __u32 *backend_id)
+{
+	struct hypha_lb4_affinity_key ak = { .client = p->saddr, .svc_id = svc->svc_id };
+	struct hypha_lb4_affinity_val *av;
+	const struct hypha_lb4_backend *b;
+
+	av = bpf_map_lookup_elem(&hypha_lb4_affinity_v1, &ak);
+	if (!av || now - av->last_used > svc->affinity_timeout)
+		return NULL;
+	b = bpf_map_lookup_elem(&hypha_lb4_backends_v1, &av->backend_id);
+	/* Still this frontend's, and still taking new flows? */
+	if (!b || b->svc_id != svc->svc_id)
+		return NULL;
+	if ((b->flags & HYPHA_BACKEND_F_TERMINATING) &&
+	    !(svc->flags & HYPHA_SVC_F_TERMINATING_FALLBACK))
+		return NULL;
+	if ((svc->flags & HYPHA_SVC_F_LOCAL_ONLY) && !(b->flags & HYPHA_BACKEND_F_LOCAL))
+		return NULL;
+	*backend_id = av->backend_id;
+	return b;
+}
+
+static __always_inline void hypha_lb4_affinity_record(const struct hypha_pkt4 *p, __u32 svc_id,
+						      __u32 backend_id, __u32 now)
+{
+	struct hypha_lb4_affinity_key ak = { .client = p->saddr, .svc_id = svc_id };
+	struct hypha_lb4_affinity_val av = { .backend_id = backend_id, .last_used = now };
+
+	bpf_map_update_elem(&hypha_lb4_affinity_v1, &ak, &av, BPF_ANY);
+}
+
+/* Returns HYPHA_LB_PASS, HYPHA_LB_NAT (with *nat filled) or a negative drop
+ * reason; hypha_drop_is_reject() tells which reasons get an ICMP answer. */
+static __always_inline int hypha_lb4_forward(const struct hypha_pkt4 *p, enum hypha_lb_scope scope,
+					     __u32 loopback, struct hypha_nat4 *nat)
+{
+	const struct hypha_lb4_svc_val *svc, *slot;
+	const struct hypha_lb4_backend *b = NULL;
+	struct hypha_ct4_entry *ct, entry = {};
+	struct hypha_ct4_key key;
+	__u32 backend_id = 0, now, n;
+	__u8 flags;
+
+	if (!hypha_has_ports(p)) {
+		/* Later fragments carry no ports, other protocols have none:
+		 * neither can be translated. Refuse them only when they are
+		 * aimed at a Service address; anything else is not ours. */
+		if (!hypha_lb4_is_vip(p->daddr))
+			return HYPHA_LB_PASS;
+		return p->frag == HYPHA_FRAG_LATER ? -HYPHA_DROP_FRAG_NOT_SUPPORTED
+						   : -HYPHA_DROP_UNSUPPORTED_L4;
+	}
+
+	svc = hypha_lb4_lookup(p->daddr, p->dport, p->proto, scope, 0);
+	if (!svc) {
+		/* A Service address on a port it does not serve is refused at
+		 * once, like kube-proxy does, instead of vanishing in routing. */
+		if (hypha_lb4_is_vip(p->daddr))
+			return -HYPHA_DROP_UNKNOWN_SERVICE_PORT;
+		return HYPHA_LB_PASS;
+	}
+	nat->svc_id = svc->svc_id;
+	/* First fragment: the rest of the datagram could not follow it. */
+	if (p->frag != HYPHA_FRAG_NONE)
+		return -HYPHA_DROP_FRAG_NOT_SUPPORTED;
+
+	now = hypha_now();
+	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_SERVICE);
+	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	if (ct && !hypha_ct_expired(ct, now) && !hypha_ct_is_reopen(ct, p)) {
+		/* Established: the recorded backend, even if it has since been
+		 * removed or is terminating. */
+		hypha_ct_refresh(ct, p, now);
+		nat->daddr = ct->nat_addr;
+		nat->dport = ct->nat_port;
+		nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;
+		if (ct->flags & HYPHA_CT_F_HAIRPIN) {
+			nat->saddr = ct->nat_addr2;
+			nat->what |= HYPHA_NAT_SADDR;
+		}
+		return HYPHA_LB_NAT;
+	}
+
+	if (svc->count == 0)
+		return (svc->flags & HYPHA_SVC_F_LOCAL_ONLY) ? -HYPHA_DROP_NO_LOCAL_BACKEND
+							     : -HYPHA_DROP_NO_BACKEND;
+
+	if (svc->flags & HYPHA_SVC_F_AFFINITY)
+		b = hypha_lb4_affinity_backend(p, svc, now, &backend_id);
+	if (!b) {
+		n = hypha_lb4_hash(p) % svc->count + 1;
+		slot = hypha_lb4_lookup(p->daddr, p->dport, p->proto, scope, (__u16)n);
+		if (!slot)
+			return -HYPHA_DROP_SLOT_MISSING;
+		backend_id = slot->backend_id;
+		b = bpf_map_lookup_elem(&hypha_lb4_backends_v1, &backend_id);
+		if (!b)
+			return -HYPHA_DROP_BACKEND_MISSING;
+	}
+	if (svc->flags & HYPHA_SVC_F_AFFINITY)
+		hypha_lb4_affinity_record(p, svc->svc_id, backend_id, now);
+
+	flags = hypha_ct_next_flags(0, p);
+	if (scope == HYPHA_SCOPE_EXTERNAL)
+		flags |= HYPHA_CT_F_EXTERNAL;
+	/* A pod reaching itself through a Service: the packet must not come
+	 * back with its own address as the source, or the pod's stack drops
+	 * it as a martian. Use the loopback address as the source instead. */
+	if (b->addr == p->saddr && loopback)
+		flags |= HYPHA_CT_F_HAIRPIN;
+
+	entry.nat_addr = b->addr;
+	entry.nat_port = b->port;
+	entry.nat_addr2 = (flags & HYPHA_CT_F_HAIRPIN) ? loopback : 0;
+	entry.flags = flags;
+	entry.svc_id = svc->svc_id;
+	entry.backend_id = backend_id;
+	entry.expires = now + hypha_ct_lifetime(p->proto, flags);
+	if (bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY))
+		return -HYPHA_DROP_CT_CREATE_FAILED;
+
+	/* The reply entry, keyed as the backend will answer. */
+	hypha_ct_key4(&key, b->addr, (flags & HYPHA_CT_F_HAIRPIN) ? loopback : p->saddr,
+		      b->port, p->sport, p->proto, HYPHA_CT_REPLY);
+	entry.nat_addr = p->daddr;
+	entry.nat_port = p->dport;
+	entry.nat_addr2 = (flags & HYPHA_CT_F_HAIRPIN) ? p->saddr : 0;
+	if (bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY))
+		return -HYPHA_DROP_CT_CREATE_FAILED;
+
+	nat->daddr = b->addr;
+	nat->dport = b->port;
+	nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;
+	if (flags & HYPHA_CT_F_HAIRPIN) {
+		nat->saddr = loopback;
+		nat->what |= HYPHA_NAT_SADDR;
+	}
+	return HYPHA_LB_NAT;
+}
+
+/* A reply of a translated flow: put the frontend back as the source. */
+static __always_inline int hypha_lb4_reverse(const struct hypha_pkt4 *p, struct hypha_nat4 *nat)
+{
+	struct hypha_ct4_entry *ct;
+	struct hypha_ct4_key key;
+	__u32 now;
+
+	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE)
+		return HYPHA_LB_PASS;
+	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_REPLY);
+	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	if (!ct)
+		return HYPHA_LB_PASS;
+	now = hypha_now();
+	if (hypha_ct_expired(ct, now))
+		return HYPHA_LB_PASS;
+	hypha_ct_refresh(ct, p, now);
+	nat->saddr = ct->nat_addr;
+	nat->sport = ct->nat_port;
+	nat->svc_id = ct->svc_id;
+	nat->what = HYPHA_NAT_SADDR | HYPHA_NAT_SPORT;
+	if (ct->flags & HYPHA_CT_F_HAIRPIN) {
+		nat->daddr = ct->nat_addr2;
+		nat->what |= HYPHA_NAT_DADDR;
+	}
+	return HYPHA_LB_NAT;
+}
+
+#endif /* HYPHA_LIB_LB_H */

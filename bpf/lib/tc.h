@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Shared body of the TC programs: parse, decide, rewrite, and the single exit
+ * path that turns a negative drop reason into a counter, an optional event,
+ * and either a reject or a drop. */
+#ifndef HYPHA_LIB_TC_H
+#define HYPHA_LIB_TC_H
+
+#include <linux/pkt_cls.h>
+#include "lb.h"
+#include "nat.h"
+#include "icmp.h"
+#include "drop.h"
+
+/* Headers live in the linear part of nearly every skb; when a parse runs out
+ * of linear data but the packet is longer, pull the headers in and retry.
+ * (Pulling unconditionally would copy the head of every cloned TCP skb.) */
+static __always_inline int hypha_tc_parse4(struct __sk_buff *skb, struct hypha_pkt4 *p)
+{
+	int ret = hypha_parse4((void *)(long)skb->data, (void *)(long)skb->data_end, p);
+
+	if (ret == -HYPHA_DROP_INVALID_PACKET && skb->data_end - skb->data < skb->len) {
+		__u32 want = skb->len < 128 ? skb->len : 128;
+
+		if (bpf_skb_pull_data(skb, want))
+			return ret;
+		ret = hypha_parse4((void *)(long)skb->data, (void *)(long)skb->data_end, p);
+	}
+	p->len = skb->len;
+	return ret;
+}
+
+static __always_inline int hypha_tc_loopback(void)
+{
+	__u32 zero = 0;
+	struct hypha_config *cfg = bpf_map_lookup_elem(&hypha_config_v1, &zero);
+
+	return cfg ? cfg->loopback_addr : 0;
+}
+
+static __always_inline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hypha_hook hook,
+					 const struct hypha_pkt4 *p, __u32 svc_id)
+{
+	enum hypha_drop_reason reason;
+	int verdict;
+
+	if (ret >= 0)
+		return TC_ACT_OK;
+	reason = -ret;
+	hypha_account_drop(reason, skb->len, hook, skb->ifindex, p, svc_id);
+	if (!hypha_drop_is_reject(reason))
+		return TC_ACT_SHOT;
+	verdict = hypha_tc_reject4(skb, p);
+	if (verdict < 0) {
+		hypha_account_drop(-verdict, skb->len, hook, skb->ifindex, p, svc_id);
+		return TC_ACT_SHOT;
+	}
+	return verdict;
+}
+
+/* scope: where the traffic comes from; reverse: also restore frontends on
+ * replies leaving through this hook. */
+static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hook hook,
+					   enum hypha_lb_scope scope, int forward, int reverse)
+{
+	struct hypha_nat4 nat = {};
+	struct hypha_pkt4 p = {};
+	int ret;
+
+	ret = hypha_tc_parse4(skb, &p);
+	if (ret == HYPHA_PARSE_NOT_IPV4)
+		return TC_ACT_OK;
+	if (ret < 0)
+		return hypha_tc_exit(skb, ret, hook, NULL, 0);
+
+	ret = HYPHA_LB_PASS;
+	if (forward)
+		ret = hypha_lb4_forward(&p, scope, hypha_tc_loopback(), &nat);
+	if (ret == HYPHA_LB_PASS && reverse)
+		ret = hypha_lb4_reverse(&p, &nat);
+	if (ret == HYPHA_LB_NAT)
+		ret = hypha_tc_nat4(skb, &p, &nat);
+	return hypha_tc_exit(skb, ret, hook, &p, nat.svc_id);
+}
+
+#endif /* HYPHA_LIB_TC_H */

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* XDP on the node's external device: NodePort, ExternalIP and LoadBalancer-IP
+ * traffic from outside is translated before the stack sees it, and refused
+ * with an ICMP answer sent straight back out (XDP_TX) when a Service has no
+ * backend. Everything else is passed untouched. */
+#include "lib/lb.h"
+#include "lib/nat.h"
+#include "lib/icmp.h"
+#include "lib/drop.h"
+
+static __always_inline int hypha_xdp_exit(struct xdp_md *ctx, int ret, const struct hypha_pkt4 *p,
+					  __u32 svc_id)
+{
+	__u32 len = ctx->data_end - ctx->data;
+	enum hypha_drop_reason reason;
+	int verdict;
+
+	if (ret >= 0)
+		return XDP_PASS;
+	reason = -ret;
+	hypha_account_drop(reason, len, HYPHA_HOOK_XDP, ctx->ingress_ifindex, p, svc_id);
+	if (!hypha_drop_is_reject(reason))
+		return XDP_DROP;
+	verdict = hypha_xdp_reject4(ctx, p);
+	if (verdict < 0) {
+		hypha_account_drop(-verdict, len, HYPHA_HOOK_XDP, ctx->ingress_ifindex, p, svc_id);
+		return XDP_DROP;
+	}
+	return verdict;
+}
+
+SEC("xdp")
+int hypha_xdp_nodeport(struct xdp_md *ctx)
+{
+	struct hypha_nat4 nat = {};
+	struct hypha_pkt4 p = {};
+	int ret;
+
+	ret = hypha_parse4((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p);
+	if (ret == HYPHA_PARSE_NOT_IPV4)
+		return XDP_PASS;
+	if (ret < 0)
+		return hypha_xdp_exit(ctx, ret, NULL, 0);
+
+	/* No hairpin from outside: the client is never its own backend. */
+	ret = hypha_lb4_forward(&p, HYPHA_SCOPE_EXTERNAL, 0, &nat);
+	if (ret == HYPHA_LB_NAT)
+		ret = hypha_xdp_nat4(ctx, &p, &nat);
+	return hypha_xdp_exit(ctx, ret, &p, nat.svc_id);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
