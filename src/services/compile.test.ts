@@ -1,0 +1,104 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SCOPE_EXTERNAL, SCOPE_INTERNAL, compileService } from './compile.ts';
+import { slice, svc } from './fixtures.ts';
+
+const node = { name: 'node-a', addresses: ['192.168.77.10'] };
+
+describe('compileService', () => {
+  test('ClusterIP: one frontend, internal scope, ready backends in slots', () => {
+    const c = compileService(svc('web'), [slice('web', ['10.244.0.3', '10.244.0.2'])], node);
+    assert.equal(c.frontends.length, 1);
+    const f = c.frontends[0]!;
+    assert.equal(f.key, '10.96.0.10:80/TCP');
+    assert.deepEqual(f.scopes.map((s) => [s.scope, s.slots]), [[SCOPE_INTERNAL, ['10.244.0.2:8080', '10.244.0.3:8080']]]);
+    assert.deepEqual(c.vips, ['10.96.0.10']);
+  });
+
+  test('no endpoints: the frontend exists with no slots (it rejects)', () => {
+    const c = compileService(svc('web'), [], node);
+    assert.deepEqual(c.frontends[0]?.scopes[0]?.slots, []);
+  });
+
+  test('terminating endpoints take no new flows but stay known as backends', () => {
+    const c = compileService(svc('web'), [slice('web', ['10.0.0.1', { ip: '10.0.0.2', ready: false, serving: true, terminating: true }])], node);
+    const f = c.frontends[0]!;
+    assert.deepEqual(f.scopes[0]?.slots, ['10.0.0.1:8080']);
+    assert.deepEqual(f.backends.map((b) => [b.key, b.terminating]), [['10.0.0.1:8080', false], ['10.0.0.2:8080', true]]);
+  });
+
+  test('only terminating endpoints left: they serve (graceful termination fallback)', () => {
+    const c = compileService(svc('web'), [slice('web', [{ ip: '10.0.0.2', ready: false, serving: true, terminating: true }])], node);
+    assert.deepEqual(c.frontends[0]?.scopes[0], { scope: 0, slots: ['10.0.0.2:8080'], localOnly: false, terminatingFallback: true });
+  });
+
+  test('not-ready, not-serving endpoints are ignored', () => {
+    const c = compileService(svc('web'), [slice('web', [{ ip: '10.0.0.9', ready: false, serving: false }])], node);
+    assert.deepEqual(c.frontends[0]?.backends, []);
+  });
+
+  test('several slices merge; an endpoint in two slices counts once', () => {
+    const a = slice('web', ['10.0.0.1', '10.0.0.2'], { name: 'web-a' });
+    const b = slice('web', ['10.0.0.2', '10.0.0.3'], { name: 'web-b' });
+    const c = compileService(svc('web'), [a, b], node);
+    assert.deepEqual(c.frontends[0]?.scopes[0]?.slots, ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080']);
+  });
+
+  test('several ports: each finds its endpoints by port name (named targetPorts resolved by the slice)', () => {
+    const s = svc('web', {
+      ports: [
+        { name: 'http', protocol: 'TCP', port: 80, targetPort: 'web', nodePort: 0 },
+        { name: 'dns', protocol: 'UDP', port: 53, targetPort: 5353, nodePort: 0 },
+      ],
+    });
+    const sl = slice('web', ['10.0.0.1'], { ports: [{ name: 'http', protocol: 'TCP', port: 8081 }, { name: 'dns', protocol: 'UDP', port: 5353 }] });
+    const c = compileService(s, [sl], node);
+    assert.deepEqual(c.frontends.map((f) => [f.key, f.backends.map((b) => b.key)]), [
+      ['10.96.0.10:80/TCP', ['10.0.0.1:8081']],
+      ['10.96.0.10:53/UDP', ['10.0.0.1:5353']],
+    ]);
+  });
+
+  test('NodePort with externalTrafficPolicy Local: outside traffic only to local endpoints, pods to all', () => {
+    const s = svc('web', { type: 'NodePort', externalTrafficPolicy: 'Local', ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }] });
+    const c = compileService(s, [slice('web', [{ ip: '10.0.0.1', node: 'node-a' }, { ip: '10.0.1.1', node: 'node-b' }])], node);
+    const np = c.frontends.find((f) => f.kind === 'NodePort')!;
+    assert.equal(np.key, '192.168.77.10:30080/TCP');
+    const ext = np.scopes.find((x) => x.scope === SCOPE_EXTERNAL)!;
+    const int = np.scopes.find((x) => x.scope === SCOPE_INTERNAL)!;
+    assert.deepEqual([ext.slots, ext.localOnly], [['10.0.0.1:8080'], true]);
+    assert.deepEqual(int.slots, ['10.0.0.1:8080', '10.0.1.1:8080']);
+    assert.deepEqual(c.vips, ['10.96.0.10'], 'node addresses are not Service addresses');
+  });
+
+  test('internalTrafficPolicy Local limits ClusterIP traffic to local endpoints', () => {
+    const c = compileService(svc('web', { internalTrafficPolicy: 'Local' }), [slice('web', [{ ip: '10.0.1.1', node: 'node-b' }])], node);
+    assert.deepEqual(c.frontends[0]?.scopes[0], { scope: 0, slots: [], localOnly: true, terminatingFallback: false });
+  });
+
+  test('ExternalIPs and LoadBalancer IPs are frontends with both scopes, and VIPs', () => {
+    const s = svc('web', { type: 'LoadBalancer', externalIPs: ['198.51.100.1'], loadBalancerIPs: ['203.0.113.7'] });
+    const c = compileService(s, [slice('web', ['10.0.0.1'])], node);
+    assert.deepEqual(c.frontends.map((f) => [f.kind, f.key, f.scopes.length]), [
+      ['ClusterIP', '10.96.0.10:80/TCP', 1], ['ExternalIP', '198.51.100.1:80/TCP', 2], ['LoadBalancer', '203.0.113.7:80/TCP', 2],
+    ]);
+    assert.deepEqual(c.vips, ['10.96.0.10', '198.51.100.1', '203.0.113.7']);
+  });
+
+  test('session affinity carries its timeout', () => {
+    const c = compileService(svc('web', { sessionAffinity: 'ClientIP', affinityTimeoutSeconds: 30 }), [], node);
+    assert.equal(c.frontends[0]?.affinityTimeout, 30);
+  });
+
+  test('headless and ExternalName Services are skipped (DNS serves them)', () => {
+    assert.match(compileService(svc('h', { headless: true, clusterIPs: [] }), [], node).skipped ?? '', /headless/);
+    assert.match(compileService(svc('x', { type: 'ExternalName', clusterIPs: [] }), [], node).skipped ?? '', /ExternalName/);
+  });
+
+  test('more endpoints than a frontend holds: the port is refused with the field named', () => {
+    const eps = Array.from({ length: 20 }, (_, i) => `10.0.0.${i + 1}`);
+    const c = compileService(svc('big'), [slice('big', eps)], node, { maxBackendsPerFrontend: 10 });
+    assert.equal(c.frontends.length, 0);
+    assert.match(c.problems[0]?.message ?? '', /Service default\/big: spec.ports\[0\] \(http\) endpoints: 20 exceed the 10 backends/);
+  });
+});

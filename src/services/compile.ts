@@ -1,0 +1,172 @@
+// One Service plus its EndpointSlices to the frontends and backends the
+// datapath serves. Pure: no I/O, no clock, no ids (src/services/lb-table.ts
+// assigns those). kube-proxy's semantics where Kubernetes defines them:
+//  - each (address, port, protocol) a Service answers on is a frontend:
+//    ClusterIPs, node addresses at the NodePort, ExternalIPs, LoadBalancer IPs;
+//  - the endpoints of a Service port are found through the slices' port of
+//    the same name (the endpoints controller has resolved named targetPorts);
+//  - ready endpoints take new flows; when none is ready, serving-but-
+//    terminating ones do (graceful termination); the rest take none;
+//  - internalTrafficPolicy Local limits ClusterIP traffic to this node's
+//    endpoints, externalTrafficPolicy Local limits traffic from outside.
+import type { Endpoint, EndpointSlice, NodeInfo, Protocol, Service, ServicePort } from './model.ts';
+import { serviceKey } from './model.ts';
+import { type Problem, problem } from './problems.ts';
+
+export type FrontendKind = 'ClusterIP' | 'NodePort' | 'ExternalIP' | 'LoadBalancer';
+
+export const SCOPE_INTERNAL = 0;
+export const SCOPE_EXTERNAL = 1;
+export type Scope = typeof SCOPE_INTERNAL | typeof SCOPE_EXTERNAL;
+
+export interface CompiledBackend {
+  /** 'ip:port' */
+  key: string;
+  addr: string;
+  port: number;
+  terminating: boolean;
+  local: boolean;
+  /** Pod name or node, for people reading `hypha service list`. */
+  nodeName: string;
+}
+
+export interface ScopeEntry {
+  scope: Scope;
+  /** Backend keys in slot order (slot 1 first); empty: the frontend rejects. */
+  slots: string[];
+  localOnly: boolean;
+  /** No ready backend left: serving-but-terminating ones take the flows. */
+  terminatingFallback: boolean;
+}
+
+export interface CompiledFrontend {
+  /** 'addr:port/PROTO' */
+  key: string;
+  addr: string;
+  port: number;
+  protocol: Protocol;
+  kind: FrontendKind;
+  /** Name of the Service port ('' for a single unnamed port). */
+  portName: string;
+  affinityTimeout: number; // 0: no session affinity
+  scopes: ScopeEntry[];
+  /** Every backend a slot or a live flow may point at, sorted by key. */
+  backends: CompiledBackend[];
+}
+
+export interface CompiledService {
+  key: string;
+  frontends: CompiledFrontend[];
+  /** Addresses owned by the Service (not node addresses): traffic to them on another port is refused. */
+  vips: string[];
+  problems: Problem[];
+  /** Why nothing is programmed for a Service the datapath leaves alone (headless, ExternalName). */
+  skipped?: string;
+}
+
+export interface CompileLimits {
+  /** The slot count is 16 bits wide. */
+  maxBackendsPerFrontend: number;
+}
+
+export const DEFAULT_LIMITS: CompileLimits = { maxBackendsPerFrontend: 65535 };
+
+export function frontendKey(addr: string, port: number, protocol: Protocol): string {
+  return `${addr}:${port}/${protocol}`;
+}
+
+interface Candidate extends CompiledBackend {
+  ready: boolean;
+}
+
+/** Endpoints of one Service port across all slices, each ip:port once. */
+function endpointsFor(port: ServicePort, slices: readonly EndpointSlice[], node: NodeInfo): Candidate[] {
+  const byKey = new Map<string, Candidate>();
+  for (const slice of slices) {
+    if (slice.addressType !== 'IPv4') continue;
+    const sp = slice.ports.find((p) => p.name === port.name && p.protocol === port.protocol);
+    if (!sp) continue;
+    for (const ep of slice.endpoints) {
+      if (!ep.serving && !ep.ready) continue;
+      const addr = ep.addresses[0];
+      if (addr === undefined) continue;
+      const cand = candidate(addr, sp.port, ep, node);
+      const prev = byKey.get(cand.key);
+      // The same endpoint in two slices (a slice being replaced): the most
+      // available view wins, so a move between slices never drops it.
+      if (!prev || (cand.ready && !prev.ready)) byKey.set(cand.key, cand);
+    }
+  }
+  return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+function candidate(addr: string, port: number, ep: Endpoint, node: NodeInfo): Candidate {
+  return {
+    key: `${addr}:${port}`,
+    addr,
+    port,
+    ready: ep.ready && !ep.terminating,
+    terminating: !(ep.ready && !ep.terminating),
+    local: ep.nodeName !== '' && ep.nodeName === node.name,
+    nodeName: ep.nodeName,
+  };
+}
+
+function scopeEntry(scope: Scope, all: Candidate[], localOnly: boolean): ScopeEntry {
+  const eligible = localOnly ? all.filter((c) => c.local) : all;
+  const ready = eligible.filter((c) => c.ready);
+  if (ready.length > 0) return { scope, slots: ready.map((c) => c.key), localOnly, terminatingFallback: false };
+  return { scope, slots: eligible.map((c) => c.key), localOnly, terminatingFallback: eligible.length > 0 };
+}
+
+export function compileService(
+  svc: Service,
+  slices: readonly EndpointSlice[],
+  node: NodeInfo,
+  limits: CompileLimits = DEFAULT_LIMITS,
+): CompiledService {
+  const key = serviceKey(svc.namespace, svc.name);
+  const out: CompiledService = { key, frontends: [], vips: [], problems: [] };
+  const obj = `Service ${key}`;
+  if (svc.type === 'ExternalName') return { ...out, skipped: 'ExternalName Services are resolved by DNS' };
+  if (svc.headless) return { ...out, skipped: 'headless Services are resolved by DNS' };
+
+  const external: { addr: string; kind: FrontendKind }[] = svc.externalIPs.map((a) => ({ addr: a, kind: 'ExternalIP' }));
+  if (svc.type === 'LoadBalancer') external.push(...svc.loadBalancerIPs.map((a) => ({ addr: a, kind: 'LoadBalancer' as const })));
+  out.vips = [...new Set([...svc.clusterIPs, ...external.map((e) => e.addr)])].sort();
+  const affinityTimeout = svc.sessionAffinity === 'ClientIP' ? svc.affinityTimeoutSeconds : 0;
+
+  svc.ports.forEach((port, i) => {
+    if (port.protocol === 'SCTP') {
+      out.problems.push(problem(obj, `spec.ports[${i}].protocol`, 'SCTP', 'is not supported by the datapath yet; port skipped'));
+      return;
+    }
+    const all = endpointsFor(port, slices, node);
+    if (all.length > limits.maxBackendsPerFrontend) {
+      out.problems.push(
+        problem(obj, `spec.ports[${i}] (${port.name || port.port}) endpoints`, all.length,
+          `exceed the ${limits.maxBackendsPerFrontend} backends one frontend can hold; port not programmed`),
+      );
+      return;
+    }
+    const backends: CompiledBackend[] = all.map(({ ready: _ready, ...b }) => b);
+    const internal = scopeEntry(SCOPE_INTERNAL, all, svc.internalTrafficPolicy === 'Local');
+    // Pods reaching an external frontend are "internal" traffic and use every
+    // endpoint, as kube-proxy short-circuits them; outside traffic follows
+    // externalTrafficPolicy.
+    const cluster = scopeEntry(SCOPE_INTERNAL, all, false);
+    const ext = scopeEntry(SCOPE_EXTERNAL, all, svc.externalTrafficPolicy === 'Local');
+    const add = (addr: string, p: number, kind: FrontendKind, scopes: ScopeEntry[]): void => {
+      out.frontends.push({
+        key: frontendKey(addr, p, port.protocol), addr, port: p, protocol: port.protocol, kind,
+        portName: port.name, affinityTimeout, scopes, backends,
+      });
+    };
+    for (const ip of svc.clusterIPs) add(ip, port.port, 'ClusterIP', [internal]);
+    if ((svc.type === 'NodePort' || svc.type === 'LoadBalancer') && port.nodePort > 0) {
+      for (const ip of node.addresses) add(ip, port.nodePort, 'NodePort', [cluster, ext]);
+    }
+    for (const e of external) add(e.addr, port.port, e.kind, [cluster, ext]);
+  });
+  return out;
+}

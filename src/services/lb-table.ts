@@ -1,0 +1,310 @@
+// The load balancer's in-memory table: every compiled Service, turned into
+// the map entries it needs, with ids assigned and conflicts settled.
+//  - A frontend (address:port/protocol) belongs to one Service: the first to
+//    claim it. A later claimant is reported and waits; it takes over when the
+//    owner lets go.
+//  - A Service address (VIP) gets one marker entry however many Services and
+//    ports share it; the marker goes when the last one does.
+//  - A Service whose entries would not fit the maps is not programmed at all
+//    (reported), so nothing half-applied is left behind.
+// Pure: no I/O. The datapath layer encodes entries and diffs them against the
+// pinned maps.
+import { BackendFlags, SvcFlags, type Lb4Backend, type Lb4SvcKey, type Lb4SvcVal } from '../datapath/abi.gen.ts';
+import type { CompiledFrontend, CompiledService, FrontendKind } from './compile.ts';
+import { IdAllocator } from './ids.ts';
+import { type Problem, problem } from './problems.ts';
+
+export interface SvcEntry {
+  key: Lb4SvcKey;
+  value: Lb4SvcVal;
+}
+
+export interface BackendEntry {
+  id: number;
+  value: Lb4Backend;
+}
+
+export interface LbEntries {
+  services: SvcEntry[];
+  backends: BackendEntry[];
+}
+
+export interface LbCapacity {
+  /** Entries of the services map: master + slots per frontend and scope, one per VIP. */
+  services: number;
+  backends: number;
+}
+
+export interface ProgrammedFrontend {
+  frontend: CompiledFrontend;
+  svcId: number;
+  /** backend key ('ip:port') -> backend id */
+  backendIds: Map<string, number>;
+}
+
+export interface RenderedService {
+  key: string;
+  frontends: ProgrammedFrontend[];
+  entries: LbEntries;
+  problems: Problem[];
+  skipped?: string;
+}
+
+/** What one change did: entries that were, and entries that are now. A key in
+ *  `before` and not in `after` is to be deleted. */
+export interface LbUpdate {
+  before: LbEntries;
+  after: LbEntries;
+  /** Services whose rendering changed (the one set, and any that took over a frontend). */
+  services: string[];
+}
+
+const PROTO = { TCP: 6, UDP: 17, SCTP: 132 } as const;
+
+const KIND_FLAG: Record<FrontendKind, number> = {
+  ClusterIP: 0,
+  NodePort: SvcFlags.NODEPORT,
+  ExternalIP: SvcFlags.EXTERNAL_IP,
+  LoadBalancer: SvcFlags.LOADBALANCER,
+};
+
+const FRONTEND_IDS_MAX = 0xffffffff;
+const BACKEND_IDS_MAX = 0xffffffff;
+
+export function markerEntry(vip: string): SvcEntry {
+  return {
+    key: { addr: vip, dport: 0, proto: 0, scope: 0, slot: 0 },
+    value: { backend_id: 0, count: 0, flags: SvcFlags.VIP_MARKER, svc_id: 0, affinity_timeout: 0 },
+  };
+}
+
+export function backendIdKey(frontendKey: string, backendKey: string): string {
+  return `${frontendKey}|${backendKey}`;
+}
+
+function empty(): LbEntries {
+  return { services: [], backends: [] };
+}
+
+function append(into: LbEntries, from: LbEntries): void {
+  for (const e of from.services) into.services.push(e);
+  for (const e of from.backends) into.backends.push(e);
+}
+
+export class LbTable {
+  readonly capacity: LbCapacity;
+  readonly frontendIds: IdAllocator;
+  readonly backendIds: IdAllocator;
+  readonly #compiled = new Map<string, CompiledService>();
+  readonly #rendered = new Map<string, RenderedService>();
+  readonly #owner = new Map<string, string>();
+  readonly #waiters = new Map<string, Set<string>>();
+  readonly #markerRefs = new Map<string, Set<string>>();
+  #usedServices = 0;
+  #usedBackends = 0;
+
+  constructor(capacity: LbCapacity) {
+    this.capacity = capacity;
+    this.frontendIds = new IdAllocator('frontend ids', 1, FRONTEND_IDS_MAX);
+    this.backendIds = new IdAllocator('backend ids', 1, BACKEND_IDS_MAX);
+  }
+
+  get usage(): { services: number; backends: number } {
+    return { services: this.#usedServices + this.#markerRefs.size, backends: this.#usedBackends };
+  }
+
+  rendered(key: string): RenderedService | undefined {
+    return this.#rendered.get(key);
+  }
+
+  renderedServices(): IterableIterator<RenderedService> {
+    return this.#rendered.values();
+  }
+
+  /** Every entry the maps should hold. */
+  all(): LbEntries {
+    const out = empty();
+    for (const r of this.#rendered.values()) append(out, r.entries);
+    for (const vip of this.#markerRefs.keys()) out.services.push(markerEntry(vip));
+    return out;
+  }
+
+  /** Set (or with undefined, remove) one Service. */
+  set(key: string, compiled: CompiledService | undefined): LbUpdate {
+    const update: LbUpdate = { before: empty(), after: empty(), services: [] };
+    const freed = this.#unrender(key, update);
+    if (compiled) this.#compiled.set(key, compiled);
+    else this.#compiled.delete(key);
+    this.#render(key, update);
+    // Frontends this Service let go of go to the next claimant, oldest first.
+    for (const fk of freed) {
+      const waiters = this.#waiters.get(fk);
+      if (!waiters) continue;
+      for (const w of [...waiters]) {
+        if (w === key || this.#owner.has(fk)) continue;
+        this.#unrender(w, update);
+        this.#render(w, update);
+      }
+    }
+    this.#releaseIds(update);
+    return update;
+  }
+
+  /** Drop ids adopted from pinned maps that nothing uses (call after the first full sync). */
+  releaseUnusedIds(): number {
+    const usedF = new Set<string>();
+    const usedB = new Set<string>();
+    for (const r of this.#rendered.values()) {
+      for (const pf of r.frontends) {
+        usedF.add(pf.frontend.key);
+        for (const bk of pf.backendIds.keys()) usedB.add(backendIdKey(pf.frontend.key, bk));
+      }
+    }
+    let released = 0;
+    for (const [k] of this.frontendIds.entries()) if (!usedF.has(k)) (this.frontendIds.release(k), released++);
+    for (const [k] of this.backendIds.entries()) if (!usedB.has(k)) (this.backendIds.release(k), released++);
+    return released;
+  }
+
+  #unrender(key: string, update: LbUpdate): string[] {
+    const old = this.#rendered.get(key);
+    for (const set of this.#waiters.values()) set.delete(key);
+    if (!old) return [];
+    this.#rendered.delete(key);
+    append(update.before, old.entries);
+    this.#usedServices -= old.entries.services.length;
+    this.#usedBackends -= old.entries.backends.length;
+    const freed: string[] = [];
+    for (const pf of old.frontends) {
+      if (this.#owner.get(pf.frontend.key) === key) {
+        this.#owner.delete(pf.frontend.key);
+        freed.push(pf.frontend.key);
+      }
+    }
+    for (const [vip, refs] of this.#markerRefs) {
+      if (refs.delete(key) && refs.size === 0) {
+        this.#markerRefs.delete(vip);
+        update.before.services.push(markerEntry(vip));
+      }
+    }
+    if (!update.services.includes(key)) update.services.push(key);
+    return freed;
+  }
+
+  #render(key: string, update: LbUpdate): void {
+    const compiled = this.#compiled.get(key);
+    if (!compiled) return;
+    const r: RenderedService = {
+      key, frontends: [], entries: empty(), problems: [...compiled.problems], skipped: compiled.skipped,
+    };
+    const obj = `Service ${key}`;
+    const claimed: CompiledFrontend[] = [];
+    for (const f of compiled.frontends) {
+      const owner = this.#owner.get(f.key);
+      if (owner !== undefined && owner !== key) {
+        r.problems.push(problem(obj, `frontend ${f.kind}`, f.key, `is already served by Service ${owner}; waiting for it to be released`));
+        let w = this.#waiters.get(f.key);
+        if (!w) this.#waiters.set(f.key, (w = new Set()));
+        w.add(key);
+        continue;
+      }
+      claimed.push(f);
+    }
+
+    // Count before allocating anything, so a Service that does not fit
+    // leaves no trace.
+    let needServices = 0;
+    let needBackends = 0;
+    for (const f of claimed) {
+      needBackends += f.backends.length;
+      for (const s of f.scopes) needServices += 1 + s.slots.length;
+    }
+    const newVips = compiled.vips.filter((v) => !this.#markerRefs.has(v)).length;
+    const freeServices = this.capacity.services - this.usage.services;
+    const freeBackends = this.capacity.backends - this.#usedBackends;
+    if (needServices + newVips > freeServices || needBackends > freeBackends) {
+      const which = needBackends > freeBackends
+        ? `needs ${needBackends} backend entries, ${freeBackends} of ${this.capacity.backends} are free`
+        : `needs ${needServices + newVips} service entries, ${freeServices} of ${this.capacity.services} are free`;
+      r.problems.push(problem(obj, 'endpoints', needBackends, `do not fit the maps: the Service ${which}; not programmed`));
+      r.frontends = [];
+      this.#rendered.set(key, r);
+      if (!update.services.includes(key)) update.services.push(key);
+      return;
+    }
+
+    for (const f of claimed) {
+      this.#owner.set(f.key, key);
+      const svcId = this.frontendIds.acquire(f.key);
+      const backendIds = new Map<string, number>();
+      for (const b of f.backends) {
+        const id = this.backendIds.acquire(backendIdKey(f.key, b.key));
+        backendIds.set(b.key, id);
+        r.entries.backends.push({
+          id,
+          value: {
+            addr: b.addr, port: b.port, proto: PROTO[f.protocol],
+            flags: (b.terminating ? BackendFlags.TERMINATING : 0) | (b.local ? BackendFlags.LOCAL : 0),
+            svc_id: svcId,
+          },
+        });
+      }
+      for (const s of f.scopes) {
+        const base = { addr: f.addr, dport: f.port, proto: PROTO[f.protocol], scope: s.scope };
+        let flags = KIND_FLAG[f.kind];
+        if (f.affinityTimeout > 0) flags |= SvcFlags.AFFINITY;
+        if (s.localOnly) flags |= SvcFlags.LOCAL_ONLY;
+        if (s.terminatingFallback) flags |= SvcFlags.TERMINATING_FALLBACK;
+        r.entries.services.push({
+          key: { ...base, slot: 0 },
+          value: { backend_id: 0, count: s.slots.length, flags, svc_id: svcId, affinity_timeout: f.affinityTimeout },
+        });
+        s.slots.forEach((bk, i) => {
+          r.entries.services.push({
+            key: { ...base, slot: i + 1 },
+            value: { backend_id: backendIds.get(bk) ?? 0, count: 0, flags: 0, svc_id: svcId, affinity_timeout: 0 },
+          });
+        });
+      }
+      r.frontends.push({ frontend: f, svcId, backendIds });
+    }
+    this.#usedServices += r.entries.services.length;
+    this.#usedBackends += r.entries.backends.length;
+    for (const vip of compiled.vips) {
+      let refs = this.#markerRefs.get(vip);
+      if (!refs) {
+        this.#markerRefs.set(vip, (refs = new Set()));
+        update.after.services.push(markerEntry(vip));
+      }
+      refs.add(key);
+    }
+    append(update.after, r.entries);
+    this.#rendered.set(key, r);
+    if (!update.services.includes(key)) update.services.push(key);
+  }
+
+  /** Ids of frontends and backends that no longer exist are freed. */
+  #releaseIds(update: LbUpdate): void {
+    const live = new Set<number>();
+    for (const b of update.after.backends) live.add(b.id);
+    for (const b of update.before.backends) {
+      if (live.has(b.id)) continue;
+      const k = this.backendIds.keyOf(b.id);
+      if (k !== undefined && !this.#backendInUse(k)) this.backendIds.release(k);
+    }
+    for (const s of update.before.services) {
+      if (s.key.slot !== 0 || s.value.svc_id === 0) continue;
+      const fk = this.frontendIds.keyOf(s.value.svc_id);
+      if (fk !== undefined && !this.#owner.has(fk)) this.frontendIds.release(fk);
+    }
+  }
+
+  #backendInUse(idKey: string): boolean {
+    const sep = idKey.indexOf('|');
+    const fk = idKey.slice(0, sep);
+    const bk = idKey.slice(sep + 1);
+    const owner = this.#owner.get(fk);
+    if (owner === undefined) return false;
+    return this.#rendered.get(owner)?.frontends.some((pf) => pf.frontend.key === fk && pf.backendIds.has(bk)) ?? false;
+  }
+}

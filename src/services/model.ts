@@ -1,0 +1,75 @@
+// Plain-data view of the Kubernetes objects the load balancer is built from.
+// Produced by src/services/normalize.ts from Service and EndpointSlice objects
+// (YAML files or the API server); consumed by the pure compiler. Nothing here
+// holds a Kubernetes client type, so every consumer can be tested with literals.
+
+export type Protocol = 'TCP' | 'UDP' | 'SCTP';
+
+export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
+
+export type TrafficPolicy = 'Cluster' | 'Local';
+
+export interface ServicePort {
+  /** Port name; '' when the Service has a single unnamed port. */
+  name: string;
+  protocol: Protocol;
+  port: number;
+  /** A number, or the name of a container port resolved through the EndpointSlice ports. */
+  targetPort: number | string;
+  /** Allocated node port for NodePort and LoadBalancer Services; 0 when none. */
+  nodePort: number;
+}
+
+export interface Service {
+  namespace: string;
+  name: string;
+  type: ServiceType;
+  /** IPv4 cluster IPs; empty for headless ("None") and ExternalName Services. */
+  clusterIPs: string[];
+  headless: boolean;
+  ports: ServicePort[];
+  externalIPs: string[];
+  /** status.loadBalancer.ingress[].ip */
+  loadBalancerIPs: string[];
+  sessionAffinity: 'None' | 'ClientIP';
+  /** Only meaningful for ClientIP affinity; Kubernetes' default is 10800. */
+  affinityTimeoutSeconds: number;
+  externalTrafficPolicy: TrafficPolicy;
+  internalTrafficPolicy: TrafficPolicy;
+}
+
+export interface EndpointPort {
+  name: string;
+  protocol: Protocol;
+  port: number;
+}
+
+export interface Endpoint {
+  addresses: string[];
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  nodeName: string;
+  zone: string;
+}
+
+export interface EndpointSlice {
+  namespace: string;
+  name: string;
+  /** Value of the kubernetes.io/service-name label. */
+  serviceName: string;
+  addressType: 'IPv4' | 'IPv6' | 'FQDN';
+  ports: EndpointPort[];
+  endpoints: Endpoint[];
+}
+
+/** The node the agent programs: its name decides which endpoints are local. */
+export interface NodeInfo {
+  name: string;
+  /** IPv4 addresses NodePorts answer on. */
+  addresses: string[];
+}
+
+export function serviceKey(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}

@@ -1,0 +1,96 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { normalizeEndpointSlice, normalizeService } from './normalize.ts';
+
+const base = {
+  apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' },
+  spec: { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, targetPort: 8080 }] },
+};
+const withPorts = (ports: unknown[], extra: object = {}): unknown => ({ ...base, spec: { ...base.spec, ports, ...extra } });
+
+describe('normalizeService', () => {
+  test('a plain ClusterIP Service', () => {
+    const { value, problems } = normalizeService(base);
+    assert.deepEqual(problems, []);
+    assert.equal(value?.namespace, 'shop');
+    assert.deepEqual(value?.clusterIPs, ['10.96.0.10']);
+    assert.deepEqual(value?.ports, [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 0 }]);
+    assert.equal(value?.affinityTimeoutSeconds, 10800);
+  });
+
+  const bad: [string, unknown, string][] = [
+    ['invalid cluster IP', { ...base, spec: { ...base.spec, clusterIP: '10.96.0.300' } }, 'Service shop/web: spec.clusterIP: "10.96.0.300" is not a valid IP address'],
+    ['port 0', withPorts([{ name: 'a', port: 0 }]), 'Service shop/web: spec.ports[0].port: 0 is not a valid port number (1-65535)'],
+    ['port 70000', withPorts([{ name: 'a', port: 70000 }]), 'Service shop/web: spec.ports[0].port: 70000 is not a valid port number (1-65535)'],
+    ['nodePort 70000', withPorts([{ name: 'a', port: 80, nodePort: 70000 }], { type: 'NodePort' }), 'spec.ports[0].nodePort: 70000 is not a valid port number'],
+    ['bad protocol', withPorts([{ name: 'a', port: 80, protocol: 'ICMP' }]), 'spec.ports[0].protocol: "ICMP" is not one of TCP, UDP, SCTP'],
+    ['unnamed port among several', withPorts([{ name: 'a', port: 80 }, { port: 81 }]), 'spec.ports[1].name: (missing) is required when a Service has several ports'],
+    ['duplicate port', withPorts([{ name: 'a', port: 80 }, { name: 'b', port: 80 }]), 'spec.ports[1].port: 80 duplicates another TCP port'],
+    ['bad targetPort', withPorts([{ name: 'a', port: 80, targetPort: 0 }]), 'spec.ports[0].targetPort: 0 is neither a port number'],
+    ['bad external IP', { ...base, spec: { ...base.spec, externalIPs: ['1.2.3.4', 'nope'] } }, 'spec.externalIPs[1]: "nope" is not a valid IP address'],
+    ['bad affinity timeout', { ...base, spec: { ...base.spec, sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 0 } } } }, 'spec.sessionAffinityConfig.clientIP.timeoutSeconds: 0 is not an integer in 1..86400'],
+    ['bad traffic policy', { ...base, spec: { ...base.spec, externalTrafficPolicy: 'Nearby' } }, 'spec.externalTrafficPolicy: "Nearby" is not one of Cluster, Local'],
+    ['no name', { spec: {} }, 'metadata.name: (missing) is required'],
+  ];
+  for (const [name, raw, message] of bad) {
+    test(`rejects ${name}, naming the field and value`, () => {
+      const { value, problems } = normalizeService(raw);
+      assert.equal(value, undefined);
+      assert.ok(problems.some((p) => p.message.includes(message)), `got: ${problems.map((p) => p.message).join(' | ')}`);
+    });
+  }
+
+  test('headless and IPv6 cluster IPs are accepted and carry no IPv4 frontend', () => {
+    assert.equal(normalizeService({ ...base, spec: { ...base.spec, clusterIP: 'None' } }).value?.headless, true);
+    const v6 = normalizeService({ ...base, spec: { ...base.spec, clusterIPs: ['fd00::10', '10.96.0.11'] } });
+    assert.deepEqual(v6.value?.clusterIPs, ['10.96.0.11']);
+  });
+
+  test('LoadBalancer status IPs and named target ports', () => {
+    const { value } = normalizeService({
+      ...base,
+      spec: { ...base.spec, type: 'LoadBalancer', ports: [{ name: 'http', port: 80, targetPort: 'web', nodePort: 30080 }] },
+      status: { loadBalancer: { ingress: [{ ip: '203.0.113.7' }, { hostname: 'lb.example' }] } },
+    });
+    assert.deepEqual(value?.loadBalancerIPs, ['203.0.113.7']);
+    assert.equal(value?.ports[0]?.targetPort, 'web');
+    assert.equal(value?.ports[0]?.nodePort, 30080);
+  });
+});
+
+describe('normalizeEndpointSlice', () => {
+  const sliceRaw = (endpoints: unknown[], ports: unknown[] = [{ name: 'http', port: 8080 }]): unknown => ({
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4',
+    metadata: { name: 'web-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+    ports, endpoints,
+  });
+
+  test('conditions default the way the API documents them', () => {
+    const { value } = normalizeEndpointSlice(sliceRaw([
+      { addresses: ['10.0.0.1'] },
+      { addresses: ['10.0.0.2'], conditions: { ready: false, serving: true, terminating: true } },
+      { addresses: ['10.0.0.3'], conditions: { ready: false } },
+    ]));
+    assert.deepEqual(value?.endpoints.map((e) => [e.ready, e.serving, e.terminating]), [
+      [true, true, false], [false, true, true], [false, false, false],
+    ]);
+  });
+
+  test('an endpoint address that is not an IP drops that endpoint only, and says which', () => {
+    const { value, problems } = normalizeEndpointSlice(sliceRaw([{ addresses: ['10.0.0.1'] }, { addresses: ['10.0.0.x'] }]));
+    assert.equal(value?.endpoints.length, 1);
+    assert.equal(problems[0]?.message, 'EndpointSlice shop/web-1: endpoints[1].addresses[0]: "10.0.0.x" is not an IPv4 address');
+  });
+
+  test('a port out of range drops that port, and says which', () => {
+    const { value, problems } = normalizeEndpointSlice(sliceRaw([{ addresses: ['10.0.0.1'] }], [{ name: 'http', port: 70000 }]));
+    assert.equal(value?.ports.length, 0);
+    assert.match(problems[0]?.message ?? '', /ports\[0\]\.port: 70000 is not a valid port number/);
+  });
+
+  test('a slice without the service-name label is refused', () => {
+    const { value, problems } = normalizeEndpointSlice({ metadata: { name: 'x' }, addressType: 'IPv4' });
+    assert.equal(value, undefined);
+    assert.match(problems[0]?.message ?? '', /metadata.labels\["kubernetes.io\/service-name"\]: \(missing\) is required/);
+  });
+});

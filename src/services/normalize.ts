@@ -1,0 +1,237 @@
+// Kubernetes Service and EndpointSlice objects (as parsed from YAML or
+// received from the API server) to the plain model. Validates at the
+// boundary: every rejected field is named with its value.
+import { isIPv4, isIPv6 } from 'node:net';
+import type { Endpoint, EndpointPort, EndpointSlice, Protocol, Service, ServicePort, ServiceType } from './model.ts';
+import { type Problem, problem } from './problems.ts';
+
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+const DEFAULT_AFFINITY_TIMEOUT = 10800;
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+function arr(v: unknown): unknown[] {
+  return Array.isArray(v) ? v : [];
+}
+
+function isPort(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535;
+}
+
+const PORT_RANGE = 'is not a valid port number (1-65535)';
+
+function protocolOf(v: unknown): Protocol | undefined {
+  if (v === undefined) return 'TCP';
+  return v === 'TCP' || v === 'UDP' || v === 'SCTP' ? v : undefined;
+}
+
+export function objectName(kind: string, raw: unknown): string {
+  const meta = isObj(raw) && isObj(raw.metadata) ? raw.metadata : {};
+  return `${kind} ${str(meta.namespace) ?? 'default'}/${str(meta.name) ?? '(unnamed)'}`;
+}
+
+export interface Normalized<T> {
+  /** Undefined when a problem makes the whole object unusable. */
+  value?: T;
+  /** Every problem found, including ones that only dropped a part (an endpoint). */
+  problems: Problem[];
+}
+
+export function normalizeService(raw: unknown): Normalized<Service> {
+  const problems: Problem[] = [];
+  const obj = objectName('Service', raw);
+  if (!isObj(raw) || !isObj(raw.metadata) || !str(raw.metadata.name)) {
+    return { problems: [problem(obj, 'metadata.name', isObj(raw) && isObj(raw.metadata) ? raw.metadata.name : undefined, 'is required')] };
+  }
+  const meta = raw.metadata;
+  const spec = isObj(raw.spec) ? raw.spec : {};
+  const status = isObj(raw.status) ? raw.status : {};
+  const bad = (field: string, value: unknown, why: string): void => {
+    problems.push(problem(obj, field, value, why));
+  };
+
+  const type = (str(spec.type) ?? 'ClusterIP') as ServiceType;
+  if (!['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'].includes(type)) {
+    bad('spec.type', spec.type, 'is not one of ClusterIP, NodePort, LoadBalancer, ExternalName');
+  }
+
+  // clusterIPs is authoritative when present; clusterIP is its first element.
+  const rawIPs = Array.isArray(spec.clusterIPs) ? spec.clusterIPs : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
+  const headless = rawIPs[0] === 'None';
+  const clusterIPs: string[] = [];
+  if (!headless && type !== 'ExternalName') {
+    rawIPs.forEach((ip, i) => {
+      const field = Array.isArray(spec.clusterIPs) ? `spec.clusterIPs[${i}]` : 'spec.clusterIP';
+      if (typeof ip === 'string' && isIPv4(ip)) clusterIPs.push(ip);
+      else if (typeof ip === 'string' && isIPv6(ip)) return; // IPv6 datapath is not built yet; the IPv4 family still works
+      else if (ip !== '' && ip !== undefined) bad(field, ip, 'is not a valid IP address');
+    });
+  }
+
+  const ports: ServicePort[] = [];
+  const seen = new Set<string>();
+  const rawPorts = arr(spec.ports);
+  rawPorts.forEach((p, i) => {
+    const f = `spec.ports[${i}]`;
+    if (!isObj(p)) return bad(f, p, 'is not an object');
+    const protocol = protocolOf(p.protocol);
+    if (!protocol) return bad(`${f}.protocol`, p.protocol, 'is not one of TCP, UDP, SCTP');
+    if (!isPort(p.port)) return bad(`${f}.port`, p.port, PORT_RANGE);
+    const name = str(p.name) ?? '';
+    if (rawPorts.length > 1 && name === '') return bad(`${f}.name`, p.name, 'is required when a Service has several ports');
+    const id = `${p.port}/${protocol}`;
+    if (seen.has(id)) return bad(`${f}.port`, p.port, `duplicates another ${protocol} port`);
+    seen.add(id);
+    let targetPort: number | string = p.port;
+    if (p.targetPort !== undefined) {
+      if (typeof p.targetPort === 'string' && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(p.targetPort) && p.targetPort.length <= 15) {
+        targetPort = p.targetPort;
+      } else if (isPort(p.targetPort)) {
+        targetPort = p.targetPort;
+      } else if (typeof p.targetPort === 'string' && isPort(Number(p.targetPort))) {
+        targetPort = Number(p.targetPort);
+      } else {
+        return bad(`${f}.targetPort`, p.targetPort, 'is neither a port number (1-65535) nor a port name');
+      }
+    }
+    let nodePort = 0;
+    if (p.nodePort !== undefined && p.nodePort !== null && p.nodePort !== 0) {
+      if (!isPort(p.nodePort)) return bad(`${f}.nodePort`, p.nodePort, PORT_RANGE);
+      nodePort = p.nodePort;
+    }
+    ports.push({ name, protocol, port: p.port, targetPort, nodePort });
+  });
+
+  const ipList = (field: string, list: unknown[]): string[] => {
+    const out: string[] = [];
+    list.forEach((ip, i) => {
+      if (typeof ip === 'string' && isIPv4(ip)) out.push(ip);
+      else if (!(typeof ip === 'string' && isIPv6(ip))) bad(`${field}[${i}]`, ip, 'is not a valid IP address');
+    });
+    return out;
+  };
+  const externalIPs = ipList('spec.externalIPs', arr(spec.externalIPs));
+  const lbIngress = isObj(status.loadBalancer) ? arr(status.loadBalancer.ingress) : [];
+  const loadBalancerIPs = ipList(
+    'status.loadBalancer.ingress[].ip',
+    lbIngress.filter((x): x is Obj => isObj(x) && x.ip !== undefined).map((x) => x.ip),
+  );
+
+  const sessionAffinity = str(spec.sessionAffinity) ?? 'None';
+  if (sessionAffinity !== 'None' && sessionAffinity !== 'ClientIP') {
+    bad('spec.sessionAffinity', spec.sessionAffinity, 'is not one of None, ClientIP');
+  }
+  let affinityTimeoutSeconds = DEFAULT_AFFINITY_TIMEOUT;
+  const cfg = isObj(spec.sessionAffinityConfig) && isObj(spec.sessionAffinityConfig.clientIP) ? spec.sessionAffinityConfig.clientIP : undefined;
+  if (cfg && cfg.timeoutSeconds !== undefined) {
+    const t = cfg.timeoutSeconds;
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > 86400) {
+      bad('spec.sessionAffinityConfig.clientIP.timeoutSeconds', t, 'is not an integer in 1..86400');
+    } else {
+      affinityTimeoutSeconds = t;
+    }
+  }
+  const policy = (field: string, v: unknown): 'Cluster' | 'Local' => {
+    if (v === undefined || v === 'Cluster') return 'Cluster';
+    if (v === 'Local') return 'Local';
+    bad(field, v, 'is not one of Cluster, Local');
+    return 'Cluster';
+  };
+  const externalTrafficPolicy = policy('spec.externalTrafficPolicy', spec.externalTrafficPolicy);
+  const internalTrafficPolicy = policy('spec.internalTrafficPolicy', spec.internalTrafficPolicy);
+
+  if (problems.length > 0) return { problems };
+  return {
+    problems,
+    value: {
+      namespace: str(meta.namespace) ?? 'default',
+      name: str(meta.name) ?? '',
+      type,
+      clusterIPs,
+      headless,
+      ports,
+      externalIPs,
+      loadBalancerIPs,
+      sessionAffinity: sessionAffinity as 'None' | 'ClientIP',
+      affinityTimeoutSeconds,
+      externalTrafficPolicy,
+      internalTrafficPolicy,
+    },
+  };
+}
+
+/** Endpoints or ports with a bad field are dropped (and reported); the rest of the slice is kept. */
+export function normalizeEndpointSlice(raw: unknown): Normalized<EndpointSlice> {
+  const problems: Problem[] = [];
+  const obj = objectName('EndpointSlice', raw);
+  if (!isObj(raw) || !isObj(raw.metadata) || !str(raw.metadata.name)) {
+    return { problems: [problem(obj, 'metadata.name', undefined, 'is required')] };
+  }
+  const meta = raw.metadata;
+  const labels = isObj(meta.labels) ? meta.labels : {};
+  const serviceName = str(labels[SERVICE_NAME_LABEL]);
+  if (!serviceName) {
+    return { problems: [problem(obj, `metadata.labels["${SERVICE_NAME_LABEL}"]`, labels[SERVICE_NAME_LABEL], 'is required')] };
+  }
+  const addressType = raw.addressType;
+  if (addressType !== 'IPv4' && addressType !== 'IPv6' && addressType !== 'FQDN') {
+    return { problems: [problem(obj, 'addressType', addressType, 'is not one of IPv4, IPv6, FQDN')] };
+  }
+
+  const ports: EndpointPort[] = [];
+  arr(raw.ports).forEach((p, i) => {
+    const f = `ports[${i}]`;
+    if (!isObj(p)) return problems.push(problem(obj, f, p, 'is not an object'));
+    const protocol = protocolOf(p.protocol);
+    if (!protocol) return problems.push(problem(obj, `${f}.protocol`, p.protocol, 'is not one of TCP, UDP, SCTP'));
+    if (!isPort(p.port)) return problems.push(problem(obj, `${f}.port`, p.port, PORT_RANGE));
+    ports.push({ name: str(p.name) ?? '', protocol, port: p.port });
+  });
+
+  const endpoints: Endpoint[] = [];
+  arr(raw.endpoints).forEach((e, i) => {
+    const f = `endpoints[${i}]`;
+    if (!isObj(e)) return problems.push(problem(obj, f, e, 'is not an object'));
+    const addresses = arr(e.addresses);
+    if (addresses.length === 0) return problems.push(problem(obj, `${f}.addresses`, e.addresses, 'must hold at least one address'));
+    if (addressType === 'IPv4') {
+      const badIndex = addresses.findIndex((a) => typeof a !== 'string' || !isIPv4(a));
+      if (badIndex >= 0) {
+        return problems.push(problem(obj, `${f}.addresses[${badIndex}]`, addresses[badIndex], 'is not an IPv4 address'));
+      }
+    }
+    const cond = isObj(e.conditions) ? e.conditions : {};
+    // API semantics: unknown readiness counts as ready; serving defaults to ready.
+    const ready = cond.ready !== false;
+    const serving = cond.serving === undefined || cond.serving === null ? ready : cond.serving === true;
+    const terminating = cond.terminating === true;
+    endpoints.push({
+      addresses: addresses as string[],
+      ready,
+      serving,
+      terminating,
+      nodeName: str(e.nodeName) ?? '',
+      zone: str(e.zone) ?? '',
+    });
+  });
+
+  return {
+    problems,
+    value: {
+      namespace: str(meta.namespace) ?? 'default',
+      name: str(meta.name) ?? '',
+      serviceName,
+      addressType,
+      ports,
+      endpoints,
+    },
+  };
+}
