@@ -1,0 +1,111 @@
+// Programs the load-balancer maps (services, backends) from the LB table.
+// Safe order, so a packet never meets a half-written Service:
+//   1 backends written  2 slots written  3 masters written (count switches)
+//   4 masters deleted   5 slots deleted  6 backends deleted
+// Backends that disappear from a Service stay out of its slots from phase 3
+// on; flows already on them keep going (conntrack holds their address).
+import type { Logger } from 'pino';
+import { layouts, type Lb4Backend, type Lb4SvcKey, type Lb4SvcVal } from './abi.gen.ts';
+import { codec, scalarLayouts } from './codec.ts';
+import type { MapIO } from './map-io.ts';
+import { type ApplyStats, type Bytes, type Desired, MapFamilyReconciler, fromBytes, toBytes } from './reconciler.ts';
+import type { LbEntries, LbTable, LbUpdate } from '../services/lb-table.ts';
+import { backendIdKey } from '../services/lb-table.ts';
+import { frontendKey } from '../services/compile.ts';
+
+export const SERVICES_MAP = 'hypha_lb4_services_v1';
+export const BACKENDS_MAP = 'hypha_lb4_backends_v1';
+
+export const svcKeyCodec = codec<Lb4SvcKey>(layouts.hypha_lb4_svc_key);
+export const svcValCodec = codec<Lb4SvcVal>(layouts.hypha_lb4_svc_val);
+export const backendCodec = codec<Lb4Backend>(layouts.hypha_lb4_backend);
+export const u32Codec = codec<{ value: number }>(scalarLayouts.u32);
+
+const PROTO_NAME: Record<number, 'TCP' | 'UDP' | 'SCTP'> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
+
+export interface LbMaps {
+  services: MapIO;
+  backends: MapIO;
+}
+
+function slotOf(key: Bytes): number {
+  const off = layouts.hypha_lb4_svc_key.fields.find((f) => f.name === 'slot')?.offset ?? 8;
+  return key.charCodeAt(off) | (key.charCodeAt(off + 1) << 8);
+}
+
+function backendKeyBytes(id: number): Bytes {
+  return toBytes(u32Codec.encode({ value: id }));
+}
+
+/** Encode table entries into the reconciler's desired form. */
+export function encodeEntries(e: LbEntries, into: Desired = new Map(), value = true): Desired {
+  const svc = into.get(SERVICES_MAP) ?? new Map<Bytes, Bytes | undefined>();
+  const be = into.get(BACKENDS_MAP) ?? new Map<Bytes, Bytes | undefined>();
+  for (const s of e.services) svc.set(toBytes(svcKeyCodec.encode(s.key)), value ? toBytes(svcValCodec.encode(s.value)) : undefined);
+  for (const b of e.backends) be.set(backendKeyBytes(b.id), value ? toBytes(backendCodec.encode(b.value)) : undefined);
+  into.set(SERVICES_MAP, svc);
+  into.set(BACKENDS_MAP, be);
+  return into;
+}
+
+/** An update's keys: those only in `before` are deleted, those in `after` written. */
+export function desiredFromUpdate(u: LbUpdate): Desired {
+  return encodeEntries(u.after, encodeEntries(u.before, new Map(), false), true);
+}
+
+export class LbReconciler {
+  readonly family: MapFamilyReconciler;
+  readonly #log: Logger | undefined;
+
+  constructor(maps: LbMaps, log?: Logger) {
+    this.#log = log;
+    this.family = new MapFamilyReconciler('lb', [
+      { io: maps.backends, upsertPhase: () => 1, deletePhase: () => 6 },
+      {
+        io: maps.services,
+        upsertPhase: (k) => (slotOf(k) === 0 ? 3 : 2),
+        deletePhase: (k) => (slotOf(k) === 0 ? 4 : 5),
+      },
+    ]);
+  }
+
+  /** Read the pinned maps and give the table the ids in them, so a restarted
+   *  agent keeps every frontend and backend under the same id. */
+  async adopt(table: LbTable): Promise<{ frontends: number; backends: number }> {
+    await this.family.refresh();
+    let frontends = 0;
+    let backends = 0;
+    for (const [k, v] of this.family.actual(SERVICES_MAP)) {
+      const key = svcKeyCodec.decode(fromBytes(k));
+      const val = svcValCodec.decode(fromBytes(v));
+      const proto = PROTO_NAME[key.proto];
+      if (key.slot !== 0 || !proto || val.svc_id === 0) continue;
+      if (table.frontendIds.adopt(frontendKey(key.addr, key.dport, proto), val.svc_id)) frontends++;
+    }
+    for (const [k, v] of this.family.actual(BACKENDS_MAP)) {
+      const id = u32Codec.decode(fromBytes(k)).value;
+      const b = backendCodec.decode(fromBytes(v));
+      const fk = table.frontendIds.keyOf(b.svc_id);
+      if (fk !== undefined && table.backendIds.adopt(backendIdKey(fk, `${b.addr}:${b.port}`), id)) backends++;
+    }
+    this.#log?.info({ reconciler: 'lb', frontends, backends }, 'adopted ids from pinned maps');
+    return { frontends, backends };
+  }
+
+  /** Apply one incremental change (only the entries it touched). */
+  apply(update: LbUpdate): ApplyStats {
+    return this.family.execute(this.family.plan(desiredFromUpdate(update), false));
+  }
+
+  /** Re-read the maps and make them equal the whole table: repairs drift and
+   *  prunes what nothing wants (entries left by a Service deleted while the
+   *  agent was down, or written by hand). */
+  async resync(table: LbTable): Promise<ApplyStats> {
+    await this.family.refresh();
+    return this.family.execute(this.family.plan(encodeEntries(table.all()), true));
+  }
+
+  entries(map: string): number {
+    return this.family.actual(map).size;
+  }
+}
