@@ -1,0 +1,260 @@
+// Loads Hypha's BPF objects (compiled once, at build time, into bpf/build)
+// against the maps pinned under the pin root: a first start creates and pins
+// them, every later start (a restart, an upgrade) reuses them with their
+// contents, so no flow notices. Programs are attached by devices.ts, which
+// swaps them atomically over the previous ones.
+import { mkdirSync, statfsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import * as native from '../../native/index.ts';
+import type { MapHandle, ProgHandle } from '../../native/index.ts';
+import { type Config, layouts, type MapName, maps as mapDefs } from './abi.gen.ts';
+import { codec, scalarLayouts } from './codec.ts';
+import { type MapDump, type MapIO, toMapError } from './map-io.ts';
+
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/hypha';
+export const DEFAULT_OBJECT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bpf/build');
+
+/** Installed map sizes (max_entries). Changing one for an existing pin needs a migration. */
+export interface MapSizes {
+  services: number;
+  backends: number;
+  affinity: number;
+  ct: number;
+}
+
+export const DEFAULT_MAP_SIZES: MapSizes = { services: 65536, backends: 65536, affinity: 65536, ct: 262144 };
+
+const SIZED_MAPS: Record<keyof MapSizes, MapName> = {
+  services: 'hypha_lb4_services_v1',
+  backends: 'hypha_lb4_backends_v1',
+  affinity: 'hypha_lb4_affinity_v1',
+  ct: 'hypha_ct4_v1',
+};
+
+const PROGRAMS = {
+  fromPod: { object: 'tc/from_pod.o', name: 'hypha_from_pod' },
+  toPod: { object: 'tc/to_pod.o', name: 'hypha_to_pod' },
+  fromNetdev: { object: 'tc/from_netdev.o', name: 'hypha_from_netdev' },
+  xdpNodeport: { object: 'xdp/nodeport.o', name: 'hypha_xdp_nodeport' },
+} as const;
+
+export type ProgramName = keyof typeof PROGRAMS;
+
+export interface DatapathOptions {
+  pinRoot?: string;
+  objectDir?: string;
+  mapSizes?: Partial<MapSizes>;
+  log?: Logger;
+}
+
+export class DatapathError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'DatapathError';
+    this.code = code;
+  }
+}
+
+export const configCodec = codec<Config>(layouts.hypha_config);
+const u32 = codec<{ value: number }>(scalarLayouts.u32);
+
+/** A MapIO over a real BPF map. */
+export class BpfMapIO implements MapIO {
+  readonly name: string;
+  readonly handle: MapHandle;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+
+  constructor(name: string, handle: MapHandle) {
+    this.name = name;
+    this.handle = handle;
+    const info = native.mapInfo(handle);
+    this.keySize = info.keySize;
+    this.valueSize = native.valueLength(info);
+    this.maxEntries = info.maxEntries;
+  }
+
+  lookup(key: Uint8Array): Uint8Array | undefined {
+    try {
+      return native.mapLookup(this.handle, key);
+    } catch (err) {
+      throw toMapError(this.name, 'lookup', err);
+    }
+  }
+  update(key: Uint8Array, value: Uint8Array): void {
+    try {
+      native.mapUpdate(this.handle, key, value);
+    } catch (err) {
+      throw toMapError(this.name, 'update', err);
+    }
+  }
+  delete(key: Uint8Array): boolean {
+    try {
+      return native.mapDelete(this.handle, key);
+    } catch (err) {
+      throw toMapError(this.name, 'delete', err);
+    }
+  }
+  updateBatch(keys: Uint8Array, values: Uint8Array, count: number): void {
+    try {
+      native.mapUpdateBatch(this.handle, keys, values, count);
+    } catch (err) {
+      throw toMapError(this.name, 'updateBatch', err);
+    }
+  }
+  deleteBatch(keys: Uint8Array, count: number): number {
+    try {
+      return native.mapDeleteBatch(this.handle, keys, count);
+    } catch (err) {
+      throw toMapError(this.name, 'deleteBatch', err);
+    }
+  }
+  async dump(): Promise<MapDump> {
+    try {
+      return await native.mapDumpAsync(this.handle);
+    } catch (err) {
+      throw toMapError(this.name, 'dump', err);
+    }
+  }
+}
+
+export function pinPath(pinRoot: string, map: MapName): string {
+  return path.join(pinRoot, map);
+}
+
+function checkBpffs(pinRoot: string): void {
+  mkdirSync(pinRoot, { recursive: true });
+  const type = statfsSync(pinRoot).type;
+  if (type !== BPF_FS_MAGIC) {
+    throw new DatapathError('ENOTBPFFS', `pin root ${pinRoot} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)`);
+  }
+}
+
+/** Open the maps pinned under pinRoot (for tools that only read, like `hypha service list`). */
+export function openPinnedMaps(pinRoot = DEFAULT_PIN_ROOT): Map<MapName, MapHandle> {
+  const out = new Map<MapName, MapHandle>();
+  for (const name of Object.keys(mapDefs) as MapName[]) {
+    try {
+      out.set(name, native.openPinnedMap(pinPath(pinRoot, name)));
+    } catch (err) {
+      if (native.hasNativeCode(err, 'ENOENT')) continue;
+      throw err;
+    }
+  }
+  return out;
+}
+
+export class Datapath {
+  readonly pinRoot: string;
+  readonly maps: ReadonlyMap<MapName, MapHandle>;
+  readonly programs: Readonly<Record<ProgramName, ProgHandle>>;
+  readonly sizes: MapSizes;
+  #closed = false;
+
+  private constructor(pinRoot: string, maps: Map<MapName, MapHandle>, programs: Record<ProgramName, ProgHandle>, sizes: MapSizes) {
+    this.pinRoot = pinRoot;
+    this.maps = maps;
+    this.programs = programs;
+    this.sizes = sizes;
+  }
+
+  static async load(opts: DatapathOptions = {}): Promise<Datapath> {
+    const pinRoot = opts.pinRoot ?? DEFAULT_PIN_ROOT;
+    const objectDir = opts.objectDir ?? DEFAULT_OBJECT_DIR;
+    const sizes: MapSizes = { ...DEFAULT_MAP_SIZES, ...opts.mapSizes };
+    for (const [k, v] of Object.entries(sizes)) {
+      if (!Number.isInteger(v) || v < 1 || v > 1 << 26) {
+        throw new DatapathError('EINVALID', `map size ${k}: ${v} is not an integer in 1..${1 << 26}`);
+      }
+    }
+    checkBpffs(pinRoot);
+    const maxEntries: Record<string, number> = {};
+    for (const [k, name] of Object.entries(SIZED_MAPS)) maxEntries[name] = sizes[k as keyof MapSizes];
+    Datapath.#checkPinned(pinRoot, maxEntries);
+
+    const programs: Partial<Record<ProgramName, ProgHandle>> = {};
+    for (const [prog, spec] of Object.entries(PROGRAMS) as [ProgramName, (typeof PROGRAMS)[ProgramName]][]) {
+      const file = path.join(objectDir, spec.object);
+      let obj;
+      try {
+        obj = native.openObject(file, { pinRoot, maxEntries });
+      } catch (err) {
+        throw new DatapathError('EOBJECT', `cannot open BPF object ${file} (run \`make build\`): ${(err as Error).message}`, { cause: err });
+      }
+      try {
+        await native.loadObject(obj);
+        programs[prog] = native.objectProgram(obj, spec.name);
+      } catch (err) {
+        const e = err as native.NativeError;
+        const detail = e.verifierLog ? `\n${e.verifierLog.split('\n').slice(-30).join('\n')}` : '';
+        throw new DatapathError('ELOAD', `loading ${spec.object} failed: ${e.message}${detail}`, { cause: err });
+      } finally {
+        native.close(obj);
+      }
+      opts.log?.debug({ program: spec.name }, 'program loaded');
+    }
+    const maps = openPinnedMaps(pinRoot);
+    for (const name of Object.keys(mapDefs) as MapName[]) {
+      if (!maps.has(name)) throw new DatapathError('ENOENT', `map ${name} was not pinned under ${pinRoot}`);
+    }
+    const dp = new Datapath(pinRoot, maps, programs as Record<ProgramName, ProgHandle>, sizes);
+    opts.log?.info({ pinRoot, sizes }, 'datapath loaded');
+    return dp;
+  }
+
+  /** A pinned map whose layout or size differs from this build would be
+   *  refused by libbpf with a terse message; say what differs instead. */
+  static #checkPinned(pinRoot: string, maxEntries: Record<string, number>): void {
+    for (const name of Object.keys(mapDefs) as MapName[]) {
+      let handle: MapHandle;
+      try {
+        handle = native.openPinnedMap(pinPath(pinRoot, name));
+      } catch (err) {
+        if (native.hasNativeCode(err, 'ENOENT')) continue;
+        throw err;
+      }
+      try {
+        const info = native.mapInfo(handle);
+        const def = mapDefs[name];
+        const want = maxEntries[name] ?? def.maxEntries;
+        const key = def.key === null ? 0 : def.key === 'u32' ? 4 : layouts[def.key].size;
+        const value = def.value === null ? 0 : layouts[def.value].size;
+        if (info.keySize !== key || info.valueSize !== value) {
+          throw new DatapathError('ELAYOUT', `pinned map ${pinPath(pinRoot, name)} has key/value sizes ${info.keySize}/${info.valueSize}, this build expects ${key}/${value}: a layout change must come with a new _vN map name`);
+        }
+        if (info.maxEntries !== want) {
+          throw new DatapathError('ESIZE', `pinned map ${pinPath(pinRoot, name)} holds ${info.maxEntries} entries, the configuration asks for ${want}: keep the installed size, or remove the pin (flushing its state) to resize`);
+        }
+      } finally {
+        native.close(handle);
+      }
+    }
+  }
+
+  map(name: MapName): MapHandle {
+    const h = this.maps.get(name);
+    if (!h) throw new DatapathError('ENOENT', `map ${name} is not open`);
+    return h;
+  }
+
+  mapIO(name: MapName): BpfMapIO {
+    return new BpfMapIO(name, this.map(name));
+  }
+
+  writeConfig(cfg: Config): void {
+    native.mapUpdate(this.map('hypha_config_v1'), u32.encode({ value: 0 }), configCodec.encode(cfg));
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const h of this.maps.values()) native.close(h);
+    for (const h of Object.values(this.programs)) native.close(h);
+  }
+}

@@ -1,0 +1,89 @@
+// A loaded datapath in a throwaway pin root, programmed through the real
+// compiler -> table -> reconciler path, for BPF_PROG_TEST_RUN tests.
+import { rmSync } from 'node:fs';
+import * as native from '../../native/index.ts';
+import { CtDir, type Config, type Ct4Entry, type Ct4Key, layouts } from '../../src/datapath/abi.gen.ts';
+import { codec } from '../../src/datapath/codec.ts';
+import { readDrops } from '../../src/datapath/drops.ts';
+import { BACKENDS_MAP, LbReconciler, SERVICES_MAP } from '../../src/datapath/lb-reconciler.ts';
+import { Datapath, type ProgramName } from '../../src/datapath/loader.ts';
+import { compileService } from '../../src/services/compile.ts';
+import type { EndpointSlice, NodeInfo, Service } from '../../src/services/model.ts';
+import { LbTable } from '../../src/services/lb-table.ts';
+
+export const ctKey = codec<Ct4Key>(layouts.hypha_ct4_key);
+export const ctEntry = codec<Ct4Entry>(layouts.hypha_ct4_entry);
+
+export const TC_ACT_OK = 0;
+export const TC_ACT_SHOT = 2;
+export const TC_ACT_REDIRECT = 7;
+export const XDP_DROP = 1;
+export const XDP_PASS = 2;
+export const XDP_TX = 3;
+
+export const NODE: NodeInfo = { name: 'node-a', addresses: ['192.168.77.10'] };
+
+export class BpfHarness {
+  readonly dp: Datapath;
+  readonly table: LbTable;
+  readonly lb: LbReconciler;
+  readonly pinRoot: string;
+
+  private constructor(dp: Datapath, pinRoot: string) {
+    this.dp = dp;
+    this.pinRoot = pinRoot;
+    this.table = new LbTable({ services: 4096, backends: 4096 });
+    this.lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP) });
+  }
+
+  static async create(): Promise<BpfHarness> {
+    const pinRoot = `/sys/fs/bpf/hypha-test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    const dp = await Datapath.load({ pinRoot, mapSizes: { services: 4096, backends: 4096, affinity: 4096, ct: 16384 } });
+    const h = new BpfHarness(dp, pinRoot);
+    h.config({ flags: 0, loopback_addr: '169.254.42.1' });
+    return h;
+  }
+
+  config(cfg: Config): void {
+    this.dp.writeConfig(cfg);
+  }
+
+  /** Program (or with slices undefined, remove) one Service through the real path. */
+  service(svc: Service, slices: EndpointSlice[] | undefined, node: NodeInfo = NODE): void {
+    const key = `${svc.namespace}/${svc.name}`;
+    this.lb.apply(this.table.set(key, slices === undefined ? undefined : compileService(svc, slices, node)));
+  }
+
+  run(prog: ProgramName, data: Uint8Array, repeat = 1): native.TestRunResult {
+    return native.progTestRun(this.dp.programs[prog], { data, repeat });
+  }
+
+  drops(): Record<string, number> {
+    return Object.fromEntries(readDrops(this.dp.map('hypha_drops_v1')).map((d) => [d.reason, Number(d.packets)]));
+  }
+
+  ct(): { key: Ct4Key; entry: Ct4Entry }[] {
+    const { keys, values, count } = native.mapDump(this.dp.map('hypha_ct4_v1'));
+    const out = [];
+    for (let i = 0; i < count; i++) {
+      out.push({ key: ctKey.decode(keys, i * 16), entry: ctEntry.decode(values, i * 24) });
+    }
+    return out;
+  }
+
+  ctService(src: string, sport: number, dst: string, dport: number, proto = 6): Ct4Entry | undefined {
+    const v = native.mapLookup(this.dp.map('hypha_ct4_v1'), ctKey.encode({ saddr: src, daddr: dst, sport, dport, proto, dir: CtDir.SERVICE }));
+    return v ? ctEntry.decode(v) : undefined;
+  }
+
+  clearMap(name: 'hypha_ct4_v1' | 'hypha_lb4_affinity_v1'): void {
+    const m = this.dp.map(name);
+    const { keys, count } = native.mapDump(m);
+    if (count > 0) native.mapDeleteBatch(m, keys, count);
+  }
+
+  close(): void {
+    this.dp.close();
+    rmSync(this.pinRoot, { recursive: true, force: true });
+  }
+}
