@@ -1,0 +1,256 @@
+// Types of the raw binding, build/Release/hypha_native.node (native/src/*.c).
+// This file describes exactly what the C code accepts and returns; keep the two in
+// step. Conveniences live in index.ts.
+
+/** Opaque, type-tagged handles. Each kind owns kernel resources (fds, a loaded
+ * object, a poller thread); `close()` releases them, the GC does so for handles
+ * that are dropped unclosed. Passing a handle of the wrong kind throws
+ * EBADHANDLE; using a closed one throws ECLOSED. */
+export type ObjectHandle = { readonly __brand: 'hypha.ObjectHandle' };
+export type MapHandle = { readonly __brand: 'hypha.MapHandle' };
+export type ProgHandle = { readonly __brand: 'hypha.ProgHandle' };
+export type RingbufHandle = { readonly __brand: 'hypha.RingbufHandle' };
+export type Handle = ObjectHandle | MapHandle | ProgHandle | RingbufHandle;
+
+/** Codes that are not errno names. */
+export type NativeErrorSpecialCode =
+  | 'EBADHANDLE' // not a handle, or a handle of the wrong kind (a TypeError)
+  | 'ECLOSED' // the handle was closed
+  | 'EINVALARG' // bad argument type, size or value (a TypeError)
+  | 'EHANDLEBUSY' // the object handle is being loaded
+  | 'ENAPI'; // a Node-API call failed (a bug)
+
+/** Every error the addon throws or rejects with. */
+export interface NativeError extends Error {
+  /** errno name ('ENOENT', 'E2BIG', 'EACCES', 'ENOTSUPP', ...) or a NativeErrorSpecialCode. */
+  readonly code: string;
+  /** Positive errno; 0 for the special codes. */
+  readonly errno: number;
+  /** The libbpf or syscall function that failed, or the addon function for bad arguments. */
+  readonly op: string;
+  /** loadObject: the failing program's full verifier log ('' when no program failed). */
+  readonly verifierLog?: string;
+  /** openObject, loadObject, ringbufOpen, XDP and TC calls: libbpf's own warnings. */
+  readonly libbpfLog?: string;
+  /** loadObject: name of the program the verifier rejected. */
+  readonly program?: string;
+  /** mapUpdateBatch / mapDeleteBatch: entries handled before the failure. */
+  readonly processed?: number;
+}
+
+export interface OpenObjectOptions {
+  /** Directory for maps declared with LIBBPF_PIN_BY_NAME: reused if pinned there, pinned there otherwise. */
+  pinRoot?: string;
+  /** New max_entries per map name, applied before load. Unknown names throw EINVALARG. */
+  maxEntries?: Record<string, number>;
+}
+
+export interface ObjectMapDescription {
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+}
+
+export interface ObjectProgramDescription {
+  name: string;
+  section: string;
+  type: number;
+}
+
+export interface MapCreateOptions {
+  name?: string;
+  flags?: number;
+}
+
+export interface MapInfo {
+  id: number;
+  type: number;
+  name: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  /** Per-CPU map: values are `possibleCpus` slots of valueSize rounded up to 8 bytes. */
+  perCpu: boolean;
+  possibleCpus: number;
+}
+
+/** Entries side by side: key i is keys[i*keySize ..], value i is values[i*valueLen ..]
+ * (valueLen is valueSize, or for per-CPU maps roundUp(valueSize, 8) * possibleCpus). */
+export interface MapDump {
+  keys: Uint8Array<ArrayBuffer>;
+  values: Uint8Array<ArrayBuffer>;
+  count: number;
+}
+
+export interface TestRunOptions {
+  data: Uint8Array;
+  /** Runs (default 1); durationNs is the average per run. */
+  repeat?: number;
+  ctxIn?: Uint8Array;
+  /** Room for ctxOut; ctxOut is returned only when this is given. */
+  ctxOutSize?: number;
+  /** Room for dataOut (default data.length + 256, so programs can grow packets). */
+  dataOutSize?: number;
+  flags?: number;
+}
+
+export interface TestRunResult {
+  retval: number;
+  durationNs: number;
+  /** The packet after the run, exactly as long as the kernel reports. */
+  dataOut: Uint8Array<ArrayBuffer>;
+  ctxOut?: Uint8Array<ArrayBuffer>;
+}
+
+export interface ProgInfo {
+  id: number;
+  type: number;
+  name: string;
+  /** 16 hex digits. */
+  tag: string;
+}
+
+export type XdpMode = 'native' | 'generic' | 'auto';
+
+export interface XdpAttachOptions {
+  /** native = driver mode, generic = skb mode, auto (default) = kernel's choice. */
+  mode?: XdpMode;
+  /** Swap atomically, and only if this program is the one attached now (EEXIST otherwise). */
+  replaceProgId?: number;
+}
+
+export interface XdpDetachOptions {
+  mode?: XdpMode;
+}
+
+export interface XdpQueryResult {
+  /** The attached program's id, 0 when none. */
+  progId: number;
+  /** 'offload' (hardware) and 'multi' (driver and generic at once) are rare but possible. */
+  mode: 'native' | 'generic' | 'offload' | 'multi' | 'none';
+  nativeProgId: number;
+  genericProgId: number;
+}
+
+export type TcDirection = 'ingress' | 'egress';
+
+export interface TcOptions {
+  /** Filter handle, default 1. */
+  handle?: number;
+  /** Filter priority in [1, 65535], default 1. */
+  priority?: number;
+}
+
+export interface TcQueryResult {
+  progId: number;
+}
+
+type Group<K extends string> = { readonly [name in K]: number };
+
+/** Kernel constants, read from the UAPI headers when the addon was built. */
+export interface NativeConstants {
+  readonly mapTypes: Group<
+    | 'HASH' | 'ARRAY' | 'PROG_ARRAY' | 'PERF_EVENT_ARRAY' | 'PERCPU_HASH' | 'PERCPU_ARRAY'
+    | 'STACK_TRACE' | 'CGROUP_ARRAY' | 'LRU_HASH' | 'LRU_PERCPU_HASH' | 'LPM_TRIE'
+    | 'ARRAY_OF_MAPS' | 'HASH_OF_MAPS' | 'DEVMAP' | 'SOCKMAP' | 'CPUMAP' | 'XSKMAP' | 'SOCKHASH'
+    | 'CGROUP_STORAGE' | 'REUSEPORT_SOCKARRAY' | 'PERCPU_CGROUP_STORAGE' | 'QUEUE' | 'STACK'
+    | 'SK_STORAGE' | 'DEVMAP_HASH' | 'STRUCT_OPS' | 'RINGBUF' | 'INODE_STORAGE' | 'TASK_STORAGE'
+    | 'BLOOM_FILTER' | 'USER_RINGBUF'
+  >;
+  readonly progTypes: Group<
+    | 'SOCKET_FILTER' | 'KPROBE' | 'SCHED_CLS' | 'SCHED_ACT' | 'TRACEPOINT' | 'XDP' | 'PERF_EVENT'
+    | 'CGROUP_SKB' | 'CGROUP_SOCK' | 'LWT_IN' | 'LWT_OUT' | 'LWT_XMIT' | 'SOCK_OPS' | 'SK_SKB'
+    | 'CGROUP_DEVICE' | 'SK_MSG' | 'RAW_TRACEPOINT' | 'CGROUP_SOCK_ADDR' | 'LWT_SEG6LOCAL'
+    | 'LIRC_MODE2' | 'SK_REUSEPORT' | 'FLOW_DISSECTOR' | 'CGROUP_SYSCTL'
+    | 'RAW_TRACEPOINT_WRITABLE' | 'CGROUP_SOCKOPT' | 'TRACING' | 'STRUCT_OPS' | 'EXT' | 'LSM'
+    | 'SK_LOOKUP' | 'SYSCALL'
+  >;
+  readonly updateFlags: Group<'ANY' | 'NOEXIST' | 'EXIST' | 'LOCK'>;
+  readonly mapFlags: Group<
+    | 'NO_PREALLOC' | 'NO_COMMON_LRU' | 'NUMA_NODE' | 'RDONLY' | 'WRONLY' | 'ZERO_SEED'
+    | 'RDONLY_PROG' | 'WRONLY_PROG' | 'MMAPABLE' | 'INNER_MAP'
+  >;
+  readonly testRunFlags: Group<'RUN_ON_CPU' | 'XDP_LIVE_FRAMES'>;
+  readonly xdpActions: Group<'ABORTED' | 'DROP' | 'PASS' | 'TX' | 'REDIRECT'>;
+  readonly tcActions: Group<
+    'UNSPEC' | 'OK' | 'RECLASSIFY' | 'SHOT' | 'PIPE' | 'STOLEN' | 'QUEUED' | 'REPEAT' | 'REDIRECT' | 'TRAP'
+  >;
+}
+
+/** The binding object. Functions throw (or reject with) a NativeError. */
+export interface HyphaNative {
+  readonly constants: NativeConstants;
+
+  /** Closes any handle; closing twice is fine. A ringbuf close stops and joins its thread. */
+  close(handle: Handle): void;
+
+  // objects
+  openObject(path: string, opts?: OpenObjectOptions): ObjectHandle;
+  /** Loads on a worker thread; rejects (never throws) with verifierLog and libbpfLog
+   * attached. While loading, other calls on obj throw EHANDLEBUSY; close(obj) is deferred
+   * until the load ends. An object loads once; after a failed load, open it again. */
+  loadObject(obj: ObjectHandle): Promise<void>;
+  objectMaps(obj: ObjectHandle): ObjectMapDescription[];
+  objectPrograms(obj: ObjectHandle): ObjectProgramDescription[];
+  /** After load. The handle has its own fd and outlives the object. ENOENT for unknown names. */
+  objectMap(obj: ObjectHandle, name: string): MapHandle;
+  objectProgram(obj: ObjectHandle, name: string): ProgHandle;
+
+  // maps
+  mapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, opts?: MapCreateOptions): MapHandle;
+  openPinnedMap(path: string): MapHandle;
+  pin(handle: MapHandle | ProgHandle, path: string): void;
+  mapInfo(map: MapHandle): MapInfo;
+  /** undefined when the key is missing. */
+  mapLookup(map: MapHandle, key: Uint8Array): Uint8Array<ArrayBuffer> | undefined;
+  /** flags: 0 any, 1 noexist, 2 exist (constants.updateFlags). */
+  mapUpdate(map: MapHandle, key: Uint8Array, value: Uint8Array, flags?: number): void;
+  /** false when the key was missing. */
+  mapDelete(map: MapHandle, key: Uint8Array): boolean;
+  /** null: the first key. undefined: no further key. */
+  mapGetNextKey(map: MapHandle, key: Uint8Array | null): Uint8Array<ArrayBuffer> | undefined;
+  /** keys/values hold count entries side by side. With flags ANY (or LOCK) this is one
+   * kernel batch call; NOEXIST/EXIST (which the kernel's batch call refuses) and map
+   * types without batch support go entry by entry. On failure the error's
+   * `processed` says how many entries were written. */
+  mapUpdateBatch(map: MapHandle, keys: Uint8Array, values: Uint8Array, count: number, flags?: number): void;
+  /** Returns how many were deleted; missing keys are skipped. */
+  mapDeleteBatch(map: MapHandle, keys: Uint8Array, count: number): number;
+  /** All entries: bpf_map_lookup_batch in chunks of 4096, or get_next_key + lookup
+   * for map types without batch lookup (LPM tries). Entries added or removed while
+   * dumping may or may not appear; nothing fails because of them. */
+  mapDump(map: MapHandle): MapDump;
+  /** mapDump on a worker thread (on its own dup of the map fd, so close(map) meanwhile
+   * is safe); rejects, never throws. */
+  mapDumpAsync(map: MapHandle): Promise<MapDump>;
+
+  // programs
+  /** BPF_PROG_TEST_RUN, synchronously. Signals are held off on this thread while it
+   * runs (the kernel would abort a repeat loop with EINTR); a run interrupted anyway is
+   * retried, so side effects of the interrupted part may be counted twice. */
+  progTestRun(prog: ProgHandle, opts: TestRunOptions): TestRunResult;
+  progInfo(prog: ProgHandle): ProgInfo;
+
+  // links (act on the calling thread's network namespace)
+  ifNameToIndex(name: string): number;
+  ifIndexToName(ifindex: number): string;
+  xdpAttach(ifindex: number, prog: ProgHandle, opts?: XdpAttachOptions): void;
+  xdpDetach(ifindex: number, opts?: XdpDetachOptions): void;
+  xdpQuery(ifindex: number): XdpQueryResult;
+  tcAttach(ifindex: number, direction: TcDirection, prog: ProgHandle, opts?: TcOptions): void;
+  /** false when no such filter (or no clsact qdisc) existed. */
+  tcDetach(ifindex: number, direction: TcDirection, opts?: TcOptions): boolean;
+  /** undefined when no such filter (or no clsact qdisc) exists. */
+  tcQuery(ifindex: number, direction: TcDirection, opts?: TcOptions): TcQueryResult | undefined;
+
+  // ring buffers
+  /** A poller thread delivers copies of records on the JS thread, in order, until
+   * close(). While open the subscription keeps the event loop and itself alive, like
+   * a socket (dropping the handle does not stop it). A slow consumer holds records
+   * back in the kernel ring (producers then see it full) rather than queueing without
+   * bound. An exception thrown by onRecord becomes an uncaught exception. */
+  ringbufOpen(map: MapHandle, onRecord: (data: Uint8Array<ArrayBuffer>) => void): RingbufHandle;
+}
