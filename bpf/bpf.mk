@@ -18,3 +18,9 @@ bpf: $(BPF_OBJECTS)
 .PHONY: abi
 abi: bpf/build/abi.o
 	$(NODE) scripts/gen-abi.ts
+
+# Test-only object: the fabric's pass-through XDP program (test/e2e/lib/topology.ts).
+BUILD_TARGETS += bpf/build/test/xdp_pass.o
+bpf/build/test/xdp_pass.o: test/e2e/bpf/xdp_pass.c | $(APT_STAMP)
+	@mkdir -p $(dir $@)
+	clang $(BPF_CFLAGS) -c $< -o $@

@@ -59,9 +59,12 @@ export class Devices {
     } catch (err) {
       throw new DeviceError(ifname, (err as native.NativeError).code ?? 'EATTACH', `tc attach failed: ${(err as Error).message}`, { cause: err });
     }
-    // Replies get their Service address back as the source on this device's
-    // ingress; strict reverse-path filtering would drop them.
+    // Replies get their frontend back as the source on this device's ingress:
+    // reverse-path filtering would drop a Service address, and a NodePort
+    // reply carries one of the node's own addresses, which the stack drops as
+    // a martian unless the device accepts local sources.
     setSysctl(`/proc/sys/net/ipv4/conf/${ifname}/rp_filter`, '0', this.#log);
+    setSysctl(`/proc/sys/net/ipv4/conf/${ifname}/accept_local`, '1', this.#log);
     this.#log?.debug({ device: ifname, ifindex }, 'pod device attached');
     return ifindex;
   }

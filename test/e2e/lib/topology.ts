@@ -174,6 +174,9 @@ export function nsExecArgv(netns: string, argv: readonly string[]): string[] {
 /** The directory holding the traffic tools (echo-server.ts, client.ts). */
 export const TOOLS_DIR = fileURLToPath(new URL('../tools/', import.meta.url));
 
+/** Built by `make build` from test/e2e/bpf/xdp_pass.c. */
+export const FABRIC_XDP_OBJECT = fileURLToPath(new URL('../../../bpf/build/test/xdp_pass.o', import.meta.url));
+
 /** argv that runs one of test/e2e/tools with this Node binary: toolArgv('client', ['once', ...]). */
 export function toolArgv(tool: 'echo-server' | 'client', args: readonly string[]): string[] {
   return [process.execPath, `${TOOLS_DIR}${tool}.ts`, ...args];
@@ -491,9 +494,13 @@ export class Topology {
           'link set eth0 up',
         ]),
         // Frames a node sends back with XDP_TX arrive on this veth end as XDP
-        // frames; a veth only receives those with GRO (NAPI) on.
+        // frames; a veth only receives those with GRO (NAPI) on...
         this.exec(this.fabric, ['ethtool', '-K', node.fabricIfname, 'gro', 'on']),
       ]);
+      // ...and only flushes them to this end when it runs an XDP program
+      // (drivers/net/veth.c, veth_xdp_flush). A real NIC has no such rule,
+      // so the fabric plays the wire with a pass-through program.
+      await this.exec(this.fabric, ['ip', 'link', 'set', 'dev', node.fabricIfname, 'xdpdrv', 'obj', FABRIC_XDP_OBJECT, 'sec', 'xdp']);
     } catch (err) {
       await this.#undoMember(node.netns, [{ netns: this.fabric.netns, ifname: node.fabricIfname, mac: fabricMacFor(`node:${name}`) }]);
       this.#names.delete(name);

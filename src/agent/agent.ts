@@ -1,0 +1,159 @@
+// One node's agent: loads the datapath (adopting what is pinned), attaches it
+// to the node's devices, and keeps the load-balancer maps equal to the
+// Services it is given. Stopping the agent leaves the datapath running:
+// traffic keeps flowing while it restarts.
+import type { Server } from 'node:http';
+import { networkInterfaces } from 'node:os';
+import type { Logger } from 'pino';
+import * as native from '../../native/index.ts';
+import { Devices } from '../datapath/devices.ts';
+import { readDrops } from '../datapath/drops.ts';
+import { BACKENDS_MAP, LbReconciler, SERVICES_MAP } from '../datapath/lb-reconciler.ts';
+import { Datapath } from '../datapath/loader.ts';
+import { LbTable } from '../services/lb-table.ts';
+import type { NodeInfo } from '../services/model.ts';
+import type { AgentConfig } from './config.ts';
+import { FileSource } from './file-source.ts';
+import { LbSync } from './lb-sync.ts';
+import { type Metrics, createMetrics } from './metrics.ts';
+import { PodDevices } from './pod-devices.ts';
+import { serverPort, startServer } from './server.ts';
+
+export class Agent {
+  readonly cfg: AgentConfig;
+  readonly #log: Logger;
+  #dp: Datapath | undefined;
+  #sync: LbSync | undefined;
+  #table: LbTable | undefined;
+  #lb: LbReconciler | undefined;
+  #pods: PodDevices | undefined;
+  #source: FileSource | undefined;
+  #server: Server | undefined;
+  #metrics: Metrics | undefined;
+  #resyncTimer: NodeJS.Timeout | undefined;
+  #externalMode: 'xdp' | 'tc' | undefined;
+  #ready = false;
+  readonly #counts = new Map<string, number>();
+
+  constructor(cfg: AgentConfig, log: Logger) {
+    this.cfg = cfg;
+    this.#log = log;
+  }
+
+  get port(): number | undefined {
+    return this.#server ? serverPort(this.#server) : undefined;
+  }
+
+  get sync(): LbSync | undefined {
+    return this.#sync;
+  }
+
+  /** NodePorts answer on the configured addresses, or else on the external device's. */
+  nodeInfo(): NodeInfo {
+    let addresses = this.cfg.node.addresses;
+    if (addresses.length === 0 && this.cfg.devices.external) {
+      addresses = (networkInterfaces()[this.cfg.devices.external] ?? []).filter((a) => a.family === 'IPv4').map((a) => a.address);
+    }
+    return { name: this.cfg.node.name, addresses };
+  }
+
+  async start(): Promise<void> {
+    const log = this.#log;
+    const { bpf } = this.cfg;
+    const dp = await Datapath.load({ pinRoot: bpf.pinRoot, mapSizes: bpf.mapSizes, log });
+    this.#dp = dp;
+    dp.writeConfig({ flags: bpf.dropEvents ? 1 : 0, loopback_addr: bpf.loopbackAddress });
+
+    const devices = new Devices(dp, log);
+    if (this.cfg.devices.external) this.#externalMode = devices.attachExternal(this.cfg.devices.external, this.cfg.devices.externalMode);
+    this.#pods = new PodDevices(devices, this.cfg.devices.pods, log);
+    this.#pods.start(this.cfg.sync.devicesSeconds * 1000);
+
+    this.#metrics = createMetrics({
+      maps: () => this.#mapUsage(),
+      drops: () => readDrops(dp.map('hypha_drops_v1')).map((d) => ({ reason: d.reason, packets: Number(d.packets) })),
+    });
+    this.#table = new LbTable({ services: bpf.mapSizes.services, backends: bpf.mapSizes.backends });
+    this.#lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP) }, log);
+    await this.#lb.adopt(this.#table);
+    this.#sync = new LbSync({ table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics: this.#metrics });
+
+    this.#server = await startServer(this.cfg.listen.address, this.cfg.listen.port, {
+      ready: () => this.#ready,
+      status: () => this.status(),
+      registry: this.#metrics.registry,
+    });
+
+    const sync = this.#sync;
+    this.#source = new FileSource(this.cfg.services.files, { log });
+    this.#source.start((snap) => {
+      sync.report(snap.problems);
+      sync.replaceAll(snap.services, snap.slices);
+    });
+    await sync.flushed();
+    this.#ready = true;
+    this.#metrics.ready.set(1);
+    log.info({ ready: true, node: this.cfg.node.name, services: sync.status.services, port: this.port, external: this.#externalMode ?? 'none' }, 'agent ready');
+
+    this.#resyncTimer = setInterval(() => {
+      sync.setNode(this.nodeInfo());
+      sync.requestFullSync();
+      this.#pods?.scan(true);
+      void this.#countLargeMaps();
+    }, this.cfg.sync.resyncSeconds * 1000);
+    void this.#countLargeMaps();
+  }
+
+  /** Conntrack and affinity sizes need a walk of the map: done on the slow timer, not per scrape. */
+  async #countLargeMaps(): Promise<void> {
+    const dp = this.#dp;
+    if (!dp) return;
+    for (const name of ['hypha_ct4_v1', 'hypha_lb4_affinity_v1'] as const) {
+      try {
+        this.#counts.set(name, (await native.mapDumpAsync(dp.map(name))).count);
+      } catch (err) {
+        this.#log.warn({ map: name, err: (err as Error).message }, 'map not counted');
+      }
+    }
+  }
+
+  #mapUsage(): { map: string; entries: number; capacity: number }[] {
+    const dp = this.#dp;
+    const lb = this.#lb;
+    if (!dp || !lb) return [];
+    return [
+      { map: SERVICES_MAP, entries: lb.entries(SERVICES_MAP), capacity: dp.sizes.services },
+      { map: BACKENDS_MAP, entries: lb.entries(BACKENDS_MAP), capacity: dp.sizes.backends },
+      { map: 'hypha_ct4_v1', entries: this.#counts.get('hypha_ct4_v1') ?? 0, capacity: dp.sizes.ct },
+      { map: 'hypha_lb4_affinity_v1', entries: this.#counts.get('hypha_lb4_affinity_v1') ?? 0, capacity: dp.sizes.affinity },
+    ];
+  }
+
+  status(): unknown {
+    const s = this.#sync?.status;
+    return {
+      node: this.nodeInfo(),
+      ready: this.#ready,
+      source: { kind: 'files', paths: this.cfg.services.files },
+      lastSync: s?.lastSync?.toISOString() ?? null,
+      lastFullSync: s?.lastFullSync?.toISOString() ?? null,
+      lastError: s?.lastError ?? null,
+      services: s?.services ?? 0,
+      maps: this.#mapUsage(),
+      devices: { external: this.cfg.devices.external ?? null, externalMode: this.#externalMode ?? null, pods: [...(this.#pods?.attached.keys() ?? [])] },
+      pinRoot: this.cfg.bpf.pinRoot,
+    };
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#resyncTimer);
+    this.#source?.stop();
+    this.#pods?.stop();
+    this.#sync?.stop();
+    await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
+    this.#server?.closeAllConnections();
+    // Programs stay attached and maps pinned: the datapath outlives the agent.
+    this.#dp?.close();
+    this.#log.info('agent stopped; datapath left running');
+  }
+}

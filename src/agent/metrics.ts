@@ -1,0 +1,62 @@
+// Prometheus metrics of one agent, in a registry of its own (no global state).
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export interface Metrics {
+  registry: Registry;
+  syncDuration: Histogram<'kind'>;
+  reconcileErrors: Counter<'map'>;
+  objectProblems: Counter<'kind'>;
+  mapEntries: Gauge<'map'>;
+  mapCapacity: Gauge<'map'>;
+  mapPressure: Gauge<'map'>;
+  drops: Counter<'reason'> | Gauge<'reason'>;
+  ready: Gauge;
+  devices: Gauge<'kind'>;
+}
+
+export interface MetricsSources {
+  /** entries and capacity per map, read when scraped */
+  maps(): { map: string; entries: number; capacity: number }[];
+  /** per-reason drop counters from the datapath, read when scraped */
+  drops(): { reason: string; packets: number }[];
+}
+
+export function createMetrics(sources?: MetricsSources): Metrics {
+  const registry = new Registry();
+  const mapEntries = new Gauge({ name: 'hypha_map_entries', help: 'Entries in a BPF map (as last programmed)', labelNames: ['map'], registers: [registry] });
+  const mapCapacity = new Gauge({ name: 'hypha_map_capacity', help: 'max_entries of a BPF map', labelNames: ['map'], registers: [registry] });
+  const mapPressure = new Gauge({
+    name: 'hypha_map_pressure', help: 'Fill ratio of a BPF map (entries / capacity)', labelNames: ['map'], registers: [registry],
+    collect() {
+      if (!sources) return;
+      for (const m of sources.maps()) {
+        mapEntries.set({ map: m.map }, m.entries);
+        mapCapacity.set({ map: m.map }, m.capacity);
+        this.set({ map: m.map }, m.capacity > 0 ? m.entries / m.capacity : 0);
+      }
+    },
+  });
+  const drops = new Gauge({
+    name: 'hypha_datapath_drops_total', help: 'Packets the datapath dropped or rejected, by reason (counter kept in a BPF map)',
+    labelNames: ['reason'], registers: [registry],
+    collect() {
+      if (!sources) return;
+      for (const d of sources.drops()) this.set({ reason: d.reason }, d.packets);
+    },
+  });
+  return {
+    registry,
+    syncDuration: new Histogram({
+      name: 'hypha_lb_sync_duration_seconds', help: 'Time to program a batch of Service changes into the maps',
+      labelNames: ['kind'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry],
+    }),
+    reconcileErrors: new Counter({ name: 'hypha_reconcile_errors_total', help: 'Failed map writes (retried)', labelNames: ['map'], registers: [registry] }),
+    objectProblems: new Counter({ name: 'hypha_object_problems_total', help: 'Objects (or parts of them) refused as invalid', labelNames: ['kind'], registers: [registry] }),
+    mapEntries,
+    mapCapacity,
+    mapPressure,
+    drops,
+    ready: new Gauge({ name: 'hypha_ready', help: '1 once the first sync is programmed', registers: [registry] }),
+    devices: new Gauge({ name: 'hypha_devices_attached', help: 'Devices with Hypha programs attached', labelNames: ['kind'], registers: [registry] }),
+  };
+}

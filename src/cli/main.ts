@@ -1,0 +1,124 @@
+// `hypha`: the agent and the tools people use to look at a node.
+import { Command } from 'commander';
+import { pino } from 'pino';
+import * as native from '../../native/index.ts';
+import { Agent } from '../agent/agent.ts';
+import { ConfigError, loadConfig } from '../agent/config.ts';
+import { readDrops } from '../datapath/drops.ts';
+import { describeLbMaps } from '../datapath/lb-view.ts';
+import { DEFAULT_PIN_ROOT, openPinnedMaps } from '../datapath/loader.ts';
+
+const program = new Command();
+program.name('hypha').description('eBPF networking for Kubernetes: Service load balancing in the kernel').showHelpAfterError();
+
+function pinnedOrExit(pinRoot: string) {
+  const maps = openPinnedMaps(pinRoot);
+  if (maps.size === 0) {
+    process.stderr.write(`hypha: no Hypha maps are pinned under ${pinRoot} (is the agent installed on this node?)\n`);
+    process.exit(1);
+  }
+  return maps;
+}
+
+program
+  .command('agent')
+  .description('run the node agent (kube-proxy replacement) in the foreground')
+  .requiredOption('-c, --config <file>', 'agent configuration (YAML)')
+  .action(async (opts: { config: string }) => {
+    let cfg;
+    try {
+      cfg = loadConfig(opts.config);
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        process.stderr.write(`hypha agent: ${err.message}\n`);
+        process.exit(2);
+      }
+      throw err;
+    }
+    const log = pino({ level: cfg.log.level, base: { node: cfg.node.name } });
+    const agent = new Agent(cfg, log);
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'stopping');
+      agent.stop().then(() => process.exit(0), (err: Error) => {
+        log.error({ err: err.message }, 'stop failed');
+        process.exit(1);
+      });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    try {
+      await agent.start();
+    } catch (err) {
+      log.fatal({ err: (err as Error).message, code: (err as { code?: string }).code }, 'agent failed to start');
+      await agent.stop().catch(() => undefined);
+      process.exit(1);
+    }
+  });
+
+const service = program.command('service').description('Services as programmed in the datapath');
+service
+  .command('list')
+  .description('frontends and their backends, read from the pinned maps (works with the agent down)')
+  .option('--pin-root <dir>', 'where the maps are pinned', DEFAULT_PIN_ROOT)
+  .option('--json', 'machine-readable output')
+  .action((opts: { pinRoot: string; json?: boolean }) => {
+    const maps = pinnedOrExit(opts.pinRoot);
+    const view = describeLbMaps(maps.get('hypha_lb4_services_v1')!, maps.get('hypha_lb4_backends_v1')!);
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
+      return;
+    }
+    const rows = [['FRONTEND', 'KIND', 'SCOPE', 'FLAGS', 'BACKENDS']];
+    for (const f of view) {
+      for (const s of f.scopes) {
+        const backends = s.backends.map((b) => `${b.address}${b.state !== 'active' ? ` (${b.state})` : ''}`).join(' ') || '(none: rejects)';
+        rows.push([f.frontend, f.kind, s.scope, s.flags.join(',') || '-', backends]);
+      }
+      if (f.standby.length > 0) rows.push(['', '', 'standby', '-', f.standby.map((b) => `${b.address} (${b.state})`).join(' ')]);
+    }
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+    for (const r of rows) process.stdout.write(`${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2))).join('')}\n`);
+  });
+
+const bpf = program.command('bpf').description('raw datapath state');
+bpf
+  .command('drops')
+  .description('packets dropped or rejected by the datapath, per reason')
+  .option('--pin-root <dir>', 'where the maps are pinned', DEFAULT_PIN_ROOT)
+  .option('--json', 'machine-readable output')
+  .action((opts: { pinRoot: string; json?: boolean }) => {
+    const maps = pinnedOrExit(opts.pinRoot);
+    const drops = readDrops(maps.get('hypha_drops_v1')!);
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify(drops.map((d) => ({ ...d, packets: Number(d.packets), bytes: Number(d.bytes) })), null, 2)}\n`);
+      return;
+    }
+    if (drops.length === 0) process.stdout.write('no drops\n');
+    for (const d of drops) process.stdout.write(`${String(d.packets).padStart(12)}  ${d.reason.padEnd(22)} ${d.description}\n`);
+  });
+
+program
+  .command('status')
+  .description("the node agent's state (asks the agent; falls back to the pinned maps)")
+  .option('--agent <url>', 'agent endpoint', 'http://127.0.0.1:9890')
+  .option('--pin-root <dir>', 'where the maps are pinned', DEFAULT_PIN_ROOT)
+  .action(async (opts: { agent: string; pinRoot: string }) => {
+    try {
+      const res = await fetch(new URL('/status', opts.agent), { signal: AbortSignal.timeout(2000) });
+      process.stdout.write(await res.text());
+      return;
+    } catch (err) {
+      process.stdout.write(`agent: not reachable at ${opts.agent} (${(err as Error).message})\n`);
+    }
+    const maps = pinnedOrExit(opts.pinRoot);
+    for (const [name, h] of maps) {
+      const info = native.mapInfo(h);
+      const count = info.type === native.constants.mapTypes.RINGBUF ? '-' : String(native.mapDump(h).count);
+      process.stdout.write(`${name.padEnd(24)} ${count.padStart(9)} / ${info.maxEntries}\n`);
+    }
+  });
+
+await program.parseAsync(process.argv);

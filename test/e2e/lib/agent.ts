@@ -1,0 +1,134 @@
+// Start a Hypha agent inside a node's netns, the way a DaemonSet would run
+// it there, with its maps pinned under a per-run pin root.
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import * as native from '../../../native/index.ts';
+import { type Ct4Entry, type Ct4Key, layouts } from '../../../src/datapath/abi.gen.ts';
+import { codec } from '../../../src/datapath/codec.ts';
+import { describeLbMaps, type FrontendView } from '../../../src/datapath/lb-view.ts';
+import { openPinnedMaps } from '../../../src/datapath/loader.ts';
+import type { Node, Topology } from './topology.ts';
+import type { Proc } from './proc.ts';
+
+export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+export const NODE_BIN = path.join(REPO, 'node_modules/.bin/node');
+export const CLI = path.join(REPO, 'src/cli/main.ts');
+
+export interface AgentOptions {
+  pinRoot: string;
+  servicesDir: string;
+  workDir: string;
+  external?: string;
+  externalMode?: 'xdp' | 'tc' | 'auto';
+  mapSizes?: Record<string, number>;
+  resyncSeconds?: number;
+  extra?: Record<string, unknown>;
+}
+
+export class TestAgent {
+  readonly topo: Topology;
+  readonly node: Node;
+  readonly opts: AgentOptions;
+  readonly configPath: string;
+  proc: Proc | undefined;
+
+  constructor(topo: Topology, node: Node, opts: AgentOptions) {
+    this.topo = topo;
+    this.node = node;
+    this.opts = opts;
+    mkdirSync(opts.workDir, { recursive: true });
+    this.configPath = path.join(opts.workDir, `agent-${node.name}.yaml`);
+    const cfg = {
+      node: { name: node.name, addresses: [node.ip] },
+      devices: { ...(opts.external ? { external: opts.external, externalMode: opts.externalMode ?? 'auto' } : {}), pods: ['lxc*'] },
+      bpf: { pinRoot: opts.pinRoot, mapSizes: opts.mapSizes ?? { services: 8192, backends: 8192, affinity: 8192, ct: 65536 } },
+      services: { files: [opts.servicesDir] },
+      sync: { resyncSeconds: opts.resyncSeconds ?? 30, devicesSeconds: 0.2 },
+      listen: { address: '127.0.0.1', port: 9890 },
+      log: { level: 'info' },
+      ...opts.extra,
+    };
+    writeFileSync(this.configPath, stringify(cfg));
+  }
+
+  async start(): Promise<Proc> {
+    this.proc = await this.topo.spawnReady(this.node, [NODE_BIN, CLI, 'agent', '--config', this.configPath], { timeoutMs: 20_000, context: `agent on ${this.node.name}` });
+    return this.proc;
+  }
+
+  /** kill -9: the datapath must keep working without its owner. */
+  async kill9(): Promise<void> {
+    if (!this.proc) return;
+    this.proc.kill('SIGKILL');
+    await this.proc.exited;
+    this.proc = undefined;
+  }
+
+  async stop(): Promise<void> {
+    await this.proc?.stop({ graceMs: 3000 });
+    this.proc = undefined;
+  }
+
+  /** Log lines the agent printed (pino JSON). */
+  logs(): Record<string, unknown>[] {
+    return (this.proc?.lines ?? []).flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
+  }
+
+  /** The frontends as programmed in the pinned maps (read directly; bpffs is shared). */
+  frontends(): FrontendView[] {
+    const maps = openPinnedMaps(this.opts.pinRoot);
+    try {
+      return describeLbMaps(maps.get('hypha_lb4_services_v1')!, maps.get('hypha_lb4_backends_v1')!);
+    } finally {
+      for (const h of maps.values()) native.close(h);
+    }
+  }
+
+  /** Active backends of a frontend in the internal scope, sorted. */
+  backendsOf(frontend: string, scope: 'internal' | 'external' = 'internal'): string[] | undefined {
+    const f = this.frontends().find((x) => x.frontend === frontend);
+    return f?.scopes.find((s) => s.scope === scope)?.backends.map((b) => b.address).sort();
+  }
+
+  /** Conntrack entries, read from the pinned map. */
+  conntrack(): { key: Ct4Key; entry: Ct4Entry }[] {
+    const keyC = codec<Ct4Key>(layouts.hypha_ct4_key);
+    const valC = codec<Ct4Entry>(layouts.hypha_ct4_entry);
+    const h = native.openPinnedMap(path.join(this.opts.pinRoot, 'hypha_ct4_v1'));
+    try {
+      const { keys, values, count } = native.mapDump(h);
+      return Array.from({ length: count }, (_, i) => ({ key: keyC.decode(keys, i * 16), entry: valC.decode(values, i * 24) }));
+    } finally {
+      native.close(h);
+    }
+  }
+
+  cleanupPins(): void {
+    rmSync(this.opts.pinRoot, { recursive: true, force: true });
+  }
+}
+
+/** Poll until check() returns a truthy value, or fail with what it last saw. */
+export async function eventually<T>(what: string, check: () => T | Promise<T>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
