@@ -13,11 +13,38 @@ include mk/deps.mk
 -include bench/bench.mk
 -include hack/k8s/k8s.mk
 
-.PHONY: build typecheck test clean
+.PHONY: build typecheck test clean abi-check test-unit test-bpf test-e2e demo
 build: deps $(BUILD_TARGETS)
 
 typecheck: deps
 	tsc --noEmit -p .
+
+# The generated ABI must match what the BPF objects' BTF says.
+abi-check: bpf/build/abi.o
+	$(NODE) scripts/gen-abi.ts --check
+
+NODE_TEST := $(NODE) --test --test-concurrency=1 --test-timeout=900000
+
+# Pure code: compilers, codecs, reconcilers with in-memory maps.
+test-unit: deps
+	$(NODE_TEST) 'src/**/*.test.ts'
+
+# BPF programs through BPF_PROG_TEST_RUN (root).
+test-bpf: build bpffs
+	$(NODE_TEST) test/bpf/*.test.ts
+
+# Real traffic through network namespaces (root).
+test-e2e: build bpffs
+	$(NODE_TEST) test/e2e/*.test.ts
+
+# Everything, in order of cost. Runs as root on a fresh machine: deps and the
+# build come first.
+test: build typecheck abi-check test-unit test-native test-bpf test-bench-peers test-e2e
+
+# A namespace cluster on this machine: a node with pods and an outside host,
+# a few Services, and requests spread over their backends.
+demo: build bpffs
+	$(NODE) scripts/demo.ts $(DEMO_ARGS)
 
 clean:
 	rm -rf bpf/build native/build bench/build

@@ -66,7 +66,7 @@ describe('agent restart under traffic', () => {
     assert.ok(Number(podStream.sent) > 300 && podStream.sent === podStream.echoed, JSON.stringify(podStream));
     assert.equal(podLoop.failed, 0, `pod loop: ${JSON.stringify(podLoop)}`);
     assert.equal(extLoop.failed, 0, `outside loop: ${JSON.stringify(extLoop)}`);
-    assert.ok(podLoop.attempts > 100 && extLoop.attempts > 100, `connections made: ${podLoop.attempts}, ${extLoop.attempts}`);
+    assert.ok(Number(podLoop.attempts) > 100 && Number(extLoop.attempts) > 100, `connections made: ${podLoop.attempts}, ${extLoop.attempts}`);
     const adopted = restarted.find((l) => l.msg === 'adopted ids from pinned maps');
     assert.ok(adopted && Number(adopted.frontends) >= 2, JSON.stringify(adopted));
     const firstSync = restarted.find((l) => l.msg === 'load balancer synced');
