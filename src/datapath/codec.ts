@@ -25,19 +25,31 @@ export class CodecError extends Error {
   }
 }
 
-/** Dotted quad to the 32-bit value whose bytes, written big-endian, are the address. */
+/** Dotted quad to the 32-bit value whose bytes, written big-endian, are the
+ *  address. Hand-written (not split/Number): it runs once per map entry. */
 export function ip4ToUint(ip: string): number {
-  const parts = ip.split('.');
-  if (parts.length !== 4) throw new CodecError(`"${ip}" is not an IPv4 address`);
   let v = 0;
-  for (const part of parts) {
-    const n = Number(part);
-    if (part === '' || !Number.isInteger(n) || n < 0 || n > 255 || part.length > 3) {
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) throw new CodecError(`"${ip}" is not an IPv4 address`);
+      v = v * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      part = part * 10 + (c - 48);
+      if (part > 255) throw new CodecError(`"${ip}" is not an IPv4 address`);
+      digits++;
+    } else {
       throw new CodecError(`"${ip}" is not an IPv4 address`);
     }
-    v = v * 256 + n;
   }
-  return v;
+  if (dots !== 3 || digits === 0) throw new CodecError(`"${ip}" is not an IPv4 address`);
+  return v * 256 + part;
 }
 
 export function uintToIp4(v: number): string {
@@ -46,57 +58,112 @@ export function uintToIp4(v: number): string {
 
 type Plain = Record<string, unknown>;
 
-function fieldError(layout: Layout, f: Field, value: unknown, why: string): CodecError {
-  return new CodecError(`${layout.name}.${f.name}: ${JSON.stringify(value)} ${why}`);
+function fieldError(layout: Layout, f: Field, value: unknown, why: string, cause?: unknown): CodecError {
+  return new CodecError(`${layout.name}.${f.name}: ${JSON.stringify(value)} ${why}`, cause === undefined ? undefined : { cause });
 }
 
-function checkUint(layout: Layout, f: Field, v: unknown, max: number): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) {
-    throw fieldError(layout, f, v, `is not an integer in 0..${max}`);
+
+type Writer = (value: Plain, out: Uint8Array, o: number) => void;
+
+function writer(layout: Layout, f: Field): Writer | undefined {
+  const at = f.offset;
+  const get = (value: Plain): unknown => value[f.name];
+  const uint = (v: unknown, max: number): number => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw fieldError(layout, f, v, `is not an integer in 0..${max}`);
+    return v;
+  };
+  switch (f.kind) {
+    case 'pad':
+      return undefined;
+    case 'ip4':
+      return (value, out, o) => {
+        const v = get(value);
+        if (v === undefined) return;
+        if (typeof v !== 'string') throw fieldError(layout, f, v, 'is not an IPv4 address string');
+        let n: number;
+        try {
+          n = ip4ToUint(v);
+        } catch (err) {
+          throw fieldError(layout, f, v, 'is not an IPv4 address', err);
+        }
+        out[o + at] = n >>> 24;
+        out[o + at + 1] = (n >>> 16) & 255;
+        out[o + at + 2] = (n >>> 8) & 255;
+        out[o + at + 3] = n & 255;
+      };
+    case 'be16':
+      return (value, out, o) => {
+        const v = get(value);
+        if (v === undefined) return;
+        const n = uint(v, 0xffff);
+        out[o + at] = n >>> 8;
+        out[o + at + 1] = n & 255;
+      };
+    case 'be32':
+      return (value, out, o) => {
+        const v = get(value);
+        if (v === undefined) return;
+        const n = uint(v, 0xffffffff);
+        out[o + at] = n >>> 24;
+        out[o + at + 1] = (n >>> 16) & 255;
+        out[o + at + 2] = (n >>> 8) & 255;
+        out[o + at + 3] = n & 255;
+      };
+    case 'u8':
+      return (value, out, o) => {
+        const v = get(value);
+        if (v !== undefined) out[o + at] = uint(v, 0xff);
+      };
+    case 'u16':
+      return (value, out, o) => {
+        const v = get(value);
+        if (v === undefined) return;
+        const n = uint(v, 0xffff);
+        out[o + at] = n & 255;
+        out[o + at + 1] = n >>> 8;
+      };
+    case 'u32':
+      return (value, out, o) => {
+        const v = get(value);
+        if (v === undefined) return;
+        const n = uint(v, 0xffffffff);
+        out[o + at] = n & 255;
+        out[o + at + 1] = (n >>> 8) & 255;
+        out[o + at + 2] = (n >>> 16) & 255;
+        out[o + at + 3] = n >>> 24;
+      };
+    case 'u64':
+      return (value, out, o) => {
+        const v = get(value);
+        if (v === undefined) return;
+        if (typeof v !== 'bigint') throw fieldError(layout, f, v, 'is not a bigint');
+        new DataView(out.buffer, out.byteOffset).setBigUint64(o + at, v, true);
+      };
+    case 'bytes':
+      return (value, out, o) => {
+        const v = get(value);
+        if (v === undefined) return;
+        if (!(v instanceof Uint8Array) || v.length !== f.size) throw fieldError(layout, f, v, `is not a Uint8Array of ${f.size} bytes`);
+        out.set(v, o + at);
+      };
   }
-  return v;
+}
+
+const writers = new WeakMap<Layout, Writer[]>();
+
+function writersOf(layout: Layout): Writer[] {
+  let w = writers.get(layout);
+  if (!w) {
+    w = layout.fields.map((f) => writer(layout, f)).filter((x): x is Writer => x !== undefined);
+    writers.set(layout, w);
+  }
+  return w;
 }
 
 /** Write `value` into `out` at `offset`; padding and absent fields become zero. */
 export function encodeInto(layout: Layout, value: Plain, out: Uint8Array, offset = 0): void {
-  const dv = new DataView(out.buffer, out.byteOffset + offset, layout.size);
   out.fill(0, offset, offset + layout.size);
-  for (const f of layout.fields) {
-    if (f.kind === 'pad') continue;
-    const v = value[f.name];
-    if (v === undefined) continue;
-    switch (f.kind) {
-      case 'ip4':
-        if (typeof v !== 'string') throw fieldError(layout, f, v, 'is not an IPv4 address string');
-        dv.setUint32(f.offset, ip4ToUint(v), false);
-        break;
-      case 'be16':
-        dv.setUint16(f.offset, checkUint(layout, f, v, 0xffff), false);
-        break;
-      case 'be32':
-        dv.setUint32(f.offset, checkUint(layout, f, v, 0xffffffff), false);
-        break;
-      case 'u8':
-        dv.setUint8(f.offset, checkUint(layout, f, v, 0xff));
-        break;
-      case 'u16':
-        dv.setUint16(f.offset, checkUint(layout, f, v, 0xffff), true);
-        break;
-      case 'u32':
-        dv.setUint32(f.offset, checkUint(layout, f, v, 0xffffffff), true);
-        break;
-      case 'u64':
-        if (typeof v !== 'bigint') throw fieldError(layout, f, v, 'is not a bigint');
-        dv.setBigUint64(f.offset, v, true);
-        break;
-      case 'bytes':
-        if (!(v instanceof Uint8Array) || v.length !== f.size) {
-          throw fieldError(layout, f, v, `is not a Uint8Array of ${f.size} bytes`);
-        }
-        out.set(v, offset + f.offset);
-        break;
-    }
-  }
+  for (const w of writersOf(layout)) w(value, out, offset);
 }
 
 export function encode(layout: Layout, value: Plain): Uint8Array {
@@ -148,14 +215,21 @@ export function decode(layout: Layout, bytes: Uint8Array, offset = 0): Plain {
 export interface Codec<T> {
   readonly layout: Layout;
   encode(value: T): Uint8Array;
+  /** The encoding as a latin1 string of its bytes (compact, comparable with ===). */
+  encodeString(value: T): string;
   encodeInto(value: T, out: Uint8Array, offset: number): void;
   decode(bytes: Uint8Array, offset?: number): T;
 }
 
 export function codec<T>(layout: Layout): Codec<T> {
+  const scratch = Buffer.alloc(layout.size);
   return {
     layout,
     encode: (value) => encode(layout, value as Plain),
+    encodeString: (value) => {
+      encodeInto(layout, value as Plain, scratch, 0);
+      return scratch.toString('latin1', 0, layout.size);
+    },
     encodeInto: (value, out, offset) => encodeInto(layout, value as Plain, out, offset),
     decode: (bytes, offset = 0) => decode(layout, bytes, offset) as T,
   };

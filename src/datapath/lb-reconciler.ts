@@ -5,21 +5,17 @@
 // Backends that disappear from a Service stay out of its slots from phase 3
 // on; flows already on them keep going (conntrack holds their address).
 import type { Logger } from 'pino';
-import { layouts, type Lb4Backend, type Lb4SvcKey, type Lb4SvcVal } from './abi.gen.ts';
-import { codec, scalarLayouts } from './codec.ts';
 import type { MapIO } from './map-io.ts';
-import { type ApplyStats, type Bytes, type Desired, MapFamilyReconciler, fromBytes, toBytes } from './reconciler.ts';
-import type { LbEntries, LbTable, LbUpdate } from '../services/lb-table.ts';
+import { type ApplyStats, type Bytes, type Desired, MapFamilyReconciler, fromBytes } from './reconciler.ts';
+import { type LbEntries, backendCodec, slotOfKey, svcKeyCodec, svcValCodec, u32Codec } from './lb-codecs.ts';
+import type { LbTable, LbUpdate } from '../services/lb-table.ts';
 import { backendIdKey } from '../services/lb-table.ts';
 import { frontendKey } from '../services/compile.ts';
 
+export { backendCodec, svcKeyCodec, svcValCodec, u32Codec } from './lb-codecs.ts';
+
 export const SERVICES_MAP = 'hypha_lb4_services_v1';
 export const BACKENDS_MAP = 'hypha_lb4_backends_v1';
-
-export const svcKeyCodec = codec<Lb4SvcKey>(layouts.hypha_lb4_svc_key);
-export const svcValCodec = codec<Lb4SvcVal>(layouts.hypha_lb4_svc_val);
-export const backendCodec = codec<Lb4Backend>(layouts.hypha_lb4_backend);
-export const u32Codec = codec<{ value: number }>(scalarLayouts.u32);
 
 const PROTO_NAME: Record<number, 'TCP' | 'UDP' | 'SCTP'> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
 
@@ -28,29 +24,28 @@ export interface LbMaps {
   backends: MapIO;
 }
 
-function slotOf(key: Bytes): number {
-  const off = layouts.hypha_lb4_svc_key.fields.find((f) => f.name === 'slot')?.offset ?? 8;
-  return key.charCodeAt(off) | (key.charCodeAt(off + 1) << 8);
+function addFlat(into: Map<Bytes, Bytes | undefined>, flat: string[], keep: boolean): void {
+  for (let i = 0; i < flat.length; i += 2) into.set(flat[i] as string, keep ? (flat[i + 1] as string) : undefined);
 }
 
-function backendKeyBytes(id: number): Bytes {
-  return toBytes(u32Codec.encode({ value: id }));
-}
-
-/** Encode table entries into the reconciler's desired form. */
-export function encodeEntries(e: LbEntries, into: Desired = new Map(), value = true): Desired {
-  const svc = into.get(SERVICES_MAP) ?? new Map<Bytes, Bytes | undefined>();
-  const be = into.get(BACKENDS_MAP) ?? new Map<Bytes, Bytes | undefined>();
-  for (const s of e.services) svc.set(toBytes(svcKeyCodec.encode(s.key)), value ? toBytes(svcValCodec.encode(s.value)) : undefined);
-  for (const b of e.backends) be.set(backendKeyBytes(b.id), value ? toBytes(backendCodec.encode(b.value)) : undefined);
-  into.set(SERVICES_MAP, svc);
-  into.set(BACKENDS_MAP, be);
-  return into;
+/** Encoded entries into the reconciler's desired form. */
+export function desiredOf(e: LbEntries): Desired {
+  const svc = new Map<Bytes, Bytes | undefined>();
+  const be = new Map<Bytes, Bytes | undefined>();
+  addFlat(svc, e.services, true);
+  addFlat(be, e.backends, true);
+  return new Map([[SERVICES_MAP, svc], [BACKENDS_MAP, be]]);
 }
 
 /** An update's keys: those only in `before` are deleted, those in `after` written. */
 export function desiredFromUpdate(u: LbUpdate): Desired {
-  return encodeEntries(u.after, encodeEntries(u.before, new Map(), false), true);
+  const svc = new Map<Bytes, Bytes | undefined>();
+  const be = new Map<Bytes, Bytes | undefined>();
+  addFlat(svc, u.before.services, false);
+  addFlat(be, u.before.backends, false);
+  addFlat(svc, u.after.services, true);
+  addFlat(be, u.after.backends, true);
+  return new Map([[SERVICES_MAP, svc], [BACKENDS_MAP, be]]);
 }
 
 export class LbReconciler {
@@ -63,8 +58,8 @@ export class LbReconciler {
       { io: maps.backends, upsertPhase: () => 1, deletePhase: () => 6 },
       {
         io: maps.services,
-        upsertPhase: (k) => (slotOf(k) === 0 ? 3 : 2),
-        deletePhase: (k) => (slotOf(k) === 0 ? 4 : 5),
+        upsertPhase: (k) => (slotOfKey(k) === 0 ? 3 : 2),
+        deletePhase: (k) => (slotOfKey(k) === 0 ? 4 : 5),
       },
     ]);
   }
@@ -102,7 +97,7 @@ export class LbReconciler {
    *  agent was down, or written by hand). */
   async resync(table: LbTable): Promise<ApplyStats> {
     await this.family.refresh();
-    return this.family.execute(this.family.plan(encodeEntries(table.all()), true));
+    return this.family.execute(this.family.plan(desiredOf(table.all()), true));
   }
 
   entries(map: string): number {

@@ -3,7 +3,7 @@
 import * as native from '../../native/index.ts';
 import type { MapHandle } from '../../native/index.ts';
 import { BackendFlags, type Lb4Backend, SvcFlags } from './abi.gen.ts';
-import { backendCodec, svcKeyCodec, svcValCodec, u32Codec } from './lb-reconciler.ts';
+import { backendCodec, svcKeyCodec, svcValCodec, u32Codec } from './lb-codecs.ts';
 
 const PROTO: Record<number, string> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
 

@@ -7,27 +7,15 @@
 //    ports share it; the marker goes when the last one does.
 //  - A Service whose entries would not fit the maps is not programmed at all
 //    (reported), so nothing half-applied is left behind.
-// Pure: no I/O. The datapath layer encodes entries and diffs them against the
-// pinned maps.
-import { BackendFlags, SvcFlags, type Lb4Backend, type Lb4SvcKey, type Lb4SvcVal } from '../datapath/abi.gen.ts';
+// Pure: no I/O. Entries are kept encoded (see lb-codecs.ts): the table of a
+// large cluster holds millions of them.
+import { BackendFlags, SvcFlags } from '../datapath/abi.gen.ts';
+import { type LbEntries, backendCodec, backendKey, emptyEntries, svcKeyCodec, svcValCodec } from '../datapath/lb-codecs.ts';
 import type { CompiledFrontend, CompiledService, FrontendKind } from './compile.ts';
 import { IdAllocator } from './ids.ts';
 import { type Problem, problem } from './problems.ts';
 
-export interface SvcEntry {
-  key: Lb4SvcKey;
-  value: Lb4SvcVal;
-}
-
-export interface BackendEntry {
-  id: number;
-  value: Lb4Backend;
-}
-
-export interface LbEntries {
-  services: SvcEntry[];
-  backends: BackendEntry[];
-}
+export type { LbEntries } from '../datapath/lb-codecs.ts';
 
 export interface LbCapacity {
   /** Entries of the services map: master + slots per frontend and scope, one per VIP. */
@@ -68,33 +56,26 @@ const KIND_FLAG: Record<FrontendKind, number> = {
   LoadBalancer: SvcFlags.LOADBALANCER,
 };
 
-const FRONTEND_IDS_MAX = 0xffffffff;
-const BACKEND_IDS_MAX = 0xffffffff;
+const MARKER_VALUE = svcValCodec.encodeString({ backend_id: 0, count: 0, flags: SvcFlags.VIP_MARKER, svc_id: 0, affinity_timeout: 0 });
 
-export function markerEntry(vip: string): SvcEntry {
-  return {
-    key: { addr: vip, dport: 0, proto: 0, scope: 0, slot: 0 },
-    value: { backend_id: 0, count: 0, flags: SvcFlags.VIP_MARKER, svc_id: 0, affinity_timeout: 0 },
-  };
+/** The entry that says "this address belongs to a Service" (any port). */
+export function markerEntry(vip: string): [string, string] {
+  return [svcKeyCodec.encodeString({ addr: vip, dport: 0, proto: 0, scope: 0, slot: 0 }), MARKER_VALUE];
 }
 
 export function backendIdKey(frontendKey: string, backendKey: string): string {
   return `${frontendKey}|${backendKey}`;
 }
 
-function empty(): LbEntries {
-  return { services: [], backends: [] };
-}
-
 function append(into: LbEntries, from: LbEntries): void {
-  for (const e of from.services) into.services.push(e);
-  for (const e of from.backends) into.backends.push(e);
+  for (const x of from.services) into.services.push(x);
+  for (const x of from.backends) into.backends.push(x);
 }
 
 export class LbTable {
   readonly capacity: LbCapacity;
-  readonly frontendIds: IdAllocator;
-  readonly backendIds: IdAllocator;
+  readonly frontendIds = new IdAllocator('frontend ids', 1, 0xffffffff);
+  readonly backendIds = new IdAllocator('backend ids', 1, 0xffffffff);
   readonly #compiled = new Map<string, CompiledService>();
   readonly #rendered = new Map<string, RenderedService>();
   readonly #owner = new Map<string, string>();
@@ -105,8 +86,6 @@ export class LbTable {
 
   constructor(capacity: LbCapacity) {
     this.capacity = capacity;
-    this.frontendIds = new IdAllocator('frontend ids', 1, FRONTEND_IDS_MAX);
-    this.backendIds = new IdAllocator('backend ids', 1, BACKEND_IDS_MAX);
   }
 
   get usage(): { services: number; backends: number } {
@@ -123,30 +102,29 @@ export class LbTable {
 
   /** Every entry the maps should hold. */
   all(): LbEntries {
-    const out = empty();
+    const out = emptyEntries();
     for (const r of this.#rendered.values()) append(out, r.entries);
-    for (const vip of this.#markerRefs.keys()) out.services.push(markerEntry(vip));
+    for (const vip of this.#markerRefs.keys()) out.services.push(...markerEntry(vip));
     return out;
   }
 
   /** Set (or with undefined, remove) one Service. */
   set(key: string, compiled: CompiledService | undefined): LbUpdate {
-    const update: LbUpdate = { before: empty(), after: empty(), services: [] };
-    const freed = this.#unrender(key, update);
+    const update: LbUpdate = { before: emptyEntries(), after: emptyEntries(), services: [] };
+    const old: RenderedService[] = [];
+    const freed = this.#unrender(key, update, old);
     if (compiled) this.#compiled.set(key, compiled);
     else this.#compiled.delete(key);
     this.#render(key, update);
     // Frontends this Service let go of go to the next claimant, oldest first.
     for (const fk of freed) {
-      const waiters = this.#waiters.get(fk);
-      if (!waiters) continue;
-      for (const w of [...waiters]) {
+      for (const w of [...(this.#waiters.get(fk) ?? [])]) {
         if (w === key || this.#owner.has(fk)) continue;
-        this.#unrender(w, update);
+        this.#unrender(w, update, old);
         this.#render(w, update);
       }
     }
-    this.#releaseIds(update);
+    this.#releaseIds(old);
     return update;
   }
 
@@ -161,30 +139,32 @@ export class LbTable {
       }
     }
     let released = 0;
-    for (const [k] of this.frontendIds.entries()) if (!usedF.has(k)) (this.frontendIds.release(k), released++);
-    for (const [k] of this.backendIds.entries()) if (!usedB.has(k)) (this.backendIds.release(k), released++);
+    for (const [k] of [...this.frontendIds.entries()]) if (!usedF.has(k)) (this.frontendIds.release(k), released++);
+    for (const [k] of [...this.backendIds.entries()]) if (!usedB.has(k)) (this.backendIds.release(k), released++);
     return released;
   }
 
-  #unrender(key: string, update: LbUpdate): string[] {
-    const old = this.#rendered.get(key);
+  #unrender(key: string, update: LbUpdate, old: RenderedService[]): string[] {
+    const r = this.#rendered.get(key);
     for (const set of this.#waiters.values()) set.delete(key);
-    if (!old) return [];
+    if (!r) return [];
+    old.push(r);
     this.#rendered.delete(key);
-    append(update.before, old.entries);
-    this.#usedServices -= old.entries.services.length;
-    this.#usedBackends -= old.entries.backends.length;
+    append(update.before, r.entries);
+    this.#usedServices -= r.entries.services.length / 2;
+    this.#usedBackends -= r.entries.backends.length / 2;
     const freed: string[] = [];
-    for (const pf of old.frontends) {
+    for (const pf of r.frontends) {
       if (this.#owner.get(pf.frontend.key) === key) {
         this.#owner.delete(pf.frontend.key);
         freed.push(pf.frontend.key);
       }
     }
-    for (const [vip, refs] of this.#markerRefs) {
-      if (refs.delete(key) && refs.size === 0) {
+    for (const vip of this.#compiled.get(key)?.vips ?? []) {
+      const refs = this.#markerRefs.get(vip);
+      if (refs?.delete(key) && refs.size === 0) {
         this.#markerRefs.delete(vip);
-        update.before.services.push(markerEntry(vip));
+        update.before.services.push(...markerEntry(vip));
       }
     }
     if (!update.services.includes(key)) update.services.push(key);
@@ -194,9 +174,7 @@ export class LbTable {
   #render(key: string, update: LbUpdate): void {
     const compiled = this.#compiled.get(key);
     if (!compiled) return;
-    const r: RenderedService = {
-      key, frontends: [], entries: empty(), problems: [...compiled.problems], skipped: compiled.skipped,
-    };
+    const r: RenderedService = { key, frontends: [], entries: emptyEntries(), problems: [...compiled.problems], skipped: compiled.skipped };
     const obj = `Service ${key}`;
     const claimed: CompiledFrontend[] = [];
     for (const f of compiled.frontends) {
@@ -227,7 +205,6 @@ export class LbTable {
         ? `needs ${needBackends} backend entries, ${freeBackends} of ${this.capacity.backends} are free`
         : `needs ${needServices + newVips} service entries, ${freeServices} of ${this.capacity.services} are free`;
       r.problems.push(problem(obj, 'endpoints', needBackends, `do not fit the maps: the Service ${which}; not programmed`));
-      r.frontends = [];
       this.#rendered.set(key, r);
       if (!update.services.includes(key)) update.services.push(key);
       return;
@@ -236,45 +213,42 @@ export class LbTable {
     for (const f of claimed) {
       this.#owner.set(f.key, key);
       const svcId = this.frontendIds.acquire(f.key);
+      const proto = PROTO[f.protocol];
       const backendIds = new Map<string, number>();
       for (const b of f.backends) {
         const id = this.backendIds.acquire(backendIdKey(f.key, b.key));
         backendIds.set(b.key, id);
-        r.entries.backends.push({
-          id,
-          value: {
-            addr: b.addr, port: b.port, proto: PROTO[f.protocol],
-            flags: (b.terminating ? BackendFlags.TERMINATING : 0) | (b.local ? BackendFlags.LOCAL : 0),
-            svc_id: svcId,
-          },
-        });
+        r.entries.backends.push(backendKey(id), backendCodec.encodeString({
+          addr: b.addr, port: b.port, proto,
+          flags: (b.terminating ? BackendFlags.TERMINATING : 0) | (b.local ? BackendFlags.LOCAL : 0),
+          svc_id: svcId,
+        }));
       }
       for (const s of f.scopes) {
-        const base = { addr: f.addr, dport: f.port, proto: PROTO[f.protocol], scope: s.scope };
         let flags = KIND_FLAG[f.kind];
         if (f.affinityTimeout > 0) flags |= SvcFlags.AFFINITY;
         if (s.localOnly) flags |= SvcFlags.LOCAL_ONLY;
         if (s.terminatingFallback) flags |= SvcFlags.TERMINATING_FALLBACK;
-        r.entries.services.push({
-          key: { ...base, slot: 0 },
-          value: { backend_id: 0, count: s.slots.length, flags, svc_id: svcId, affinity_timeout: f.affinityTimeout },
-        });
+        const key = { addr: f.addr, dport: f.port, proto, scope: s.scope, slot: 0 };
+        r.entries.services.push(svcKeyCodec.encodeString(key), svcValCodec.encodeString({
+          backend_id: 0, count: s.slots.length, flags, svc_id: svcId, affinity_timeout: f.affinityTimeout,
+        }));
         s.slots.forEach((bk, i) => {
-          r.entries.services.push({
-            key: { ...base, slot: i + 1 },
-            value: { backend_id: backendIds.get(bk) ?? 0, count: 0, flags: 0, svc_id: svcId, affinity_timeout: 0 },
-          });
+          key.slot = i + 1;
+          r.entries.services.push(svcKeyCodec.encodeString(key), svcValCodec.encodeString({
+            backend_id: backendIds.get(bk) ?? 0, count: 0, flags: 0, svc_id: svcId, affinity_timeout: 0,
+          }));
         });
       }
       r.frontends.push({ frontend: f, svcId, backendIds });
     }
-    this.#usedServices += r.entries.services.length;
-    this.#usedBackends += r.entries.backends.length;
+    this.#usedServices += r.entries.services.length / 2;
+    this.#usedBackends += r.entries.backends.length / 2;
     for (const vip of compiled.vips) {
       let refs = this.#markerRefs.get(vip);
       if (!refs) {
         this.#markerRefs.set(vip, (refs = new Set()));
-        update.after.services.push(markerEntry(vip));
+        update.after.services.push(...markerEntry(vip));
       }
       refs.add(key);
     }
@@ -283,28 +257,16 @@ export class LbTable {
     if (!update.services.includes(key)) update.services.push(key);
   }
 
-  /** Ids of frontends and backends that no longer exist are freed. */
-  #releaseIds(update: LbUpdate): void {
-    const live = new Set<number>();
-    for (const b of update.after.backends) live.add(b.id);
-    for (const b of update.before.backends) {
-      if (live.has(b.id)) continue;
-      const k = this.backendIds.keyOf(b.id);
-      if (k !== undefined && !this.#backendInUse(k)) this.backendIds.release(k);
+  /** Free the ids of frontends and backends the old renderings had and nothing has now. */
+  #releaseIds(old: RenderedService[]): void {
+    for (const r of old) {
+      for (const pf of r.frontends) {
+        const fk = pf.frontend.key;
+        const owner = this.#owner.get(fk);
+        const now = owner === undefined ? undefined : this.#rendered.get(owner)?.frontends.find((x) => x.frontend.key === fk);
+        for (const bk of pf.backendIds.keys()) if (!now?.backendIds.has(bk)) this.backendIds.release(backendIdKey(fk, bk));
+        if (!now) this.frontendIds.release(fk);
+      }
     }
-    for (const s of update.before.services) {
-      if (s.key.slot !== 0 || s.value.svc_id === 0) continue;
-      const fk = this.frontendIds.keyOf(s.value.svc_id);
-      if (fk !== undefined && !this.#owner.has(fk)) this.frontendIds.release(fk);
-    }
-  }
-
-  #backendInUse(idKey: string): boolean {
-    const sep = idKey.indexOf('|');
-    const fk = idKey.slice(0, sep);
-    const bk = idKey.slice(sep + 1);
-    const owner = this.#owner.get(fk);
-    if (owner === undefined) return false;
-    return this.#rendered.get(owner)?.frontends.some((pf) => pf.frontend.key === fk && pf.backendIds.has(bk)) ?? false;
   }
 }
