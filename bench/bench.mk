@@ -1,0 +1,20 @@
+# Benchmark load tools and the kube-proxy peer generators (bench/tools, bench/peers).
+BENCH_BUILD := bench/build
+BENCH_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Wno-unused-parameter -pthread
+BENCH_TOOLS := $(BENCH_BUILD)/connrate $(BENCH_BUILD)/acceptd
+
+BUILD_TARGETS += $(BENCH_TOOLS)
+
+$(BENCH_BUILD)/%: bench/tools/%.c
+	@mkdir -p $(dir $@)
+	gcc $(BENCH_CFLAGS) -o $@ $< -lm
+
+.PHONY: bench-tools test-bench-peers
+bench-tools: $(BENCH_TOOLS)
+
+# Unit tests of the generators and the namespace tests (root: they load the rulesets
+# into scratch network namespaces and push traffic through them with the tools; one
+# file at a time so the measured connection rates do not share the CPU with other
+# tests). HYPHA_PEERS_SECONDS / HYPHA_PEERS_CONCURRENCY tune the rate runs.
+test-bench-peers: $(BENCH_TOOLS)
+	$(NODE) --test --test-concurrency=1 bench/peers/*.test.ts
