@@ -1,0 +1,74 @@
+# Kubernetes and etcd binaries for the control-plane and cluster tests, built
+# from the Go module proxy (no release tarballs, no container images).
+#
+#   make k8s-bins   build what is listed below (first run: many minutes)
+#   make test-k8s   the real-API-server smoke test (test/e2e/apiserver.test.ts)
+#
+# Versions come from the go.mod files, so each is written down once:
+# hack/k8s/go.mod pins k8s.io/kubernetes, hack/k8s/etcd/go.mod pins etcd.
+# Binaries land in version-named directories and the targets are those paths
+# with no prerequisites: a restored CI cache is never rebuilt because a fresh
+# checkout made go.mod look newer, and changing a pinned version changes the
+# path, so the new release gets built next to the old one.
+#
+# Go state lives in $(CACHE)/go (module cache and build cache), so the build
+# touches nothing outside the repository and CI can cache one directory.
+# -modcacherw keeps the module cache writable: `rm -rf .cache` works without
+# `go clean -modcache`.
+
+K8S_HACK := $(CURDIR)/hack/k8s
+K8S_GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
+# $(call k8s_mod_version,module path,go.mod): the version a go.mod requires.
+k8s_mod_version = $(shell sed -nE 's|^(require)?[[:space:]]*$(1)[[:space:]]+(v[^[:space:]]+).*|\2|p' $(2) | head -n1)
+K8S_VERSION := $(call k8s_mod_version,k8s.io/kubernetes,$(K8S_HACK)/go.mod)
+ETCD_VERSION := $(call k8s_mod_version,go.etcd.io/etcd/server/v3,$(K8S_HACK)/etcd/go.mod)
+K8S_BIN_DIR := $(CACHE)/k8s/$(K8S_VERSION)/bin
+ETCD_BIN_DIR := $(CACHE)/k8s/etcd-$(ETCD_VERSION)/bin
+
+K8S_GOENV := CGO_ENABLED=0 GOMODCACHE=$(CACHE)/go/mod GOCACHE=$(CACHE)/go/build \
+	GOFLAGS='-trimpath -modcacherw -mod=readonly -buildvcs=false'
+K8S_MAJOR := $(word 1,$(subst ., ,$(patsubst v%,%,$(K8S_VERSION))))
+K8S_MINOR := $(word 2,$(subst ., ,$(K8S_VERSION)))
+# The version stamp hack/lib/version.sh gives a release build (what
+# `kubectl version` and /version report); the commit is not in the module zip.
+K8S_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
+	-X $(p).gitVersion=$(K8S_VERSION) -X $(p).gitMajor=$(K8S_MAJOR) \
+	-X $(p).gitMinor=$(K8S_MINOR) -X $(p).gitTreeState=clean)
+
+# $(call k8s_go_binary,MAKE_VAR,module dir,output path,package,ldflags)
+# Defines MAKE_VAR (exported to the tests) and a rule building the package.
+# `go build -v` names every package it compiles: the progress of a long build.
+define k8s_go_binary
+$(1) := $(3)
+export $(1)
+K8S_BINS += $(3)
+$(3):
+	@mkdir -p $$(@D)
+	@echo "k8s: building $$(@F) ($(4)) into $$(@D) (go build -v; a cold build takes minutes)"
+	@set -o pipefail; start=$$$$(date +%s); tmp=$$$$(mktemp -u $$@.XXXXXX); cd $(2) && \
+	  $(K8S_GOENV) $(K8S_GO) build -v -ldflags '$(5)' -o $$$$tmp $(4) 2>&1 | \
+	    awk '{ printf "k8s: %s [%d] %s\n", "$$(@F)", NR, $$$$0; fflush() }' && \
+	  mv $$$$tmp $$@ && echo "k8s: built $$@ in $$$$(( $$$$(date +%s) - start ))s"
+endef
+
+# One line per binary. Later: KUBELET, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER
+# and AGNHOST are already `tool`s in go.mod (go.sum covers them), e.g.
+#   $(eval $(call k8s_go_binary,KUBELET,$(K8S_HACK),$(K8S_BIN_DIR)/kubelet,k8s.io/kubernetes/cmd/kubelet,$(K8S_LDFLAGS)))
+$(eval $(call k8s_go_binary,KUBE_APISERVER,$(K8S_HACK),$(K8S_BIN_DIR)/kube-apiserver,k8s.io/kubernetes/cmd/kube-apiserver,$(K8S_LDFLAGS)))
+$(eval $(call k8s_go_binary,ETCD,$(K8S_HACK)/etcd,$(ETCD_BIN_DIR)/etcd,go.etcd.io/etcd/server/v3,-s -w))
+$(eval $(call k8s_go_binary,ETCDCTL,$(K8S_HACK)/etcd,$(ETCD_BIN_DIR)/etcdctl,go.etcd.io/etcd/etcdctl/v3,-s -w))
+
+.PHONY: k8s-bins k8s-versions test-k8s
+k8s-bins: $(K8S_BINS)
+BUILD_TARGETS += k8s-bins
+
+# Machine-readable paths for the test harness (test/e2e/lib/apiserver.ts).
+k8s-versions:
+	@echo "K8S_VERSION=$(K8S_VERSION)"
+	@echo "ETCD_VERSION=$(ETCD_VERSION)"
+	@echo "KUBE_APISERVER=$(KUBE_APISERVER)"
+	@echo "ETCD=$(ETCD)"
+	@echo "ETCDCTL=$(ETCDCTL)"
+
+test-k8s: deps k8s-bins
+	$(NODE) --test test/e2e/apiserver.test.ts
