@@ -125,6 +125,25 @@ static __always_inline int hypha_lb4_forward(const struct hypha_pkt4 *p, enum hy
 						   : -HYPHA_DROP_UNSUPPORTED_L4;
 	}
 
+	now = hypha_now();
+	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_SERVICE);
+	/* Conntrack first: an established flow keeps its backend even after the
+	 * backend, or the whole Service, is gone (kube-proxy's conntrack keeps
+	 * NATed flows too). A first fragment takes the Service path below. */
+	ct = p->frag == HYPHA_FRAG_NONE ? bpf_map_lookup_elem(&hypha_ct4_v1, &key) : NULL;
+	if (ct && !hypha_ct_expired(ct, now) && !hypha_ct_is_reopen(ct, p)) {
+		hypha_ct_refresh(ct, p, now);
+		nat->svc_id = ct->svc_id;
+		nat->daddr = ct->nat_addr;
+		nat->dport = ct->nat_port;
+		nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;
+		if (ct->flags & HYPHA_CT_F_HAIRPIN) {
+			nat->saddr = ct->nat_addr2;
+			nat->what |= HYPHA_NAT_SADDR;
+		}
+		return HYPHA_LB_NAT;
+	}
+
 	svc = hypha_lb4_lookup(p->daddr, p->dport, p->proto, scope, 0);
 	if (!svc) {
 		/* A Service address on a port it does not serve is refused at
@@ -137,23 +156,6 @@ static __always_inline int hypha_lb4_forward(const struct hypha_pkt4 *p, enum hy
 	/* First fragment: the rest of the datagram could not follow it. */
 	if (p->frag != HYPHA_FRAG_NONE)
 		return -HYPHA_DROP_FRAG_NOT_SUPPORTED;
-
-	now = hypha_now();
-	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_SERVICE);
-	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
-	if (ct && !hypha_ct_expired(ct, now) && !hypha_ct_is_reopen(ct, p)) {
-		/* Established: the recorded backend, even if it has since been
-		 * removed or is terminating. */
-		hypha_ct_refresh(ct, p, now);
-		nat->daddr = ct->nat_addr;
-		nat->dport = ct->nat_port;
-		nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;
-		if (ct->flags & HYPHA_CT_F_HAIRPIN) {
-			nat->saddr = ct->nat_addr2;
-			nat->what |= HYPHA_NAT_SADDR;
-		}
-		return HYPHA_LB_NAT;
-	}
 
 	if (svc->count == 0)
 		return (svc->flags & HYPHA_SVC_F_LOCAL_ONLY) ? -HYPHA_DROP_NO_LOCAL_BACKEND
