@@ -112,10 +112,13 @@ export class LbSync {
     for (const p of problems) this.#reportOnce(p, 'object');
   }
 
-  /** Wait until everything changed so far is in the maps. */
+  /** Wait until everything changed so far is in the maps (including the
+   *  first full sync, even when there is nothing to program). */
   flushed(): Promise<void> {
     if (this.#dirty.size === 0 && !this.#needFull && !this.#flushTimer && !this.#retryTimer) return Promise.resolve();
-    return new Promise((resolve) => this.#waiters.push(resolve));
+    const p = new Promise<void>((resolve) => this.#waiters.push(resolve));
+    this.#schedule();
+    return p;
   }
 
   requestFullSync(): void {
