@@ -36,6 +36,12 @@ static __always_inline int hypha_ct_expired(const struct hypha_ct4_entry *e, __u
 	return (__s32)(e->expires - now) < 0;
 }
 
+/* An open flow: not timed out, and no FIN or RST seen. */
+static __always_inline int hypha_ct_live(const struct hypha_ct4_entry *e, __u32 now)
+{
+	return !hypha_ct_expired(e, now) && !(e->flags & HYPHA_CT_F_CLOSING);
+}
+
 /* A SYN without ACK on a closing entry is a new connection reusing the tuple. */
 static __always_inline int hypha_ct_is_reopen(const struct hypha_ct4_entry *e,
 					      const struct hypha_pkt4 *p)

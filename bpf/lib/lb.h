@@ -103,16 +103,54 @@ static __always_inline void hypha_lb4_affinity_record(const struct hypha_pkt4 *p
 	bpf_map_update_elem(&hypha_lb4_affinity_v1, &ak, &av, BPF_ANY);
 }
 
-/* Returns HYPHA_LB_PASS, HYPHA_LB_NAT (with *nat filled) or a negative drop
- * reason; hypha_drop_is_reject() tells which reasons get an ICMP answer. */
-static __always_inline int hypha_lb4_forward(const struct hypha_pkt4 *p, enum hypha_lb_scope scope,
-					     __u32 loopback, struct hypha_nat4 *nat)
+/* The source rewrite a SERVICE entry carries, if any. */
+static __always_inline void hypha_lb4_snat(const struct hypha_ct4_entry *ct, struct hypha_nat4 *nat)
+{
+	if (ct->flags & HYPHA_CT_F_SNAT_ADDR) {
+		nat->saddr = ct->nat_addr2;
+		nat->what |= HYPHA_NAT_SADDR;
+	}
+	if (ct->flags & HYPHA_CT_F_SNAT_PORT) {
+		nat->sport = ct->nat_port2;
+		nat->what |= HYPHA_NAT_SPORT;
+	}
+}
+
+/* An established flow of a Service: the backend conntrack recorded, even if
+ * that backend, or the whole Service, is gone since (kube-proxy's conntrack
+ * keeps NATed flows too). Only packets with ports that are not fragments. */
+static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, struct hypha_nat4 *nat, __u32 now)
+{
+	struct hypha_ct4_entry *ct;
+	struct hypha_ct4_key key;
+
+	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE)
+		return HYPHA_LB_PASS;
+	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_SERVICE);
+	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	if (!ct || hypha_ct_expired(ct, now) || hypha_ct_is_reopen(ct, p))
+		return HYPHA_LB_PASS;
+	hypha_ct_refresh(ct, p, now);
+	nat->svc_id = ct->svc_id;
+	nat->daddr = ct->nat_addr;
+	nat->dport = ct->nat_port;
+	nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;
+	hypha_lb4_snat(ct, nat);
+	return HYPHA_LB_NAT;
+}
+
+/* A packet to a Service frontend that is not (or no longer) a tracked flow:
+ * returns HYPHA_LB_PASS (not Service traffic), HYPHA_LB_NAT (a new flow, with
+ * *nat filled) or a negative drop reason; hypha_drop_is_reject() tells which
+ * reasons get an ICMP answer. Call hypha_lb4_established() first. */
+static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum hypha_lb_scope scope,
+					      __u32 loopback, struct hypha_nat4 *nat, __u32 now)
 {
 	const struct hypha_lb4_svc_val *svc, *slot;
 	const struct hypha_lb4_backend *b = NULL;
 	struct hypha_ct4_entry *ct, entry = {};
 	struct hypha_ct4_key key;
-	__u32 backend_id = 0, now, n;
+	__u32 backend_id = 0, n;
 	__u8 flags;
 
 	if (!hypha_has_ports(p)) {
@@ -123,25 +161,6 @@ static __always_inline int hypha_lb4_forward(const struct hypha_pkt4 *p, enum hy
 			return HYPHA_LB_PASS;
 		return p->frag == HYPHA_FRAG_LATER ? -HYPHA_DROP_FRAG_NOT_SUPPORTED
 						   : -HYPHA_DROP_UNSUPPORTED_L4;
-	}
-
-	now = hypha_now();
-	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_SERVICE);
-	/* Conntrack first: an established flow keeps its backend even after the
-	 * backend, or the whole Service, is gone (kube-proxy's conntrack keeps
-	 * NATed flows too). A first fragment takes the Service path below. */
-	ct = p->frag == HYPHA_FRAG_NONE ? bpf_map_lookup_elem(&hypha_ct4_v1, &key) : NULL;
-	if (ct && !hypha_ct_expired(ct, now) && !hypha_ct_is_reopen(ct, p)) {
-		hypha_ct_refresh(ct, p, now);
-		nat->svc_id = ct->svc_id;
-		nat->daddr = ct->nat_addr;
-		nat->dport = ct->nat_port;
-		nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;
-		if (ct->flags & HYPHA_CT_F_HAIRPIN) {
-			nat->saddr = ct->nat_addr2;
-			nat->what |= HYPHA_NAT_SADDR;
-		}
-		return HYPHA_LB_NAT;
 	}
 
 	svc = hypha_lb4_lookup(p->daddr, p->dport, p->proto, scope, 0);
@@ -183,61 +202,92 @@ static __always_inline int hypha_lb4_forward(const struct hypha_pkt4 *p, enum hy
 	 * back with its own address as the source, or the pod's stack drops
 	 * it as a martian. Use the loopback address as the source instead. */
 	if (b->addr == p->saddr && loopback)
-		flags |= HYPHA_CT_F_HAIRPIN;
+		flags |= HYPHA_CT_F_SNAT_ADDR;
 
-	entry.nat_addr = b->addr;
-	entry.nat_port = b->port;
-	entry.nat_addr2 = (flags & HYPHA_CT_F_HAIRPIN) ? loopback : 0;
-	entry.flags = flags;
 	entry.svc_id = svc->svc_id;
 	entry.backend_id = backend_id;
-	entry.expires = now + hypha_ct_lifetime(p->proto, flags);
-	if (bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY))
-		return -HYPHA_DROP_CT_CREATE_FAILED;
 
-	/* The reply entry, keyed as the backend will answer. */
-	hypha_ct_key4(&key, b->addr, (flags & HYPHA_CT_F_HAIRPIN) ? loopback : p->saddr,
+	/* The reply entry first, keyed as the backend will answer: it decides
+	 * the flow's source port. */
+	hypha_ct_key4(&key, b->addr, (flags & HYPHA_CT_F_SNAT_ADDR) ? loopback : p->saddr,
 		      b->port, p->sport, p->proto, HYPHA_CT_REPLY);
 	entry.nat_addr = p->daddr;
 	entry.nat_port = p->dport;
-	entry.nat_addr2 = (flags & HYPHA_CT_F_HAIRPIN) ? p->saddr : 0;
+	entry.nat_addr2 = p->saddr;
+	entry.nat_port2 = p->sport;
+	entry.flags = flags;
+	entry.expires = now + hypha_ct_lifetime(p->proto, flags);
+	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	if (ct && !hypha_ct_expired(ct, now) && (ct->nat_addr != p->daddr || ct->nat_port != p->dport)) {
+		/* The tuple the backend would see belongs to a flow of another
+		 * frontend that has not timed out (one client port, two
+		 * Services, one backend): move this flow to a free source port,
+		 * as netfilter's NAT does. A flow that only closed counts too:
+		 * reusing its tuple at once for another frontend loses the SYN
+		 * at the backend (measured: retransmission timeouts at high
+		 * connection rates), so it is treated like netfilter's CLOSE. */
+		__u32 h = hypha_lb4_hash(p);
+		int i, claimed = 0;
+
+		entry.flags = flags | HYPHA_CT_F_SNAT_PORT;
+		for (i = 0; i < HYPHA_SNAT_TRIES; i++) {
+			key.dport = bpf_htons(HYPHA_SNAT_PORT_MIN + (h + i * 7919) % HYPHA_SNAT_PORT_SPAN);
+			ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+			if (ct && !hypha_ct_expired(ct, now))
+				continue;
+			if (!bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY)) {
+				claimed = 1;
+				break;
+			}
+		}
+		if (!claimed)
+			return -HYPHA_DROP_NAT_NO_PORT;
+		flags |= HYPHA_CT_F_SNAT_PORT;
+	} else if (bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY)) {
+		return -HYPHA_DROP_CT_CREATE_FAILED;
+	}
+
+	/* The service entry: where this flow goes, and its new source. */
+	entry.nat_addr = b->addr;
+	entry.nat_port = b->port;
+	entry.nat_addr2 = loopback;
+	entry.nat_port2 = key.dport;
+	entry.flags = flags;
+	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_SERVICE);
 	if (bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY))
 		return -HYPHA_DROP_CT_CREATE_FAILED;
 
 	nat->daddr = b->addr;
 	nat->dport = b->port;
 	nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;
-	if (flags & HYPHA_CT_F_HAIRPIN) {
-		nat->saddr = loopback;
-		nat->what |= HYPHA_NAT_SADDR;
-	}
+	hypha_lb4_snat(&entry, nat);
 	return HYPHA_LB_NAT;
 }
 
 /* A reply of a translated flow: put the frontend back as the source. */
-static __always_inline int hypha_lb4_reverse(const struct hypha_pkt4 *p, struct hypha_nat4 *nat)
+static __always_inline int hypha_lb4_reverse(const struct hypha_pkt4 *p, struct hypha_nat4 *nat, __u32 now)
 {
 	struct hypha_ct4_entry *ct;
 	struct hypha_ct4_key key;
-	__u32 now;
 
 	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE)
 		return HYPHA_LB_PASS;
 	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_REPLY);
 	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
-	if (!ct)
-		return HYPHA_LB_PASS;
-	now = hypha_now();
-	if (hypha_ct_expired(ct, now))
+	if (!ct || hypha_ct_expired(ct, now))
 		return HYPHA_LB_PASS;
 	hypha_ct_refresh(ct, p, now);
 	nat->saddr = ct->nat_addr;
 	nat->sport = ct->nat_port;
 	nat->svc_id = ct->svc_id;
 	nat->what = HYPHA_NAT_SADDR | HYPHA_NAT_SPORT;
-	if (ct->flags & HYPHA_CT_F_HAIRPIN) {
+	if (ct->flags & HYPHA_CT_F_SNAT_ADDR) {
 		nat->daddr = ct->nat_addr2;
 		nat->what |= HYPHA_NAT_DADDR;
+	}
+	if (ct->flags & HYPHA_CT_F_SNAT_PORT) {
+		nat->dport = ct->nat_port2;
+		nat->what |= HYPHA_NAT_DPORT;
 	}
 	return HYPHA_LB_NAT;
 }

@@ -10,41 +10,45 @@
 
 #define HYPHA_IP_CSUM_OFF (HYPHA_L3_OFF + offsetof(struct iphdr, check))
 #define HYPHA_IP_SADDR_OFF (HYPHA_L3_OFF + offsetof(struct iphdr, saddr))
-#define HYPHA_IP_DADDR_OFF (HYPHA_L3_OFF + offsetof(struct iphdr, daddr))
 
 /* TC: the kernel's checksum helpers know the skb's checksum state
- * (CHECKSUM_PARTIAL from a local pod, COMPLETE from a NIC). A UDP checksum
- * of zero means "none" and must stay zero: BPF_F_MARK_MANGLED_0. */
+ * (CHECKSUM_PARTIAL from a local pod, COMPLETE from a NIC). Address changes
+ * and port changes are each folded into one checksum difference: addresses
+ * are part of the pseudo-header (BPF_F_PSEUDO_HDR), ports are not, and a
+ * CHECKSUM_PARTIAL skb must only see the former. A UDP checksum of zero means
+ * "none" and must stay zero: BPF_F_MARK_MANGLED_0. The two addresses, and the
+ * two ports, sit side by side, so each pair is one store. */
 static __always_inline int hypha_tc_nat4(struct __sk_buff *skb, const struct hypha_pkt4 *p,
 					 const struct hypha_nat4 *n)
 {
 	__u32 csum_off = p->l4_off + (p->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
 							      : offsetof(struct udphdr, check));
 	__u64 l4f = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__be32 old_addr[2] = { p->saddr, p->daddr };
+	__be32 new_addr[2] = {
+		(n->what & HYPHA_NAT_SADDR) ? n->saddr : p->saddr,
+		(n->what & HYPHA_NAT_DADDR) ? n->daddr : p->daddr,
+	};
+	__be16 old_ports[2] = { p->sport, p->dport };
+	__be16 new_ports[2] = {
+		(n->what & HYPHA_NAT_SPORT) ? n->sport : p->sport,
+		(n->what & HYPHA_NAT_DPORT) ? n->dport : p->dport,
+	};
+	__s64 diff;
 
-	if (n->what & HYPHA_NAT_SADDR) {
-		if (bpf_l4_csum_replace(skb, csum_off, p->saddr, n->saddr,
-					l4f | BPF_F_PSEUDO_HDR | sizeof(n->saddr)) ||
-		    bpf_l3_csum_replace(skb, HYPHA_IP_CSUM_OFF, p->saddr, n->saddr, sizeof(n->saddr)) ||
-		    bpf_skb_store_bytes(skb, HYPHA_IP_SADDR_OFF, &n->saddr, sizeof(n->saddr), 0))
+	if (n->what & (HYPHA_NAT_SADDR | HYPHA_NAT_DADDR)) {
+		diff = bpf_csum_diff(old_addr, sizeof(old_addr), new_addr, sizeof(new_addr), 0);
+		if (diff < 0 ||
+		    bpf_l4_csum_replace(skb, csum_off, 0, diff, l4f | BPF_F_PSEUDO_HDR) ||
+		    bpf_l3_csum_replace(skb, HYPHA_IP_CSUM_OFF, 0, diff, 0) ||
+		    bpf_skb_store_bytes(skb, HYPHA_IP_SADDR_OFF, new_addr, sizeof(new_addr), 0))
 			return -HYPHA_DROP_NAT_FAILED;
 	}
-	if (n->what & HYPHA_NAT_DADDR) {
-		if (bpf_l4_csum_replace(skb, csum_off, p->daddr, n->daddr,
-					l4f | BPF_F_PSEUDO_HDR | sizeof(n->daddr)) ||
-		    bpf_l3_csum_replace(skb, HYPHA_IP_CSUM_OFF, p->daddr, n->daddr, sizeof(n->daddr)) ||
-		    bpf_skb_store_bytes(skb, HYPHA_IP_DADDR_OFF, &n->daddr, sizeof(n->daddr), 0))
-			return -HYPHA_DROP_NAT_FAILED;
-	}
-	/* source and dest ports are the first two 16-bit words of TCP and UDP */
-	if (n->what & HYPHA_NAT_SPORT) {
-		if (bpf_l4_csum_replace(skb, csum_off, p->sport, n->sport, l4f | sizeof(n->sport)) ||
-		    bpf_skb_store_bytes(skb, p->l4_off, &n->sport, sizeof(n->sport), 0))
-			return -HYPHA_DROP_NAT_FAILED;
-	}
-	if (n->what & HYPHA_NAT_DPORT) {
-		if (bpf_l4_csum_replace(skb, csum_off, p->dport, n->dport, l4f | sizeof(n->dport)) ||
-		    bpf_skb_store_bytes(skb, p->l4_off + 2, &n->dport, sizeof(n->dport), 0))
+	if (n->what & (HYPHA_NAT_SPORT | HYPHA_NAT_DPORT)) {
+		diff = bpf_csum_diff((__be32 *)old_ports, sizeof(old_ports), (__be32 *)new_ports, sizeof(new_ports), 0);
+		if (diff < 0 ||
+		    bpf_l4_csum_replace(skb, csum_off, 0, diff, l4f) ||
+		    bpf_skb_store_bytes(skb, p->l4_off, new_ports, sizeof(new_ports), 0))
 			return -HYPHA_DROP_NAT_FAILED;
 	}
 	return 0;

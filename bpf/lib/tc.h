@@ -57,28 +57,40 @@ static __always_inline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hy
 	return verdict;
 }
 
-/* scope: where the traffic comes from; reverse: also restore frontends on
- * replies leaving through this hook. */
+/* scope: where the traffic comes from; forward: translate new and tracked
+ * flows to frontends; reverse: restore frontends on replies. */
 static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hook hook,
 					   enum hypha_lb_scope scope, int forward, int reverse)
 {
 	struct hypha_nat4 nat = {};
 	struct hypha_pkt4 p = {};
+	__u32 now;
 	int ret;
 
+	/* Already looked at by from_pod on this node (a pod talking to a
+	 * local pod): nothing left for to_pod to restore. */
+	if (!forward && (skb->mark & HYPHA_MARK_SEEN))
+		return TC_ACT_OK;
 	ret = hypha_tc_parse4(skb, &p);
 	if (ret == HYPHA_PARSE_NOT_IPV4)
 		return TC_ACT_OK;
 	if (ret < 0)
 		return hypha_tc_exit(skb, ret, hook, NULL, 0);
 
+	/* Most likely first: a packet of a tracked flow (either direction)
+	 * costs one or two lookups; only new flows reach the Service map. */
+	now = hypha_now();
 	ret = HYPHA_LB_PASS;
 	if (forward)
-		ret = hypha_lb4_forward(&p, scope, hypha_tc_loopback(), &nat);
+		ret = hypha_lb4_established(&p, &nat, now);
 	if (ret == HYPHA_LB_PASS && reverse)
-		ret = hypha_lb4_reverse(&p, &nat);
+		ret = hypha_lb4_reverse(&p, &nat, now);
+	if (ret == HYPHA_LB_PASS && forward)
+		ret = hypha_lb4_new_flow(&p, scope, hypha_tc_loopback(), &nat, now);
 	if (ret == HYPHA_LB_NAT)
 		ret = hypha_tc_nat4(skb, &p, &nat);
+	if (ret >= 0 && forward && reverse)
+		skb->mark |= HYPHA_MARK_SEEN;
 	return hypha_tc_exit(skb, ret, hook, &p, nat.svc_id);
 }
 

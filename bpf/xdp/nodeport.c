@@ -34,6 +34,7 @@ int hypha_xdp_nodeport(struct xdp_md *ctx)
 {
 	struct hypha_nat4 nat = {};
 	struct hypha_pkt4 p = {};
+	__u32 now;
 	int ret;
 
 	ret = hypha_parse4((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p);
@@ -43,7 +44,10 @@ int hypha_xdp_nodeport(struct xdp_md *ctx)
 		return hypha_xdp_exit(ctx, ret, NULL, 0);
 
 	/* No hairpin from outside: the client is never its own backend. */
-	ret = hypha_lb4_forward(&p, HYPHA_SCOPE_EXTERNAL, 0, &nat);
+	now = hypha_now();
+	ret = hypha_lb4_established(&p, &nat, now);
+	if (ret == HYPHA_LB_PASS)
+		ret = hypha_lb4_new_flow(&p, HYPHA_SCOPE_EXTERNAL, 0, &nat, now);
 	if (ret == HYPHA_LB_NAT)
 		ret = hypha_xdp_nat4(ctx, &p, &nat);
 	return hypha_xdp_exit(ctx, ret, &p, nat.svc_id);

@@ -36,8 +36,38 @@ function listFiles(paths: string[]): string[] {
   return out;
 }
 
-/** Parse the documents of one file into a snapshot part. Pure apart from the read. */
+function addObjects(value: unknown, into: Snapshot): void {
+  if (value === null || value === undefined) return;
+  const objs = (value as { kind?: unknown; items?: unknown[] }).kind === 'List' ? ((value as { items?: unknown[] }).items ?? []) : [value];
+  for (const obj of objs) {
+    const kind = (obj as { kind?: unknown } | null)?.kind;
+    if (kind === 'Service') {
+      const n = normalizeService(obj);
+      into.problems.push(...n.problems);
+      if (n.value) into.services.push(n.value);
+    } else if (kind === 'EndpointSlice') {
+      const n = normalizeEndpointSlice(obj);
+      into.problems.push(...n.problems);
+      if (n.value) into.slices.push(n.value);
+    }
+    // Other kinds (Deployments next to their Services...) are not ours.
+  }
+}
+
+/** Parse the documents of one file into a snapshot part. `.json` files take
+ *  JSON.parse (one document, often a large List): far faster than YAML. */
 export function parseManifests(file: string, text: string, into: Snapshot): void {
+  if (file.endsWith('.json')) {
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      into.problems.push(problem(file, 'json', (err as Error).message, 'cannot be parsed'));
+      return;
+    }
+    addObjects(value, into);
+    return;
+  }
   const docs = parseAllDocuments(text);
   const list = Array.isArray(docs) ? docs : [docs];
   list.forEach((doc, i) => {
@@ -46,22 +76,7 @@ export function parseManifests(file: string, text: string, into: Snapshot): void
       into.problems.push(problem(where, 'yaml', doc.errors[0]?.message.split('\n')[0], 'cannot be parsed'));
       return;
     }
-    const value: unknown = doc.toJS();
-    if (value === null || value === undefined) return;
-    const objs = (value as { kind?: unknown; items?: unknown[] }).kind === 'List' ? ((value as { items?: unknown[] }).items ?? []) : [value];
-    for (const obj of objs) {
-      const kind = (obj as { kind?: unknown } | null)?.kind;
-      if (kind === 'Service') {
-        const n = normalizeService(obj);
-        into.problems.push(...n.problems);
-        if (n.value) into.services.push(n.value);
-      } else if (kind === 'EndpointSlice') {
-        const n = normalizeEndpointSlice(obj);
-        into.problems.push(...n.problems);
-        if (n.value) into.slices.push(n.value);
-      }
-      // Other kinds (Deployments next to their Services...) are not ours.
-    }
+    addObjects(doc.toJS(), into);
   });
 }
 

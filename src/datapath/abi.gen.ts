@@ -22,9 +22,10 @@ export const CtDir = {
 /** enum hypha_ct_flags */
 export const CtFlags = {
   CLOSING: 1,
-  HAIRPIN: 2,
+  SNAT_ADDR: 2,
   EXTERNAL: 4,
   SEEN_NON_SYN: 8,
+  SNAT_PORT: 16,
 } as const;
 
 /** enum hypha_drop_reason */
@@ -40,6 +41,7 @@ export const DropReason = {
   CT_CREATE_FAILED: 9,
   NAT_FAILED: 10,
   REJECT_FAILED: 11,
+  NAT_NO_PORT: 12,
   MAX: 255,
 } as const;
 
@@ -56,6 +58,7 @@ export const DropReasonText: Record<number, string> = {
   9: "conntrack entry could not be written",
   10: "packet rewrite helper failed",
   11: "ICMP reject could not be built",
+  12: "no free source port for a flow whose tuple clashes",
 };
 
 /** enum hypha_hook */
@@ -89,11 +92,12 @@ export interface Config {
   loopback_addr: string;
 }
 
-/** struct hypha_ct4_entry (24 bytes) */
+/** struct hypha_ct4_entry (28 bytes) */
 export interface Ct4Entry {
   nat_addr: string;
   nat_addr2: string;
   nat_port: number;
+  nat_port2: number;
   flags: number;
   svc_id: number;
   backend_id: number;
@@ -181,16 +185,17 @@ export const layouts = {
   },
   hypha_ct4_entry: {
     name: 'hypha_ct4_entry',
-    size: 24,
+    size: 28,
     fields: [
       { name: 'nat_addr', offset: 0, size: 4, kind: 'ip4' },
       { name: 'nat_addr2', offset: 4, size: 4, kind: 'ip4' },
       { name: 'nat_port', offset: 8, size: 2, kind: 'be16' },
-      { name: 'flags', offset: 10, size: 1, kind: 'u8' },
-      { name: 'pad', offset: 11, size: 1, kind: 'pad' },
-      { name: 'svc_id', offset: 12, size: 4, kind: 'u32' },
-      { name: 'backend_id', offset: 16, size: 4, kind: 'u32' },
-      { name: 'expires', offset: 20, size: 4, kind: 'u32' },
+      { name: 'nat_port2', offset: 10, size: 2, kind: 'be16' },
+      { name: 'flags', offset: 12, size: 1, kind: 'u8' },
+      { name: 'pad', offset: 13, size: 3, kind: 'pad' },
+      { name: 'svc_id', offset: 16, size: 4, kind: 'u32' },
+      { name: 'backend_id', offset: 20, size: 4, kind: 'u32' },
+      { name: 'expires', offset: 24, size: 4, kind: 'u32' },
     ],
   },
   hypha_ct4_key: {

@@ -2,6 +2,7 @@
 import * as native from '../../native/index.ts';
 import type { MapHandle } from '../../native/index.ts';
 import { DropReason, DropReasonText, layouts } from './abi.gen.ts';
+import { scalarLayouts } from './codec.ts';
 
 export interface DropCount {
   code: number;
@@ -23,7 +24,7 @@ export function readDrops(map: MapHandle): DropCount[] {
   const vv = new DataView(values.buffer, values.byteOffset, values.byteLength);
   const out: DropCount[] = [];
   for (let i = 0; i < count; i++) {
-    const code = kv.getUint32(i * 4, true);
+    const code = kv.getUint32(i * scalarLayouts.u32.size, true);
     let packets = 0n;
     let bytes = 0n;
     for (let cpu = 0; cpu < info.possibleCpus; cpu++) {

@@ -41,13 +41,13 @@ function kindOf(flags: number): string {
 export function describeLbMaps(services: MapHandle, backends: MapHandle): FrontendView[] {
   const be = new Map<number, Lb4Backend>();
   const bd = native.mapDump(backends);
-  for (let i = 0; i < bd.count; i++) be.set(u32Codec.decode(bd.keys, i * 4).value, backendCodec.decode(bd.values, i * 12));
+  for (let i = 0; i < bd.count; i++) be.set(u32Codec.decode(bd.keys, i * u32Codec.layout.size).value, backendCodec.decode(bd.values, i * backendCodec.layout.size));
   const sd = native.mapDump(services);
   const masters = new Map<string, { scope: number; count: number; flags: number; svcId: number; slots: Map<number, number> }>();
   const slots: { id: string; slot: number; backend: number }[] = [];
   for (let i = 0; i < sd.count; i++) {
-    const k = svcKeyCodec.decode(sd.keys, i * 12);
-    const v = svcValCodec.decode(sd.values, i * 16);
+    const k = svcKeyCodec.decode(sd.keys, i * svcKeyCodec.layout.size);
+    const v = svcValCodec.decode(sd.values, i * svcValCodec.layout.size);
     if (k.proto === 0) continue; // VIP marker
     const id = `${k.addr}:${k.dport}/${PROTO[k.proto] ?? k.proto}|${k.scope}`;
     if (k.slot === 0) masters.set(id, { scope: k.scope, count: v.count, flags: v.flags, svcId: v.svc_id, slots: new Map() });

@@ -66,7 +66,7 @@ export class BpfHarness {
     const { keys, values, count } = native.mapDump(this.dp.map('hypha_ct4_v1'));
     const out = [];
     for (let i = 0; i < count; i++) {
-      out.push({ key: ctKey.decode(keys, i * 16), entry: ctEntry.decode(values, i * 24) });
+      out.push({ key: ctKey.decode(keys, i * ctKey.layout.size), entry: ctEntry.decode(values, i * ctEntry.layout.size) });
     }
     return out;
   }

@@ -266,6 +266,28 @@ describe('Service translation: flows over time', () => {
     assert.equal(send('fromPod', tcp({ sport: 47000 })).dst, '10.244.0.99');
   });
 
+  test('one client port to two Services that pick the same backend: the second flow gets another source port', () => {
+    // Linux lets a client use one port towards two destinations at once; after
+    // translation both would be the same tuple at the backend.
+    h.service(svc('one', { clusterIPs: ['10.96.0.61'] }), [slice('one', ['10.244.0.11'])]);
+    h.service(svc('two', { clusterIPs: ['10.96.0.62'] }), [slice('two', ['10.244.0.11'])]);
+    const a = send('fromPod', tcp({ dst: '10.96.0.61', sport: 48500 }));
+    const b = send('fromPod', tcp({ dst: '10.96.0.62', sport: 48500 }));
+    assert.deepEqual([a.dst, a.sport], ['10.244.0.11', 48500]);
+    assert.equal(b.dst, '10.244.0.11');
+    assert.ok(b.sport !== 48500 && (b.sport ?? 0) >= 32768, `remapped source port ${b.sport}`);
+    assert.equal(b.l4ChecksumOk, true);
+    // Each reply goes back to its own Service and the client's own port.
+    const replyA = send('toPod', { src: '10.244.0.11', dst: CLIENT, proto: 'tcp', sport: 8080, dport: 48500, flags: ['SYN', 'ACK'] });
+    const replyB = send('toPod', { src: '10.244.0.11', dst: CLIENT, proto: 'tcp', sport: 8080, dport: b.sport, flags: ['SYN', 'ACK'] });
+    assert.deepEqual([replyA.src, replyA.dport], ['10.96.0.61', 48500]);
+    assert.deepEqual([replyB.src, replyB.sport, replyB.dport, replyB.l4ChecksumOk], ['10.96.0.62', 80, 48500, true]);
+    // Later packets of the second flow keep the remapped port.
+    assert.equal(send('fromPod', tcp({ dst: '10.96.0.62', sport: 48500, flags: ['ACK'] })).sport, b.sport);
+    h.service(svc('one', { clusterIPs: ['10.96.0.61'] }), undefined);
+    h.service(svc('two', { clusterIPs: ['10.96.0.62'] }), undefined);
+  });
+
   test('session affinity: every new connection from a client goes to the same backend', () => {
     h.service(svc('aff', { clusterIPs: ['10.96.0.50'], sessionAffinity: 'ClientIP', affinityTimeoutSeconds: 60 }), [slice('aff', WEB)]);
     const first = send('fromPod', tcp({ dst: '10.96.0.50', sport: 48000 })).dst;

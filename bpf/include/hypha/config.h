@@ -9,6 +9,12 @@ enum hypha_config_flags {
 	HYPHA_CFG_DROP_EVENTS = 1 << 0,	/* send a ring-buffer event for every drop */
 };
 
+/* skb->mark bit from_pod sets on every packet it has handled, so to_pod on
+ * the same node skips a lookup from_pod already made. A mark never leaves the
+ * node's network namespace: a veth scrubs it when the packet crosses into
+ * another namespace, and it is not carried on a wire. */
+#define HYPHA_MARK_SEEN 0x00400000
+
 struct hypha_config {
 	enum hypha_config_flags flags;
 	/* Source address for hairpin flows (a pod reaching itself through a

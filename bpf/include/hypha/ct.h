@@ -7,7 +7,14 @@
  *  - REPLY, keyed by the reply tuple as the backend sends it
  *    (backend -> client), holds the frontend to restore as the source.
  * Both carry their own translation, so a flow survives its backend being
- * removed or its Service changing, as it does under kube-proxy's conntrack. */
+ * removed or its Service changing, as it does under kube-proxy's conntrack.
+ *
+ * A flow may also need its source rewritten (source NAT): a pod reaching
+ * itself through a Service (address -> loopback), or a client port that
+ * another live flow already uses towards the same backend (port -> a free
+ * one, as netfilter's NAT does on a tuple clash). The SERVICE entry then says
+ * what the source becomes; the REPLY entry, keyed by that new source, says
+ * what the destination goes back to. */
 #ifndef HYPHA_CT_H
 #define HYPHA_CT_H
 
@@ -32,24 +39,31 @@ HYPHA_ASSERT_SIZE(struct hypha_ct4_key, 16);
 
 enum __attribute__((packed)) hypha_ct_flags {
 	HYPHA_CT_F_CLOSING = 1 << 0,	/* FIN or RST seen: short lifetime, a new SYN starts over */
-	HYPHA_CT_F_HAIRPIN = 1 << 1,	/* client is its own backend: source rewritten to the loopback address */
+	HYPHA_CT_F_SNAT_ADDR = 1 << 1,	/* source address rewritten (hairpin: the loopback address) */
 	HYPHA_CT_F_EXTERNAL = 1 << 2,	/* created by traffic from outside the node */
 	HYPHA_CT_F_SEEN_NON_SYN = 1 << 3,	/* handshake went on: established lifetime */
+	HYPHA_CT_F_SNAT_PORT = 1 << 4,	/* source port rewritten (tuple clash) */
 	HYPHA_CT_F__WIDTH = 0xff,
 };
 _Static_assert(sizeof(enum hypha_ct_flags) == 1, "ct flags are one byte");
 
 struct hypha_ct4_entry {
-	hypha_ip4_t nat_addr;		/* SERVICE: backend address; REPLY: frontend address */
-	hypha_ip4_t nat_addr2;		/* hairpin: SERVICE: loopback source; REPLY: client address */
-	__be16 nat_port;		/* SERVICE: backend port; REPLY: frontend port */
+	hypha_ip4_t nat_addr;		/* SERVICE: backend address; REPLY: frontend address (new source) */
+	hypha_ip4_t nat_addr2;		/* SNAT_ADDR: SERVICE: new source address; REPLY: client address (new destination) */
+	__be16 nat_port;		/* SERVICE: backend port; REPLY: frontend port (new source port) */
+	__be16 nat_port2;		/* SNAT_PORT: SERVICE: new source port; REPLY: client port (new destination port) */
 	enum hypha_ct_flags flags;
-	__u8 pad;
+	__u8 pad[3];
 	__u32 svc_id;
 	__u32 backend_id;
 	__u32 expires;			/* seconds, bpf_ktime_get_coarse_ns() based */
 };
-HYPHA_ASSERT_SIZE(struct hypha_ct4_entry, 24);
+HYPHA_ASSERT_SIZE(struct hypha_ct4_entry, 28);
+
+/* Source ports a clashing flow may be moved to, and how many to try. */
+#define HYPHA_SNAT_PORT_MIN	32768
+#define HYPHA_SNAT_PORT_SPAN	32768
+#define HYPHA_SNAT_TRIES	32
 
 /* Lifetimes in seconds (Cilium's defaults). */
 #define HYPHA_CT_LIFETIME_TCP_SYN	60

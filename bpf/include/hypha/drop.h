@@ -21,6 +21,7 @@ enum hypha_drop_reason {
 	HYPHA_DROP_CT_CREATE_FAILED = 9,	/* conntrack entry could not be written */
 	HYPHA_DROP_NAT_FAILED = 10,		/* packet rewrite helper failed */
 	HYPHA_DROP_REJECT_FAILED = 11,		/* ICMP reject could not be built */
+	HYPHA_DROP_NAT_NO_PORT = 12,		/* no free source port for a flow whose tuple clashes */
 	HYPHA_DROP_MAX = 255,
 };
 

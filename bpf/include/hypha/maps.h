@@ -36,11 +36,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_lb4_affinity_v1 SEC(".maps");
 
+/* Per-CPU LRU lists (BPF_F_NO_COMMON_LRU): every new flow writes two entries,
+ * and the shared LRU list's lock was the largest cost of a new connection
+ * under load (perf: bpf_lru_pop_free and its irqsave spinlock). Each CPU
+ * evicts from its own share of max_entries. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct hypha_ct4_key);
 	__type(value, struct hypha_ct4_entry);
 	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_ct4_v1 SEC(".maps");
 

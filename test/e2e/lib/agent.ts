@@ -53,8 +53,8 @@ export class TestAgent {
     writeFileSync(this.configPath, stringify(cfg));
   }
 
-  async start(): Promise<Proc> {
-    this.proc = await this.topo.spawnReady(this.node, [NODE_BIN, CLI, 'agent', '--config', this.configPath], { timeoutMs: 20_000, context: `agent on ${this.node.name}` });
+  async start(timeoutMs = 20_000): Promise<Proc> {
+    this.proc = await this.topo.spawnReady(this.node, [NODE_BIN, CLI, 'agent', '--config', this.configPath], { timeoutMs, context: `agent on ${this.node.name}` });
     return this.proc;
   }
 
@@ -105,7 +105,7 @@ export class TestAgent {
     const h = native.openPinnedMap(path.join(this.opts.pinRoot, 'hypha_ct4_v1'));
     try {
       const { keys, values, count } = native.mapDump(h);
-      return Array.from({ length: count }, (_, i) => ({ key: keyC.decode(keys, i * 16), entry: valC.decode(values, i * 24) }));
+      return Array.from({ length: count }, (_, i) => ({ key: keyC.decode(keys, i * keyC.layout.size), entry: valC.decode(values, i * valC.layout.size) }));
     } finally {
       native.close(h);
     }
