@@ -18,3 +18,17 @@ bench-tools: $(BENCH_TOOLS)
 # tests). HYPHA_PEERS_SECONDS / HYPHA_PEERS_CONCURRENCY tune the rate runs.
 test-bench-peers: $(BENCH_TOOLS)
 	$(NODE) --test --test-concurrency=1 bench/peers/*.test.ts
+
+# The floor program of bench-lb: a tc program that only returns.
+$(BENCH_BUILD)/floor.o: bench/bpf/floor.c | $(APT_STAMP)
+	@mkdir -p $(dir $@)
+	clang -O2 -g -target bpf -Wall -I/usr/include/$(shell uname -m)-linux-gnu -c $< -o $@
+BUILD_TARGETS += $(BENCH_BUILD)/floor.o
+
+# `make bench-lb`: Service translation cost and new-connection rate for 1 to
+# 100 000 Services, Hypha next to kube-proxy's iptables (nft and legacy) and
+# nftables rulesets in the same run; bench/results/lb-scaling.{json,png}.
+# Takes about half an hour. BENCH_ARGS passes options (--services, --runs ...).
+.PHONY: bench-lb
+bench-lb: build bpffs
+	$(NODE) bench/lb-scaling.ts $(BENCH_ARGS)

@@ -18,6 +18,13 @@
 enum {
 	HYPHA_LB_PASS = 0,	/* not Service traffic */
 	HYPHA_LB_NAT = 1,	/* rewrite as described by struct hypha_nat4 */
+	HYPHA_LB_PUNT = 2,	/* XDP: leave it to the tc program (a flow to another node) */
+};
+
+/* hypha_lb4_new_flow modes, by attachment point. */
+enum {
+	HYPHA_LB_PUNT_REMOTE = 1 << 0,	/* XDP: punt outside traffic whose backend is on another node */
+	HYPHA_LB_SNAT_REMOTE = 1 << 1,	/* tc on the external device: source-NAT and forward it */
 };
 
 enum {
@@ -34,6 +41,7 @@ struct hypha_nat4 {
 	__be16 dport;
 	__u32 what;
 	__u32 svc_id;
+	__u32 forward;	/* route the rewritten packet ourselves (FIB lookup), not the stack */
 };
 
 static __always_inline const struct hypha_lb4_svc_val *
@@ -119,7 +127,8 @@ static __always_inline void hypha_lb4_snat(const struct hypha_ct4_entry *ct, str
 /* An established flow of a Service: the backend conntrack recorded, even if
  * that backend, or the whole Service, is gone since (kube-proxy's conntrack
  * keeps NATed flows too). Only packets with ports that are not fragments. */
-static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, struct hypha_nat4 *nat, __u32 now)
+static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, struct hypha_nat4 *nat, __u32 now,
+						 int punt_remote)
 {
 	struct hypha_ct4_entry *ct;
 	struct hypha_ct4_key key;
@@ -130,11 +139,14 @@ static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, str
 	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
 	if (!ct || hypha_ct_expired(ct, now) || hypha_ct_is_reopen(ct, p))
 		return HYPHA_LB_PASS;
+	if (punt_remote && (ct->flags & HYPHA_CT_F_REMOTE))
+		return HYPHA_LB_PUNT;
 	hypha_ct_refresh(ct, p, now);
 	nat->svc_id = ct->svc_id;
 	nat->daddr = ct->nat_addr;
 	nat->dport = ct->nat_port;
 	nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;
+	nat->forward = !!(ct->flags & HYPHA_CT_F_REMOTE);
 	hypha_lb4_snat(ct, nat);
 	return HYPHA_LB_NAT;
 }
@@ -144,7 +156,8 @@ static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, str
  * *nat filled) or a negative drop reason; hypha_drop_is_reject() tells which
  * reasons get an ICMP answer. Call hypha_lb4_established() first. */
 static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum hypha_lb_scope scope,
-					      __u32 loopback, struct hypha_nat4 *nat, __u32 now)
+					      __u32 loopback, __u32 snat_addr, int mode,
+					      struct hypha_nat4 *nat, __u32 now)
 {
 	const struct hypha_lb4_svc_val *svc, *slot;
 	const struct hypha_lb4_backend *b = NULL;
@@ -192,17 +205,29 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 		if (!b)
 			return -HYPHA_DROP_BACKEND_MISSING;
 	}
-	if (svc->flags & HYPHA_SVC_F_AFFINITY)
-		hypha_lb4_affinity_record(p, svc->svc_id, backend_id, now);
-
 	flags = hypha_ct_next_flags(0, p);
-	if (scope == HYPHA_SCOPE_EXTERNAL)
+	if (scope == HYPHA_SCOPE_EXTERNAL) {
 		flags |= HYPHA_CT_F_EXTERNAL;
+		/* From outside to a backend on another node: the reply must come
+		 * back through this node, so the source becomes this node (as
+		 * kube-proxy masquerades it). XDP leaves that to tc, which can
+		 * forward the packet itself. */
+		if (!(b->flags & HYPHA_BACKEND_F_LOCAL)) {
+			if (mode & HYPHA_LB_PUNT_REMOTE)
+				return HYPHA_LB_PUNT;
+			if (!(mode & HYPHA_LB_SNAT_REMOTE) || !snat_addr)
+				return -HYPHA_DROP_NO_SNAT_ADDR;
+			flags |= HYPHA_CT_F_REMOTE | HYPHA_CT_F_SNAT_ADDR;
+			loopback = snat_addr;	/* the source it gets, below */
+		}
+	}
 	/* A pod reaching itself through a Service: the packet must not come
 	 * back with its own address as the source, or the pod's stack drops
 	 * it as a martian. Use the loopback address as the source instead. */
 	if (b->addr == p->saddr && loopback)
 		flags |= HYPHA_CT_F_SNAT_ADDR;
+	if (svc->flags & HYPHA_SVC_F_AFFINITY)
+		hypha_lb4_affinity_record(p, svc->svc_id, backend_id, now);
 
 	entry.svc_id = svc->svc_id;
 	entry.backend_id = backend_id;
@@ -218,7 +243,9 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 	entry.flags = flags;
 	entry.expires = now + hypha_ct_lifetime(p->proto, flags);
 	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
-	if (ct && !hypha_ct_expired(ct, now) && (ct->nat_addr != p->daddr || ct->nat_port != p->dport)) {
+	if (ct && !hypha_ct_expired(ct, now) &&
+	    (ct->nat_addr != p->daddr || ct->nat_port != p->dport ||
+	     ct->nat_addr2 != p->saddr || ct->nat_port2 != p->sport)) {
 		/* The tuple the backend would see belongs to a flow of another
 		 * frontend that has not timed out (one client port, two
 		 * Services, one backend): move this flow to a free source port,
@@ -260,12 +287,14 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 	nat->daddr = b->addr;
 	nat->dport = b->port;
 	nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;
+	nat->forward = !!(flags & HYPHA_CT_F_REMOTE);
 	hypha_lb4_snat(&entry, nat);
 	return HYPHA_LB_NAT;
 }
 
 /* A reply of a translated flow: put the frontend back as the source. */
-static __always_inline int hypha_lb4_reverse(const struct hypha_pkt4 *p, struct hypha_nat4 *nat, __u32 now)
+static __always_inline int hypha_lb4_reverse(const struct hypha_pkt4 *p, struct hypha_nat4 *nat, __u32 now,
+					     int only_remote)
 {
 	struct hypha_ct4_entry *ct;
 	struct hypha_ct4_key key;
@@ -276,7 +305,12 @@ static __always_inline int hypha_lb4_reverse(const struct hypha_pkt4 *p, struct 
 	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
 	if (!ct || hypha_ct_expired(ct, now))
 		return HYPHA_LB_PASS;
+	/* On the external device only replies of forwarded flows are ours;
+	 * replies for local pods are restored on their way to the pod. */
+	if (only_remote && !(ct->flags & HYPHA_CT_F_REMOTE))
+		return HYPHA_LB_PASS;
 	hypha_ct_refresh(ct, p, now);
+	nat->forward = !!(ct->flags & HYPHA_CT_F_REMOTE);
 	nat->saddr = ct->nat_addr;
 	nat->sport = ct->nat_port;
 	nat->svc_id = ct->svc_id;

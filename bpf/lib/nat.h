@@ -12,46 +12,69 @@
 #define HYPHA_IP_SADDR_OFF (HYPHA_L3_OFF + offsetof(struct iphdr, saddr))
 
 /* TC: the kernel's checksum helpers know the skb's checksum state
- * (CHECKSUM_PARTIAL from a local pod, COMPLETE from a NIC). Address changes
- * and port changes are each folded into one checksum difference: addresses
- * are part of the pseudo-header (BPF_F_PSEUDO_HDR), ports are not, and a
- * CHECKSUM_PARTIAL skb must only see the former. A UDP checksum of zero means
- * "none" and must stay zero: BPF_F_MARK_MANGLED_0. The two addresses, and the
- * two ports, sit side by side, so each pair is one store. */
+ * (CHECKSUM_PARTIAL from a local pod, COMPLETE from a NIC). Addresses are part
+ * of the pseudo-header (BPF_F_PSEUDO_HDR), ports are not, and a
+ * CHECKSUM_PARTIAL skb must only see the former, so the two are updated
+ * separately. When both addresses (or both ports) change, they sit side by
+ * side: one checksum difference and one store cover the pair; when one
+ * changes, a direct replace is fewer helper calls. A UDP checksum of zero
+ * means "none" and must stay zero: BPF_F_MARK_MANGLED_0. */
+static __always_inline int hypha_tc_rewrite(struct __sk_buff *skb, __u32 csum_off, __u64 l4f, int l3,
+					    __u32 off, __u32 old0, __u32 new0, __u32 old1, __u32 new1,
+					    int change0, int change1, __u32 size)
+{
+	__u32 oldv[2] = { old0, old1 };
+	__u32 newv[2] = { new0, new1 };
+	__s64 diff;
+
+	if (change0 && change1) {
+		if (size == 4) {
+			diff = bpf_csum_diff(oldv, 8, newv, 8, 0);
+		} else {
+			__u32 o = (old0 & 0xffff) | (old1 << 16), n = (new0 & 0xffff) | (new1 << 16);
+
+			diff = bpf_csum_diff(&o, 4, &n, 4, 0);
+			newv[0] = n;
+		}
+		if (diff < 0 || bpf_l4_csum_replace(skb, csum_off, 0, diff, l4f) ||
+		    (l3 && bpf_l3_csum_replace(skb, HYPHA_IP_CSUM_OFF, 0, diff, 0)))
+			return -HYPHA_DROP_NAT_FAILED;
+		return bpf_skb_store_bytes(skb, off, newv, 2 * size, 0) ? -HYPHA_DROP_NAT_FAILED : 0;
+	}
+	if (change1) {
+		off += size;
+		old0 = old1;
+		new0 = new1;
+	}
+	if (bpf_l4_csum_replace(skb, csum_off, old0, new0, l4f | size) ||
+	    (l3 && bpf_l3_csum_replace(skb, HYPHA_IP_CSUM_OFF, old0, new0, size)))
+		return -HYPHA_DROP_NAT_FAILED;
+	if (size == 4)
+		return bpf_skb_store_bytes(skb, off, &new0, 4, 0) ? -HYPHA_DROP_NAT_FAILED : 0;
+	{
+		__u16 v = new0;
+
+		return bpf_skb_store_bytes(skb, off, &v, 2, 0) ? -HYPHA_DROP_NAT_FAILED : 0;
+	}
+}
+
 static __always_inline int hypha_tc_nat4(struct __sk_buff *skb, const struct hypha_pkt4 *p,
 					 const struct hypha_nat4 *n)
 {
 	__u32 csum_off = p->l4_off + (p->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
 							      : offsetof(struct udphdr, check));
 	__u64 l4f = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-	__be32 old_addr[2] = { p->saddr, p->daddr };
-	__be32 new_addr[2] = {
-		(n->what & HYPHA_NAT_SADDR) ? n->saddr : p->saddr,
-		(n->what & HYPHA_NAT_DADDR) ? n->daddr : p->daddr,
-	};
-	__be16 old_ports[2] = { p->sport, p->dport };
-	__be16 new_ports[2] = {
-		(n->what & HYPHA_NAT_SPORT) ? n->sport : p->sport,
-		(n->what & HYPHA_NAT_DPORT) ? n->dport : p->dport,
-	};
-	__s64 diff;
+	int ret = 0;
 
-	if (n->what & (HYPHA_NAT_SADDR | HYPHA_NAT_DADDR)) {
-		diff = bpf_csum_diff(old_addr, sizeof(old_addr), new_addr, sizeof(new_addr), 0);
-		if (diff < 0 ||
-		    bpf_l4_csum_replace(skb, csum_off, 0, diff, l4f | BPF_F_PSEUDO_HDR) ||
-		    bpf_l3_csum_replace(skb, HYPHA_IP_CSUM_OFF, 0, diff, 0) ||
-		    bpf_skb_store_bytes(skb, HYPHA_IP_SADDR_OFF, new_addr, sizeof(new_addr), 0))
-			return -HYPHA_DROP_NAT_FAILED;
-	}
-	if (n->what & (HYPHA_NAT_SPORT | HYPHA_NAT_DPORT)) {
-		diff = bpf_csum_diff((__be32 *)old_ports, sizeof(old_ports), (__be32 *)new_ports, sizeof(new_ports), 0);
-		if (diff < 0 ||
-		    bpf_l4_csum_replace(skb, csum_off, 0, diff, l4f) ||
-		    bpf_skb_store_bytes(skb, p->l4_off, new_ports, sizeof(new_ports), 0))
-			return -HYPHA_DROP_NAT_FAILED;
-	}
-	return 0;
+	if (n->what & (HYPHA_NAT_SADDR | HYPHA_NAT_DADDR))
+		ret = hypha_tc_rewrite(skb, csum_off, l4f | BPF_F_PSEUDO_HDR, 1, HYPHA_IP_SADDR_OFF,
+				       p->saddr, n->saddr, p->daddr, n->daddr,
+				       !!(n->what & HYPHA_NAT_SADDR), !!(n->what & HYPHA_NAT_DADDR), 4);
+	if (!ret && (n->what & (HYPHA_NAT_SPORT | HYPHA_NAT_DPORT)))
+		ret = hypha_tc_rewrite(skb, csum_off, l4f, 0, p->l4_off,
+				       p->sport, n->sport, p->dport, n->dport,
+				       !!(n->what & HYPHA_NAT_SPORT), !!(n->what & HYPHA_NAT_DPORT), 2);
+	return ret;
 }
 
 /* XDP: frames from a wire carry complete checksums; update them in place. */

@@ -29,12 +29,48 @@ static __always_inline int hypha_tc_parse4(struct __sk_buff *skb, struct hypha_p
 	return ret;
 }
 
-static __always_inline int hypha_tc_loopback(void)
-{
-	__u32 zero = 0;
-	struct hypha_config *cfg = bpf_map_lookup_elem(&hypha_config_v1, &zero);
+#define HYPHA_AF_INET 2
+#define HYPHA_IP_TTL_OFF (HYPHA_L3_OFF + offsetof(struct iphdr, ttl))
 
-	return cfg ? cfg->loopback_addr : 0;
+/* Forward a rewritten packet ourselves: it came in on the external device
+ * and goes to another node (or back to an outside client), with one of this
+ * node's addresses as its source, which the stack would drop as a martian.
+ * Route it with a FIB lookup, decrement the TTL as a router does, and send
+ * it out; when the next hop's MAC is not known yet, the kernel resolves it
+ * (bpf_redirect_neigh). */
+static __always_inline int hypha_tc_forward(struct __sk_buff *skb, const struct hypha_pkt4 *p,
+					    const struct hypha_nat4 *n)
+{
+	struct bpf_fib_lookup fib = {};
+	__u8 ttl;
+	int rc;
+
+	fib.family = HYPHA_AF_INET;
+	fib.l4_protocol = p->proto;
+	fib.sport = (n->what & HYPHA_NAT_SPORT) ? n->sport : p->sport;
+	fib.dport = (n->what & HYPHA_NAT_DPORT) ? n->dport : p->dport;
+	fib.ipv4_src = (n->what & HYPHA_NAT_SADDR) ? n->saddr : p->saddr;
+	fib.ipv4_dst = (n->what & HYPHA_NAT_DADDR) ? n->daddr : p->daddr;
+	fib.ifindex = skb->ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return -HYPHA_DROP_FIB_FAILED;
+	if (bpf_skb_load_bytes(skb, HYPHA_IP_TTL_OFF, &ttl, 1) || ttl <= 1)
+		return -HYPHA_DROP_FIB_FAILED;
+	if (bpf_l3_csum_replace(skb, HYPHA_IP_CSUM_OFF, bpf_htons(ttl << 8), bpf_htons((ttl - 1) << 8), 2))
+		return -HYPHA_DROP_NAT_FAILED;
+	ttl--;
+	if (bpf_skb_store_bytes(skb, HYPHA_IP_TTL_OFF, &ttl, 1, 0))
+		return -HYPHA_DROP_NAT_FAILED;
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = { .nh_family = HYPHA_AF_INET, .ipv4_nh = fib.ipv4_dst };
+
+		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+	}
+	if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0))
+		return -HYPHA_DROP_NAT_FAILED;
+	return bpf_redirect(fib.ifindex, 0);
 }
 
 static __always_inline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hypha_hook hook,
@@ -44,7 +80,7 @@ static __always_inline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hy
 	int verdict;
 
 	if (ret >= 0)
-		return TC_ACT_OK;
+		return ret == TC_ACT_REDIRECT ? TC_ACT_REDIRECT : TC_ACT_OK;
 	reason = -ret;
 	hypha_account_drop(reason, skb->len, hook, skb->ifindex, p, svc_id);
 	if (!hypha_drop_is_reject(reason))
@@ -58,10 +94,13 @@ static __always_inline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hy
 }
 
 /* scope: where the traffic comes from; forward: translate new and tracked
- * flows to frontends; reverse: restore frontends on replies. */
+ * flows to frontends; reverse: restore frontends on replies; mode: see
+ * hypha_lb4_new_flow (HYPHA_LB_SNAT_REMOTE on the external device). */
 static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hook hook,
-					   enum hypha_lb_scope scope, int forward, int reverse)
+					   enum hypha_lb_scope scope, int forward, int reverse, int mode)
 {
+	__u32 zero = 0;
+	struct hypha_config *cfg;
 	struct hypha_nat4 nat = {};
 	struct hypha_pkt4 p = {};
 	__u32 now;
@@ -82,14 +121,20 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 	now = hypha_now();
 	ret = HYPHA_LB_PASS;
 	if (forward)
-		ret = hypha_lb4_established(&p, &nat, now);
+		ret = hypha_lb4_established(&p, &nat, now, 0);
 	if (ret == HYPHA_LB_PASS && reverse)
-		ret = hypha_lb4_reverse(&p, &nat, now);
-	if (ret == HYPHA_LB_PASS && forward)
-		ret = hypha_lb4_new_flow(&p, scope, hypha_tc_loopback(), &nat, now);
-	if (ret == HYPHA_LB_NAT)
+		ret = hypha_lb4_reverse(&p, &nat, now, mode & HYPHA_LB_SNAT_REMOTE);
+	if (ret == HYPHA_LB_PASS && forward) {
+		cfg = bpf_map_lookup_elem(&hypha_config_v1, &zero);
+		ret = hypha_lb4_new_flow(&p, scope, cfg ? cfg->loopback_addr : 0, cfg ? cfg->snat_addr : 0,
+					 mode, &nat, now);
+	}
+	if (ret == HYPHA_LB_NAT) {
 		ret = hypha_tc_nat4(skb, &p, &nat);
-	if (ret >= 0 && forward && reverse)
+		if (ret == 0 && nat.forward)
+			ret = hypha_tc_forward(skb, &p, &nat);
+	}
+	if (ret >= 0 && hook == HYPHA_HOOK_FROM_POD)
 		skb->mark |= HYPHA_MARK_SEEN;
 	return hypha_tc_exit(skb, ret, hook, &p, nat.svc_id);
 }

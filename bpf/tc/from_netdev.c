@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* tc ingress of the node's external device: the fallback for the XDP
- * program where XDP cannot attach. NodePort, ExternalIP and LoadBalancer-IP
- * traffic from outside is translated with the external scope. */
+/* tc ingress of the node's external device. NodePort, ExternalIP and
+ * LoadBalancer-IP traffic from outside is translated with the external
+ * scope: all of it where XDP cannot attach, and, next to the XDP program,
+ * what XDP leaves to it: flows to a backend on another node, which are
+ * source-NATed to this node and forwarded by FIB lookup, and their replies. */
 #include "lib/tc.h"
 
 SEC("tc")
 int hypha_from_netdev(struct __sk_buff *skb)
 {
-	return hypha_tc_handle(skb, HYPHA_HOOK_FROM_NETDEV, HYPHA_SCOPE_EXTERNAL, 1, 0);
+	return hypha_tc_handle(skb, HYPHA_HOOK_FROM_NETDEV, HYPHA_SCOPE_EXTERNAL, 1, 1, HYPHA_LB_SNAT_REMOTE);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -7,7 +7,7 @@
 SEC("tc")
 int hypha_from_pod(struct __sk_buff *skb)
 {
-	return hypha_tc_handle(skb, HYPHA_HOOK_FROM_POD, HYPHA_SCOPE_INTERNAL, 1, 1);
+	return hypha_tc_handle(skb, HYPHA_HOOK_FROM_POD, HYPHA_SCOPE_INTERNAL, 1, 1, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

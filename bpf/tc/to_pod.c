@@ -6,7 +6,7 @@
 SEC("tc")
 int hypha_to_pod(struct __sk_buff *skb)
 {
-	return hypha_tc_handle(skb, HYPHA_HOOK_TO_POD, HYPHA_SCOPE_INTERNAL, 0, 1);
+	return hypha_tc_handle(skb, HYPHA_HOOK_TO_POD, HYPHA_SCOPE_INTERNAL, 0, 1, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* XDP on the node's external device: NodePort, ExternalIP and LoadBalancer-IP
- * traffic from outside is translated before the stack sees it, and refused
- * with an ICMP answer sent straight back out (XDP_TX) when a Service has no
- * backend. Everything else is passed untouched. */
+ * traffic from outside to a backend on this node is translated before the
+ * stack sees it, and refused with an ICMP answer sent straight back out
+ * (XDP_TX) when a Service has no backend. Flows to a backend on another node,
+ * and everything else, are passed on untouched (the tc program next to it
+ * handles the former). */
 #include "lib/lb.h"
 #include "lib/nat.h"
 #include "lib/icmp.h"
@@ -43,11 +45,15 @@ int hypha_xdp_nodeport(struct xdp_md *ctx)
 	if (ret < 0)
 		return hypha_xdp_exit(ctx, ret, NULL, 0);
 
-	/* No hairpin from outside: the client is never its own backend. */
+	/* No hairpin from outside: the client is never its own backend. A flow
+	 * to a backend on another node is left to the tc program (PUNT): it can
+	 * forward the source-NATed packet past the stack. */
 	now = hypha_now();
-	ret = hypha_lb4_established(&p, &nat, now);
+	ret = hypha_lb4_established(&p, &nat, now, 1);
 	if (ret == HYPHA_LB_PASS)
-		ret = hypha_lb4_new_flow(&p, HYPHA_SCOPE_EXTERNAL, 0, &nat, now);
+		ret = hypha_lb4_new_flow(&p, HYPHA_SCOPE_EXTERNAL, 0, 0, HYPHA_LB_PUNT_REMOTE, &nat, now);
+	if (ret == HYPHA_LB_PUNT)
+		return XDP_PASS;
 	if (ret == HYPHA_LB_NAT)
 		ret = hypha_xdp_nat4(ctx, &p, &nat);
 	return hypha_xdp_exit(ctx, ret, &p, nat.svc_id);

@@ -12,6 +12,8 @@ export interface AgentConfig {
   devices: { external?: string; externalMode: ExternalMode; pods: string[] };
   bpf: { pinRoot: string; mapSizes: MapSizes; loopbackAddress: string; dropEvents: boolean };
   services: { files: string[] };
+  /** Watch the API server (the kube-proxy replacement); absent: standalone, from files. */
+  kubernetes?: { kubeconfig?: string; silenceSeconds: number; resyncSeconds: number };
   sync: { resyncSeconds: number; devicesSeconds: number };
   listen: { address: string; port: number };
   log: { level: string };
@@ -61,10 +63,18 @@ const schema = {
       type: 'object', additionalProperties: false, default: {},
       properties: { files: { type: 'array', items: { type: 'string', minLength: 1 }, default: [] } },
     },
+    kubernetes: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        kubeconfig: { type: 'string', minLength: 1 },
+        silenceSeconds: { type: 'number', minimum: 5, maximum: 3600, default: 90 },
+        resyncSeconds: { type: 'number', minimum: 0, maximum: 86400, default: 600 },
+      },
+    },
     sync: {
       type: 'object', additionalProperties: false, default: {},
       properties: {
-        resyncSeconds: { type: 'number', minimum: 1, maximum: 86400, default: 60 },
+        resyncSeconds: { type: 'number', minimum: 1, maximum: 86400, default: 300 },
         devicesSeconds: { type: 'number', minimum: 0.1, maximum: 3600, default: 1 },
       },
     },
@@ -118,6 +128,13 @@ export function parseConfig(data: unknown, baseDir = process.cwd()): AgentConfig
   }
   const cfg = copy as unknown as AgentConfig;
   cfg.services.files = cfg.services.files.map((f) => path.resolve(baseDir, f));
+  if (cfg.kubernetes && cfg.services.files.length > 0) {
+    throw new ConfigError('config: services.files and kubernetes are both set: the agent follows either the API server or files, not both');
+  }
+  if (!cfg.kubernetes && cfg.services.files.length === 0) {
+    throw new ConfigError('config: no source of Services: set kubernetes (watch the API server) or services.files (standalone)');
+  }
+  if (cfg.kubernetes?.kubeconfig) cfg.kubernetes.kubeconfig = path.resolve(baseDir, cfg.kubernetes.kubeconfig);
   return cfg;
 }
 

@@ -26,6 +26,7 @@ export const CtFlags = {
   EXTERNAL: 4,
   SEEN_NON_SYN: 8,
   SNAT_PORT: 16,
+  REMOTE: 32,
 } as const;
 
 /** enum hypha_drop_reason */
@@ -42,6 +43,8 @@ export const DropReason = {
   NAT_FAILED: 10,
   REJECT_FAILED: 11,
   NAT_NO_PORT: 12,
+  NO_SNAT_ADDR: 13,
+  FIB_FAILED: 14,
   MAX: 255,
 } as const;
 
@@ -59,6 +62,8 @@ export const DropReasonText: Record<number, string> = {
   10: "packet rewrite helper failed",
   11: "ICMP reject could not be built",
   12: "no free source port for a flow whose tuple clashes",
+  13: "outside traffic to a backend on another node, no node address to source it from",
+  14: "no route to forward a packet to another node or back out",
 };
 
 /** enum hypha_hook */
@@ -90,6 +95,7 @@ export const SvcFlags = {
 export interface Config {
   flags: number;
   loopback_addr: string;
+  snat_addr: string;
 }
 
 /** struct hypha_ct4_entry (28 bytes) */
@@ -180,7 +186,8 @@ export const layouts = {
     fields: [
       { name: 'flags', offset: 0, size: 4, kind: 'u32' },
       { name: 'loopback_addr', offset: 4, size: 4, kind: 'ip4' },
-      { name: 'pad', offset: 8, size: 8, kind: 'pad' },
+      { name: 'snat_addr', offset: 8, size: 4, kind: 'ip4' },
+      { name: 'pad', offset: 12, size: 4, kind: 'pad' },
     ],
   },
   hypha_ct4_entry: {

@@ -76,17 +76,20 @@ export class Devices {
   }
 
   /** The node's external device: XDP in the driver when it can, tc otherwise
-   *  ('auto'); or exactly the one asked for. Returns what was attached. */
+   *  ('auto'); or exactly the one asked for. Returns what was attached. The tc
+   *  program is attached in both cases: next to XDP it handles what XDP
+   *  leaves to it (flows to backends on other nodes, and their replies). */
   attachExternal(ifname: string, mode: ExternalMode = 'auto'): 'xdp' | 'tc' {
     const ifindex = ifindexOf(ifname);
     if (mode !== 'tc') {
       try {
         const current = native.xdpQuery(ifindex);
+        // tc first: from the moment XDP punts a flow, tc must be there.
+        native.tcAttach(ifindex, 'ingress', this.#dp.programs.fromNetdev, TC_OPTS);
         native.xdpAttach(ifindex, this.#dp.programs.xdpNodeport, {
           mode: 'native',
           ...(current.nativeProgId ? { replaceProgId: current.nativeProgId } : {}),
         });
-        native.tcDetach(ifindex, 'ingress', TC_OPTS);
         this.#log?.info({ device: ifname, ifindex, mode: 'xdp' }, 'external device attached');
         return 'xdp';
       } catch (err) {

@@ -28,6 +28,7 @@ function programAll(h: BpfHarness): void {
   );
   h.service(svc('ext', { clusterIPs: ['10.96.0.33'], externalIPs: ['198.51.100.7'] }), [slice('ext', ['10.244.0.33'])]);
   h.service(svc('self', { clusterIPs: ['10.96.0.40'] }), [slice('self', [CLIENT])]);
+  h.service(svc('remote', { type: 'NodePort', clusterIPs: ['10.96.0.34'], ports: np(30084) }), [slice('remote', [{ ip: '10.244.1.34', node: 'node-b' }])]);
 }
 
 interface Case {
@@ -155,6 +156,11 @@ const cases: Case[] = [
   {
     name: 'XDP: a truncated frame is dropped as invalid',
     prog: 'xdpNodeport', packet: { src: '192.168.77.200', dst: '192.168.77.10', proto: 'tcp', truncate: 30 }, verdict: XDP_DROP, drop: 'INVALID_PACKET',
+  },
+  {
+    name: 'XDP: a NodePort flow to a backend on another node is left to tc, untouched',
+    prog: 'xdpNodeport', packet: { src: '192.168.77.200', dst: '192.168.77.10', proto: 'tcp', sport: 50007, dport: 30084 },
+    verdict: XDP_PASS, ctAdded: 0, out: { src: '192.168.77.200', dst: '192.168.77.10', dport: 30084 },
   },
   {
     name: 'tc fallback on the external device: NodePort translated like XDP does',
@@ -288,6 +294,22 @@ describe('Service translation: flows over time', () => {
     h.service(svc('two', { clusterIPs: ['10.96.0.62'] }), undefined);
   });
 
+  test('tc on the external device: a flow to a backend on another node is source-NATed to the node and forwarded', () => {
+    const res = h.run('fromNetdev', buildPacket({ src: '192.168.77.200', dst: '192.168.77.10', proto: 'tcp', sport: 51000, dport: 30084 }));
+    const p = parsePacket(res.dataOut);
+    assert.deepEqual([p.src, p.sport, p.dst, p.dport, p.ipChecksumOk, p.l4ChecksumOk], ['192.168.77.10', 51000, '10.244.1.34', 8080, true, true]);
+    // The verdict is the FIB's: a redirect where this test's namespace routes 10.244.1.34, a counted drop where it does not.
+    assert.ok(res.retval === TC_ACT_REDIRECT || (res.retval === TC_ACT_SHOT && (h.drops().FIB_FAILED ?? 0) > 0), `verdict ${res.retval}`);
+    const entries = h.ct().filter((c) => c.entry.flags & CtFlags.REMOTE);
+    assert.equal(entries.length, 2, 'both conntrack entries are marked remote');
+    // The reply from the other node comes back to the node address and goes out to the client.
+    const reply = parsePacket(h.run('fromNetdev', buildPacket({ src: '10.244.1.34', dst: '192.168.77.10', proto: 'tcp', sport: 8080, dport: 51000, flags: ['SYN', 'ACK'] })).dataOut);
+    assert.deepEqual([reply.src, reply.sport, reply.dst, reply.dport, reply.l4ChecksumOk], ['192.168.77.10', 30084, '192.168.77.200', 51000, true]);
+    // XDP leaves the rest of the flow to tc as well.
+    const later = h.run('xdpNodeport', buildPacket({ src: '192.168.77.200', dst: '192.168.77.10', proto: 'tcp', sport: 51000, dport: 30084, flags: ['ACK'] }));
+    assert.deepEqual([later.retval, parsePacket(later.dataOut).dst], [XDP_PASS, '192.168.77.10']);
+  });
+
   test('session affinity: every new connection from a client goes to the same backend', () => {
     h.service(svc('aff', { clusterIPs: ['10.96.0.50'], sessionAffinity: 'ClientIP', affinityTimeoutSeconds: 60 }), [slice('aff', WEB)]);
     const first = send('fromPod', tcp({ dst: '10.96.0.50', sport: 48000 })).dst;
@@ -322,9 +344,9 @@ describe('Service translation: flows over time', () => {
     const got: ReturnType<typeof ev.decode>[] = [];
     const rb = ringbufOpen(h.dp.map('hypha_events_v1'), (d) => got.push(ev.decode(d)));
     try {
-      h.config({ flags: 1, loopback_addr: '169.254.42.1' });
+      h.config({ flags: 1, loopback_addr: '169.254.42.1', snat_addr: '192.168.77.10' });
       h.run('fromPod', buildPacket(tcp({ dst: '10.96.0.20', sport: 49500 })));
-      h.config({ flags: 0, loopback_addr: '169.254.42.1' });
+      h.config({ flags: 0, loopback_addr: '169.254.42.1', snat_addr: '192.168.77.10' });
       for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
     } finally {
       close(rb);

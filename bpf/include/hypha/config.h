@@ -20,7 +20,11 @@ struct hypha_config {
 	/* Source address for hairpin flows (a pod reaching itself through a
 	 * Service); Cilium's default is 169.254.42.1. 0 disables hairpin SNAT. */
 	hypha_ip4_t loopback_addr;
-	__u32 pad[2];
+	/* The node's address: the source of traffic from outside that is
+	 * forwarded to a backend on another node, so the reply comes back here.
+	 * 0: such traffic is dropped (HYPHA_DROP_NO_SNAT_ADDR). */
+	hypha_ip4_t snat_addr;
+	__u32 pad;
 };
 HYPHA_ASSERT_SIZE(struct hypha_config, 16);
 

@@ -43,6 +43,8 @@ enum __attribute__((packed)) hypha_ct_flags {
 	HYPHA_CT_F_EXTERNAL = 1 << 2,	/* created by traffic from outside the node */
 	HYPHA_CT_F_SEEN_NON_SYN = 1 << 3,	/* handshake went on: established lifetime */
 	HYPHA_CT_F_SNAT_PORT = 1 << 4,	/* source port rewritten (tuple clash) */
+	HYPHA_CT_F_REMOTE = 1 << 5,	/* from outside to a backend on another node: source-NATed to
+					 * this node and forwarded by FIB lookup, both ways */
 	HYPHA_CT_F__WIDTH = 0xff,
 };
 _Static_assert(sizeof(enum hypha_ct_flags) == 1, "ct flags are one byte");

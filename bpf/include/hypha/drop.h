@@ -22,6 +22,8 @@ enum hypha_drop_reason {
 	HYPHA_DROP_NAT_FAILED = 10,		/* packet rewrite helper failed */
 	HYPHA_DROP_REJECT_FAILED = 11,		/* ICMP reject could not be built */
 	HYPHA_DROP_NAT_NO_PORT = 12,		/* no free source port for a flow whose tuple clashes */
+	HYPHA_DROP_NO_SNAT_ADDR = 13,		/* outside traffic to a backend on another node, no node address to source it from */
+	HYPHA_DROP_FIB_FAILED = 14,		/* no route to forward a packet to another node or back out */
 	HYPHA_DROP_MAX = 255,
 };
 
