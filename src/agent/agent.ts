@@ -14,6 +14,7 @@ import { LbTable } from '../services/lb-table.ts';
 import type { NodeInfo } from '../services/model.ts';
 import type { AgentConfig } from './config.ts';
 import { FileSource } from './file-source.ts';
+import { K8sSource } from './k8s-source.ts';
 import { LbSync } from './lb-sync.ts';
 import { type Metrics, createMetrics } from './metrics.ts';
 import { PodDevices } from './pod-devices.ts';
@@ -28,6 +29,7 @@ export class Agent {
   #lb: LbReconciler | undefined;
   #pods: PodDevices | undefined;
   #source: FileSource | undefined;
+  #k8s: K8sSource | undefined;
   #server: Server | undefined;
   #metrics: Metrics | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
@@ -48,8 +50,10 @@ export class Agent {
     return this.#sync;
   }
 
-  /** NodePorts answer on the configured addresses, or else on the external device's. */
+  /** NodePorts answer on the configured addresses, or else the Node object's
+   *  (Kubernetes mode), or else the external device's. */
   nodeInfo(): NodeInfo {
+    if (this.#k8s && this.cfg.node.addresses.length === 0) return this.#k8s.node;
     let addresses = this.cfg.node.addresses;
     if (addresses.length === 0 && this.cfg.devices.external) {
       addresses = (networkInterfaces()[this.cfg.devices.external] ?? []).filter((a) => a.family === 'IPv4').map((a) => a.address);
@@ -62,7 +66,7 @@ export class Agent {
     const { bpf } = this.cfg;
     const dp = await Datapath.load({ pinRoot: bpf.pinRoot, mapSizes: bpf.mapSizes, log });
     this.#dp = dp;
-    dp.writeConfig({ flags: bpf.dropEvents ? 1 : 0, loopback_addr: bpf.loopbackAddress });
+    this.#writeDatapathConfig();
 
     const devices = new Devices(dp, log);
     if (this.cfg.devices.external) this.#externalMode = devices.attachExternal(this.cfg.devices.external, this.cfg.devices.externalMode);
@@ -76,7 +80,8 @@ export class Agent {
     this.#table = new LbTable({ services: bpf.mapSizes.services, backends: bpf.mapSizes.backends });
     this.#lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP) }, log);
     await this.#lb.adopt(this.#table);
-    this.#sync = new LbSync({ table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics: this.#metrics });
+    const k8s = this.cfg.kubernetes;
+    this.#sync = new LbSync({ table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics: this.#metrics, gated: k8s !== undefined });
 
     this.#server = await startServer(this.cfg.listen.address, this.cfg.listen.port, {
       ready: () => this.#ready,
@@ -85,11 +90,29 @@ export class Agent {
     });
 
     const sync = this.#sync;
-    this.#source = new FileSource(this.cfg.services.files, { log });
-    this.#source.start((snap) => {
-      sync.report(snap.problems);
-      sync.replaceAll(snap.services, snap.slices);
-    });
+    if (k8s) {
+      const metrics = this.#metrics;
+      this.#k8s = new K8sSource({
+        kubeconfig: k8s.kubeconfig,
+        nodeName: this.cfg.node.name,
+        nodeAddresses: this.cfg.node.addresses,
+        silenceMs: k8s.silenceSeconds * 1000,
+        resyncMs: k8s.resyncSeconds * 1000,
+        log,
+        onNode: () => this.#writeDatapathConfig(),
+        hooks: {
+          event: (resource, type) => metrics.k8sEvents.inc({ resource, type }),
+          restarted: (resource, reason) => metrics.k8sWatchRestarts.inc({ resource, reason }),
+        },
+      });
+      this.#k8s.start(sync);
+    } else {
+      this.#source = new FileSource(this.cfg.services.files, { log });
+      this.#source.start((snap) => {
+        sync.report(snap.problems);
+        sync.replaceAll(snap.services, snap.slices);
+      });
+    }
     await sync.flushed();
     this.#ready = true;
     this.#metrics.ready.set(1);
@@ -97,11 +120,23 @@ export class Agent {
 
     this.#resyncTimer = setInterval(() => {
       sync.setNode(this.nodeInfo());
+      this.#writeDatapathConfig();
       sync.requestFullSync();
       this.#pods?.scan(true);
       void this.#countLargeMaps();
     }, this.cfg.sync.resyncSeconds * 1000);
     void this.#countLargeMaps();
+  }
+
+  /** Runtime settings of the programs; the node's first address sources
+   *  outside traffic forwarded to backends on other nodes. */
+  #writeDatapathConfig(): void {
+    const { bpf } = this.cfg;
+    this.#dp?.writeConfig({
+      flags: bpf.dropEvents ? 1 : 0,
+      loopback_addr: bpf.loopbackAddress,
+      snat_addr: this.nodeInfo().addresses[0] ?? '0.0.0.0',
+    });
   }
 
   /** Conntrack and affinity sizes need a walk of the map: done on the slow timer, not per scrape. */
@@ -134,7 +169,9 @@ export class Agent {
     return {
       node: this.nodeInfo(),
       ready: this.#ready,
-      source: { kind: 'files', paths: this.cfg.services.files },
+      source: this.#k8s
+        ? { kind: 'kubernetes', connected: this.#k8s.connected, informers: this.#k8s.status() }
+        : { kind: 'files', paths: this.cfg.services.files },
       lastSync: s?.lastSync?.toISOString() ?? null,
       lastFullSync: s?.lastFullSync?.toISOString() ?? null,
       lastError: s?.lastError ?? null,
@@ -148,6 +185,7 @@ export class Agent {
   async stop(): Promise<void> {
     clearInterval(this.#resyncTimer);
     this.#source?.stop();
+    this.#k8s?.stop();
     this.#pods?.stop();
     this.#sync?.stop();
     await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));

@@ -44,11 +44,16 @@ export class LbSync {
   #backoff = BACKOFF_MIN_MS;
   #needFull = true;
   #stopped = false;
+  /** Closed until the source has delivered a complete view (see open()). */
+  #gated: boolean;
+  /** When each dirty Service first changed, for the change-to-programmed latency. */
+  readonly #changedAt = new Map<string, number>();
   readonly status: SyncStatus = { synced: false, services: 0 };
   /** Resolvers waiting for the next completed flush (tests, cold-start timing). */
   #waiters: (() => void)[] = [];
 
-  constructor(opts: { table: LbTable; reconciler: LbReconciler; node: NodeInfo; log: Logger; metrics?: Metrics; limits?: CompileLimits }) {
+  constructor(opts: { table: LbTable; reconciler: LbReconciler; node: NodeInfo; log: Logger; metrics?: Metrics; limits?: CompileLimits; gated?: boolean }) {
+    this.#gated = opts.gated ?? false;
     this.#table = opts.table;
     this.#rec = opts.reconciler;
     this.#node = opts.node;
@@ -60,14 +65,26 @@ export class LbSync {
   setNode(node: NodeInfo): void {
     if (JSON.stringify(node) === JSON.stringify(this.#node)) return;
     this.#node = node;
-    for (const k of this.#services.keys()) this.#dirty.add(k);
+    for (const k of this.#services.keys()) this.#markDirty(k);
     this.#schedule();
+  }
+
+  /** The source's view is complete: the first full sync may prune the maps. */
+  open(): void {
+    if (!this.#gated) return;
+    this.#gated = false;
+    this.#schedule();
+  }
+
+  #markDirty(key: string): void {
+    this.#dirty.add(key);
+    if (!this.#changedAt.has(key)) this.#changedAt.set(key, performance.now());
   }
 
   setService(key: string, svc: Service | undefined): void {
     if (svc) this.#services.set(key, svc);
     else this.#services.delete(key);
-    this.#dirty.add(key);
+    this.#markDirty(key);
     this.#schedule();
   }
 
@@ -76,7 +93,7 @@ export class LbSync {
     if (old) {
       const sk = serviceKey(old.namespace, old.serviceName);
       this.#slicesOf.get(sk)?.delete(key);
-      this.#dirty.add(sk);
+      this.#markDirty(sk);
     }
     if (slice) {
       this.#slices.set(key, slice);
@@ -84,7 +101,7 @@ export class LbSync {
       let set = this.#slicesOf.get(sk);
       if (!set) this.#slicesOf.set(sk, (set = new Set()));
       set.add(key);
-      this.#dirty.add(sk);
+      this.#markDirty(sk);
     } else {
       this.#slices.delete(key);
     }
@@ -133,7 +150,7 @@ export class LbSync {
   }
 
   #schedule(): void {
-    if (this.#stopped || this.#flushTimer || this.#retryTimer) return;
+    if (this.#stopped || this.#gated || this.#flushTimer || this.#retryTimer) return;
     // setImmediate-like coalescing: a burst of watch events becomes one flush.
     this.#flushTimer = setTimeout(() => {
       this.#flushTimer = undefined;
@@ -188,8 +205,14 @@ export class LbSync {
         this.#needFull = false;
         this.status.lastFullSync = new Date();
       }
-      const seconds = (performance.now() - start) / 1000;
+      const end = performance.now();
+      const seconds = (end - start) / 1000;
       this.#metrics?.syncDuration.observe({ kind: full ? 'full' : 'incremental' }, seconds);
+      for (const key of dirty) {
+        const t = this.#changedAt.get(key);
+        if (t !== undefined) this.#metrics?.changeLatency.observe((end - t) / 1000);
+        this.#changedAt.delete(key);
+      }
       this.status.lastSync = new Date();
       this.status.synced = true;
       this.status.lastError = undefined;

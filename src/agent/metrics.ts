@@ -4,6 +4,9 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 export interface Metrics {
   registry: Registry;
   syncDuration: Histogram<'kind'>;
+  changeLatency: Histogram;
+  k8sEvents: Counter<'resource' | 'type'>;
+  k8sWatchRestarts: Counter<'resource' | 'reason'>;
   reconcileErrors: Counter<'map'>;
   objectProblems: Counter<'kind'>;
   mapEntries: Gauge<'map'>;
@@ -49,6 +52,15 @@ export function createMetrics(sources?: MetricsSources): Metrics {
     syncDuration: new Histogram({
       name: 'hypha_lb_sync_duration_seconds', help: 'Time to program a batch of Service changes into the maps',
       labelNames: ['kind'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry],
+    }),
+    changeLatency: new Histogram({
+      name: 'hypha_lb_change_latency_seconds', help: 'From a Service or EndpointSlice change reaching the agent to the maps holding it',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [registry],
+    }),
+    k8sEvents: new Counter({ name: 'hypha_k8s_watch_events_total', help: 'Watch events received', labelNames: ['resource', 'type'], registers: [registry] }),
+    k8sWatchRestarts: new Counter({
+      name: 'hypha_k8s_watch_restarts_total', help: 'Watches restarted (closed by the server, error, silent, 410 Gone, resync)',
+      labelNames: ['resource', 'reason'], registers: [registry],
     }),
     reconcileErrors: new Counter({ name: 'hypha_reconcile_errors_total', help: 'Failed map writes (retried)', labelNames: ['map'], registers: [registry] }),
     objectProblems: new Counter({ name: 'hypha_object_problems_total', help: 'Objects (or parts of them) refused as invalid', labelNames: ['kind'], registers: [registry] }),

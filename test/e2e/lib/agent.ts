@@ -18,7 +18,12 @@ export const CLI = path.join(REPO, 'src/cli/main.ts');
 
 export interface AgentOptions {
   pinRoot: string;
-  servicesDir: string;
+  /** Standalone mode: follow the Kubernetes YAML in this directory. */
+  servicesDir?: string;
+  /** Kubernetes mode: watch the API server this kubeconfig points at. */
+  kubeconfig?: string;
+  /** With kubeconfig: NodePort addresses come from the Node object unless set. */
+  nodeAddresses?: string[];
   workDir: string;
   external?: string;
   externalMode?: 'xdp' | 'tc' | 'auto';
@@ -41,10 +46,12 @@ export class TestAgent {
     mkdirSync(opts.workDir, { recursive: true });
     this.configPath = path.join(opts.workDir, `agent-${node.name}.yaml`);
     const cfg = {
-      node: { name: node.name, addresses: [node.ip] },
+      node: { name: node.name, addresses: opts.nodeAddresses ?? (opts.kubeconfig ? [] : [node.ip]) },
       devices: { ...(opts.external ? { external: opts.external, externalMode: opts.externalMode ?? 'auto' } : {}), pods: ['lxc*'] },
       bpf: { pinRoot: opts.pinRoot, mapSizes: opts.mapSizes ?? { services: 8192, backends: 8192, affinity: 8192, ct: 65536 } },
-      services: { files: [opts.servicesDir] },
+      ...(opts.kubeconfig
+        ? { kubernetes: { kubeconfig: opts.kubeconfig, silenceSeconds: 20, resyncSeconds: 120 } }
+        : { services: { files: [opts.servicesDir ?? path.join(opts.workDir, 'services')] } }),
       sync: { resyncSeconds: opts.resyncSeconds ?? 30, devicesSeconds: 0.2 },
       listen: { address: '127.0.0.1', port: 9890 },
       log: { level: 'info' },
@@ -69,6 +76,27 @@ export class TestAgent {
   async stop(): Promise<void> {
     await this.proc?.stop({ graceMs: 3000 });
     this.proc = undefined;
+  }
+
+  /** GET a path of the agent's HTTP endpoint (it listens on 127.0.0.1 inside the node). */
+  async http(pathname: string): Promise<{ status: number; body: string }> {
+    const script = `fetch('http://127.0.0.1:9890${pathname}').then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => process.stdout.write(JSON.stringify({ status: 0, body: String(e) })))`;
+    const r = await this.topo.exec(this.node, [NODE_BIN, '-e', script]);
+    return JSON.parse(r.stdout) as { status: number; body: string };
+  }
+
+  /** A counter or gauge from /metrics, summed over the label sets matching `labels`. */
+  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const { body } = await this.http('/metrics');
+    let sum = 0;
+    for (const line of body.split('\n')) {
+      if (!line.startsWith(name)) continue;
+      const m = /^(\w+)(\{[^}]*\})?\s+(\S+)$/.exec(line);
+      if (!m || m[1] !== name) continue;
+      const ls = m[2] ?? '';
+      if (Object.entries(labels).every(([k, v]) => ls.includes(`${k}="${v}"`))) sum += Number(m[3]);
+    }
+    return sum;
   }
 
   /** Log lines the agent printed (pino JSON). */

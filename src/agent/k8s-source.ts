@@ -1,0 +1,128 @@
+// Services, EndpointSlices and this node from the Kubernetes API, into the
+// load-balancer sync. Objects are normalised as they arrive (raw API objects
+// are not kept); a bad object is reported once and, if it replaces a good one,
+// its old entries are removed.
+import { CoreV1Api, DiscoveryV1Api, KubeConfig, type V1Node } from '@kubernetes/client-node';
+import { isIPv4 } from 'node:net';
+import type { Logger } from 'pino';
+import { type InformerHooks, type InformerStatus, Informer, type ObjectMeta } from '../k8s/informer.ts';
+import type { NodeInfo } from '../services/model.ts';
+import { normalizeEndpointSlice, normalizeService } from '../services/normalize.ts';
+import type { LbSync } from './lb-sync.ts';
+
+export interface K8sSourceOptions {
+  kubeconfig?: string;
+  nodeName: string;
+  /** Configured NodePort addresses; empty: the Node's InternalIP and ExternalIP addresses. */
+  nodeAddresses: string[];
+  silenceMs: number;
+  resyncMs: number;
+  log: Logger;
+  hooks?: InformerHooks;
+  /** This node's addresses changed (from its Node object). */
+  onNode?: (node: NodeInfo) => void;
+}
+
+export function loadKubeConfig(file?: string): KubeConfig {
+  const kc = new KubeConfig();
+  if (file) kc.loadFromFile(file);
+  else kc.loadFromCluster();
+  return kc;
+}
+
+/** IPv4 addresses a NodePort answers on, from the Node's status. */
+export function nodeAddresses(node: V1Node | undefined): string[] {
+  const out: string[] = [];
+  for (const a of node?.status?.addresses ?? []) {
+    if ((a.type === 'InternalIP' || a.type === 'ExternalIP') && isIPv4(a.address) && !out.includes(a.address)) out.push(a.address);
+  }
+  return out;
+}
+
+export class K8sSource {
+  readonly #opts: K8sSourceOptions;
+  readonly #informers: Informer<ObjectMeta>[] = [];
+  #node: NodeInfo;
+
+  constructor(opts: K8sSourceOptions) {
+    this.#opts = opts;
+    this.#node = { name: opts.nodeName, addresses: opts.nodeAddresses };
+  }
+
+  get node(): NodeInfo {
+    return this.#node;
+  }
+
+  status(): InformerStatus[] {
+    return this.#informers.map((i) => i.status);
+  }
+
+  /** Connected: every watch is running on a complete list. */
+  get connected(): boolean {
+    return this.#informers.length > 0 && this.#informers.every((i) => i.status.synced && i.status.phase === 'watching');
+  }
+
+  start(sync: LbSync): void {
+    const { log } = this.#opts;
+    const kc = loadKubeConfig(this.#opts.kubeconfig);
+    const core = kc.makeApiClient(CoreV1Api);
+    const discovery = kc.makeApiClient(DiscoveryV1Api);
+    const informerOpts = { log, hooks: this.#opts.hooks, silenceMs: this.#opts.silenceMs, resyncMs: this.#opts.resyncMs };
+
+    const services = new Informer<ObjectMeta>(kc, {
+      resource: 'services',
+      path: '/api/v1/services',
+      list: ({ limit, continue: c }) => core.listServiceForAllNamespaces({ limit, ...(c ? { _continue: c } : {}) }),
+    }, informerOpts);
+    const slices = new Informer<ObjectMeta>(kc, {
+      resource: 'endpointslices',
+      path: '/apis/discovery.k8s.io/v1/endpointslices',
+      list: ({ limit, continue: c }) => discovery.listEndpointSliceForAllNamespaces({ limit, ...(c ? { _continue: c } : {}) }),
+    }, informerOpts);
+    const selector = `metadata.name=${this.#opts.nodeName}`;
+    const nodes = new Informer<ObjectMeta>(kc, {
+      resource: 'nodes',
+      path: '/api/v1/nodes',
+      list: ({ limit, continue: c }) => core.listNode({ limit, fieldSelector: selector, ...(c ? { _continue: c } : {}) }),
+      watchParams: { fieldSelector: selector },
+    }, informerOpts);
+    this.#informers.push(services, slices, nodes);
+
+    const pending = new Set(this.#informers);
+    const synced = (i: Informer<ObjectMeta>): void => {
+      if (!pending.delete(i) || pending.size > 0) return;
+      // Only with every list complete may the first full sync prune what the
+      // pinned maps hold: a partial view would program Services without
+      // their backends.
+      log.info('Kubernetes state listed; programming the datapath');
+      sync.open();
+    };
+
+    services.start((e) => {
+      if (e.type === 'synced') return synced(services);
+      if (e.type === 'delete') return sync.setService(e.key, undefined);
+      const n = normalizeService(e.obj);
+      sync.report(n.problems);
+      sync.setService(e.key, n.value);
+    });
+    slices.start((e) => {
+      if (e.type === 'synced') return synced(slices);
+      if (e.type === 'delete') return sync.setSlice(e.key, undefined);
+      const n = normalizeEndpointSlice(e.obj);
+      sync.report(n.problems);
+      sync.setSlice(e.key, n.value);
+    });
+    nodes.start((e) => {
+      if (e.type === 'synced') return synced(nodes);
+      if (this.#opts.nodeAddresses.length > 0) return;
+      const addresses = e.type === 'delete' ? [] : nodeAddresses(e.obj as V1Node);
+      this.#node = { name: this.#opts.nodeName, addresses };
+      sync.setNode(this.#node);
+      this.#opts.onNode?.(this.#node);
+    });
+  }
+
+  stop(): void {
+    for (const i of this.#informers) i.stop();
+  }
+}

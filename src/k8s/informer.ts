@@ -1,0 +1,330 @@
+// A list-and-watch informer over @kubernetes/client-node, built for an agent
+// that must never stop following the cluster:
+//  - the initial list is paged (no huge response in memory at once);
+//  - the watch asks for bookmarks, resumes from the last resourceVersion it
+//    saw after any interruption, and relists on 410 Gone;
+//  - every other failure (API server down, a network error, a watch that has
+//    heard nothing, not even a bookmark, for too long) restarts it after a
+//    capped, jittered exponential backoff: it never gives up;
+//  - a periodic relist compares with what it has and emits only differences,
+//    repairing anything a watch could have missed.
+// It keeps only each object's key and resourceVersion: consumers turn events
+// into their own compact state (the library's cache would hold raw objects).
+import { type KubeConfig, Watch } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+
+export interface ObjectMeta {
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
+}
+
+export interface ListPage<R> {
+  items: R[];
+  metadata?: { resourceVersion?: string; _continue?: string };
+}
+
+export interface InformerSpec<R extends ObjectMeta> {
+  /** For logs and metrics: 'services', 'endpointslices', 'nodes'. */
+  resource: string;
+  /** Watch path, e.g. '/api/v1/services'. */
+  path: string;
+  /** One page of the list. */
+  list(opts: { limit: number; continue?: string }): Promise<ListPage<R>>;
+  /** Extra query parameters of the watch (fieldSelector, labelSelector). */
+  watchParams?: Record<string, string>;
+}
+
+export type InformerEvent<R> =
+  | { type: 'upsert'; key: string; obj: R }
+  | { type: 'delete'; key: string }
+  /** A complete list was applied: everything the API server holds is known. */
+  | { type: 'synced'; relist: boolean };
+
+export type InformerPhase = 'idle' | 'listing' | 'watching' | 'backoff' | 'stopped';
+
+export interface InformerStatus {
+  resource: string;
+  phase: InformerPhase;
+  synced: boolean;
+  resourceVersion: string;
+  objects: number;
+  lastEventAt: Date | null;
+  lastError: string | null;
+  watchRestarts: number;
+  relists: number;
+}
+
+export interface InformerHooks {
+  /** A watch ended and is restarted (reason: 'closed', 'error', 'silent', 'gone'). */
+  restarted?(resource: string, reason: string): void;
+  event?(resource: string, type: string): void;
+}
+
+export interface InformerOptions {
+  log?: Logger;
+  hooks?: InformerHooks;
+  /** Restart a watch that has delivered nothing (not even a bookmark) for this long. */
+  silenceMs?: number;
+  /** Relist this often, to repair what a watch could have missed. 0: never. */
+  resyncMs?: number;
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  pageSize?: number;
+}
+
+export function objectKey(obj: ObjectMeta): string {
+  const m = obj.metadata ?? {};
+  return m.namespace ? `${m.namespace}/${m.name ?? ''}` : (m.name ?? '');
+}
+
+interface HttpLikeError {
+  statusCode?: number;
+  code?: number | string;
+  body?: unknown;
+  message?: string;
+}
+
+/** 410 Gone: the resourceVersion we resume from is older than the API server keeps. */
+export function isGone(err: unknown): boolean {
+  const e = (err ?? {}) as HttpLikeError;
+  if (e.statusCode === 410 || e.code === 410) return true;
+  const body = e.body as { code?: number } | undefined;
+  return typeof body === 'object' && body !== null && body.code === 410;
+}
+
+export class Informer<R extends ObjectMeta> {
+  readonly spec: InformerSpec<R>;
+  readonly #kc: KubeConfig;
+  readonly #log: Logger | undefined;
+  readonly #hooks: InformerHooks;
+  readonly #silenceMs: number;
+  readonly #resyncMs: number;
+  readonly #backoffMin: number;
+  readonly #backoffMax: number;
+  readonly #pageSize: number;
+  /** key -> resourceVersion of everything we know */
+  readonly #known = new Map<string, string>();
+  #handler: ((e: InformerEvent<R>) => void) | undefined;
+  #abort: AbortController | undefined;
+  #silenceTimer: NodeJS.Timeout | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #resyncTimer: NodeJS.Timeout | undefined;
+  #backoff: number;
+  #generation = 0;
+  readonly #status: InformerStatus;
+
+  constructor(kc: KubeConfig, spec: InformerSpec<R>, opts: InformerOptions = {}) {
+    this.#kc = kc;
+    this.spec = spec;
+    this.#log = opts.log?.child({ resource: spec.resource });
+    this.#hooks = opts.hooks ?? {};
+    this.#silenceMs = opts.silenceMs ?? 90_000;
+    this.#resyncMs = opts.resyncMs ?? 10 * 60_000;
+    this.#backoffMin = opts.backoffMinMs ?? 250;
+    this.#backoffMax = opts.backoffMaxMs ?? 30_000;
+    this.#pageSize = opts.pageSize ?? 500;
+    this.#backoff = this.#backoffMin;
+    this.#status = {
+      resource: spec.resource, phase: 'idle', synced: false, resourceVersion: '', objects: 0,
+      lastEventAt: null, lastError: null, watchRestarts: 0, relists: 0,
+    };
+  }
+
+  get status(): Readonly<InformerStatus> {
+    return { ...this.#status, objects: this.#known.size };
+  }
+
+  start(handler: (e: InformerEvent<R>) => void): void {
+    if (this.#handler) throw new Error(`informer ${this.spec.resource} already started`);
+    this.#handler = handler;
+    void this.#list(false);
+    if (this.#resyncMs > 0) {
+      this.#resyncTimer = setInterval(() => {
+        if (this.#status.phase === 'watching') this.#restart('resync', 'relist');
+      }, this.#resyncMs);
+      this.#resyncTimer.unref();
+    }
+  }
+
+  stop(): void {
+    this.#generation++;
+    this.#status.phase = 'stopped';
+    clearInterval(this.#resyncTimer);
+    clearTimeout(this.#retryTimer);
+    clearTimeout(this.#silenceTimer);
+    this.#abort?.abort();
+    this.#abort = undefined;
+  }
+
+  #emit(e: InformerEvent<R>): void {
+    try {
+      this.#handler?.(e);
+    } catch (err) {
+      // A consumer's bug must not stop the informer.
+      this.#log?.error({ err: (err as Error).message }, 'informer event handler threw');
+    }
+  }
+
+  /** Abandon the current list/watch and go again: 'watch' resumes from the
+   *  last resourceVersion, 'relist' lists everything first. */
+  #restart(reason: string, how: 'watch' | 'relist', delayMs = 0): void {
+    const gen = ++this.#generation;
+    clearTimeout(this.#silenceTimer);
+    clearTimeout(this.#retryTimer);
+    this.#abort?.abort();
+    this.#abort = undefined;
+    this.#status.watchRestarts++;
+    this.#hooks.restarted?.(this.spec.resource, reason);
+    const go = (): void => {
+      if (gen !== this.#generation) return;
+      if (how === 'relist') void this.#list(true);
+      else void this.#watch();
+    };
+    if (delayMs > 0) {
+      this.#status.phase = 'backoff';
+      this.#retryTimer = setTimeout(go, delayMs);
+    } else {
+      go();
+    }
+  }
+
+  #nextBackoff(): number {
+    const d = this.#backoff;
+    this.#backoff = Math.min(this.#backoff * 2, this.#backoffMax);
+    return Math.round(d * (0.8 + Math.random() * 0.4));
+  }
+
+  #failed(stage: string, err: unknown, how: 'watch' | 'relist'): void {
+    const message = (err as Error)?.message ?? String(err);
+    this.#status.lastError = `${stage}: ${message}`;
+    const delay = this.#nextBackoff();
+    this.#log?.warn({ stage, err: message, retryMs: delay }, `${this.spec.resource}: ${stage} failed; retrying`);
+    this.#restart('error', how, delay);
+  }
+
+  async #list(relist: boolean): Promise<void> {
+    const gen = this.#generation;
+    this.#status.phase = 'listing';
+    const seen = new Map<string, R>();
+    let rv = '';
+    try {
+      let cont: string | undefined;
+      do {
+        const page = await this.spec.list({ limit: this.#pageSize, ...(cont ? { continue: cont } : {}) });
+        if (gen !== this.#generation) return;
+        for (const item of page.items) seen.set(objectKey(item), item);
+        rv = page.metadata?.resourceVersion ?? rv;
+        cont = page.metadata?._continue || undefined;
+      } while (cont);
+    } catch (err) {
+      if (gen !== this.#generation) return;
+      // A continue token can expire (410) mid-list: start the list over.
+      this.#failed('list', err, 'relist');
+      return;
+    }
+    // Only differences become events.
+    for (const [key, obj] of seen) {
+      const objRv = obj.metadata?.resourceVersion ?? '';
+      if (this.#known.get(key) !== objRv) {
+        this.#known.set(key, objRv);
+        this.#emit({ type: 'upsert', key, obj });
+      }
+    }
+    for (const key of [...this.#known.keys()]) {
+      if (!seen.has(key)) {
+        this.#known.delete(key);
+        this.#emit({ type: 'delete', key });
+      }
+    }
+    this.#status.resourceVersion = rv;
+    this.#status.relists += relist ? 1 : 0;
+    this.#status.synced = true;
+    this.#status.lastError = null;
+    this.#backoff = this.#backoffMin;
+    this.#log?.info({ objects: this.#known.size, resourceVersion: rv, relist }, `${this.spec.resource}: listed`);
+    this.#emit({ type: 'synced', relist });
+    void this.#watch();
+  }
+
+  #armSilence(gen: number): void {
+    clearTimeout(this.#silenceTimer);
+    this.#silenceTimer = setTimeout(() => {
+      if (gen !== this.#generation) return;
+      this.#log?.warn({ silentMs: this.#silenceMs }, `${this.spec.resource}: watch silent (not even a bookmark); restarting`);
+      this.#restart('silent', 'watch');
+    }, this.#silenceMs);
+    this.#silenceTimer.unref();
+  }
+
+  async #watch(): Promise<void> {
+    const gen = this.#generation;
+    this.#status.phase = 'watching';
+    const watch = new Watch(this.#kc);
+    // The library aborts a watch after 30 s without data; our own silence
+    // timer (with bookmarks expected about once a minute) decides instead.
+    (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = this.#silenceMs + 30_000;
+    let gone = false;
+    this.#armSilence(gen);
+    try {
+      const abort = await watch.watch(
+        this.spec.path,
+        {
+          resourceVersion: this.#status.resourceVersion,
+          allowWatchBookmarks: true,
+          // Server-side end with jitter, so many agents do not reconnect at once.
+          timeoutSeconds: 300 + Math.floor(Math.random() * 300),
+          ...this.spec.watchParams,
+        },
+        (type: string, obj: unknown) => {
+          if (gen !== this.#generation) return;
+          this.#status.lastEventAt = new Date();
+          this.#armSilence(gen);
+          this.#hooks.event?.(this.spec.resource, type);
+          const o = obj as R & { code?: number; message?: string };
+          const rv = o?.metadata?.resourceVersion;
+          switch (type) {
+            case 'ADDED':
+            case 'MODIFIED': {
+              const key = objectKey(o);
+              this.#known.set(key, rv ?? '');
+              if (rv) this.#status.resourceVersion = rv;
+              this.#emit({ type: 'upsert', key, obj: o });
+              break;
+            }
+            case 'DELETED': {
+              const key = objectKey(o);
+              if (rv) this.#status.resourceVersion = rv;
+              if (this.#known.delete(key)) this.#emit({ type: 'delete', key });
+              break;
+            }
+            case 'BOOKMARK':
+              if (rv) this.#status.resourceVersion = rv;
+              break;
+            case 'ERROR':
+              if (o?.code === 410) gone = true;
+              else this.#status.lastError = `watch: ${o?.message ?? 'error event'}`;
+              break;
+          }
+          this.#backoff = this.#backoffMin;
+        },
+        (err: unknown) => {
+          if (gen !== this.#generation) return;
+          if (gone || isGone(err)) {
+            this.#log?.info({ resourceVersion: this.#status.resourceVersion }, `${this.spec.resource}: resourceVersion too old (410); relisting`);
+            this.#restart('gone', 'relist');
+          } else if (err) {
+            this.#failed('watch', err, 'watch');
+          } else {
+            // The server ended the watch (timeoutSeconds): resume at once.
+            this.#restart('closed', 'watch');
+          }
+        },
+      );
+      if (gen !== this.#generation) abort.abort();
+      else this.#abort = abort;
+    } catch (err) {
+      if (gen !== this.#generation) return;
+      if (isGone(err)) this.#restart('gone', 'relist');
+      else this.#failed('watch', err, 'watch');
+    }
+  }
+}
