@@ -1,0 +1,154 @@
+// The agent as a kube-proxy replacement against a real kube-apiserver: what
+// the API says ends up in the maps and in real traffic, through API outages,
+// 410s and agent restarts.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { eventually } from './lib/agent.ts';
+import { Cluster } from './lib/cluster.ts';
+import type { ServiceSpec } from './lib/manifests.ts';
+import { lastJsonObject } from './lib/proc.ts';
+import { type Pod, toolArgv } from './lib/topology.ts';
+
+interface LoopResult { attempts: number; ok: number; failed: number; errors: Record<string, number>; replies: Record<string, number> }
+
+const web: ServiceSpec = { name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, targetPort: 'web' }] };
+const httpPort = [{ name: 'http', port: 8080 }];
+
+describe('agent against a real API server', () => {
+  let c: Cluster;
+  let client: Pod;
+  let backends: Pod[];
+  const agent = () => c.agents[0]!;
+  const loop = (to: string, count: number) =>
+    c.topo.execJson<LoopResult>(client, toolArgv('client', ['loop', '--to', to, '--count', String(count), '--timeout', '2000']));
+  const frontends = () => agent().frontends().map((f) => f.frontend).sort();
+
+  before(async () => {
+    c = await Cluster.create({ name: 'k8s', nodes: 1, mapSizes: { services: 16384, backends: 4096, affinity: 4096, ct: 65536 } });
+    const node = c.nodes[0]!;
+    client = await c.topo.addPod(node, 'client');
+    backends = [];
+    for (const n of ['b1', 'b2', 'b3']) backends.push(await c.addServingPod(node, n));
+  });
+
+  after(async () => {
+    await c?.destroy();
+  });
+
+  test('a Service and its EndpointSlice become a frontend with all backends, and traffic reaches each', async () => {
+    await c.applyService(web);
+    await c.applySlice(web, Cluster.endpoints(backends), httpPort);
+    await eventually('web programmed', () => agent().backendsOf('10.96.0.10:80/TCP')?.length === 3);
+    const r = await loop('10.96.0.10:80', 45);
+    assert.equal(r.failed, 0, JSON.stringify(r.errors));
+    assert.deepEqual(Object.keys(r.replies).sort(), ['b1', 'b2', 'b3']);
+  });
+
+  test('an EndpointSlice update removes a backend from new flows', async () => {
+    await c.applySlice(web, Cluster.endpoints(backends.slice(0, 2)), httpPort);
+    await eventually('b3 gone', () => agent().backendsOf('10.96.0.10:80/TCP')?.length === 2);
+    const r = await loop('10.96.0.10:80', 30);
+    assert.equal(r.failed, 0);
+    assert.equal(r.replies.b3, undefined);
+  });
+
+  test('a Service spread over two slices merges them; an endpoint in both counts once', async () => {
+    await c.applySlice(web, Cluster.endpoints([backends[1]!, backends[2]!]), httpPort, 'web-2');
+    await eventually('merged', () => agent().backendsOf('10.96.0.10:80/TCP')?.length === 3);
+    await c.deleteSlice('web-2');
+    await eventually('slice removed', () => agent().backendsOf('10.96.0.10:80/TCP')?.length === 2);
+  });
+
+  test('NodePort and ExternalIP are programmed on the Node object\'s address', async () => {
+    const np: ServiceSpec = { name: 'np', type: 'NodePort', clusterIP: '10.96.0.11', externalIPs: ['198.51.100.9'], ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30111 }] };
+    await c.applyService(np);
+    await c.applySlice(np, Cluster.endpoints(backends), httpPort);
+    const nodeIp = c.nodes[0]!.ip;
+    await eventually('NodePort on the node address', () => frontends().includes(`${nodeIp}:30111/TCP`) && frontends().includes('198.51.100.9:80/TCP'));
+    const r = await loop(`${nodeIp}:30111`, 10);
+    assert.equal(r.failed, 0);
+  });
+
+  test('a deleted Service leaves the maps; a Service without endpoints refuses at once', async () => {
+    const gone: ServiceSpec = { name: 'gone', clusterIP: '10.96.0.12', ports: [{ name: 'http', port: 80, targetPort: 8080 }] };
+    await c.applyService(gone);
+    await eventually('gone programmed', () => frontends().includes('10.96.0.12:80/TCP'));
+    const refused = await c.topo.execJson<{ ok: boolean; error: string; ms: number }>(client, toolArgv('client', ['once', '--to', '10.96.0.12:80', '--timeout', '2000']), { allowFail: true });
+    assert.deepEqual([refused.ok, refused.error], [false, 'ECONNREFUSED']);
+    await c.deleteService('gone');
+    await eventually('gone removed', () => !frontends().includes('10.96.0.12:80/TCP'));
+  });
+
+  test('bad objects do not stop the agent: a slice of a Service that does not exist, 5 000 endpoints that do not fit', async () => {
+    const orphan: ServiceSpec = { name: 'nobody', clusterIP: '10.96.0.13', ports: [{ name: 'http', port: 80 }] };
+    await c.applySlice(orphan, Cluster.endpoints(backends), httpPort);
+    const big: ServiceSpec = { name: 'big', clusterIP: '10.96.0.14', ports: [{ name: 'http', port: 80, targetPort: 8080 }] };
+    await c.applyService(big);
+    for (let s = 0; s < 5; s++) {
+      // 1 000 endpoints per slice (the API's limit), 5 slices.
+      const eps = Array.from({ length: 1000 }, (_, i) => ({ ip: `10.${250 + s}.${Math.floor(i / 250)}.${(i % 250) + 1}`, node: 'elsewhere' }));
+      await c.applySlice(big, eps, httpPort, `big-${s}`);
+    }
+    const line = await eventually('the refusal logged', () => agent().logs().find((l) => /Service default\/big: endpoints: 5000 do not fit the maps/.test(String(l.msg))));
+    assert.ok(line);
+    assert.ok(!frontends().includes('10.96.0.14:80/TCP'));
+    assert.ok((await agent().metric('hypha_object_problems_total')) >= 1);
+    const r = await loop('10.96.0.10:80', 10);
+    assert.equal(r.failed, 0, 'other Services keep working');
+    assert.equal((await agent().http('/healthz')).status, 200);
+  });
+
+  test('the agent starts while the API server is down, keeps the datapath, and catches up when it is back', async () => {
+    await agent().stop();
+    const late: ServiceSpec = { name: 'late', clusterIP: '10.96.0.15', ports: [{ name: 'http', port: 80, targetPort: 8080 }] };
+    await c.applyService(late);
+    await c.applySlice(late, Cluster.endpoints(backends), httpPort);
+    await c.cp.stopApiServer();
+    const started = agent().start(120_000);
+    await sleep(3000);
+    assert.equal((await agent().http('/readyz')).status, 503, 'not ready without the API server');
+    assert.equal((await loop('10.96.0.10:80', 10)).failed, 0, 'the pinned datapath still serves');
+    await c.cp.startApiServer();
+    await started;
+    await eventually('late programmed', () => frontends().includes('10.96.0.15:80/TCP'));
+    assert.equal((await agent().http('/readyz')).status, 200);
+  });
+
+  test('an API server restart with compacted history: the agent relists on 410 and the maps equal the API', async () => {
+    await c.cp.stopApiServer();
+    await c.cp.startApiServer();
+    // Changes the agent's old watch never saw, then history compacted away.
+    await c.deleteService('late');
+    const fresh: ServiceSpec = { name: 'fresh', clusterIP: '10.96.0.16', ports: [{ name: 'http', port: 80, targetPort: 8080 }] };
+    await c.applyService(fresh);
+    await c.applySlice(fresh, Cluster.endpoints(backends.slice(0, 1)), httpPort);
+    await c.cp.compactEtcd();
+    await eventually('maps equal the API', async () => {
+      const f = frontends();
+      return f.includes('10.96.0.16:80/TCP') && !f.includes('10.96.0.15:80/TCP');
+    }, 60_000);
+    const svcs = await c.core.listServiceForAllNamespaces();
+    const inApi = new Set(svcs.items.flatMap((s) => (s.spec?.clusterIP && s.spec.clusterIP !== 'None' ? (s.spec.ports ?? []).map((p) => `${s.spec!.clusterIP}:${p.port}/${p.protocol ?? 'TCP'}`) : [])));
+    const programmed = new Set(frontends().filter((f) => f.startsWith('10.96.')));
+    // Everything programmed is in the API; everything in the API with endpoints that fit is programmed.
+    for (const f of programmed) assert.ok(inApi.has(f), `${f} is in the API`);
+    for (const f of ['10.96.0.10:80/TCP', '10.96.0.16:80/TCP', '10.96.0.11:80/TCP']) assert.ok(programmed.has(f), `${f} is programmed`);
+    assert.ok((await agent().metric('hypha_k8s_watch_restarts_total', { reason: 'gone' })) >= 1, 'a watch was answered 410 Gone and relisted');
+  });
+
+  test('the agent is killed and restarted while traffic flows: no connection fails', async () => {
+    const stream = c.topo.spawn(client, toolArgv('client', ['stream', '--to', '10.96.0.10:80', '--duration', '8', '--interval', '10']));
+    const conns = c.topo.spawn(client, toolArgv('client', ['loop', '--to', '10.96.0.10:80', '--duration', '8', '--timeout', '2000']));
+    await sleep(1500);
+    await agent().kill9();
+    await sleep(1000);
+    await agent().start(60_000);
+    await Promise.all([stream.exited, conns.exited]);
+    const s = lastJsonObject(stream.lines.join('\n')) as { ok: boolean; sent: number; echoed: number };
+    const l = lastJsonObject(conns.lines.join('\n')) as unknown as LoopResult;
+    assert.equal(s.ok, true, JSON.stringify(s));
+    assert.equal(l.failed, 0, JSON.stringify(l));
+    assert.ok(l.attempts > 100);
+  });
+});
