@@ -2,12 +2,13 @@
 // load-balancer sync. Objects are normalised as they arrive (raw API objects
 // are not kept); a bad object is reported once and, if it replaces a good one,
 // its old entries are removed.
-import { CoreV1Api, DiscoveryV1Api, KubeConfig, type V1Node } from '@kubernetes/client-node';
 import { isIPv4 } from 'node:net';
 import type { Logger } from 'pino';
+import { KubeClient } from '../k8s/client.ts';
 import { type InformerHooks, type InformerStatus, Informer, type ObjectMeta } from '../k8s/informer.ts';
 import type { NodeInfo } from '../services/model.ts';
 import { normalizeEndpointSlice, normalizeService } from '../services/normalize.ts';
+import { collectGarbage } from './gc.ts';
 import type { LbSync } from './lb-sync.ts';
 
 export interface K8sSourceOptions {
@@ -23,18 +24,16 @@ export interface K8sSourceOptions {
   onNode?: (node: NodeInfo) => void;
 }
 
-export function loadKubeConfig(file?: string): KubeConfig {
-  const kc = new KubeConfig();
-  if (file) kc.loadFromFile(file);
-  else kc.loadFromCluster();
-  return kc;
+interface NodeObject extends ObjectMeta {
+  status?: { addresses?: { type?: string; address?: string }[] };
 }
 
 /** IPv4 addresses a NodePort answers on, from the Node's status. */
-export function nodeAddresses(node: V1Node | undefined): string[] {
+export function nodeAddresses(node: NodeObject | undefined): string[] {
   const out: string[] = [];
   for (const a of node?.status?.addresses ?? []) {
-    if ((a.type === 'InternalIP' || a.type === 'ExternalIP') && isIPv4(a.address) && !out.includes(a.address)) out.push(a.address);
+    const ip = a.address ?? '';
+    if ((a.type === 'InternalIP' || a.type === 'ExternalIP') && isIPv4(ip) && !out.includes(ip)) out.push(ip);
   }
   return out;
 }
@@ -42,6 +41,7 @@ export function nodeAddresses(node: V1Node | undefined): string[] {
 export class K8sSource {
   readonly #opts: K8sSourceOptions;
   readonly #informers: Informer<ObjectMeta>[] = [];
+  #client: KubeClient | undefined;
   #node: NodeInfo;
 
   constructor(opts: K8sSourceOptions) {
@@ -64,27 +64,13 @@ export class K8sSource {
 
   start(sync: LbSync): void {
     const { log } = this.#opts;
-    const kc = loadKubeConfig(this.#opts.kubeconfig);
-    const core = kc.makeApiClient(CoreV1Api);
-    const discovery = kc.makeApiClient(DiscoveryV1Api);
+    const client = KubeClient.fromKubeconfig(this.#opts.kubeconfig);
+    this.#client = client;
     const informerOpts = { log, hooks: this.#opts.hooks, silenceMs: this.#opts.silenceMs, resyncMs: this.#opts.resyncMs };
-
-    const services = new Informer<ObjectMeta>(kc, {
-      resource: 'services',
-      path: '/api/v1/services',
-      list: ({ limit, continue: c }) => core.listServiceForAllNamespaces({ limit, ...(c ? { _continue: c } : {}) }),
-    }, informerOpts);
-    const slices = new Informer<ObjectMeta>(kc, {
-      resource: 'endpointslices',
-      path: '/apis/discovery.k8s.io/v1/endpointslices',
-      list: ({ limit, continue: c }) => discovery.listEndpointSliceForAllNamespaces({ limit, ...(c ? { _continue: c } : {}) }),
-    }, informerOpts);
-    const selector = `metadata.name=${this.#opts.nodeName}`;
-    const nodes = new Informer<ObjectMeta>(kc, {
-      resource: 'nodes',
-      path: '/api/v1/nodes',
-      list: ({ limit, continue: c }) => core.listNode({ limit, fieldSelector: selector, ...(c ? { _continue: c } : {}) }),
-      watchParams: { fieldSelector: selector },
+    const services = new Informer<ObjectMeta>(client, { resource: 'services', path: '/api/v1/services' }, informerOpts);
+    const slices = new Informer<ObjectMeta>(client, { resource: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices' }, informerOpts);
+    const nodes = new Informer<ObjectMeta>(client, {
+      resource: 'nodes', path: '/api/v1/nodes', query: { fieldSelector: `metadata.name=${this.#opts.nodeName}` },
     }, informerOpts);
     this.#informers.push(services, slices, nodes);
 
@@ -95,6 +81,8 @@ export class K8sSource {
       // pinned maps hold: a partial view would program Services without
       // their backends.
       log.info('Kubernetes state listed; programming the datapath');
+      // The list's pages are garbage now: collect before the first sync.
+      collectGarbage();
       sync.open();
     };
 
@@ -115,7 +103,7 @@ export class K8sSource {
     nodes.start((e) => {
       if (e.type === 'synced') return synced(nodes);
       if (this.#opts.nodeAddresses.length > 0) return;
-      const addresses = e.type === 'delete' ? [] : nodeAddresses(e.obj as V1Node);
+      const addresses = e.type === 'delete' ? [] : nodeAddresses(e.obj as NodeObject);
       this.#node = { name: this.#opts.nodeName, addresses };
       sync.setNode(this.#node);
       this.#opts.onNode?.(this.#node);
@@ -124,5 +112,6 @@ export class K8sSource {
 
   stop(): void {
     for (const i of this.#informers) i.stop();
+    this.#client?.close();
   }
 }

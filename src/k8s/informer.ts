@@ -1,5 +1,5 @@
-// A list-and-watch informer over @kubernetes/client-node, built for an agent
-// that must never stop following the cluster:
+// A list-and-watch informer over the agent's API client (client.ts), built
+// for an agent that must never stop following the cluster:
 //  - the initial list is paged (no huge response in memory at once);
 //  - the watch asks for bookmarks, resumes from the last resourceVersion it
 //    saw after any interruption, and relists on 410 Gone;
@@ -9,9 +9,9 @@
 //  - a periodic relist compares with what it has and emits only differences,
 //    repairing anything a watch could have missed.
 // It keeps only each object's key and resourceVersion: consumers turn events
-// into their own compact state (the library's cache would hold raw objects).
-import { type KubeConfig, Watch } from '@kubernetes/client-node';
+// into their own compact state.
 import type { Logger } from 'pino';
+import type { KubeClient, WatchHandle } from './client.ts';
 
 export interface ObjectMeta {
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
@@ -19,18 +19,16 @@ export interface ObjectMeta {
 
 export interface ListPage<R> {
   items: R[];
-  metadata?: { resourceVersion?: string; _continue?: string };
+  metadata?: { resourceVersion?: string; continue?: string };
 }
 
-export interface InformerSpec<R extends ObjectMeta> {
+export interface InformerSpec {
   /** For logs and metrics: 'services', 'endpointslices', 'nodes'. */
   resource: string;
-  /** Watch path, e.g. '/api/v1/services'. */
+  /** Collection path, e.g. '/api/v1/services'. */
   path: string;
-  /** One page of the list. */
-  list(opts: { limit: number; continue?: string }): Promise<ListPage<R>>;
-  /** Extra query parameters of the watch (fieldSelector, labelSelector). */
-  watchParams?: Record<string, string>;
+  /** Extra query parameters of list and watch (fieldSelector, labelSelector). */
+  query?: Record<string, string>;
 }
 
 export type InformerEvent<R> =
@@ -78,22 +76,18 @@ export function objectKey(obj: ObjectMeta): string {
 
 interface HttpLikeError {
   statusCode?: number;
-  code?: number | string;
-  body?: unknown;
-  message?: string;
+  status?: { code?: number };
 }
 
 /** 410 Gone: the resourceVersion we resume from is older than the API server keeps. */
 export function isGone(err: unknown): boolean {
   const e = (err ?? {}) as HttpLikeError;
-  if (e.statusCode === 410 || e.code === 410) return true;
-  const body = e.body as { code?: number } | undefined;
-  return typeof body === 'object' && body !== null && body.code === 410;
+  return e.statusCode === 410 || e.status?.code === 410;
 }
 
 export class Informer<R extends ObjectMeta> {
-  readonly spec: InformerSpec<R>;
-  readonly #kc: KubeConfig;
+  readonly spec: InformerSpec;
+  readonly #client: KubeClient;
   readonly #log: Logger | undefined;
   readonly #hooks: InformerHooks;
   readonly #silenceMs: number;
@@ -104,7 +98,7 @@ export class Informer<R extends ObjectMeta> {
   /** key -> resourceVersion of everything we know */
   readonly #known = new Map<string, string>();
   #handler: ((e: InformerEvent<R>) => void) | undefined;
-  #abort: AbortController | undefined;
+  #abort: WatchHandle | undefined;
   #silenceTimer: NodeJS.Timeout | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
@@ -112,8 +106,8 @@ export class Informer<R extends ObjectMeta> {
   #generation = 0;
   readonly #status: InformerStatus;
 
-  constructor(kc: KubeConfig, spec: InformerSpec<R>, opts: InformerOptions = {}) {
-    this.#kc = kc;
+  constructor(client: KubeClient, spec: InformerSpec, opts: InformerOptions = {}) {
+    this.#client = client;
     this.spec = spec;
     this.#log = opts.log?.child({ resource: spec.resource });
     this.#hooks = opts.hooks ?? {};
@@ -170,14 +164,15 @@ export class Informer<R extends ObjectMeta> {
     const gen = ++this.#generation;
     clearTimeout(this.#silenceTimer);
     clearTimeout(this.#retryTimer);
-    this.#abort?.abort();
+    const old = this.#abort;
     this.#abort = undefined;
+    old?.abort();
     this.#status.watchRestarts++;
     this.#hooks.restarted?.(this.spec.resource, reason);
     const go = (): void => {
       if (gen !== this.#generation) return;
       if (how === 'relist') void this.#list(true);
-      else void this.#watch();
+      else this.#watch();
     };
     if (delayMs > 0) {
       this.#status.phase = 'backoff';
@@ -204,30 +199,32 @@ export class Informer<R extends ObjectMeta> {
   async #list(relist: boolean): Promise<void> {
     const gen = this.#generation;
     this.#status.phase = 'listing';
-    const seen = new Map<string, R>();
+    // Pages are handed on as they arrive (only changed objects), keeping
+    // just the keys: a large cluster's list is never in memory at once.
+    const seen = new Set<string>();
     let rv = '';
     try {
       let cont: string | undefined;
       do {
-        const page = await this.spec.list({ limit: this.#pageSize, ...(cont ? { continue: cont } : {}) });
+        const page = await this.#client.get<ListPage<R>>(this.spec.path, { limit: this.#pageSize, continue: cont, ...this.spec.query });
         if (gen !== this.#generation) return;
-        for (const item of page.items) seen.set(objectKey(item), item);
+        for (const obj of page.items) {
+          const key = objectKey(obj);
+          const objRv = obj.metadata?.resourceVersion ?? '';
+          seen.add(key);
+          if (this.#known.get(key) !== objRv) {
+            this.#known.set(key, objRv);
+            this.#emit({ type: 'upsert', key, obj });
+          }
+        }
         rv = page.metadata?.resourceVersion ?? rv;
-        cont = page.metadata?._continue || undefined;
+        cont = page.metadata?.continue || undefined;
       } while (cont);
     } catch (err) {
       if (gen !== this.#generation) return;
       // A continue token can expire (410) mid-list: start the list over.
       this.#failed('list', err, 'relist');
       return;
-    }
-    // Only differences become events.
-    for (const [key, obj] of seen) {
-      const objRv = obj.metadata?.resourceVersion ?? '';
-      if (this.#known.get(key) !== objRv) {
-        this.#known.set(key, objRv);
-        this.#emit({ type: 'upsert', key, obj });
-      }
     }
     for (const key of [...this.#known.keys()]) {
       if (!seen.has(key)) {
@@ -242,7 +239,7 @@ export class Informer<R extends ObjectMeta> {
     this.#backoff = this.#backoffMin;
     this.#log?.info({ objects: this.#known.size, resourceVersion: rv, relist }, `${this.spec.resource}: listed`);
     this.#emit({ type: 'synced', relist });
-    void this.#watch();
+    this.#watch();
   }
 
   #armSilence(gen: number): void {
@@ -255,76 +252,64 @@ export class Informer<R extends ObjectMeta> {
     this.#silenceTimer.unref();
   }
 
-  async #watch(): Promise<void> {
+  #watch(): void {
     const gen = this.#generation;
     this.#status.phase = 'watching';
-    const watch = new Watch(this.#kc);
-    // The library aborts a watch after 30 s without data; our own silence
-    // timer (with bookmarks expected about once a minute) decides instead.
-    (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = this.#silenceMs + 30_000;
     let gone = false;
     this.#armSilence(gen);
-    try {
-      const abort = await watch.watch(
-        this.spec.path,
-        {
-          resourceVersion: this.#status.resourceVersion,
-          allowWatchBookmarks: true,
-          // Server-side end with jitter, so many agents do not reconnect at once.
-          timeoutSeconds: 300 + Math.floor(Math.random() * 300),
-          ...this.spec.watchParams,
-        },
-        (type: string, obj: unknown) => {
-          if (gen !== this.#generation) return;
-          this.#status.lastEventAt = new Date();
-          this.#armSilence(gen);
-          this.#hooks.event?.(this.spec.resource, type);
-          const o = obj as R & { code?: number; message?: string };
-          const rv = o?.metadata?.resourceVersion;
-          switch (type) {
-            case 'ADDED':
-            case 'MODIFIED': {
-              const key = objectKey(o);
-              this.#known.set(key, rv ?? '');
-              if (rv) this.#status.resourceVersion = rv;
-              this.#emit({ type: 'upsert', key, obj: o });
-              break;
-            }
-            case 'DELETED': {
-              const key = objectKey(o);
-              if (rv) this.#status.resourceVersion = rv;
-              if (this.#known.delete(key)) this.#emit({ type: 'delete', key });
-              break;
-            }
-            case 'BOOKMARK':
-              if (rv) this.#status.resourceVersion = rv;
-              break;
-            case 'ERROR':
-              if (o?.code === 410) gone = true;
-              else this.#status.lastError = `watch: ${o?.message ?? 'error event'}`;
-              break;
+    this.#abort = this.#client.watch(
+      this.spec.path,
+      {
+        resourceVersion: this.#status.resourceVersion,
+        allowWatchBookmarks: true,
+        // Server-side end with jitter, so many agents do not reconnect at once.
+        timeoutSeconds: 300 + Math.floor(Math.random() * 300),
+        ...this.spec.query,
+      },
+      (type, obj) => {
+        if (gen !== this.#generation) return;
+        this.#status.lastEventAt = new Date();
+        this.#armSilence(gen);
+        this.#hooks.event?.(this.spec.resource, type);
+        const o = obj as R & { code?: number; message?: string };
+        const rv = o?.metadata?.resourceVersion;
+        switch (type) {
+          case 'ADDED':
+          case 'MODIFIED': {
+            const key = objectKey(o);
+            this.#known.set(key, rv ?? '');
+            if (rv) this.#status.resourceVersion = rv;
+            this.#emit({ type: 'upsert', key, obj: o });
+            break;
           }
-          this.#backoff = this.#backoffMin;
-        },
-        (err: unknown) => {
-          if (gen !== this.#generation) return;
-          if (gone || isGone(err)) {
-            this.#log?.info({ resourceVersion: this.#status.resourceVersion }, `${this.spec.resource}: resourceVersion too old (410); relisting`);
-            this.#restart('gone', 'relist');
-          } else if (err) {
-            this.#failed('watch', err, 'watch');
-          } else {
-            // The server ended the watch (timeoutSeconds): resume at once.
-            this.#restart('closed', 'watch');
+          case 'DELETED': {
+            const key = objectKey(o);
+            if (rv) this.#status.resourceVersion = rv;
+            if (this.#known.delete(key)) this.#emit({ type: 'delete', key });
+            break;
           }
-        },
-      );
-      if (gen !== this.#generation) abort.abort();
-      else this.#abort = abort;
-    } catch (err) {
-      if (gen !== this.#generation) return;
-      if (isGone(err)) this.#restart('gone', 'relist');
-      else this.#failed('watch', err, 'watch');
-    }
+          case 'BOOKMARK':
+            if (rv) this.#status.resourceVersion = rv;
+            break;
+          case 'ERROR':
+            if (o?.code === 410) gone = true;
+            else this.#status.lastError = `watch: ${o?.message ?? 'error event'}`;
+            break;
+        }
+        this.#backoff = this.#backoffMin;
+      },
+      (err) => {
+        if (gen !== this.#generation) return;
+        if (gone || isGone(err)) {
+          this.#log?.info({ resourceVersion: this.#status.resourceVersion }, `${this.spec.resource}: resourceVersion too old (410); relisting`);
+          this.#restart('gone', 'relist');
+        } else if (err) {
+          this.#failed('watch', err, 'watch');
+        } else {
+          // The server ended the watch (timeoutSeconds): resume at once.
+          this.#restart('closed', 'watch');
+        }
+      },
+    );
   }
 }
