@@ -116,7 +116,12 @@ export class Agent {
     await sync.flushed();
     this.#ready = true;
     this.#metrics.ready.set(1);
-    log.info({ ready: true, node: this.cfg.node.name, services: sync.status.services, port: this.port, external: this.#externalMode ?? 'none' }, 'agent ready');
+    const mem = process.memoryUsage();
+    log.info({
+      ready: true, node: this.cfg.node.name, services: sync.status.services, port: this.port, external: this.#externalMode ?? 'none',
+      rssMb: Math.round(mem.rss / 1048576), heapMb: Math.round(mem.heapUsed / 1048576),
+      heapTotalMb: Math.round(mem.heapTotal / 1048576), externalMb: Math.round(mem.external / 1048576),
+    }, 'agent ready');
 
     this.#resyncTimer = setInterval(() => {
       sync.setNode(this.nodeInfo());
@@ -154,11 +159,11 @@ export class Agent {
 
   #mapUsage(): { map: string; entries: number; capacity: number }[] {
     const dp = this.#dp;
-    const lb = this.#lb;
-    if (!dp || !lb) return [];
+    const table = this.#table;
+    if (!dp || !table) return [];
     return [
-      { map: SERVICES_MAP, entries: lb.entries(SERVICES_MAP), capacity: dp.sizes.services },
-      { map: BACKENDS_MAP, entries: lb.entries(BACKENDS_MAP), capacity: dp.sizes.backends },
+      { map: SERVICES_MAP, entries: table.usage.services, capacity: dp.sizes.services },
+      { map: BACKENDS_MAP, entries: table.usage.backends, capacity: dp.sizes.backends },
       { map: 'hypha_ct4_v1', entries: this.#counts.get('hypha_ct4_v1') ?? 0, capacity: dp.sizes.ct },
       { map: 'hypha_lb4_affinity_v1', entries: this.#counts.get('hypha_lb4_affinity_v1') ?? 0, capacity: dp.sizes.affinity },
     ];

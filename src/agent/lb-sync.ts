@@ -5,6 +5,7 @@
 //    the maps and repairs whatever drifted;
 //  - a failure is retried with capped exponential backoff, never fatal.
 import type { Logger } from 'pino';
+import { collectGarbage } from './gc.ts';
 import type { LbReconciler } from '../datapath/lb-reconciler.ts';
 import { ReconcileError } from '../datapath/reconciler.ts';
 import { type CompileLimits, type CompiledService, DEFAULT_LIMITS, compileService } from '../services/compile.ts';
@@ -22,6 +23,8 @@ export interface SyncStatus {
 }
 
 const BACKOFF_MIN_MS = 200;
+/** Services per chunk of a large flush between garbage collections. */
+const GC_EVERY = 1000;
 const BACKOFF_MAX_MS = 30_000;
 
 export class LbSync {
@@ -36,7 +39,6 @@ export class LbSync {
   readonly #slices = new Map<string, EndpointSlice>();
   /** service key -> its slices' keys */
   readonly #slicesOf = new Map<string, Set<string>>();
-  readonly #compiled = new Map<string, string>();
   readonly #dirty = new Set<string>();
   readonly #reported = new Set<string>();
   #flushTimer: NodeJS.Timeout | undefined;
@@ -180,13 +182,14 @@ export class LbSync {
     try {
       let upserts = 0;
       let deletes = 0;
+      let n = 0;
       for (const key of dirty) {
-        const compiled = this.#compile(key);
-        const fingerprint = compiled ? JSON.stringify(compiled) : '';
-        if (this.#compiled.get(key) === fingerprint && !full) continue;
-        if (compiled) this.#compiled.set(key, fingerprint);
-        else this.#compiled.delete(key);
-        const update = this.#table.set(key, compiled);
+        // A large batch (a cold start) collects as it goes, so its garbage
+        // does not pile up in memory (see gc.ts).
+        if (++n % GC_EVERY === 0) collectGarbage();
+        // Recompiling and re-rendering a Service costs microseconds; only
+        // entries whose value changed are written.
+        const update = this.#table.set(key, this.#compile(key));
         for (const k of update.services) for (const p of this.#table.rendered(k)?.problems ?? []) this.#reportOnce(p, 'Service');
         if (!full) {
           const s = this.#rec.apply(update);
@@ -195,6 +198,7 @@ export class LbSync {
         }
       }
       if (full) {
+        if (dirty.length >= GC_EVERY) collectGarbage();
         const s = await this.#rec.resync(this.#table);
         upserts += s.upserts;
         deletes += s.deletes;
@@ -202,6 +206,7 @@ export class LbSync {
           const released = this.#table.releaseUnusedIds();
           if (released) this.#log.info({ released }, 'released ids no Service uses any more');
         }
+        if (dirty.length >= GC_EVERY) collectGarbage();
         this.#needFull = false;
         this.status.lastFullSync = new Date();
       }
@@ -225,7 +230,6 @@ export class LbSync {
       // Whatever was half done, the next attempt starts from what the maps
       // really hold: a full resync.
       for (const k of dirty) this.#dirty.add(k);
-      for (const k of dirty) this.#compiled.delete(k);
       this.#needFull = true;
       this.status.lastError = (err as Error).message;
       this.#metrics?.reconcileErrors.inc({ map: err instanceof ReconcileError ? err.op.map : 'unknown' });

@@ -1,5 +1,5 @@
 // Prometheus metrics of one agent, in a registry of its own (no global state).
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export interface Metrics {
   registry: Registry;
@@ -26,6 +26,8 @@ export interface MetricsSources {
 
 export function createMetrics(sources?: MetricsSources): Metrics {
   const registry = new Registry();
+  // process_resident_memory_bytes, nodejs_heap_size_used_bytes, event loop lag...
+  collectDefaultMetrics({ register: registry, prefix: 'hypha_' });
   const mapEntries = new Gauge({ name: 'hypha_map_entries', help: 'Entries in a BPF map (as last programmed)', labelNames: ['map'], registers: [registry] });
   const mapCapacity = new Gauge({ name: 'hypha_map_capacity', help: 'max_entries of a BPF map', labelNames: ['map'], registers: [registry] });
   const mapPressure = new Gauge({

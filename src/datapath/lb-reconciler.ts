@@ -9,7 +9,6 @@ import type { MapIO } from './map-io.ts';
 import { type ApplyStats, type Bytes, type Desired, MapFamilyReconciler, fromBytes } from './reconciler.ts';
 import { type LbEntries, backendCodec, slotOfKey, svcKeyCodec, svcValCodec, u32Codec } from './lb-codecs.ts';
 import type { LbTable, LbUpdate } from '../services/lb-table.ts';
-import { backendIdKey } from '../services/lb-table.ts';
 import { frontendKey } from '../services/compile.ts';
 
 export { backendCodec, svcKeyCodec, svcValCodec, u32Codec } from './lb-codecs.ts';
@@ -24,7 +23,7 @@ export interface LbMaps {
   backends: MapIO;
 }
 
-function addFlat(into: Map<Bytes, Bytes | undefined>, flat: string[], keep: boolean): void {
+function addFlat(into: Map<Bytes, Bytes | undefined>, flat: readonly string[], keep: boolean): void {
   for (let i = 0; i < flat.length; i += 2) into.set(flat[i] as string, keep ? (flat[i + 1] as string) : undefined);
 }
 
@@ -37,16 +36,6 @@ export function desiredOf(e: LbEntries): Desired {
   return new Map([[SERVICES_MAP, svc], [BACKENDS_MAP, be]]);
 }
 
-/** An update's keys: those only in `before` are deleted, those in `after` written. */
-export function desiredFromUpdate(u: LbUpdate): Desired {
-  const svc = new Map<Bytes, Bytes | undefined>();
-  const be = new Map<Bytes, Bytes | undefined>();
-  addFlat(svc, u.before.services, false);
-  addFlat(be, u.before.backends, false);
-  addFlat(svc, u.after.services, true);
-  addFlat(be, u.after.backends, true);
-  return new Map([[SERVICES_MAP, svc], [BACKENDS_MAP, be]]);
-}
 
 export class LbReconciler {
   readonly family: MapFamilyReconciler;
@@ -81,15 +70,16 @@ export class LbReconciler {
       const id = u32Codec.decode(fromBytes(k)).value;
       const b = backendCodec.decode(fromBytes(v));
       const fk = table.frontendIds.keyOf(b.svc_id);
-      if (fk !== undefined && table.backendIds.adopt(backendIdKey(fk, `${b.addr}:${b.port}`), id)) backends++;
+      if (fk !== undefined && table.adoptBackend(fk, `${b.addr}:${b.port}`, id)) backends++;
     }
+    this.family.release();
     this.#log?.info({ reconciler: 'lb', frontends, backends }, 'adopted ids from pinned maps');
     return { frontends, backends };
   }
 
-  /** Apply one incremental change (only the entries it touched). */
+  /** Apply one incremental change (only the entries whose value changed). */
   apply(update: LbUpdate): ApplyStats {
-    return this.family.execute(this.family.plan(desiredFromUpdate(update), false));
+    return this.family.execute(this.family.planChange(desiredOf(update.before), desiredOf(update.after)));
   }
 
   /** Re-read the maps and make them equal the whole table: repairs drift and
@@ -97,10 +87,15 @@ export class LbReconciler {
    *  agent was down, or written by hand). */
   async resync(table: LbTable): Promise<ApplyStats> {
     await this.family.refresh();
-    return this.family.execute(this.family.plan(desiredOf(table.all()), true));
-  }
-
-  entries(map: string): number {
-    return this.family.actual(map).size;
+    try {
+      return this.family.execute(this.family.planFull((emit) => {
+        table.forEachEntry((services, backends) => {
+          for (let i = 0; i < services.length; i += 2) emit(SERVICES_MAP, services[i] as string, services[i + 1] as string);
+          for (let i = 0; i < backends.length; i += 2) emit(BACKENDS_MAP, backends[i] as string, backends[i + 1] as string);
+        });
+      }));
+    } finally {
+      this.family.release();
+    }
   }
 }

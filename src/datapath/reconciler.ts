@@ -1,13 +1,18 @@
 // Keeps a family of BPF maps equal to a desired state.
-//  - What the maps hold is read from the kernel (adopted on start, re-read on
-//    every full resync) and then tracked through our own writes.
-//  - A plan lists only the entries that differ; writing an entry that is
-//    already right is skipped, deleting one that is gone is success.
+//  - A full plan compares the desired state with what the kernel holds (read
+//    just before) and prunes what nothing wants; the copy is dropped after.
+//  - An incremental plan compares a change's before and after: it needs no
+//    copy of the maps in memory (a large cluster's maps hold millions of
+//    entries). Drift is repaired by the next full plan.
+//  - Writing an entry that is already right is skipped, deleting one that is
+//    gone is success.
 //  - Operations run in phases chosen by the family (e.g. backends before the
 //    slots that name them, slots before the master that counts them), so a
 //    packet never finds a half-written Service. A failing phase stops the
 //    plan: later phases, which depend on it, are not run.
-//  - Consecutive operations of one phase on one map go in batches.
+//  - A plan is batches of parallel key and value lists (no object per entry:
+//    a cold start plans hundreds of thousands of writes), written to the
+//    kernel in chunks.
 import type { MapIO } from './map-io.ts';
 import { toMapError } from './map-io.ts';
 
@@ -24,9 +29,20 @@ export interface Op {
   map: string;
   kind: 'upsert' | 'delete';
   key: Bytes;
-  value?: Bytes;
-  phase: number;
 }
+
+/** Operations of one kind on one map within one phase. */
+export interface Batch {
+  phase: number;
+  map: string;
+  kind: 'upsert' | 'delete';
+  keys: Bytes[];
+  /** Parallel to keys for upserts; empty for deletes. */
+  values: Bytes[];
+}
+
+/** Batches in the order they must run. */
+export type Plan = Batch[];
 
 export interface ApplyStats {
   upserts: number;
@@ -36,6 +52,9 @@ export interface ApplyStats {
 
 /** value undefined: the key must not exist. */
 export type Desired = Map<string, Map<Bytes, Bytes | undefined>>;
+
+/** Visits every desired (map, key, value). */
+export type DesiredSource = (emit: (map: string, key: Bytes, value: Bytes) => void) => void;
 
 export class ReconcileError extends Error {
   readonly code = 'ERECONCILE';
@@ -49,7 +68,7 @@ export class ReconcileError extends Error {
   }
 }
 
-const BATCH = 8192;
+const CHUNK = 8192;
 
 export function toBytes(b: Uint8Array): Bytes {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
@@ -59,26 +78,50 @@ export function fromBytes(s: Bytes): Buffer {
   return Buffer.from(s, 'latin1');
 }
 
+class PlanBuilder {
+  readonly #batches = new Map<string, Batch>();
+
+  add(phase: number, map: string, kind: 'upsert' | 'delete', key: Bytes, value?: Bytes): void {
+    const id = `${phase}|${map}|${kind}`;
+    let b = this.#batches.get(id);
+    if (!b) this.#batches.set(id, (b = { phase, map, kind, keys: [], values: [] }));
+    b.keys.push(key);
+    if (value !== undefined) b.values.push(value);
+  }
+
+  build(): Plan {
+    return [...this.#batches.values()].sort((a, b) => a.phase - b.phase);
+  }
+}
+
+export function planSize(plan: Plan): number {
+  return plan.reduce((n, b) => n + b.keys.length, 0);
+}
+
 export class MapFamilyReconciler {
   readonly name: string;
   readonly #maps = new Map<string, FamilyMap>();
-  readonly #actual = new Map<string, Map<Bytes, Bytes>>();
+  /** The kernel's contents from the last refresh(), until release(). */
+  #actual = new Map<string, Map<Bytes, Bytes>>();
 
   constructor(name: string, maps: FamilyMap[]) {
     this.name = name;
-    for (const m of maps) {
-      this.#maps.set(m.io.name, m);
-      this.#actual.set(m.io.name, new Map());
-    }
+    for (const m of maps) this.#maps.set(m.io.name, m);
   }
 
-  /** What we believe the map holds (kernel contents as of the last refresh, plus our writes since). */
+  /** The maps as read by the last refresh() (empty after release()). */
   actual(map: string): ReadonlyMap<Bytes, Bytes> {
     return this.#actual.get(map) ?? new Map();
   }
 
+  /** Forget the copy refresh() made. */
+  release(): void {
+    this.#actual = new Map();
+  }
+
   /** Re-read every map from the kernel. */
   async refresh(): Promise<void> {
+    const actual = new Map<string, Map<Bytes, Bytes>>();
     for (const [name, m] of this.#maps) {
       let dump;
       try {
@@ -94,97 +137,127 @@ export class MapFamilyReconciler {
       for (let i = 0; i < dump.count; i++) {
         entries.set(keys.toString('latin1', i * ks, (i + 1) * ks), values.toString('latin1', i * vs, (i + 1) * vs));
       }
-      this.#actual.set(name, entries);
+      actual.set(name, entries);
     }
+    this.#actual = actual;
   }
 
-  /** The operations that turn the maps into `desired`. With prune, entries not in
-   *  `desired` at all are deleted too (a full resync); without, only mentioned keys change. */
-  plan(desired: Desired, prune: boolean): Op[] {
-    const ops: Op[] = [];
-    for (const [name, m] of this.#maps) {
-      const want = desired.get(name) ?? new Map<Bytes, Bytes | undefined>();
-      const have = this.#actual.get(name) ?? new Map<Bytes, Bytes>();
-      for (const [key, value] of want) {
-        const cur = have.get(key);
-        if (value === undefined) {
-          if (cur !== undefined) ops.push({ map: name, kind: 'delete', key, phase: m.deletePhase(key) });
-        } else if (cur !== value) {
-          ops.push({ map: name, kind: 'upsert', key, value, phase: m.upsertPhase(key) });
-        }
+  #map(name: string): FamilyMap {
+    const m = this.#maps.get(name);
+    if (!m) throw new Error(`reconciler ${this.name}: unknown map ${name}`);
+    return m;
+  }
+
+  /** Everything that turns the maps as refresh() read them into `desired`,
+   *  deleting whatever `desired` does not name (a full resync). */
+  planFull(desired: DesiredSource): Plan {
+    const plan = new PlanBuilder();
+    const seen = new Map<string, Set<Bytes>>();
+    desired((map, key, value) => {
+      const m = this.#map(map);
+      const have = this.#actual.get(map);
+      if (have && have.size > 0) {
+        let s = seen.get(map);
+        if (!s) seen.set(map, (s = new Set()));
+        s.add(key);
       }
-      if (prune) {
-        for (const key of have.keys()) {
-          if (!want.has(key)) ops.push({ map: name, kind: 'delete', key, phase: m.deletePhase(key) });
+      if (have?.get(key) !== value) plan.add(m.upsertPhase(key), map, 'upsert', key, value);
+    });
+    for (const [map, have] of this.#actual) {
+      const m = this.#map(map);
+      const s = seen.get(map);
+      for (const key of have.keys()) if (!s?.has(key)) plan.add(m.deletePhase(key), map, 'delete', key);
+    }
+    return plan.build();
+  }
+
+  /** Only the keys `desired` mentions: written if they differ from what
+   *  refresh() read, deleted (value undefined) if present. */
+  plan(desired: Desired): Plan {
+    const plan = new PlanBuilder();
+    for (const [map, want] of desired) {
+      const m = this.#map(map);
+      const have = this.#actual.get(map);
+      for (const [key, value] of want) {
+        if (value === undefined) {
+          if (have?.has(key)) plan.add(m.deletePhase(key), map, 'delete', key);
+        } else if (have?.get(key) !== value) {
+          plan.add(m.upsertPhase(key), map, 'upsert', key, value);
         }
       }
     }
-    // Stable: within a phase, keep the order the entries came in.
-    return ops.map((op, i) => ({ op, i })).sort((a, b) => a.op.phase - b.op.phase || a.i - b.i).map((x) => x.op);
+    return plan.build();
+  }
+
+  /** The operations of one change: keys whose value differs between before
+   *  and after are written, keys only in before are deleted. */
+  planChange(before: Desired, after: Desired): Plan {
+    const plan = new PlanBuilder();
+    for (const [name, m] of this.#maps) {
+      const was = before.get(name) ?? new Map<Bytes, Bytes | undefined>();
+      const now = after.get(name) ?? new Map<Bytes, Bytes | undefined>();
+      for (const [key, value] of now) {
+        if (value !== undefined && was.get(key) !== value) plan.add(m.upsertPhase(key), name, 'upsert', key, value);
+      }
+      for (const key of was.keys()) if (!now.has(key)) plan.add(m.deletePhase(key), name, 'delete', key);
+    }
+    return plan.build();
   }
 
   /** Run a plan. Throws ReconcileError at the first operation that fails; the
    *  caller retries (a full resync re-reads the kernel first). */
-  execute(ops: Op[]): ApplyStats {
+  execute(plan: Plan): ApplyStats {
     const start = performance.now();
     const stats: ApplyStats = { upserts: 0, deletes: 0, durationMs: 0 };
-    let i = 0;
-    while (i < ops.length) {
-      const first = ops[i] as Op;
-      let j = i + 1;
-      while (j < ops.length && j - i < BATCH) {
-        const o = ops[j] as Op;
-        if (o.phase !== first.phase || o.map !== first.map || o.kind !== first.kind) break;
-        j++;
-      }
-      this.#run(ops.slice(i, j), stats);
-      i = j;
+    for (const b of plan) {
+      for (let i = 0; i < b.keys.length; i += CHUNK) this.#run(b, i, Math.min(i + CHUNK, b.keys.length), stats);
     }
     stats.durationMs = performance.now() - start;
     return stats;
   }
 
-  #run(group: Op[], stats: ApplyStats): void {
-    const first = group[0] as Op;
-    const m = this.#maps.get(first.map);
-    const have = this.#actual.get(first.map);
-    if (!m || !have) throw new Error(`reconciler ${this.name}: unknown map ${first.map}`);
+  #run(b: Batch, from: number, to: number, stats: ApplyStats): void {
+    const m = this.#map(b.map);
+    const have = this.#actual.get(b.map);
     const ks = m.io.keySize;
     const vs = m.io.valueSize;
-    if (group.length > 1) {
-      const keys = Buffer.alloc(group.length * ks);
-      group.forEach((op, n) => keys.write(op.key, n * ks, 'latin1'));
+    const n = to - from;
+    if (n > 1) {
+      const keys = Buffer.alloc(n * ks);
+      for (let i = 0; i < n; i++) keys.write(b.keys[from + i] ?? '', i * ks, 'latin1');
       try {
-        if (first.kind === 'upsert') {
-          const values = Buffer.alloc(group.length * vs);
-          group.forEach((op, n) => values.write(op.value ?? '', n * vs, 'latin1'));
-          m.io.updateBatch(keys, values, group.length);
-          for (const op of group) have.set(op.key, op.value ?? '');
-          stats.upserts += group.length;
+        if (b.kind === 'upsert') {
+          const values = Buffer.alloc(n * vs);
+          for (let i = 0; i < n; i++) values.write(b.values[from + i] ?? '', i * vs, 'latin1');
+          m.io.updateBatch(keys, values, n);
+          if (have) for (let i = from; i < to; i++) have.set(b.keys[i] ?? '', b.values[i] ?? '');
+          stats.upserts += n;
         } else {
-          m.io.deleteBatch(keys, group.length);
-          for (const op of group) have.delete(op.key);
-          stats.deletes += group.length;
+          m.io.deleteBatch(keys, n);
+          if (have) for (let i = from; i < to; i++) have.delete(b.keys[i] ?? '');
+          stats.deletes += n;
         }
         return;
       } catch {
         // A batch stops at its first failing entry without saying which one
-        // reliably; redo the group one by one to find it (and to report it).
+        // reliably; redo the chunk one by one to find it (and to report it).
       }
     }
-    for (const op of group) {
+    for (let i = from; i < to; i++) {
+      const key = b.keys[i] ?? '';
       try {
-        if (op.kind === 'upsert') {
-          m.io.update(fromBytes(op.key), fromBytes(op.value ?? ''));
-          have.set(op.key, op.value ?? '');
+        if (b.kind === 'upsert') {
+          const value = b.values[i] ?? '';
+          m.io.update(fromBytes(key), fromBytes(value));
+          have?.set(key, value);
           stats.upserts++;
         } else {
-          m.io.delete(fromBytes(op.key));
-          have.delete(op.key);
+          m.io.delete(fromBytes(key));
+          have?.delete(key);
           stats.deletes++;
         }
       } catch (err) {
-        throw new ReconcileError(op, { ...stats }, toMapError(op.map, op.kind, err));
+        throw new ReconcileError({ map: b.map, kind: b.kind, key }, { ...stats }, toMapError(b.map, b.kind, err));
       }
     }
   }

@@ -88,9 +88,7 @@ function endpointsFor(port: ServicePort, slices: readonly EndpointSlice[], node:
     if (!sp) continue;
     for (const ep of slice.endpoints) {
       if (!ep.serving && !ep.ready) continue;
-      const addr = ep.addresses[0];
-      if (addr === undefined) continue;
-      const cand = candidate(addr, sp.port, ep, node);
+      const cand = candidate(ep.address, sp.port, ep, node);
       const prev = byKey.get(cand.key);
       // The same endpoint in two slices (a slice being replaced): the most
       // available view wins, so a move between slices never drops it.

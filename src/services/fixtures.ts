@@ -38,7 +38,7 @@ export function slice(service: string, eps: (string | EpSpec)[], over: Partial<E
       const s = typeof e === 'string' ? { ip: e } : e;
       const ready = s.ready ?? true;
       return {
-        addresses: [s.ip],
+        address: s.ip,
         ready,
         serving: s.serving ?? ready,
         terminating: s.terminating ?? false,

@@ -68,3 +68,51 @@ export class IdAllocator {
     this.#byId.delete(id);
   }
 }
+
+/** Numeric ids without keys: which are taken, and the next one to hand out.
+ *  Whoever holds an id remembers what it names (the LB table keeps each
+ *  frontend's backend -> id map), so a large cluster carries no key strings. */
+export class IdPool {
+  readonly name: string;
+  readonly min: number;
+  readonly max: number;
+  readonly #used = new Set<number>();
+  #next: number;
+
+  constructor(name: string, min: number, max: number) {
+    this.name = name;
+    this.min = min;
+    this.max = max;
+    this.#next = min;
+  }
+
+  get size(): number {
+    return this.#used.size;
+  }
+
+  has(id: number): boolean {
+    return this.#used.has(id);
+  }
+
+  /** Mark an id found in a pinned map as taken. false if out of range or taken. */
+  adopt(id: number): boolean {
+    if (id < this.min || id > this.max || this.#used.has(id)) return false;
+    this.#used.add(id);
+    if (id >= this.#next) this.#next = id + 1 > this.max ? this.min : id + 1;
+    return true;
+  }
+
+  acquire(): number {
+    const span = this.max - this.min + 1;
+    if (this.#used.size >= span) throw new IdExhaustedError(`${this.name}: all ${span} ids are in use`);
+    let id = this.#next;
+    while (this.#used.has(id)) id = id >= this.max ? this.min : id + 1;
+    this.#used.add(id);
+    this.#next = id >= this.max ? this.min : id + 1;
+    return id;
+  }
+
+  release(id: number): void {
+    this.#used.delete(id);
+  }
+}

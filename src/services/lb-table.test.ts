@@ -73,12 +73,12 @@ describe('LbTable', () => {
   test('adopted ids are reused for the same keys; unused adopted ids are released', () => {
     const t = new LbTable(big);
     t.frontendIds.adopt('10.96.0.10:80/TCP', 77);
-    t.backendIds.adopt('10.96.0.10:80/TCP|10.0.0.1:8080', 500);
-    t.backendIds.adopt('10.96.0.99:80/TCP|10.0.0.9:8080', 501);
+    t.adoptBackend('10.96.0.10:80/TCP', '10.0.0.1:8080', 500);
+    t.adoptBackend('10.96.0.99:80/TCP', '10.0.0.9:8080', 501);
     const u = t.set('default/web', compileService(svc('web'), [slice('web', ['10.0.0.1'])], node));
     assert.equal(after(u).services.find((e) => e.key.slot === 0 && e.key.dport === 80)?.value.svc_id, 77);
     assert.equal(after(u).backends[0]?.id, 500);
     assert.equal(t.releaseUnusedIds(), 1);
-    assert.equal(t.backendIds.get('10.96.0.99:80/TCP|10.0.0.9:8080'), undefined);
+    assert.equal(t.backendIds.has(501), false);
   });
 });

@@ -12,7 +12,7 @@
 import { BackendFlags, SvcFlags } from '../datapath/abi.gen.ts';
 import { type LbEntries, backendCodec, backendKey, emptyEntries, svcKeyCodec, svcValCodec } from '../datapath/lb-codecs.ts';
 import type { CompiledFrontend, CompiledService, FrontendKind } from './compile.ts';
-import { IdAllocator } from './ids.ts';
+import { IdAllocator, IdPool } from './ids.ts';
 import { type Problem, problem } from './problems.ts';
 
 export type { LbEntries } from '../datapath/lb-codecs.ts';
@@ -24,7 +24,9 @@ export interface LbCapacity {
 }
 
 export interface ProgrammedFrontend {
-  frontend: CompiledFrontend;
+  /** 'addr:port/PROTO' */
+  key: string;
+  kind: FrontendKind;
   svcId: number;
   /** backend key ('ip:port') -> backend id */
   backendIds: Map<string, number>;
@@ -33,6 +35,8 @@ export interface ProgrammedFrontend {
 export interface RenderedService {
   key: string;
   frontends: ProgrammedFrontend[];
+  /** Service addresses it holds a marker reference on. */
+  vips: string[];
   entries: LbEntries;
   problems: Problem[];
   skipped?: string;
@@ -75,8 +79,13 @@ function append(into: LbEntries, from: LbEntries): void {
 export class LbTable {
   readonly capacity: LbCapacity;
   readonly frontendIds = new IdAllocator('frontend ids', 1, 0xffffffff);
-  readonly backendIds = new IdAllocator('backend ids', 1, 0xffffffff);
-  readonly #compiled = new Map<string, CompiledService>();
+  readonly backendIds = new IdPool('backend ids', 1, 0xffffffff);
+  /** Backend ids found in pinned maps, by 'frontend|backend', until the first
+   *  full sync has used them (releaseUnusedIds drops the rest). */
+  readonly #adoptedBackends = new Map<string, number>();
+  /** Compiled form of Services waiting for a frontend another Service holds
+   *  (only those: the rest is not needed once rendered). */
+  readonly #waiting = new Map<string, CompiledService>();
   readonly #rendered = new Map<string, RenderedService>();
   readonly #owner = new Map<string, string>();
   readonly #waiters = new Map<string, Set<string>>();
@@ -103,9 +112,24 @@ export class LbTable {
   /** Every entry the maps should hold. */
   all(): LbEntries {
     const out = emptyEntries();
-    for (const r of this.#rendered.values()) append(out, r.entries);
-    for (const vip of this.#markerRefs.keys()) out.services.push(...markerEntry(vip));
+    this.forEachEntry((services, backends) => {
+      for (const x of services) out.services.push(x);
+      for (const x of backends) out.backends.push(x);
+    });
     return out;
+  }
+
+  /** Visit every entry the maps should hold, Service by Service (no copy). */
+  forEachEntry(visit: (services: readonly string[], backends: readonly string[]) => void): void {
+    for (const r of this.#rendered.values()) visit(r.entries.services, r.entries.backends);
+    for (const vip of this.#markerRefs.keys()) visit(markerEntry(vip), []);
+  }
+
+  /** Remember a backend id found in a pinned map, so the same backend keeps it. */
+  adoptBackend(frontendKey: string, backendKey: string, id: number): boolean {
+    if (!this.backendIds.adopt(id)) return false;
+    this.#adoptedBackends.set(backendIdKey(frontendKey, backendKey), id);
+    return true;
   }
 
   /** Set (or with undefined, remove) one Service. */
@@ -113,15 +137,16 @@ export class LbTable {
     const update: LbUpdate = { before: emptyEntries(), after: emptyEntries(), services: [] };
     const old: RenderedService[] = [];
     const freed = this.#unrender(key, update, old);
-    if (compiled) this.#compiled.set(key, compiled);
-    else this.#compiled.delete(key);
-    this.#render(key, update);
+    this.#waiting.delete(key);
+    if (compiled) this.#render(key, compiled, update, old);
     // Frontends this Service let go of go to the next claimant, oldest first.
     for (const fk of freed) {
       for (const w of [...(this.#waiters.get(fk) ?? [])]) {
-        if (w === key || this.#owner.has(fk)) continue;
+        const waiting = this.#waiting.get(w);
+        if (w === key || this.#owner.has(fk) || !waiting) continue;
         this.#unrender(w, update, old);
-        this.#render(w, update);
+        this.#waiting.delete(w);
+        this.#render(w, waiting, update, old);
       }
     }
     this.#releaseIds(old);
@@ -134,13 +159,14 @@ export class LbTable {
     const usedB = new Set<string>();
     for (const r of this.#rendered.values()) {
       for (const pf of r.frontends) {
-        usedF.add(pf.frontend.key);
-        for (const bk of pf.backendIds.keys()) usedB.add(backendIdKey(pf.frontend.key, bk));
+        usedF.add(pf.key);
+        for (const bk of pf.backendIds.keys()) usedB.add(backendIdKey(pf.key, bk));
       }
     }
     let released = 0;
     for (const [k] of [...this.frontendIds.entries()]) if (!usedF.has(k)) (this.frontendIds.release(k), released++);
-    for (const [k] of [...this.backendIds.entries()]) if (!usedB.has(k)) (this.backendIds.release(k), released++);
+    for (const [k, id] of this.#adoptedBackends) if (!usedB.has(k)) (this.backendIds.release(id), released++);
+    this.#adoptedBackends.clear();
     return released;
   }
 
@@ -155,12 +181,12 @@ export class LbTable {
     this.#usedBackends -= r.entries.backends.length / 2;
     const freed: string[] = [];
     for (const pf of r.frontends) {
-      if (this.#owner.get(pf.frontend.key) === key) {
-        this.#owner.delete(pf.frontend.key);
-        freed.push(pf.frontend.key);
+      if (this.#owner.get(pf.key) === key) {
+        this.#owner.delete(pf.key);
+        freed.push(pf.key);
       }
     }
-    for (const vip of this.#compiled.get(key)?.vips ?? []) {
+    for (const vip of r.vips) {
       const refs = this.#markerRefs.get(vip);
       if (refs?.delete(key) && refs.size === 0) {
         this.#markerRefs.delete(vip);
@@ -171,10 +197,8 @@ export class LbTable {
     return freed;
   }
 
-  #render(key: string, update: LbUpdate): void {
-    const compiled = this.#compiled.get(key);
-    if (!compiled) return;
-    const r: RenderedService = { key, frontends: [], entries: emptyEntries(), problems: [...compiled.problems], skipped: compiled.skipped };
+  #render(key: string, compiled: CompiledService, update: LbUpdate, old: RenderedService[]): void {
+    const r: RenderedService = { key, frontends: [], vips: [], entries: emptyEntries(), problems: [...compiled.problems], skipped: compiled.skipped };
     const obj = `Service ${key}`;
     const claimed: CompiledFrontend[] = [];
     for (const f of compiled.frontends) {
@@ -184,6 +208,7 @@ export class LbTable {
         let w = this.#waiters.get(f.key);
         if (!w) this.#waiters.set(f.key, (w = new Set()));
         w.add(key);
+        this.#waiting.set(key, compiled);
         continue;
       }
       claimed.push(f);
@@ -215,8 +240,16 @@ export class LbTable {
       const svcId = this.frontendIds.acquire(f.key);
       const proto = PROTO[f.protocol];
       const backendIds = new Map<string, number>();
+      // A backend keeps its id while its frontend lists it (and across restarts, adopted).
+      const before = old.flatMap((r) => r.frontends).find((pf) => pf.key === f.key)?.backendIds;
       for (const b of f.backends) {
-        const id = this.backendIds.acquire(backendIdKey(f.key, b.key));
+        let id = before?.get(b.key);
+        if (id === undefined) {
+          const adoptedKey = backendIdKey(f.key, b.key);
+          id = this.#adoptedBackends.get(adoptedKey);
+          if (id !== undefined) this.#adoptedBackends.delete(adoptedKey);
+          else id = this.backendIds.acquire();
+        }
         backendIds.set(b.key, id);
         r.entries.backends.push(backendKey(id), backendCodec.encodeString({
           addr: b.addr, port: b.port, proto,
@@ -240,10 +273,11 @@ export class LbTable {
           }));
         });
       }
-      r.frontends.push({ frontend: f, svcId, backendIds });
+      r.frontends.push({ key: f.key, kind: f.kind, svcId, backendIds });
     }
     this.#usedServices += r.entries.services.length / 2;
     this.#usedBackends += r.entries.backends.length / 2;
+    r.vips = compiled.vips;
     for (const vip of compiled.vips) {
       let refs = this.#markerRefs.get(vip);
       if (!refs) {
@@ -261,10 +295,10 @@ export class LbTable {
   #releaseIds(old: RenderedService[]): void {
     for (const r of old) {
       for (const pf of r.frontends) {
-        const fk = pf.frontend.key;
+        const fk = pf.key;
         const owner = this.#owner.get(fk);
-        const now = owner === undefined ? undefined : this.#rendered.get(owner)?.frontends.find((x) => x.frontend.key === fk);
-        for (const bk of pf.backendIds.keys()) if (!now?.backendIds.has(bk)) this.backendIds.release(backendIdKey(fk, bk));
+        const now = owner === undefined ? undefined : this.#rendered.get(owner)?.frontends.find((x) => x.key === fk);
+        for (const [bk, id] of pf.backendIds) if (now?.backendIds.get(bk) !== id) this.backendIds.release(id);
         if (!now) this.frontendIds.release(fk);
       }
     }

@@ -45,7 +45,8 @@ export interface EndpointPort {
 }
 
 export interface Endpoint {
-  addresses: string[];
+  /** The endpoint's address: the API lists addresses, and consumers use the first. */
+  address: string;
   ready: boolean;
   serving: boolean;
   terminating: boolean;

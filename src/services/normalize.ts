@@ -214,7 +214,7 @@ export function normalizeEndpointSlice(raw: unknown): Normalized<EndpointSlice> 
     const serving = cond.serving === undefined || cond.serving === null ? ready : cond.serving === true;
     const terminating = cond.terminating === true;
     endpoints.push({
-      addresses: addresses as string[],
+      address: addresses[0] as string,
       ready,
       serving,
       terminating,

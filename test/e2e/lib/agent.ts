@@ -15,6 +15,8 @@ import type { Proc } from './proc.ts';
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const NODE_BIN = path.join(REPO, 'node_modules/.bin/node');
 export const CLI = path.join(REPO, 'src/cli/main.ts');
+/** The agent runs the way it is installed: through bin/hypha (which sets its V8 flags). */
+export const HYPHA_BIN = path.join(REPO, 'bin/hypha');
 
 export interface AgentOptions {
   pinRoot: string;
@@ -30,6 +32,8 @@ export interface AgentOptions {
   mapSizes?: Record<string, number>;
   resyncSeconds?: number;
   extra?: Record<string, unknown>;
+  /** Flags for the agent's node process (e.g. V8 heap settings). */
+  nodeArgs?: string[];
 }
 
 export class TestAgent {
@@ -61,7 +65,7 @@ export class TestAgent {
   }
 
   async start(timeoutMs = 20_000): Promise<Proc> {
-    this.proc = await this.topo.spawnReady(this.node, [NODE_BIN, CLI, 'agent', '--config', this.configPath], { timeoutMs, context: `agent on ${this.node.name}` });
+    this.proc = await this.topo.spawnReady(this.node, this.opts.nodeArgs?.length ? [NODE_BIN, ...this.opts.nodeArgs, CLI, 'agent', '--config', this.configPath] : [HYPHA_BIN, 'agent', '--config', this.configPath], { timeoutMs, context: `agent on ${this.node.name}` });
     return this.proc;
   }
 

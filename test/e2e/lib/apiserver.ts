@@ -277,7 +277,8 @@ async function bridgeIntoNetns(opts: {
     throw err;
   }
   const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
+  // No Nagle on the TCP side: relayed exchanges would stall on delayed ACKs (40 ms).
+  const server: Server = createServer({ noDelay: true }, (client) => {
     const upstream = createConnection(opts.socketPath);
     sockets.add(client).add(upstream);
     client.pipe(upstream).pipe(client);

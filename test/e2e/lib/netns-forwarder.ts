@@ -20,8 +20,9 @@ function main(argv: readonly string[]): void {
     process.exit(2);
   }
   rmSync(socketPath, { force: true });
-  const server = createServer((client) => {
-    const upstream = createConnection({ host, port });
+  // No Nagle: relayed request/response exchanges would stall on delayed ACKs (40 ms).
+  const server = createServer({ noDelay: true }, (client) => {
+    const upstream = createConnection({ host, port, noDelay: true });
     client.pipe(upstream).pipe(client);
     const close = () => {
       client.destroy();
