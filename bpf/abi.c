@@ -9,6 +9,7 @@ struct hypha_abi {
 	struct hypha_lb4_svc_key svc_key;
 	struct hypha_lb4_svc_val svc_val;
 	struct hypha_lb4_backend backend;
+	struct hypha_lb4_svc_name svc_name;
 	struct hypha_lb4_affinity_key affinity_key;
 	struct hypha_lb4_affinity_val affinity_val;
 	struct hypha_ct4_key ct_key;

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
 import { Devices } from '../datapath/devices.ts';
 import { readDrops } from '../datapath/drops.ts';
-import { BACKENDS_MAP, LbReconciler, SERVICES_MAP } from '../datapath/lb-reconciler.ts';
+import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../datapath/lb-reconciler.ts';
 import { Datapath } from '../datapath/loader.ts';
 import { LbTable } from '../services/lb-table.ts';
 import type { NodeInfo } from '../services/model.ts';
@@ -78,7 +78,7 @@ export class Agent {
       drops: () => readDrops(dp.map('hypha_drops_v1')).map((d) => ({ reason: d.reason, packets: Number(d.packets) })),
     });
     this.#table = new LbTable({ services: bpf.mapSizes.services, backends: bpf.mapSizes.backends });
-    this.#lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP) }, log);
+    this.#lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP), names: dp.mapIO(NAMES_MAP) }, log);
     await this.#lb.adopt(this.#table);
     const k8s = this.cfg.kubernetes;
     this.#sync = new LbSync({ table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics: this.#metrics, gated: k8s !== undefined });

@@ -66,18 +66,20 @@ service
   .option('--json', 'machine-readable output')
   .action((opts: { pinRoot: string; json?: boolean }) => {
     const maps = pinnedOrExit(opts.pinRoot);
-    const view = describeLbMaps(maps.get('hypha_lb4_services_v1')!, maps.get('hypha_lb4_backends_v1')!);
+    const view = describeLbMaps(maps.get('hypha_lb4_services_v1')!, maps.get('hypha_lb4_backends_v1')!, maps.get('hypha_lb4_names_v1'));
     if (opts.json) {
       process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
       return;
     }
-    const rows = [['FRONTEND', 'KIND', 'SCOPE', 'FLAGS', 'BACKENDS']];
+    const rows = [['SERVICE', 'FRONTEND', 'KIND', 'SCOPE', 'FLAGS', 'BACKENDS']];
+    let last = '';
     for (const f of view) {
       for (const s of f.scopes) {
         const backends = s.backends.map((b) => `${b.address}${b.state !== 'active' ? ` (${b.state})` : ''}`).join(' ') || '(none: rejects)';
-        rows.push([f.frontend, f.kind, s.scope, s.flags.join(',') || '-', backends]);
+        rows.push([f.service === last ? '' : f.service || '?', f.frontend, f.kind, s.scope, s.flags.join(',') || '-', backends]);
+        last = f.service;
       }
-      if (f.standby.length > 0) rows.push(['', '', 'standby', '-', f.standby.map((b) => `${b.address} (${b.state})`).join(' ')]);
+      if (f.standby.length > 0) rows.push(['', '', '', 'standby', '-', f.standby.map((b) => `${b.address} (${b.state})`).join(' ')]);
     }
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
     for (const r of rows) process.stdout.write(`${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2))).join('')}\n`);
@@ -100,24 +102,68 @@ bpf
     for (const d of drops) process.stdout.write(`${String(d.packets).padStart(12)}  ${d.reason.padEnd(22)} ${d.description}\n`);
   });
 
+interface AgentStatus {
+  node: { name: string; addresses: string[] };
+  ready: boolean;
+  source: { kind: 'files'; paths: string[] } | { kind: 'kubernetes'; connected: boolean; informers: { resource: string; phase: string; synced: boolean; objects: number; resourceVersion: string; lastEventAt: string | null; lastError: string | null; watchRestarts: number; relists: number }[] };
+  lastSync: string | null;
+  lastFullSync: string | null;
+  lastError: string | null;
+  services: number;
+  maps: { map: string; entries: number; capacity: number }[];
+  devices: { external: string | null; externalMode: string | null; pods: string[] };
+  pinRoot: string;
+}
+
+function ago(iso: string | null): string {
+  if (!iso) return 'never';
+  const s = Math.round((Date.now() - Date.parse(iso)) / 1000);
+  return s < 120 ? `${s}s ago` : `${Math.round(s / 60)}m ago`;
+}
+
+function printStatus(st: AgentStatus): void {
+  const line = (k: string, v: string): void => {
+    process.stdout.write(`${k.padEnd(12)}${v}\n`);
+  };
+  line('node', `${st.node.name} (${st.node.addresses.join(', ') || 'no address'})`);
+  if (st.source.kind === 'kubernetes') {
+    line('api server', st.source.connected ? 'connected' : 'NOT CONNECTED');
+    for (const i of st.source.informers) {
+      line('', `${i.resource.padEnd(15)} ${i.phase.padEnd(9)} ${String(i.objects).padStart(7)} objects, rv ${i.resourceVersion || '-'}, last event ${ago(i.lastEventAt)}, ${i.watchRestarts} restarts, ${i.relists} relists${i.lastError ? `; last error: ${i.lastError}` : ''}`);
+    }
+  } else {
+    line('source', `files: ${st.source.paths.join(', ')}`);
+  }
+  line('ready', `${st.ready ? 'yes' : 'NO'}; ${st.services} Services; last sync ${ago(st.lastSync)}, last full sync ${ago(st.lastFullSync)}`);
+  if (st.lastError) line('last error', st.lastError);
+  for (const m of st.maps) {
+    line('map', `${m.map.padEnd(24)} ${String(m.entries).padStart(9)} / ${String(m.capacity).padEnd(9)} ${((100 * m.entries) / Math.max(m.capacity, 1)).toFixed(1)}%`);
+  }
+  line('devices', `external ${st.devices.external ?? '-'} (${st.devices.externalMode ?? '-'}); ${st.devices.pods.length} pod devices`);
+  line('pin root', st.pinRoot);
+}
+
 program
   .command('status')
-  .description("the node agent's state (asks the agent; falls back to the pinned maps)")
+  .description("the node agent's state: node, API connection, last sync, map use (asks the agent; falls back to the pinned maps)")
   .option('--agent <url>', 'agent endpoint', 'http://127.0.0.1:9890')
   .option('--pin-root <dir>', 'where the maps are pinned', DEFAULT_PIN_ROOT)
-  .action(async (opts: { agent: string; pinRoot: string }) => {
+  .option('--json', 'machine-readable output')
+  .action(async (opts: { agent: string; pinRoot: string; json?: boolean }) => {
     try {
       const res = await fetch(new URL('/status', opts.agent), { signal: AbortSignal.timeout(2000) });
-      process.stdout.write(await res.text());
+      const st = (await res.json()) as AgentStatus;
+      if (opts.json) process.stdout.write(`${JSON.stringify(st, null, 2)}\n`);
+      else printStatus(st);
       return;
     } catch (err) {
-      process.stdout.write(`agent: not reachable at ${opts.agent} (${(err as Error).message})\n`);
+      process.stdout.write(`agent       not reachable at ${opts.agent} (${(err as Error).message}); the datapath as pinned:\n`);
     }
     const maps = pinnedOrExit(opts.pinRoot);
     for (const [name, h] of maps) {
       const info = native.mapInfo(h);
       const count = info.type === native.constants.mapTypes.RINGBUF ? '-' : String(native.mapDump(h).count);
-      process.stdout.write(`${name.padEnd(24)} ${count.padStart(9)} / ${info.maxEntries}\n`);
+      process.stdout.write(`map         ${name.padEnd(24)} ${count.padStart(9)} / ${info.maxEntries}\n`);
     }
   });
 

@@ -170,6 +170,11 @@ export interface Lb4SvcKey {
   slot: number;
 }
 
+/** struct hypha_lb4_svc_name (120 bytes) */
+export interface Lb4SvcName {
+  name: Uint8Array;
+}
+
 /** struct hypha_lb4_svc_val (16 bytes) */
 export interface Lb4SvcVal {
   backend_id: number;
@@ -283,6 +288,13 @@ export const layouts = {
       { name: 'pad', offset: 10, size: 2, kind: 'pad' },
     ],
   },
+  hypha_lb4_svc_name: {
+    name: 'hypha_lb4_svc_name',
+    size: 120,
+    fields: [
+      { name: 'name', offset: 0, size: 120, kind: 'bytes' },
+    ],
+  },
   hypha_lb4_svc_val: {
     name: 'hypha_lb4_svc_val',
     size: 16,
@@ -304,6 +316,7 @@ export const maps = {
   hypha_events_v1: { name: 'hypha_events_v1', type: 'ringbuf', key: null, value: null, maxEntries: 262144, pinned: true },
   hypha_lb4_affinity_v1: { name: 'hypha_lb4_affinity_v1', type: 'lru_hash', key: 'hypha_lb4_affinity_key', value: 'hypha_lb4_affinity_val', maxEntries: 65536, pinned: true },
   hypha_lb4_backends_v1: { name: 'hypha_lb4_backends_v1', type: 'hash', key: 'u32', value: 'hypha_lb4_backend', maxEntries: 65536, pinned: true },
+  hypha_lb4_names_v1: { name: 'hypha_lb4_names_v1', type: 'hash', key: 'u32', value: 'hypha_lb4_svc_name', maxEntries: 65536, pinned: true },
   hypha_lb4_services_v1: { name: 'hypha_lb4_services_v1', type: 'hash', key: 'hypha_lb4_svc_key', value: 'hypha_lb4_svc_val', maxEntries: 65536, pinned: true },
 } as const;
 

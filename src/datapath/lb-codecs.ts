@@ -10,14 +10,31 @@ export const svcValCodec = codec<Lb4SvcVal>(layouts.hypha_lb4_svc_val);
 export const backendCodec = codec<Lb4Backend>(layouts.hypha_lb4_backend);
 export const u32Codec = codec<{ value: number }>(scalarLayouts.u32);
 
-/** Encoded entries of the two LB maps, each a flat [key, value, key, value...] list. */
+const NAME_SIZE = layouts.hypha_lb4_svc_name.size;
+
+/** A Service port's name as the names map stores it: UTF-8, zero-padded, cut to fit. */
+export function encodeName(name: string): string {
+  const buf = Buffer.alloc(NAME_SIZE);
+  buf.write(name, 0, NAME_SIZE - 1, 'utf8');
+  return buf.toString('latin1');
+}
+
+export function decodeName(bytes: Uint8Array): string {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const end = b.indexOf(0);
+  return b.toString('utf8', 0, end < 0 ? b.length : end);
+}
+
+/** Encoded entries of the LB maps, each a flat [key, value, key, value...] list. */
 export interface LbEntries {
   services: string[];
   backends: string[];
+  /** frontend id -> Service port name (for tools) */
+  names: string[];
 }
 
 export function emptyEntries(): LbEntries {
-  return { services: [], backends: [] };
+  return { services: [], backends: [], names: [] };
 }
 
 export function backendKey(id: number): string {
@@ -36,7 +53,7 @@ function bytes(s: string): Buffer {
 }
 
 /** Typed view of encoded entries (tests, tools). */
-export function decodeEntries(e: LbEntries): { services: { key: Lb4SvcKey; value: Lb4SvcVal }[]; backends: { id: number; value: Lb4Backend }[] } {
+export function decodeEntries(e: LbEntries): { services: { key: Lb4SvcKey; value: Lb4SvcVal }[]; backends: { id: number; value: Lb4Backend }[]; names: { id: number; name: string }[] } {
   const services = [];
   for (let i = 0; i < e.services.length; i += 2) {
     services.push({ key: svcKeyCodec.decode(bytes(e.services[i] ?? '')), value: svcValCodec.decode(bytes(e.services[i + 1] ?? '')) });
@@ -45,5 +62,9 @@ export function decodeEntries(e: LbEntries): { services: { key: Lb4SvcKey; value
   for (let i = 0; i < e.backends.length; i += 2) {
     backends.push({ id: u32Codec.decode(bytes(e.backends[i] ?? '')).value, value: backendCodec.decode(bytes(e.backends[i + 1] ?? '')) });
   }
-  return { services, backends };
+  const names = [];
+  for (let i = 0; i < e.names.length; i += 2) {
+    names.push({ id: u32Codec.decode(bytes(e.names[i] ?? '')).value, name: decodeName(bytes(e.names[i + 1] ?? '')) });
+  }
+  return { services, backends, names };
 }

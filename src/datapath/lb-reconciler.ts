@@ -15,12 +15,15 @@ export { backendCodec, svcKeyCodec, svcValCodec, u32Codec } from './lb-codecs.ts
 
 export const SERVICES_MAP = 'hypha_lb4_services_v1';
 export const BACKENDS_MAP = 'hypha_lb4_backends_v1';
+export const NAMES_MAP = 'hypha_lb4_names_v1';
 
 const PROTO_NAME: Record<number, 'TCP' | 'UDP' | 'SCTP'> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
 
 export interface LbMaps {
   services: MapIO;
   backends: MapIO;
+  /** Frontend names for tools; optional so tests can leave it out. */
+  names?: MapIO;
 }
 
 function addFlat(into: Map<Bytes, Bytes | undefined>, flat: readonly string[], keep: boolean): void {
@@ -31,19 +34,24 @@ function addFlat(into: Map<Bytes, Bytes | undefined>, flat: readonly string[], k
 export function desiredOf(e: LbEntries): Desired {
   const svc = new Map<Bytes, Bytes | undefined>();
   const be = new Map<Bytes, Bytes | undefined>();
+  const names = new Map<Bytes, Bytes | undefined>();
   addFlat(svc, e.services, true);
   addFlat(be, e.backends, true);
-  return new Map([[SERVICES_MAP, svc], [BACKENDS_MAP, be]]);
+  addFlat(names, e.names, true);
+  return new Map([[SERVICES_MAP, svc], [BACKENDS_MAP, be], [NAMES_MAP, names]]);
 }
 
 
 export class LbReconciler {
   readonly family: MapFamilyReconciler;
   readonly #log: Logger | undefined;
+  readonly #names: boolean;
 
   constructor(maps: LbMaps, log?: Logger) {
     this.#log = log;
+    this.#names = maps.names !== undefined;
     this.family = new MapFamilyReconciler('lb', [
+      ...(maps.names ? [{ io: maps.names, upsertPhase: () => 1, deletePhase: () => 6 }] : []),
       { io: maps.backends, upsertPhase: () => 1, deletePhase: () => 6 },
       {
         io: maps.services,
@@ -79,7 +87,13 @@ export class LbReconciler {
 
   /** Apply one incremental change (only the entries whose value changed). */
   apply(update: LbUpdate): ApplyStats {
-    return this.family.execute(this.family.planChange(desiredOf(update.before), desiredOf(update.after)));
+    const before = desiredOf(update.before);
+    const after = desiredOf(update.after);
+    if (!this.#names) {
+      before.delete(NAMES_MAP);
+      after.delete(NAMES_MAP);
+    }
+    return this.family.execute(this.family.planChange(before, after));
   }
 
   /** Re-read the maps and make them equal the whole table: repairs drift and
@@ -89,9 +103,10 @@ export class LbReconciler {
     await this.family.refresh();
     try {
       return this.family.execute(this.family.planFull((emit) => {
-        table.forEachEntry((services, backends) => {
+        table.forEachEntry((services, backends, names) => {
           for (let i = 0; i < services.length; i += 2) emit(SERVICES_MAP, services[i] as string, services[i + 1] as string);
           for (let i = 0; i < backends.length; i += 2) emit(BACKENDS_MAP, backends[i] as string, backends[i + 1] as string);
+          if (this.#names) for (let i = 0; i < names.length; i += 2) emit(NAMES_MAP, names[i] as string, names[i + 1] as string);
         });
       }));
     } finally {

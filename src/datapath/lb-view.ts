@@ -3,7 +3,8 @@
 import * as native from '../../native/index.ts';
 import type { MapHandle } from '../../native/index.ts';
 import { BackendFlags, type Lb4Backend, SvcFlags } from './abi.gen.ts';
-import { backendCodec, svcKeyCodec, svcValCodec, u32Codec } from './lb-codecs.ts';
+import { backendCodec, decodeName, svcKeyCodec, svcValCodec, u32Codec } from './lb-codecs.ts';
+import { layouts } from './abi.gen.ts';
 
 const PROTO: Record<number, string> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
 
@@ -15,6 +16,8 @@ export interface BackendView {
 }
 
 export interface FrontendView {
+  /** "namespace/name:port" of the Service port, when the names map has it. */
+  service: string;
   frontend: string;
   svcId: number;
   kind: string;
@@ -38,7 +41,15 @@ function kindOf(flags: number): string {
   return 'ClusterIP';
 }
 
-export function describeLbMaps(services: MapHandle, backends: MapHandle): FrontendView[] {
+export function describeLbMaps(services: MapHandle, backends: MapHandle, names?: MapHandle): FrontendView[] {
+  const nameOf = new Map<number, string>();
+  if (names) {
+    const nd = native.mapDump(names);
+    const size = layouts.hypha_lb4_svc_name.size;
+    for (let i = 0; i < nd.count; i++) {
+      nameOf.set(u32Codec.decode(nd.keys, i * u32Codec.layout.size).value, decodeName(nd.values.subarray(i * size, (i + 1) * size)));
+    }
+  }
   const be = new Map<number, Lb4Backend>();
   const bd = native.mapDump(backends);
   for (let i = 0; i < bd.count; i++) be.set(u32Codec.decode(bd.keys, i * u32Codec.layout.size).value, backendCodec.decode(bd.values, i * backendCodec.layout.size));
@@ -63,7 +74,7 @@ export function describeLbMaps(services: MapHandle, backends: MapHandle): Fronte
   for (const [id, m] of [...masters].sort(([a], [b]) => a.localeCompare(b))) {
     const fe = id.split('|')[0] ?? id;
     let f = byFrontend.get(fe);
-    if (!f) byFrontend.set(fe, (f = { frontend: fe, svcId: m.svcId, kind: kindOf(m.flags), scopes: [], standby: [] }));
+    if (!f) byFrontend.set(fe, (f = { service: nameOf.get(m.svcId) ?? '', frontend: fe, svcId: m.svcId, kind: kindOf(m.flags), scopes: [], standby: [] }));
     const ids = [...Array(m.count).keys()].map((n) => m.slots.get(n + 1) ?? 0);
     f.scopes.push({ scope: m.scope === 0 ? 'internal' : 'external', flags: flagNames(m.flags), backends: ids.map(view) });
   }
@@ -71,5 +82,5 @@ export function describeLbMaps(services: MapHandle, backends: MapHandle): Fronte
     const inSlots = new Set(f.scopes.flatMap((s) => s.backends.map((b) => b.id)));
     for (const [id, b] of be) if (b.svc_id === f.svcId && !inSlots.has(id)) f.standby.push(view(id));
   }
-  return [...byFrontend.values()];
+  return [...byFrontend.values()].sort((a, b) => a.service.localeCompare(b.service) || a.frontend.localeCompare(b.frontend));
 }

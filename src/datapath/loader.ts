@@ -176,6 +176,8 @@ export class Datapath {
     checkBpffs(pinRoot);
     const maxEntries: Record<string, number> = {};
     for (const [k, name] of Object.entries(SIZED_MAPS)) maxEntries[name] = sizes[k as keyof MapSizes];
+    // One name per frontend: never more than the services map holds.
+    maxEntries.hypha_lb4_names_v1 = sizes.services;
     Datapath.#checkPinned(pinRoot, maxEntries);
 
     const programs: Partial<Record<ProgramName, ProgHandle>> = {};

@@ -15,13 +15,14 @@ describe('LbTable', () => {
   test('renders master, slots, backends and a VIP marker', () => {
     const t = new LbTable(big);
     const u = t.set('default/web', compileService(svc('web'), [slice('web', ['10.0.0.1', '10.0.0.2'])], node));
-    assert.deepEqual(u.before, { services: [], backends: [] });
+    assert.deepEqual(u.before, { services: [], backends: [], names: [] });
     const master = after(u).services.find((e) => e.key.slot === 0 && e.key.dport === 80)!;
     assert.equal(master.value.count, 2);
     const slots = after(u).services.filter((e) => e.key.slot > 0).map((e) => e.value.backend_id);
     assert.deepEqual(slots.sort(), after(u).backends.map((b) => b.id).sort());
     assert.ok(after(u).services.some((e) => e.key.dport === 0 && e.key.proto === 0 && e.key.addr === '10.96.0.10'));
-    assert.deepEqual(t.usage, { services: 4, backends: 2 });
+    assert.deepEqual(t.usage, { services: 4, backends: 2, names: 1 });
+    assert.deepEqual(after(u).names, [{ id: master.value.svc_id, name: 'default/web:http' }]);
   });
 
   test('ids stay the same for unchanged frontends and backends across updates', () => {
@@ -40,7 +41,7 @@ describe('LbTable', () => {
     const r = t.set('default/web', undefined);
     assert.equal(before(r).services.length, after(a).services.length);
     assert.equal(after(r).services.length, 0);
-    assert.deepEqual(t.usage, { services: 0, backends: 0 });
+    assert.deepEqual(t.usage, { services: 0, backends: 0, names: 0 });
     assert.equal(t.frontendIds.size, 0);
     assert.equal(t.backendIds.size, 0);
   });
@@ -64,9 +65,9 @@ describe('LbTable', () => {
     t.set('default/small', compileService(svc('small'), [slice('small', ['10.0.0.1'])], node));
     const eps = Array.from({ length: 8 }, (_, i) => `10.0.1.${i + 1}`);
     const u = t.set('default/big', compileService(svc('big', { clusterIPs: ['10.96.0.11'] }), [slice('big', eps)], node));
-    assert.deepEqual(u.after, { services: [], backends: [] });
+    assert.deepEqual(u.after, { services: [], backends: [], names: [] });
     assert.match(t.rendered('default/big')?.problems[0]?.message ?? '', /Service default\/big: endpoints: 8 do not fit the maps: the Service needs 8 backend entries, 4 of 5 are free; not programmed/);
-    assert.deepEqual(t.usage, { services: 3, backends: 1 });
+    assert.deepEqual(t.usage, { services: 3, backends: 1, names: 1 });
     assert.equal(t.backendIds.size, 1, 'no ids leak from the refused Service');
   });
 

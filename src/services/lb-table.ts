@@ -10,7 +10,7 @@
 // Pure: no I/O. Entries are kept encoded (see lb-codecs.ts): the table of a
 // large cluster holds millions of them.
 import { BackendFlags, SvcFlags } from '../datapath/abi.gen.ts';
-import { type LbEntries, backendCodec, backendKey, emptyEntries, svcKeyCodec, svcValCodec } from '../datapath/lb-codecs.ts';
+import { type LbEntries, backendCodec, backendKey, emptyEntries, encodeName, svcKeyCodec, svcValCodec } from '../datapath/lb-codecs.ts';
 import type { CompiledFrontend, CompiledService, FrontendKind } from './compile.ts';
 import { IdAllocator, IdPool } from './ids.ts';
 import { type Problem, problem } from './problems.ts';
@@ -74,6 +74,7 @@ export function backendIdKey(frontendKey: string, backendKey: string): string {
 function append(into: LbEntries, from: LbEntries): void {
   for (const x of from.services) into.services.push(x);
   for (const x of from.backends) into.backends.push(x);
+  for (const x of from.names) into.names.push(x);
 }
 
 export class LbTable {
@@ -92,13 +93,14 @@ export class LbTable {
   readonly #markerRefs = new Map<string, Set<string>>();
   #usedServices = 0;
   #usedBackends = 0;
+  #usedNames = 0;
 
   constructor(capacity: LbCapacity) {
     this.capacity = capacity;
   }
 
-  get usage(): { services: number; backends: number } {
-    return { services: this.#usedServices + this.#markerRefs.size, backends: this.#usedBackends };
+  get usage(): { services: number; backends: number; names: number } {
+    return { services: this.#usedServices + this.#markerRefs.size, backends: this.#usedBackends, names: this.#usedNames };
   }
 
   rendered(key: string): RenderedService | undefined {
@@ -112,17 +114,14 @@ export class LbTable {
   /** Every entry the maps should hold. */
   all(): LbEntries {
     const out = emptyEntries();
-    this.forEachEntry((services, backends) => {
-      for (const x of services) out.services.push(x);
-      for (const x of backends) out.backends.push(x);
-    });
+    this.forEachEntry((services, backends, names) => append(out, { services: [...services], backends: [...backends], names: [...names] }));
     return out;
   }
 
   /** Visit every entry the maps should hold, Service by Service (no copy). */
-  forEachEntry(visit: (services: readonly string[], backends: readonly string[]) => void): void {
-    for (const r of this.#rendered.values()) visit(r.entries.services, r.entries.backends);
-    for (const vip of this.#markerRefs.keys()) visit(markerEntry(vip), []);
+  forEachEntry(visit: (services: readonly string[], backends: readonly string[], names: readonly string[]) => void): void {
+    for (const r of this.#rendered.values()) visit(r.entries.services, r.entries.backends, r.entries.names);
+    for (const vip of this.#markerRefs.keys()) visit(markerEntry(vip), [], []);
   }
 
   /** Remember a backend id found in a pinned map, so the same backend keeps it. */
@@ -178,6 +177,7 @@ export class LbTable {
     this.#rendered.delete(key);
     append(update.before, r.entries);
     this.#usedServices -= r.entries.services.length / 2;
+    this.#usedNames -= r.entries.names.length / 2;
     this.#usedBackends -= r.entries.backends.length / 2;
     const freed: string[] = [];
     for (const pf of r.frontends) {
@@ -273,9 +273,11 @@ export class LbTable {
           }));
         });
       }
+      r.entries.names.push(backendKey(svcId), encodeName(`${key}:${f.portName || f.port}`));
       r.frontends.push({ key: f.key, kind: f.kind, svcId, backendIds });
     }
     this.#usedServices += r.entries.services.length / 2;
+    this.#usedNames += r.entries.names.length / 2;
     this.#usedBackends += r.entries.backends.length / 2;
     r.vips = compiled.vips;
     for (const vip of compiled.vips) {

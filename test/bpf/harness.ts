@@ -5,7 +5,7 @@ import * as native from '../../native/index.ts';
 import { CtDir, type Config, type Ct4Entry, type Ct4Key, layouts } from '../../src/datapath/abi.gen.ts';
 import { codec } from '../../src/datapath/codec.ts';
 import { readDrops } from '../../src/datapath/drops.ts';
-import { BACKENDS_MAP, LbReconciler, SERVICES_MAP } from '../../src/datapath/lb-reconciler.ts';
+import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../../src/datapath/lb-reconciler.ts';
 import { Datapath, type ProgramName } from '../../src/datapath/loader.ts';
 import { compileService } from '../../src/services/compile.ts';
 import type { EndpointSlice, NodeInfo, Service } from '../../src/services/model.ts';
@@ -33,7 +33,7 @@ export class BpfHarness {
     this.dp = dp;
     this.pinRoot = pinRoot;
     this.table = new LbTable({ services: 4096, backends: 4096 });
-    this.lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP) });
+    this.lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP), names: dp.mapIO(NAMES_MAP) });
   }
 
   static async create(): Promise<BpfHarness> {

@@ -4,7 +4,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { eventually } from './lib/agent.ts';
+import * as native from '../../native/index.ts';
+import { svcKeyCodec } from '../../src/datapath/lb-codecs.ts';
+import { HYPHA_BIN, eventually } from './lib/agent.ts';
 import { Cluster } from './lib/cluster.ts';
 import type { ServiceSpec } from './lib/manifests.ts';
 import { lastJsonObject } from './lib/proc.ts';
@@ -25,7 +27,7 @@ describe('agent against a real API server', () => {
   const frontends = () => agent().frontends().map((f) => f.frontend).sort();
 
   before(async () => {
-    c = await Cluster.create({ name: 'k8s', nodes: 1, mapSizes: { services: 16384, backends: 4096, affinity: 4096, ct: 65536 } });
+    c = await Cluster.create({ name: 'k8s', nodes: 1, resyncSeconds: 3, mapSizes: { services: 16384, backends: 4096, affinity: 4096, ct: 65536 } });
     const node = c.nodes[0]!;
     client = await c.topo.addPod(node, 'client');
     backends = [];
@@ -97,6 +99,37 @@ describe('agent against a real API server', () => {
     const r = await loop('10.96.0.10:80', 10);
     assert.equal(r.failed, 0, 'other Services keep working');
     assert.equal((await agent().http('/healthz')).status, 200);
+  });
+
+  test('a map entry deleted by hand comes back at the next full resync, and traffic with it', async () => {
+    const h = native.openPinnedMap(`${agent().opts.pinRoot}/hypha_lb4_services_v1`);
+    try {
+      assert.equal(native.mapDelete(h, svcKeyCodec.encode({ addr: '10.96.0.10', dport: 80, proto: 6, scope: 0, slot: 0 })), true);
+    } finally {
+      native.close(h);
+    }
+    assert.equal(agent().backendsOf('10.96.0.10:80/TCP'), undefined, 'the frontend is gone from the maps');
+    await eventually('repaired', () => (agent().backendsOf('10.96.0.10:80/TCP')?.length ?? 0) > 0, 20_000);
+    assert.equal((await loop('10.96.0.10:80', 10)).failed, 0);
+  });
+
+  test('hypha status shows the API connection and map use; hypha service list names each Service, also with the agent down', async () => {
+    const node = c.nodes[0]!;
+    const pinRoot = agent().opts.pinRoot;
+    const status = await c.topo.exec(node, [HYPHA_BIN, 'status', '--pin-root', pinRoot]);
+    assert.match(status.stdout, /api server\s+connected/);
+    assert.match(status.stdout, /services\s+watching/);
+    assert.match(status.stdout, /map\s+hypha_lb4_services_v1\s+\d+ \/ 16384/);
+    assert.match(status.stdout, new RegExp(`node\\s+n1 \\(${node.ip.replace(/\./g, '\\.')}\\)`));
+    await agent().stop();
+    try {
+      const list = await c.topo.exec(node, [HYPHA_BIN, 'service', 'list', '--pin-root', pinRoot]);
+      assert.match(list.stdout, /default\/web:http\s+10\.96\.0\.10:80\/TCP\s+ClusterIP\s+internal/);
+      const down = await c.topo.exec(node, [HYPHA_BIN, 'status', '--pin-root', pinRoot]);
+      assert.match(down.stdout, /agent\s+not reachable/);
+    } finally {
+      await agent().start(60_000);
+    }
   });
 
   test('the agent starts while the API server is down, keeps the datapath, and catches up when it is back', async () => {

@@ -80,4 +80,12 @@ struct hypha_lb4_affinity_val {
 };
 HYPHA_ASSERT_SIZE(struct hypha_lb4_affinity_val, 8);
 
+/* Which Service port a frontend belongs to ("namespace/name:port"), for
+ * people and tools (`hypha service list` with the agent down). Not read by
+ * any program. Longer names are cut. */
+struct hypha_lb4_svc_name {
+	char name[120];
+};
+HYPHA_ASSERT_SIZE(struct hypha_lb4_svc_name, 120);
+
 #endif /* HYPHA_LB_H */

@@ -118,7 +118,7 @@ export class TestAgent {
   frontends(): FrontendView[] {
     const maps = openPinnedMaps(this.opts.pinRoot);
     try {
-      return describeLbMaps(maps.get('hypha_lb4_services_v1')!, maps.get('hypha_lb4_backends_v1')!);
+      return describeLbMaps(maps.get('hypha_lb4_services_v1')!, maps.get('hypha_lb4_backends_v1')!, maps.get('hypha_lb4_names_v1'));
     } finally {
       for (const h of maps.values()) native.close(h);
     }

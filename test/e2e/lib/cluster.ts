@@ -21,6 +21,8 @@ export interface ClusterOptions {
   externalMode?: 'xdp' | 'tc' | 'auto';
   /** Do not start agents (a test starts them itself). */
   noAgents?: boolean;
+  /** The agents' full datapath resync period (drift repair). */
+  resyncSeconds?: number;
   log?: (s: string) => void;
 }
 
@@ -73,6 +75,7 @@ export class Cluster {
         kubeconfig: cp!.kubeconfigPath,
         workDir: path.join(work, node.name),
         ...(opts.mapSizes ? { mapSizes: opts.mapSizes } : {}),
+        ...(opts.resyncSeconds ? { resyncSeconds: opts.resyncSeconds } : {}),
         ...(opts.externalMode ? { external: 'eth0', externalMode: opts.externalMode } : {}),
       }));
       const cluster = new Cluster(topo, cp, host, nodes, agents, work);
