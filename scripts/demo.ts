@@ -1,98 +1,117 @@
-// `make demo`: Hypha's Service load balancing on this machine, with no
-// Docker and no real devices touched. Builds a node, pods and an outside
-// host as network namespaces, runs the agent on the node, programs a few
-// Services from Kubernetes YAML, and shows requests spread over backends.
+// `make demo`: a local Kubernetes cluster on this machine, with no Docker and
+// no real device touched. A control-plane host runs kube-apiserver and etcd;
+// two nodes each run the Hypha agent (the kube-proxy replacement) watching
+// it; pods and an outside host are network namespaces. Demo Services are
+// created through the API and requests are shown spread over their backends.
 //
-//   node scripts/demo.ts          run, show, tear down
-//   node scripts/demo.ts --keep   leave it running until Ctrl-C
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+//   node scripts/demo.ts          set up, show, and keep running until Ctrl-C
+//   node scripts/demo.ts --once   set up, show, tear down
 import { parseArgs } from 'node:util';
-import { TestAgent, CLI, NODE_BIN } from '../test/e2e/lib/agent.ts';
-import { ManifestDir, type ServiceSpec, serviceObject, sliceObject } from '../test/e2e/lib/manifests.ts';
+import { HYPHA_BIN, NODE_BIN } from '../test/e2e/lib/agent.ts';
+import { Cluster } from '../test/e2e/lib/cluster.ts';
+import type { ServiceSpec } from '../test/e2e/lib/manifests.ts';
 import { run } from '../test/e2e/lib/proc.ts';
-import { Topology, toolArgv } from '../test/e2e/lib/topology.ts';
+import { type Host, type Pod, Topology, TOOLS_DIR, toolArgv } from '../test/e2e/lib/topology.ts';
 
-const { values } = parseArgs({ options: { keep: { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { once: { type: 'boolean', default: false } } });
+const STEPS = 7;
 const step = (n: number, text: string): void => {
-  process.stdout.write(`\n[${n}/6] ${text}\n`);
+  process.stdout.write(`\n[${n}/${STEPS}] ${text}\n`);
 };
+const indent = (s: string): string => s.replace(/^/gm, '    ').replace(/\s+$/, '');
 
 interface LoopResult { attempts: number; ok: number; failed: number; replies: Record<string, number>; errors: Record<string, number> }
 
 function histogram(r: LoopResult): string {
   const total = Object.values(r.replies).reduce((a, b) => a + b, 0);
-  return Object.entries(r.replies).sort().map(([k, v]) => `    ${k.padEnd(8)} ${'#'.repeat(Math.round((v / Math.max(total, 1)) * 40)).padEnd(40)} ${v}`).join('\n')
-    + `\n    ${r.ok}/${r.attempts} ok${r.failed ? `, failed: ${JSON.stringify(r.errors)}` : ''}`;
+  const bars = Object.entries(r.replies).sort().map(([k, v]) => `    ${k.padEnd(8)} ${'#'.repeat(Math.round((v / Math.max(total, 1)) * 40)).padEnd(40)} ${v}`);
+  return `${bars.join('\n')}\n    ${r.ok}/${r.attempts} ok${r.failed ? `, failed: ${JSON.stringify(r.errors)}` : ''}`;
 }
 
-const web: ServiceSpec = {
-  name: 'web', type: 'NodePort', clusterIP: '10.96.0.10',
-  ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30080 }],
-};
+const web: ServiceSpec = { name: 'web', type: 'NodePort', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30080 }] };
 const dns: ServiceSpec = { name: 'dns', clusterIP: '10.96.0.53', ports: [{ name: 'dns', port: 53, targetPort: 5353, protocol: 'UDP' }] };
 const pending: ServiceSpec = { name: 'pending', clusterIP: '10.96.0.99', ports: [{ name: 'http', port: 80, targetPort: 8080 }] };
 
-const work = mkdtempSync(path.join(tmpdir(), 'hypha-demo-'));
 Topology.sweepStale();
-const topo = await Topology.create({ name: 'demo' });
-let agent: TestAgent | undefined;
+const started = performance.now();
+step(1, 'starting the control plane (kube-apiserver + etcd) and two nodes, each with a Hypha agent');
+const c = await Cluster.create({ name: 'demo', nodes: 2, externalMode: 'auto', log: (s) => process.stdout.write(`    ${s}\n`) });
+let stopping = false;
+const teardown = async (): Promise<void> => {
+  if (stopping) return;
+  stopping = true;
+  process.stdout.write('\ntearing down (agents, API server, namespaces, pinned maps)...\n');
+  await c.destroy();
+  process.stdout.write('done\n');
+};
 try {
-  step(1, 'building the cluster: a node, four pods and a host outside (network namespaces)');
-  const node = await topo.addNode('node-1');
-  const client = await topo.addPod(node, 'client');
-  const pods = await Promise.all(['web-1', 'web-2', 'web-3'].map((n) => topo.addPod(node, n)));
-  const outside = await topo.addExternalHost('outside');
-  for (const p of pods) await topo.spawnReady(p, toolArgv('echo-server', ['--name', p.name, '--port', '8080,5353', '--both']));
-  process.stdout.write(`    node-1 ${node.ip} (pods ${node.podCidr}); pods ${pods.map((p) => `${p.name} ${p.ip}`).join(', ')}; client ${client.ip}; outside ${outside.ip}\n`);
+  const [n1, n2] = c.nodes as [typeof c.nodes[0], typeof c.nodes[0]];
+  process.stdout.write(`    API server https://${c.controlPlaneHost.ip}:6443; ${n1.name} ${n1.ip} (pods ${n1.podCidr}), ${n2.name} ${n2.ip} (pods ${n2.podCidr}); ready in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
 
-  step(2, 'starting the Hypha agent on node-1 (XDP on eth0, tc on each pod veth)');
-  const m = new ManifestDir(path.join(work, 'services'));
-  const eps = pods.map((p) => ({ ip: p.ip, node: node.name }));
-  m.write('web.yaml', [serviceObject(web), sliceObject(web, eps, [{ name: 'http', port: 8080 }])]);
-  m.write('dns.yaml', [serviceObject(dns), sliceObject(dns, eps, [{ name: 'dns', port: 5353, protocol: 'UDP' }])]);
-  m.write('pending.yaml', [serviceObject(pending)]);
-  agent = new TestAgent(topo, node, { pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: m.dir, workDir: work, external: 'eth0', externalMode: 'auto' });
-  await agent.start();
-  process.stdout.write(`    Services come from ${m.dir} (Kubernetes YAML); maps pinned under ${agent.opts.pinRoot}\n`);
+  step(2, 'pods: web-1 on n1, web-2 and web-3 on n2, a client on n1; a host outside the cluster');
+  const pods: Pod[] = [await c.addServingPod(n1, 'web-1', '8080,5353'), await c.addServingPod(n2, 'web-2', '8080,5353'), await c.addServingPod(n2, 'web-3', '8080,5353')];
+  const client = await c.topo.addPod(n1, 'client');
+  const outside: Host = await c.topo.addExternalHost('outside');
+  process.stdout.write(`    ${pods.map((p) => `${p.name} ${p.ip}`).join(', ')}; client ${client.ip}; outside ${outside.ip}\n`);
 
-  step(3, 'what the datapath holds (`hypha service list`, read from the pinned maps)');
-  const list = await run([NODE_BIN, CLI, 'service', 'list', '--pin-root', agent.opts.pinRoot]);
-  process.stdout.write(list.stdout.replace(/^/gm, '    '));
+  step(3, 'Services and EndpointSlices created through the API (what the endpoints controller would write)');
+  await c.applyService(web);
+  await c.applySlice(web, Cluster.endpoints(pods), [{ name: 'http', port: 8080 }]);
+  await c.applyService(dns);
+  await c.applySlice(dns, Cluster.endpoints(pods), [{ name: 'dns', port: 5353, protocol: 'UDP' }]);
+  await c.applyService(pending);
+  const agent1 = c.agents[0]!;
+  for (let i = 0; i < 100 && (agent1.backendsOf('10.96.0.10:80/TCP')?.length ?? 0) < 3; i++) await new Promise((r) => setTimeout(r, 50));
+  const list = await c.topo.exec(n1, [HYPHA_BIN, 'service', 'list', '--pin-root', agent1.opts.pinRoot]);
+  process.stdout.write(`    on n1, \`hypha service list\` (read from the pinned BPF maps):\n${indent(list.stdout)}\n`);
 
-  step(4, 'client pod -> ClusterIP 10.96.0.10:80 (60 new TCP connections) and 10.96.0.53:53/UDP (30 datagrams)');
-  const tcp = await topo.execJson<LoopResult>(client, toolArgv('client', ['loop', '--to', '10.96.0.10:80', '--count', '60']));
-  process.stdout.write(`${histogram(tcp)}\n`);
-  const udp = await topo.execJson<LoopResult>(client, toolArgv('client', ['loop', '--to', '10.96.0.53:53', '--count', '30', '--udp']));
-  process.stdout.write(`${histogram(udp)}\n`);
+  step(4, 'client pod on n1 -> ClusterIP 10.96.0.10:80 (60 TCP connections) and 10.96.0.53:53/UDP (30 datagrams)');
+  process.stdout.write(`${histogram(await c.topo.execJson<LoopResult>(client, toolArgv('client', ['loop', '--to', '10.96.0.10:80', '--count', '60'])))}\n`);
+  process.stdout.write(`${histogram(await c.topo.execJson<LoopResult>(client, toolArgv('client', ['loop', '--to', '10.96.0.53:53', '--count', '30', '--udp'])))}\n`);
 
-  step(5, `outside host -> NodePort ${node.ip}:30080 (60 connections through XDP on the node's eth0)`);
-  const np = await topo.execJson<LoopResult>(outside, toolArgv('client', ['loop', '--to', `${node.ip}:30080`, '--count', '60']));
-  process.stdout.write(`${histogram(np)}\n`);
+  step(5, 'outside host -> NodePort 30080 on each node (a backend on the other node is reached through it)');
+  for (const node of [n1, n2]) {
+    process.stdout.write(`    via ${node.name} ${node.ip}:30080\n${histogram(await c.topo.execJson<LoopResult>(outside, toolArgv('client', ['loop', '--to', `${node.ip}:30080`, '--count', '45'])))}\n`);
+  }
 
-  step(6, 'a Service with no backend refuses at once (ICMP port unreachable), and the drop is counted');
-  const refused = await topo.execJson<{ ok: boolean; error?: string; ms: number }>(client, toolArgv('client', ['once', '--to', '10.96.0.99:80']), { allowFail: true });
-  process.stdout.write(`    connect to 10.96.0.99:80: ${refused.ok ? 'connected?!' : refused.error} after ${refused.ms} ms\n`);
-  const drops = await run([NODE_BIN, CLI, 'bpf', 'drops', '--pin-root', agent.opts.pinRoot]);
-  process.stdout.write(drops.stdout.replace(/^/gm, '    '));
+  step(6, 'an EndpointSlice change through the API reaches the datapath at once; a Service with no backend refuses');
+  const t0 = performance.now();
+  await c.applySlice(web, Cluster.endpoints(pods.slice(0, 2)), [{ name: 'http', port: 8080 }]);
+  while ((agent1.backendsOf('10.96.0.10:80/TCP')?.length ?? 3) !== 2) await new Promise((r) => setTimeout(r, 1));
+  process.stdout.write(`    web-3 removed from the slice: programmed on n1 ${(performance.now() - t0).toFixed(0)} ms after the API write began\n`);
+  process.stdout.write(`${histogram(await c.topo.execJson<LoopResult>(client, toolArgv('client', ['loop', '--to', '10.96.0.10:80', '--count', '30'])))}\n`);
+  const refused = await c.topo.execJson<{ ok: boolean; error?: string; ms: number }>(client, toolArgv('client', ['once', '--to', '10.96.0.99:80']), { allowFail: true });
+  process.stdout.write(`    connect to 10.96.0.99:80 (no endpoints): ${refused.ok ? 'connected?!' : refused.error} after ${refused.ms} ms\n`);
+  const drops = await c.topo.exec(n1, [HYPHA_BIN, 'bpf', 'drops', '--pin-root', agent1.opts.pinRoot]);
+  process.stdout.write(`    \`hypha bpf drops\` on n1:\n${indent(drops.stdout)}\n`);
 
-  if (values.keep) {
-    process.stdout.write(`\nThe cluster keeps running. Try, in another shell:\n`
-      + `    nsenter --net=/run/netns/${client.netns} ${NODE_BIN} ${toolArgv('client', ['once', '--to', '10.96.0.10:80']).slice(1).join(' ')}\n`
-      + `    ${path.resolve('bin/hypha')} service list --pin-root ${agent.opts.pinRoot}\n`
-      + `    edit ${m.dir}/web.yaml (the agent follows the file)\n`
-      + 'Ctrl-C tears everything down.\n');
+  step(7, 'the agent on n1 (`hypha status`)');
+  const status = await c.topo.exec(n1, [HYPHA_BIN, 'status', '--pin-root', agent1.opts.pinRoot]);
+  process.stdout.write(`${indent(status.stdout)}\n`);
+
+  if (values.once) {
+    await teardown();
+  } else {
+    const inNs = (netns: string): string => `nsenter --net=/run/netns/${netns}`;
+    process.stdout.write(`
+The cluster keeps running. In another shell, as root:
+    ${inNs(client.netns)} ${NODE_BIN} ${TOOLS_DIR}client.ts once --to 10.96.0.10:80
+    ${inNs(outside.netns)} ${NODE_BIN} ${TOOLS_DIR}client.ts loop --to ${n2.ip}:30080 --count 20
+    ${inNs(n1.netns)} ${HYPHA_BIN} status --pin-root ${agent1.opts.pinRoot}
+    ${inNs(n1.netns)} ${HYPHA_BIN} service list --pin-root ${agent1.opts.pinRoot}
+    ${inNs(n1.netns)} ${NODE_BIN} -e "fetch('http://127.0.0.1:9890/metrics').then(r => r.text()).then(console.log)"
+The API server (admin kubeconfig for this machine): ${c.cp.hostKubeconfigPath}
+    (e.g. with @kubernetes/client-node, or kubectl --kubeconfig if you have one)
+Ctrl-C tears everything down.
+`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', () => resolve());
       process.once('SIGTERM', () => resolve());
     });
+    await teardown();
   }
-} finally {
-  process.stdout.write('\ntearing down (namespaces, processes, pinned maps)...\n');
-  await agent?.stop();
-  await topo.destroy();
-  agent?.cleanupPins();
-  rmSync(work, { recursive: true, force: true });
-  process.stdout.write('done\n');
+} catch (err) {
+  await teardown();
+  throw err;
 }
+void run;
