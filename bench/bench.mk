@@ -32,3 +32,12 @@ BUILD_TARGETS += $(BENCH_BUILD)/floor.o
 .PHONY: bench-lb
 bench-lb: build bpffs
 	$(NODE) bench/lb-scaling.ts $(BENCH_ARGS)
+
+# `make bench-control`: the agent against a real kube-apiserver: EndpointSlice
+# change to datapath latency, cold sync time and peak RSS for 1 000 to 25 000
+# Services, and kube-proxy's ruleset load and one-change times side by side;
+# bench/results/control-plane.{json,png}. Creating 25 000 Services through the
+# API takes several minutes.
+.PHONY: bench-control
+bench-control: build bpffs
+	$(NODE) bench/control-plane.ts $(BENCH_ARGS)
