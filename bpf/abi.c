@@ -17,6 +17,8 @@ struct hypha_abi {
 	struct hypha_drop_counter drop_counter;
 	struct hypha_drop_event drop_event;
 	struct hypha_config config;
+	struct hypha_endpoint endpoint;
+	enum hypha_endpoint_flags endpoint_flags;
 	enum hypha_lb_scope scope;
 	enum hypha_svc_flags svc_flags;
 	enum hypha_backend_flags backend_flags;

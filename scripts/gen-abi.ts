@@ -119,6 +119,7 @@ export function abiModel(types: BtfType[]): AbiModel {
         };
         const typeName = (x: BtfType | undefined): string | null => {
           if (!x) return null;
+          if (x.kind === 'TYPEDEF' && x.name === 'hypha_ip4_t') return 'ip4';
           const s = strip(x.id);
           if (s.kind === 'STRUCT') return s.name ?? null;
           return ({ 4: 'u32' } as Record<number, string>)[sizeOf(s)] ?? null;

@@ -73,6 +73,27 @@ static __always_inline int hypha_tc_forward(struct __sk_buff *skb, const struct 
 	return bpf_redirect(fib.ifindex, 0);
 }
 
+/* A packet from a pod to a pod on this node: straight into the destination
+ * pod's namespace (bpf_redirect_peer), past the node's IP stack, with the
+ * TTL decremented as the routing it skips would. Returns the verdict, or 0
+ * to let the stack route the packet (not a local pod, or disabled). */
+static __always_inline int hypha_tc_redirect_local(struct __sk_buff *skb, hypha_ip4_t daddr)
+{
+	struct hypha_endpoint *ep = bpf_map_lookup_elem(&hypha_endpoints_v1, &daddr);
+	__u8 ttl;
+
+	if (!ep || ep->ifindex == skb->ifindex)
+		return 0;
+	if (bpf_skb_load_bytes(skb, HYPHA_IP_TTL_OFF, &ttl, 1) || ttl <= 1)
+		return 0; /* the stack answers with time exceeded */
+	if (bpf_l3_csum_replace(skb, HYPHA_IP_CSUM_OFF, bpf_htons(ttl << 8), bpf_htons((ttl - 1) << 8), 2))
+		return 0;
+	ttl--;
+	if (bpf_skb_store_bytes(skb, HYPHA_IP_TTL_OFF, &ttl, 1, 0))
+		return 0;
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
 static __always_inline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hypha_hook hook,
 					 const struct hypha_pkt4 *p, __u32 svc_id)
 {
@@ -100,7 +121,7 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 					   enum hypha_lb_scope scope, int forward, int reverse, int mode)
 {
 	__u32 zero = 0;
-	struct hypha_config *cfg;
+	struct hypha_config *cfg = NULL;
 	struct hypha_nat4 nat = {};
 	struct hypha_pkt4 p = {};
 	__u32 now;
@@ -134,8 +155,17 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 		if (ret == 0 && nat.forward)
 			ret = hypha_tc_forward(skb, &p, &nat);
 	}
-	if (ret >= 0 && hook == HYPHA_HOOK_FROM_POD)
+	if (ret == 0 && hook == HYPHA_HOOK_FROM_POD) {
+		if (!cfg)
+			cfg = bpf_map_lookup_elem(&hypha_config_v1, &zero);
+		if (cfg && (cfg->flags & HYPHA_CFG_HOST_ROUTING)) {
+			int verdict = hypha_tc_redirect_local(skb, (nat.what & HYPHA_NAT_DADDR) ? nat.daddr : p.daddr);
+
+			if (verdict)
+				return verdict;
+		}
 		skb->mark |= HYPHA_MARK_SEEN;
+	}
 	return hypha_tc_exit(skb, ret, hook, &p, nat.svc_id);
 }
 

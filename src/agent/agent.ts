@@ -6,6 +6,7 @@ import type { Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
+import { ConfigFlags } from '../datapath/abi.gen.ts';
 import { Devices } from '../datapath/devices.ts';
 import { readDrops } from '../datapath/drops.ts';
 import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../datapath/lb-reconciler.ts';
@@ -17,6 +18,7 @@ import { FileSource } from './file-source.ts';
 import { K8sSource } from './k8s-source.ts';
 import { LbSync } from './lb-sync.ts';
 import { type Metrics, createMetrics } from './metrics.ts';
+import { ENDPOINTS_MAP, EndpointsSync } from './endpoints.ts';
 import { PodDevices } from './pod-devices.ts';
 import { serverPort, startServer } from './server.ts';
 
@@ -70,7 +72,7 @@ export class Agent {
 
     const devices = new Devices(dp, log);
     if (this.cfg.devices.external) this.#externalMode = devices.attachExternal(this.cfg.devices.external, this.cfg.devices.externalMode);
-    this.#pods = new PodDevices(devices, this.cfg.devices.pods, log);
+    this.#pods = new PodDevices(devices, this.cfg.devices.pods, log, new EndpointsSync(dp.mapIO(ENDPOINTS_MAP), log));
     this.#pods.start(this.cfg.sync.devicesSeconds * 1000);
 
     this.#metrics = createMetrics({
@@ -138,7 +140,7 @@ export class Agent {
   #writeDatapathConfig(): void {
     const { bpf } = this.cfg;
     this.#dp?.writeConfig({
-      flags: bpf.dropEvents ? 1 : 0,
+      flags: (bpf.dropEvents ? ConfigFlags.DROP_EVENTS : 0) | (bpf.hostRouting ? ConfigFlags.HOST_ROUTING : 0),
       loopback_addr: bpf.loopbackAddress,
       snat_addr: this.nodeInfo().addresses[0] ?? '0.0.0.0',
     });

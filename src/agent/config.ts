@@ -10,7 +10,7 @@ import type { ExternalMode } from '../datapath/devices.ts';
 export interface AgentConfig {
   node: { name: string; addresses: string[] };
   devices: { external?: string; externalMode: ExternalMode; pods: string[] };
-  bpf: { pinRoot: string; mapSizes: MapSizes; loopbackAddress: string; dropEvents: boolean };
+  bpf: { pinRoot: string; mapSizes: MapSizes; loopbackAddress: string; dropEvents: boolean; hostRouting: boolean };
   services: { files: string[] };
   /** Watch the API server (the kube-proxy replacement); absent: standalone, from files. */
   kubernetes?: { kubeconfig?: string; silenceSeconds: number; resyncSeconds: number };
@@ -57,6 +57,9 @@ const schema = {
         },
         loopbackAddress: { type: 'string', pattern: ipv4, default: '169.254.42.1' },
         dropEvents: { type: 'boolean', default: false },
+        // Packets between pods of this node go straight from one veth to the
+        // other (bpf_redirect_peer), past the node's IP stack and its netfilter.
+        hostRouting: { type: 'boolean', default: true },
       },
     },
     services: {

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
 import type { Devices } from '../datapath/devices.ts';
+import type { EndpointsSync } from './endpoints.ts';
 
 export function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
@@ -24,12 +25,14 @@ export class PodDevices {
   readonly #patterns: RegExp[];
   readonly #log: Logger;
   readonly #attached = new Map<string, number>();
+  readonly #endpoints: EndpointsSync | undefined;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(devices: Devices, patterns: string[], log: Logger) {
+  constructor(devices: Devices, patterns: string[], log: Logger, endpoints?: EndpointsSync) {
     this.#devices = devices;
     this.#patterns = patterns.map(globToRegExp);
     this.#log = log;
+    this.#endpoints = endpoints;
   }
 
   get attached(): ReadonlyMap<string, number> {
@@ -54,6 +57,8 @@ export class PodDevices {
         this.#log.warn({ device: name, err: (err as Error).message }, 'pod device not attached');
       }
     }
+    // The pods behind the attached devices, for direct delivery.
+    this.#endpoints?.sync(this.#attached).catch((err: Error) => this.#log.warn({ err: err.message }, 'local pods not updated'));
   }
 
   start(intervalMs: number): void {

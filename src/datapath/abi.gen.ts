@@ -11,6 +11,7 @@ export const BackendFlags = {
 /** enum hypha_config_flags */
 export const ConfigFlags = {
   DROP_EVENTS: 1,
+  HOST_ROUTING: 2,
 } as const;
 
 /** enum hypha_ct_dir */
@@ -65,6 +66,11 @@ export const DropReasonText: Record<number, string> = {
   13: "outside traffic to a backend on another node, no node address to source it from",
   14: "no route to forward a packet to another node or back out",
 };
+
+/** enum hypha_endpoint_flags */
+export const EndpointFlags = {
+  F__RESERVED: 0,
+} as const;
 
 /** enum hypha_hook */
 export const Hook = {
@@ -138,6 +144,12 @@ export interface DropEvent {
   proto: number;
   hook: number;
   svc_id: number;
+}
+
+/** struct hypha_endpoint (8 bytes) */
+export interface Endpoint {
+  ifindex: number;
+  flags: number;
 }
 
 /** struct hypha_lb4_affinity_key (8 bytes) */
@@ -249,6 +261,14 @@ export const layouts = {
       { name: 'pad2', offset: 36, size: 4, kind: 'pad' },
     ],
   },
+  hypha_endpoint: {
+    name: 'hypha_endpoint',
+    size: 8,
+    fields: [
+      { name: 'ifindex', offset: 0, size: 4, kind: 'u32' },
+      { name: 'flags', offset: 4, size: 4, kind: 'u32' },
+    ],
+  },
   hypha_lb4_affinity_key: {
     name: 'hypha_lb4_affinity_key',
     size: 8,
@@ -313,6 +333,7 @@ export const maps = {
   hypha_config_v1: { name: 'hypha_config_v1', type: 'array', key: 'u32', value: 'hypha_config', maxEntries: 1, pinned: true },
   hypha_ct4_v1: { name: 'hypha_ct4_v1', type: 'lru_hash', key: 'hypha_ct4_key', value: 'hypha_ct4_entry', maxEntries: 262144, pinned: true },
   hypha_drops_v1: { name: 'hypha_drops_v1', type: 'percpu_array', key: 'u32', value: 'hypha_drop_counter', maxEntries: 256, pinned: true },
+  hypha_endpoints_v1: { name: 'hypha_endpoints_v1', type: 'hash', key: 'ip4', value: 'hypha_endpoint', maxEntries: 16384, pinned: true },
   hypha_events_v1: { name: 'hypha_events_v1', type: 'ringbuf', key: null, value: null, maxEntries: 262144, pinned: true },
   hypha_lb4_affinity_v1: { name: 'hypha_lb4_affinity_v1', type: 'lru_hash', key: 'hypha_lb4_affinity_key', value: 'hypha_lb4_affinity_val', maxEntries: 65536, pinned: true },
   hypha_lb4_backends_v1: { name: 'hypha_lb4_backends_v1', type: 'hash', key: 'u32', value: 'hypha_lb4_backend', maxEntries: 65536, pinned: true },

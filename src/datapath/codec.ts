@@ -238,4 +238,5 @@ export function codec<T>(layout: Layout): Codec<T> {
 /** Layouts of the scalar keys some maps use (BTF gives them as plain ints). */
 export const scalarLayouts = {
   u32: { name: 'u32', size: 4, fields: [{ name: 'value', offset: 0, size: 4, kind: 'u32' }] },
+  ip4: { name: 'ip4', size: 4, fields: [{ name: 'value', offset: 0, size: 4, kind: 'ip4' }] },
 } as const satisfies Record<string, Layout>;

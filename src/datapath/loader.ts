@@ -225,7 +225,7 @@ export class Datapath {
         const info = native.mapInfo(handle);
         const def = mapDefs[name];
         const want = maxEntries[name] ?? def.maxEntries;
-        const key = def.key === null ? 0 : def.key === 'u32' ? 4 : layouts[def.key].size;
+        const key = def.key === null ? 0 : def.key === 'u32' || def.key === 'ip4' ? 4 : layouts[def.key].size;
         const value = def.value === null ? 0 : layouts[def.value].size;
         if (info.keySize !== key || info.valueSize !== value) {
           throw new DatapathError('ELAYOUT', `pinned map ${pinPath(pinRoot, name)} has key/value sizes ${info.keySize}/${info.valueSize}, this build expects ${key}/${value}: a layout change must come with a new _vN map name`);

@@ -336,6 +336,38 @@ describe('Service translation: flows over time', () => {
     assert.equal(reply?.entry.nat_addr, '10.96.0.10');
   });
 
+  test('host routing: a packet for a pod on this node goes straight to its veth peer, TTL decremented', async () => {
+    const { mapUpdate, mapDelete } = await import('../../native/index.ts');
+    const { codec, scalarLayouts } = await import('../../src/datapath/codec.ts');
+    const { layouts, ConfigFlags } = await import('../../src/datapath/abi.gen.ts');
+    const key = codec<{ value: string }>(scalarLayouts.ip4);
+    const value = codec<{ ifindex: number; flags: number }>(layouts.hypha_endpoint);
+    const endpoints = h.dp.map('hypha_endpoints_v1');
+    const cfg = { loopback_addr: '169.254.42.1', snat_addr: '192.168.77.10' };
+    h.service(svc('web'), [slice('web', [WEB[0]!])]);
+    for (const ip of [WEB[0]!, CLIENT]) mapUpdate(endpoints, key.encode({ value: ip }), value.encode({ ifindex: 4242, flags: 0 }));
+    try {
+      h.config({ flags: ConfigFlags.HOST_ROUTING, ...cfg });
+      // To a Service: translated first, then delivered to the backend's device.
+      const viaService = h.run('fromPod', buildPacket(tcp({ sport: 49600, ttl: 64 })));
+      const p = parsePacket(viaService.dataOut);
+      assert.deepEqual([viaService.retval, p.dst, p.ttl, p.ipChecksumOk, p.l4ChecksumOk], [TC_ACT_REDIRECT, WEB[0], 63, true, true]);
+      // The reply from the backend goes straight back to the client pod, with the Service as source.
+      const reply = h.run('fromPod', buildPacket({ src: WEB[0]!, dst: CLIENT, proto: 'tcp', sport: 8080, dport: 49600, flags: ['SYN', 'ACK'], ttl: 64 }));
+      const r = parsePacket(reply.dataOut);
+      assert.deepEqual([reply.retval, r.src, r.sport, r.ttl, r.ipChecksumOk], [TC_ACT_REDIRECT, '10.96.0.10', 80, 63, true]);
+      // A pod address that is not local, and a TTL that would expire, go to the stack.
+      assert.equal(h.run('fromPod', buildPacket({ src: CLIENT, dst: '10.244.9.9', proto: 'udp', sport: 1, dport: 2, ttl: 64 })).retval, TC_ACT_OK);
+      assert.equal(h.run('fromPod', buildPacket({ src: CLIENT, dst: WEB[0]!, proto: 'udp', sport: 1, dport: 2, ttl: 1 })).retval, TC_ACT_OK);
+      // Disabled: the stack routes every packet.
+      h.config({ flags: 0, ...cfg });
+      assert.equal(h.run('fromPod', buildPacket({ src: CLIENT, dst: WEB[0]!, proto: 'udp', sport: 1, dport: 2, ttl: 64 })).retval, TC_ACT_OK);
+    } finally {
+      h.config({ flags: 0, ...cfg });
+      for (const ip of [WEB[0]!, CLIENT]) mapDelete(endpoints, key.encode({ value: ip }));
+    }
+  });
+
   test('drop events reach the ring buffer when enabled', async () => {
     const { ringbufOpen, close } = await import('../../native/index.ts');
     const { codec } = await import('../../src/datapath/codec.ts');

@@ -96,6 +96,30 @@ describe('ClusterIP through the BPF datapath', () => {
     assert.equal(Object.keys(r.replies).length, 1, JSON.stringify(r.replies));
   });
 
+  test('host routing: pod-to-pod traffic on the node goes straight to the pod, past the node\'s stack', async () => {
+    // The endpoints map names every local pod's host-side veth.
+    const want = new Map([client, ...backends].map((p) => [p.ip, p.hostIfindex]));
+    await eventually('every pod in the endpoints map', () => [...want].every(([ip, ifindex]) => agent.endpoints().get(ip) === ifindex));
+    // A counter in the node's prerouting sees what enters the node's IP stack from the client.
+    const table = `${topo.prefix}count`;
+    await topo.exec(node, ['nft', '-f', '-'], {
+      input: `table ip ${table} {\n chain pre { type filter hook prerouting priority -400; policy accept; ip saddr ${client.ip} counter; }\n}\n`,
+    });
+    const counted = async (): Promise<number> => {
+      const out = JSON.parse((await topo.exec(node, ['nft', '-j', 'list', 'table', 'ip', table])).stdout) as { nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[] };
+      return out.nftables.flatMap((o) => o.rule?.expr ?? []).reduce((n, e) => n + (e.counter?.packets ?? 0), 0);
+    };
+    // The counter works: a ping to the node enters the stack.
+    await topo.exec(client, ['ping', '-c', '1', '-W', '2', node.ip]);
+    const before = await counted();
+    assert.ok(before >= 1, `the ping was counted (${before})`);
+    // Through the Service and straight to a pod's own address: answered, and not one packet through the node's stack.
+    const viaService = await loop('10.96.0.10:80', 30);
+    const direct = await loop(`${backends[0]!.ip}:8080`, 10);
+    assert.deepEqual([viaService.failed, direct.failed], [0, 0]);
+    assert.equal(await counted(), before, 'no packet from the client entered the node\'s stack');
+  });
+
   test('a removed backend gets no new flows while its open connection lives on', async () => {
     const stream = topo.spawn(client, toolArgv('client', ['stream', '--to', '10.96.0.10:80', '--duration', '4', '--interval', '20']));
     // The stream's backend, from conntrack: the one open (not closing) flow from the client to the VIP.

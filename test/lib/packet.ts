@@ -24,6 +24,8 @@ export interface PacketSpec {
   seq?: number;
   payload?: Uint8Array | string;
   ipOptions?: Uint8Array;
+  /** IP time to live, default 64. */
+  ttl?: number;
   /** fragment offset in 8-byte units, and more-fragments */
   fragOffset?: number;
   moreFragments?: boolean;
@@ -66,7 +68,7 @@ export function buildPacket(s: PacketSpec): Uint8Array {
   dv.setUint16(ip + 2, ihl + l4len);
   dv.setUint16(ip + 4, 0x1234);
   dv.setUint16(ip + 6, ((s.moreFragments ? 1 : 0) << 13) | (s.fragOffset ?? 0));
-  buf[ip + 8] = 64;
+  buf[ip + 8] = s.ttl ?? 64;
   buf[ip + 9] = proto;
   const src = ip4ToUint(s.src);
   const dst = ip4ToUint(s.dst);
@@ -111,6 +113,7 @@ export interface ParsedPacket {
   src: string;
   dst: string;
   proto: number;
+  ttl: number;
   ipChecksumOk: boolean;
   sport?: number;
   dport?: number;
@@ -130,7 +133,7 @@ export function parsePacket(buf: Uint8Array): ParsedPacket {
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const out: ParsedPacket = {
     dstMac: mac(buf, 0), srcMac: mac(buf, 6), ethType: dv.getUint16(12),
-    src: '', dst: '', proto: 0, ipChecksumOk: false, length: buf.length,
+    src: '', dst: '', proto: 0, ttl: 0, ipChecksumOk: false, length: buf.length,
   };
   if (out.ethType !== 0x0800) return out;
   const ip = 14;
@@ -139,6 +142,7 @@ export function parsePacket(buf: Uint8Array): ParsedPacket {
   out.src = uintToIp4(dv.getUint32(ip + 12));
   out.dst = uintToIp4(dv.getUint32(ip + 16));
   out.proto = buf[ip + 9]!;
+  out.ttl = buf[ip + 8]!;
   out.ipChecksumOk = onesSum(buf, ip, ip + ihl) === 0xffff;
   const l4 = ip + ihl;
   const l4len = total - ihl;

@@ -7,6 +7,7 @@
 
 enum hypha_config_flags {
 	HYPHA_CFG_DROP_EVENTS = 1 << 0,	/* send a ring-buffer event for every drop */
+	HYPHA_CFG_HOST_ROUTING = 1 << 1,	/* deliver to local pods with bpf_redirect_peer */
 };
 
 /* skb->mark bit from_pod sets on every packet it has handled, so to_pod on

@@ -11,6 +11,7 @@
 #include "ct.h"
 #include "drop.h"
 #include "config.h"
+#include "endpoint.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -27,6 +28,14 @@ struct {
 	__uint(max_entries, 65536);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_lb4_backends_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, hypha_ip4_t);
+	__type(value, struct hypha_endpoint);
+	__uint(max_entries, 16384);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_endpoints_v1 SEC(".maps");
 
 /* Frontend id -> Service port name, for tools only (no program reads it). */
 struct {

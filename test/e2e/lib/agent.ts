@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import * as native from '../../../native/index.ts';
 import { type Ct4Entry, type Ct4Key, layouts } from '../../../src/datapath/abi.gen.ts';
-import { codec } from '../../../src/datapath/codec.ts';
+import { codec, scalarLayouts } from '../../../src/datapath/codec.ts';
 import { describeLbMaps, type FrontendView } from '../../../src/datapath/lb-view.ts';
 import { openPinnedMaps } from '../../../src/datapath/loader.ts';
 import type { Node, Topology } from './topology.ts';
@@ -31,6 +31,8 @@ export interface AgentOptions {
   externalMode?: 'xdp' | 'tc' | 'auto';
   mapSizes?: Record<string, number>;
   resyncSeconds?: number;
+  /** bpf.hostRouting (the agent's default: on). */
+  hostRouting?: boolean;
   extra?: Record<string, unknown>;
   /** Flags for the agent's node process (e.g. V8 heap settings). */
   nodeArgs?: string[];
@@ -52,7 +54,7 @@ export class TestAgent {
     const cfg = {
       node: { name: node.name, addresses: opts.nodeAddresses ?? (opts.kubeconfig ? [] : [node.ip]) },
       devices: { ...(opts.external ? { external: opts.external, externalMode: opts.externalMode ?? 'auto' } : {}), pods: ['lxc*'] },
-      bpf: { pinRoot: opts.pinRoot, mapSizes: opts.mapSizes ?? { services: 8192, backends: 8192, affinity: 8192, ct: 65536 } },
+      bpf: { pinRoot: opts.pinRoot, mapSizes: opts.mapSizes ?? { services: 8192, backends: 8192, affinity: 8192, ct: 65536 }, ...(opts.hostRouting === undefined ? {} : { hostRouting: opts.hostRouting }) },
       ...(opts.kubeconfig
         ? { kubernetes: { kubeconfig: opts.kubeconfig, silenceSeconds: 20, resyncSeconds: 120 } }
         : { services: { files: [opts.servicesDir ?? path.join(opts.workDir, 'services')] } }),
@@ -138,6 +140,19 @@ export class TestAgent {
     try {
       const { keys, values, count } = native.mapDump(h);
       return Array.from({ length: count }, (_, i) => ({ key: keyC.decode(keys, i * keyC.layout.size), entry: valC.decode(values, i * valC.layout.size) }));
+    } finally {
+      native.close(h);
+    }
+  }
+
+  /** The local pods the datapath delivers to directly: address -> host-side ifindex. */
+  endpoints(): Map<string, number> {
+    const keyC = codec<{ value: string }>(scalarLayouts.ip4);
+    const valC = codec<{ ifindex: number }>(layouts.hypha_endpoint);
+    const h = native.openPinnedMap(path.join(this.opts.pinRoot, 'hypha_endpoints_v1'));
+    try {
+      const { keys, values, count } = native.mapDump(h);
+      return new Map(Array.from({ length: count }, (_, i) => [keyC.decode(keys, i * keyC.layout.size).value, valC.decode(values, i * valC.layout.size).ifindex]));
     } finally {
       native.close(h);
     }
