@@ -14,7 +14,11 @@ include mk/deps.mk
 -include hack/k8s/k8s.mk
 
 .PHONY: build typecheck test clean abi-check test-unit test-bpf test-e2e demo
-build: deps $(BUILD_TARGETS)
+build: deps $(BUILD_TARGETS) .cache/js/.stamp
+
+# The agent's JavaScript, types stripped (bin/hypha runs it; see scripts/build-js.ts).
+.cache/js/.stamp: $(shell find src native/index.ts -name '*.ts' ! -name '*.test.ts' 2>/dev/null) scripts/build-js.ts | $(NPM_STAMP)
+	$(NODE) --no-warnings scripts/build-js.ts
 
 typecheck: deps
 	tsc --noEmit -p .
@@ -47,4 +51,4 @@ demo: build bpffs
 	$(NODE) scripts/demo.ts $(DEMO_ARGS)
 
 clean:
-	rm -rf bpf/build native/build bench/build
+	rm -rf bpf/build native/build bench/build .cache/js
