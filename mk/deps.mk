@@ -3,7 +3,7 @@
 # list's hash, so editing the list reinstalls.
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 \
 	iptables nftables ethtool util-linux procps iputils-ping netcat-openbsd \
-	openssl gnuplot-nox make g++ python3 pkg-config
+	openssl gnuplot-nox make g++ python3 pkg-config curl unzip
 APT_STAMP := $(CACHE)/stamps/apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-12)
 NPM_STAMP := $(CACHE)/stamps/npm-$(shell cat package-lock.json 2>/dev/null | md5sum | cut -c1-12)
 

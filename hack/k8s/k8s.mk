@@ -17,7 +17,20 @@
 # `go clean -modcache`.
 
 K8S_HACK := $(CURDIR)/hack/k8s
-K8S_GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
+comma := ,
+# Go: the machine's own when it is new enough for the go.mod files, otherwise
+# the official toolchain fetched once from the Go module proxy (the
+# golang.org/toolchain module is how `go` itself upgrades; it is the same
+# release archive) into $(CACHE)/go/toolchain.
+K8S_GO_MIN := $(shell sed -nE 's/^go ([0-9.]+).*/\1/p' $(K8S_HACK)/go.mod)
+K8S_GO_TOOLCHAIN := go$(K8S_GO_MIN)
+K8S_GO_PROXY := $(firstword $(subst $(comma), ,$(or $(GOPROXY),https://proxy.golang.org)))
+K8S_GO_ARCH := $(subst x86_64,amd64,$(subst aarch64,arm64,$(shell uname -m)))
+K8S_SYSTEM_GO := $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go))
+K8S_SYSTEM_GO_OK := $(if $(K8S_SYSTEM_GO),$(shell v=$$($(K8S_SYSTEM_GO) env GOVERSION 2>/dev/null | sed 's/^go//'); \
+	[ -n "$$v" ] && printf '%s\n%s\n' "$$v" "$(K8S_GO_MIN)" | sort -V -C -r && echo yes))
+K8S_GO_FETCHED := $(CACHE)/go/toolchain/$(K8S_GO_TOOLCHAIN)/bin/go
+K8S_GO ?= $(if $(K8S_SYSTEM_GO_OK),$(K8S_SYSTEM_GO),$(K8S_GO_FETCHED))
 # $(call k8s_mod_version,module path,go.mod): the version a go.mod requires.
 k8s_mod_version = $(shell sed -nE 's|^(require)?[[:space:]]*$(1)[[:space:]]+(v[^[:space:]]+).*|\2|p' $(2) | head -n1)
 K8S_VERSION := $(call k8s_mod_version,k8s.io/kubernetes,$(K8S_HACK)/go.mod)
@@ -38,11 +51,20 @@ K8S_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/
 # $(call k8s_go_binary,MAKE_VAR,module dir,output path,package,ldflags)
 # Defines MAKE_VAR (exported to the tests) and a rule building the package.
 # `go build -v` names every package it compiles: the progress of a long build.
+$(K8S_GO_FETCHED):
+	@mkdir -p $(CACHE)/go/toolchain
+	@echo "k8s: no Go $(K8S_GO_MIN)+ on this machine; fetching $(K8S_GO_TOOLCHAIN) from $(K8S_GO_PROXY)"
+	@set -e; zip=$(CACHE)/go/toolchain/$(K8S_GO_TOOLCHAIN).zip; dir=$(CACHE)/go/toolchain/$(K8S_GO_TOOLCHAIN); \
+	  curl -fL --progress-bar -o $$zip.part $(K8S_GO_PROXY)/golang.org/toolchain/@v/v0.0.1-$(K8S_GO_TOOLCHAIN).linux-$(K8S_GO_ARCH).zip; \
+	  rm -rf $$dir.part && mkdir -p $$dir.part && unzip -q $$zip.part -d $$dir.part; \
+	  rm -rf $$dir && mv $$dir.part/golang.org/toolchain@v0.0.1-$(K8S_GO_TOOLCHAIN).linux-$(K8S_GO_ARCH) $$dir; \
+	  rm -rf $$dir.part $$zip.part; $$dir/bin/go version
+
 define k8s_go_binary
 $(1) := $(3)
 export $(1)
 K8S_BINS += $(3)
-$(3):
+$(3): | $(K8S_GO)
 	@mkdir -p $$(@D)
 	@echo "k8s: building $$(@F) ($(4)) into $$(@D) (go build -v; a cold build takes minutes)"
 	@set -o pipefail; start=$$$$(date +%s); tmp=$$$$(mktemp -u $$@.XXXXXX); cd $(2) && \
