@@ -7,7 +7,11 @@
 // per connection), the same servers. Peers: kube-proxy v1.36's iptables
 // layout through iptables-nft and iptables-legacy, and its nftables layout,
 // up to 10 000 Services. "direct" connects to the backends' own addresses
-// with nothing in between: the ceiling of this client on this machine.
+// with nothing in between: the ceiling of this client on this machine, through
+// the node's routing. "hypha" is the agent as shipped (host routing on: pod to
+// pod on the node skips the node's stack); "hypha-stack" is the same agent
+// with bpf.hostRouting off, routed by the stack like the peers, which shows
+// what the translation alone is worth.
 //
 //   node bench/lb-scaling.ts [--services 1,1000,10000,100000] [--seconds 5] [--runs 3]
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -41,7 +45,7 @@ const RUNS = Number(values.runs);
 const BIN = path.join(REPO, 'bench/build');
 const BACKEND_PORT = 8080;
 
-type Dataplane = 'hypha' | 'iptables-nft' | 'iptables-legacy' | 'nftables' | 'direct' | 'floor';
+type Dataplane = 'hypha' | 'hypha-stack' | 'iptables-nft' | 'iptables-legacy' | 'nftables' | 'direct' | 'floor';
 interface Row { dataplane: Dataplane; services: number; ns_per_packet?: number; ns_per_packet_established?: number; conns_per_s?: number }
 
 const log = (s: string): void => {
@@ -117,13 +121,13 @@ async function measure(dp: Exclude<Dataplane, 'floor'>, n: number): Promise<numb
     const vips = Array.from({ length: n }, (_, i) => `${vipOf(i)}:80`);
     const opts = { clusterCIDR: '10.244.0.0/16', nodeIPs: [node.ip] };
     const t0 = performance.now();
-    if (dp === 'hypha') {
+    if (dp === 'hypha' || dp === 'hypha-stack') {
       const dir = path.join(b.work, 'services');
       mkdirSync(dir);
       writeFileSync(path.join(dir, 'services.json'), manifests(n));
       // Steady state: no full resync inside the measurement, and a moment for
       // the garbage collection that follows programming everything.
-      agent = new TestAgent(b.topo, node, { pinRoot: `/sys/fs/bpf/${b.topo.prefix}hypha`, servicesDir: dir, workDir: b.work, mapSizes: BENCH_MAP_SIZES, resyncSeconds: 3600 });
+      agent = new TestAgent(b.topo, node, { pinRoot: `/sys/fs/bpf/${b.topo.prefix}hypha`, servicesDir: dir, workDir: b.work, mapSizes: BENCH_MAP_SIZES, resyncSeconds: 3600, hostRouting: dp === 'hypha' });
       await agent.start(600_000);
       await new Promise((r) => setTimeout(r, 3000));
     } else if (dp === 'iptables-nft' || dp === 'iptables-legacy') {
@@ -151,7 +155,7 @@ async function plot(rows: Row[], json: string): Promise<void> {
   const png = json.replace(/\.json$/, '.png');
   const dat = (dp: Dataplane, field: keyof Row): string =>
     rows.filter((r) => r.dataplane === dp && r[field] !== undefined).map((r) => `${Math.max(r.services, 1)} ${r[field]}`).join('\n') + '\ne\n';
-  const conn: Dataplane[] = ['direct', 'hypha', 'nftables', 'iptables-legacy', 'iptables-nft'];
+  const conn: Dataplane[] = ['direct', 'hypha', 'hypha-stack', 'nftables', 'iptables-legacy', 'iptables-nft'];
   const script = [
     `set terminal pngcairo size 1400,560 font ",11"`,
     `set output "${png}"`,
@@ -185,8 +189,8 @@ for (const n of COUNTS) {
   rows.push({ dataplane: 'floor', services: n, ns_per_packet: cost.floorNs });
   const hypha: Row = { dataplane: 'hypha', services: n, ns_per_packet: cost.newFlowNs, ns_per_packet_established: cost.establishedNs };
   rows.push(hypha);
-  for (const dp of ['hypha', 'direct', 'nftables', 'iptables-legacy', 'iptables-nft'] as const) {
-    if (dp !== 'hypha' && dp !== 'direct' && n > PEER_MAX) continue;
+  for (const dp of ['hypha', 'hypha-stack', 'direct', 'nftables', 'iptables-legacy', 'iptables-nft'] as const) {
+    if (!dp.startsWith('hypha') && dp !== 'direct' && n > PEER_MAX) continue;
     log(`${n} Services: new connections per second through ${dp}`);
     const rate = await measure(dp, n);
     if (dp === 'hypha') hypha.conns_per_s = rate;
@@ -206,5 +210,7 @@ process.stdout.write(`hypha ns/packet ${hi} vs ${lo} Services: ${ratio(at('hypha
 if (COUNTS.includes(10000)) {
   process.stdout.write(`at 10000 Services, hypha conns/s vs iptables-nft ${ratio(at('hypha', 10000)?.conns_per_s, at('iptables-nft', 10000)?.conns_per_s)}x, `
     + `vs iptables-legacy ${ratio(at('hypha', 10000)?.conns_per_s, at('iptables-legacy', 10000)?.conns_per_s)}x, `
-    + `vs nftables ${ratio(at('hypha', 10000)?.conns_per_s, at('nftables', 10000)?.conns_per_s)}x\n`);
+    + `vs nftables ${ratio(at('hypha', 10000)?.conns_per_s, at('nftables', 10000)?.conns_per_s)}x; `
+    + `with stack routing (hypha-stack) vs iptables-nft ${ratio(at('hypha-stack', 10000)?.conns_per_s, at('iptables-nft', 10000)?.conns_per_s)}x, `
+    + `vs nftables ${ratio(at('hypha-stack', 10000)?.conns_per_s, at('nftables', 10000)?.conns_per_s)}x\n`);
 }
