@@ -50,6 +50,15 @@ static __always_inline int hypha_ct_is_reopen(const struct hypha_ct4_entry *e,
 	       (p->tcp_flags & (HYPHA_TCP_SYN | HYPHA_TCP_ACK)) == HYPHA_TCP_SYN;
 }
 
+/* A SYN-ACK on a closing reply entry answers a connection that reused the
+ * tuple (a reopened Service flow would have renewed the entry first). */
+static __always_inline int hypha_ct_is_reused_reply(const struct hypha_ct4_entry *e,
+						    const struct hypha_pkt4 *p)
+{
+	return p->proto == IPPROTO_TCP && (e->flags & HYPHA_CT_F_CLOSING) &&
+	       (p->tcp_flags & (HYPHA_TCP_SYN | HYPHA_TCP_ACK)) == (HYPHA_TCP_SYN | HYPHA_TCP_ACK);
+}
+
 static __always_inline void hypha_ct_refresh(struct hypha_ct4_entry *e,
 					     const struct hypha_pkt4 *p, __u32 now)
 {

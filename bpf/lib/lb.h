@@ -309,6 +309,14 @@ static __always_inline int hypha_lb4_reverse(const struct hypha_pkt4 *p, struct 
 	 * replies for local pods are restored on their way to the pod. */
 	if (only_remote && !(ct->flags & HYPHA_CT_F_REMOTE))
 		return HYPHA_LB_PASS;
+	/* A SYN-ACK on a closed flow's reply entry answers a new connection
+	 * that reuses the tuple without the Service (the client dialled this
+	 * backend directly from the port its Service flow had): not ours, and
+	 * the stale entry would turn every reply into the Service's. */
+	if (hypha_ct_is_reused_reply(ct, p)) {
+		bpf_map_delete_elem(&hypha_ct4_v1, &key);
+		return HYPHA_LB_PASS;
+	}
 	hypha_ct_refresh(ct, p, now);
 	nat->forward = !!(ct->flags & HYPHA_CT_F_REMOTE);
 	nat->saddr = ct->nat_addr;

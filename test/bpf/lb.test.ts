@@ -272,6 +272,19 @@ describe('Service translation: flows over time', () => {
     assert.equal(send('fromPod', tcp({ sport: 47000 })).dst, '10.244.0.99');
   });
 
+  test('a closed Service flow\'s port reused to dial the backend directly: the new connection\'s replies are left alone', () => {
+    const backend = send('fromPod', tcp({ sport: 47100 })).dst;
+    const reply: PacketSpec = { src: backend, dst: CLIENT, proto: 'tcp', sport: 8080, dport: 47100, flags: ['FIN', 'ACK'] };
+    send('fromPod', tcp({ sport: 47100, flags: ['FIN', 'ACK'] }));
+    assert.equal(send('fromPod', reply).src, '10.96.0.10', 'the Service flow closes normally');
+    // Same client port, now straight to the backend: its SYN-ACK keeps the backend as source.
+    for (const prog of ['fromPod', 'toPod'] as const) {
+      const p = send(prog, { ...reply, flags: ['SYN', 'ACK'] });
+      assert.deepEqual([p.src, p.sport, p.dst, p.dport], [backend, 8080, CLIENT, 47100], prog);
+    }
+    assert.equal(h.ct().some((c) => c.key.dir === CtDir.REPLY && c.key.saddr === backend && c.key.dport === 47100), false, 'stale reply entry removed');
+  });
+
   test('one client port to two Services that pick the same backend: the second flow gets another source port', () => {
     // Linux lets a client use one port towards two destinations at once; after
     // translation both would be the same tuple at the backend.

@@ -116,7 +116,7 @@ describe('ClusterIP through the BPF datapath', () => {
     // Through the Service and straight to a pod's own address: answered, and not one packet through the node's stack.
     const viaService = await loop('10.96.0.10:80', 30);
     const direct = await loop(`${backends[0]!.ip}:8080`, 10);
-    assert.deepEqual([viaService.failed, direct.failed], [0, 0]);
+    assert.deepEqual([viaService.failed, direct.failed], [0, 0], JSON.stringify([viaService.errors, direct.errors]));
     assert.equal(await counted(), before, 'no packet from the client entered the node\'s stack');
   });
 
