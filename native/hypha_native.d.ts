@@ -232,6 +232,9 @@ export interface HyphaNative {
    * runs (the kernel would abort a repeat loop with EINTR); a run interrupted anyway is
    * retried, so side effects of the interrupted part may be counted twice. */
   progTestRun(prog: ProgHandle, opts: TestRunOptions): TestRunResult;
+  /** The same run on a worker thread (the event loop goes on), for programs that
+   * take long. No ctx: ctxIn/ctxOutSize are refused (EINVALARG). */
+  progTestRunAsync(prog: ProgHandle, opts: Omit<TestRunOptions, 'ctxIn' | 'ctxOutSize'>): Promise<Omit<TestRunResult, 'ctxOut'>>;
   progInfo(prog: ProgHandle): ProgInfo;
 
   // links (act on the calling thread's network namespace)

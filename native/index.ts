@@ -62,6 +62,7 @@ export const {
   mapDump,
   mapDumpAsync,
   progTestRun,
+  progTestRunAsync,
   progInfo,
   ifNameToIndex,
   ifIndexToName,

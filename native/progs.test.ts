@@ -41,6 +41,21 @@ describe('progTestRun on XDP programs', () => {
     assert.equal(bpf.progTestRun(prog('xdp_drop'), { data: frame }).retval, xdpActions.DROP);
   });
 
+  test('progTestRunAsync: the same run off the JS thread; bad options and closed handles are refused', async () => {
+    const frame = ethFrame();
+    const r = await bpf.progTestRunAsync(prog('xdp_swap_mac'), { data: frame });
+    assert.equal(r.retval, xdpActions.TX);
+    assert.deepEqual(r.dataOut, bpf.progTestRun(prog('xdp_swap_mac'), { data: frame }).dataOut);
+    throwsNative(() => bpf.progTestRunAsync(prog('xdp_pass'), { data: new Uint8Array(0) }), { code: 'EINVALARG' });
+    throwsNative(() => bpf.progTestRunAsync(prog('xdp_pass'), { data: frame, ctxIn: new Uint8Array(8) } as never), { code: 'EINVALARG' });
+    // Closing the handle while a run is queued does not pull the program away from it.
+    const p = bpf.objectProgram(obj, 'xdp_drop');
+    const pending = bpf.progTestRunAsync(p, { data: frame });
+    bpf.close(p);
+    assert.equal((await pending).retval, xdpActions.DROP);
+    throwsNative(() => bpf.progTestRunAsync(p, { data: frame }), { code: 'ECLOSED' });
+  });
+
   test('rewritten packets: MAC swap', () => {
     const frame = ethFrame();
     const r = bpf.progTestRun(prog('xdp_swap_mac'), { data: frame });

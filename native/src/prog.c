@@ -173,6 +173,160 @@ static napi_value js_prog_test_run(napi_env env, napi_callback_info info)
 	return out;
 }
 
+/* progTestRunAsync(prog, {data, repeat?, dataOutSize?, flags?})
+ *   -> Promise<{retval, durationNs, dataOut}>
+ * The same run on a worker thread, for programs that take long (a pass over a
+ * large map): the JS thread goes on meanwhile. The input is copied and the
+ * output is ours until the run ends; the program fd is our own dup, so
+ * close(prog) during the run cannot pull it away. No ctx in or out. */
+struct run_work {
+	napi_async_work work;
+	napi_deferred deferred;
+	int fd;
+	struct bpf_test_run_opts opts;
+	void *data_in, *data_out;
+	uint32_t data_room;
+	int ret, err;
+};
+
+static void run_work_free(struct run_work *w)
+{
+	if (w->fd >= 0)
+		close(w->fd);
+	free(w->data_in);
+	free(w->data_out);
+	free(w);
+}
+
+static void run_execute(napi_env env, void *data)
+{
+	struct run_work *w = data;
+
+	w->ret = test_run(w->fd, &w->opts, w->data_room, 0);
+	w->err = w->ret ? errno : 0;
+}
+
+static void run_complete(napi_env env, napi_status status, void *data)
+{
+	struct run_work *w = data;
+	napi_value out = NULL, error = NULL, bytes;
+	void *dst;
+
+	if (status != napi_ok)
+		error = hy_code_error(env, HY_ENAPI, "progTestRunAsync", "async work failed (status %d)",
+				      (int)status);
+	else if (w->ret)
+		error = hy_errno_error(env, "bpf_prog_test_run_opts", w->err, NULL);
+	else if (napi_create_object(env, &out) != napi_ok ||
+		 !hy_set_u32(env, out, "retval", w->opts.retval) ||
+		 !hy_set_u32(env, out, "durationNs", w->opts.duration) ||
+		 !(bytes = hy_new_bytes(env, w->opts.data_size_out, &dst)) ||
+		 (memcpy(dst, w->data_out, w->opts.data_size_out), !hy_set_value(env, out, "dataOut", bytes))) {
+		out = NULL;
+		napi_get_and_clear_last_exception(env, &error);
+	}
+	if (out)
+		napi_resolve_deferred(env, w->deferred, out);
+	else
+		napi_reject_deferred(env, w->deferred, error ? error : hy_undefined(env));
+	napi_delete_async_work(env, w->work);
+	run_work_free(w);
+}
+
+static napi_value js_prog_test_run_async(napi_env env, napi_callback_info info)
+{
+	const char *fn = "progTestRunAsync";
+	napi_value argv[2], v, promise, name;
+	struct prog_handle *p;
+	struct run_work *w;
+	void *data;
+	size_t data_len;
+	uint32_t repeat = 1, data_out_size, flags = 0;
+	napi_status s;
+
+	if (!hy_args(env, info, 2, argv) || !(p = get_prog(env, argv[0], fn)))
+		return NULL;
+	if (hy_is_nullish(env, argv[1])) {
+		hy_throw_code(env, HY_EINVALARG, fn, "opts must be an object with data, got nothing");
+		return NULL;
+	}
+	if (!hy_check_opts(env, argv[1], fn, "opts") || !hy_get_opt(env, argv[1], "data", &v))
+		return NULL;
+	if (!v) {
+		hy_throw_code(env, HY_EINVALARG, fn, "opts.data is required (a Uint8Array)");
+		return NULL;
+	}
+	if (!hy_get_bytes(env, v, fn, "opts.data", &data, &data_len))
+		return NULL;
+	if (data_len == 0 || data_len > UINT32_MAX - TEST_RUN_HEADROOM) {
+		hy_throw_code(env, HY_EINVALARG, fn, "opts.data must be 1 to %u bytes, got %zu",
+			      UINT32_MAX - TEST_RUN_HEADROOM, data_len);
+		return NULL;
+	}
+	data_out_size = (uint32_t)data_len + TEST_RUN_HEADROOM;
+	if (!hy_get_opt(env, argv[1], "repeat", &v) ||
+	    (v && !hy_get_u32(env, v, fn, "opts.repeat", &repeat)) ||
+	    !hy_get_opt(env, argv[1], "dataOutSize", &v) ||
+	    (v && !hy_get_u32(env, v, fn, "opts.dataOutSize", &data_out_size)) ||
+	    !hy_get_opt(env, argv[1], "flags", &v) ||
+	    (v && !hy_get_u32(env, v, fn, "opts.flags", &flags)))
+		return NULL;
+	if (!hy_get_opt(env, argv[1], "ctxIn", &v))
+		return NULL;
+	if (v || !hy_get_opt(env, argv[1], "ctxOutSize", &v) || v) {
+		hy_throw_code(env, HY_EINVALARG, fn,
+			      "opts.ctxIn and opts.ctxOutSize are not supported here (use progTestRun)");
+		return NULL;
+	}
+	if (repeat > INT32_MAX) {
+		hy_throw_code(env, HY_EINVALARG, fn, "opts.repeat must be at most %d, got %u",
+			      INT32_MAX, repeat);
+		return NULL;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		hy_throw_errno(env, "calloc", ENOMEM, NULL);
+		return NULL;
+	}
+	w->fd = -1;
+	w->data_in = malloc(data_len);
+	w->data_out = malloc(data_out_size ? data_out_size : 1);
+	if (!w->data_in || !w->data_out) {
+		run_work_free(w);
+		hy_throw_errno(env, "malloc", ENOMEM, NULL);
+		return NULL;
+	}
+	memcpy(w->data_in, data, data_len);
+	w->fd = hy_dup(p->fd);
+	if (w->fd < 0) {
+		hy_throw_errno(env, "dup", errno, "prog fd");
+		run_work_free(w);
+		return NULL;
+	}
+	w->opts.sz = sizeof(w->opts);
+	w->opts.data_in = w->data_in;
+	w->opts.data_size_in = (uint32_t)data_len;
+	w->opts.data_out = data_out_size ? w->data_out : NULL;
+	w->opts.data_size_out = data_out_size;
+	w->opts.repeat = (int)repeat;
+	w->opts.flags = flags;
+	w->data_room = data_out_size;
+	if ((s = napi_create_string_utf8(env, "hypha:progTestRun", NAPI_AUTO_LENGTH, &name)) != napi_ok ||
+	    (s = napi_create_async_work(env, NULL, name, run_execute, run_complete, w, &w->work)) != napi_ok) {
+		run_work_free(w);
+		hy_napi_failed(env, s, "napi_create_async_work");
+		return NULL;
+	}
+	if ((s = napi_create_promise(env, &w->deferred, &promise)) != napi_ok ||
+	    (s = napi_queue_async_work(env, w->work)) != napi_ok) {
+		napi_delete_async_work(env, w->work);
+		run_work_free(w);
+		hy_napi_failed(env, s, "napi_queue_async_work");
+		return NULL;
+	}
+	return promise;
+}
+
 /* progInfo(prog): {id, type, name, tag} */
 static napi_value js_prog_info(napi_env env, napi_callback_info info)
 {
@@ -201,5 +355,6 @@ static napi_value js_prog_info(napi_env env, napi_callback_info info)
 bool prog_register(napi_env env, napi_value exports)
 {
 	return hy_export(env, exports, "progTestRun", js_prog_test_run) &&
+	       hy_export(env, exports, "progTestRunAsync", js_prog_test_run_async) &&
 	       hy_export(env, exports, "progInfo", js_prog_info);
 }
