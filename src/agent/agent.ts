@@ -19,6 +19,7 @@ import { K8sSource } from './k8s-source.ts';
 import { LbSync } from './lb-sync.ts';
 import { type Metrics, createMetrics } from './metrics.ts';
 import { ENDPOINTS_MAP, EndpointsSync } from './endpoints.ts';
+import { ConntrackGc } from './ct-gc.ts';
 import { PodDevices } from './pod-devices.ts';
 import { serverPort, startServer } from './server.ts';
 
@@ -35,6 +36,7 @@ export class Agent {
   #server: Server | undefined;
   #metrics: Metrics | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
+  #ctGc: ConntrackGc | undefined;
   #externalMode: 'xdp' | 'tc' | undefined;
   #ready = false;
   readonly #counts = new Map<string, number>();
@@ -79,6 +81,22 @@ export class Agent {
       maps: () => this.#mapUsage(),
       drops: () => readDrops(dp.map('hypha_drops_v1')).map((d) => ({ reason: d.reason, packets: Number(d.packets) })),
     });
+    const metrics = this.#metrics;
+    this.#ctGc = new ConntrackGc({
+      collect: () => dp.collectConntrack(),
+      capacity: dp.sizes.ct,
+      limits: { minSeconds: 1, maxSeconds: this.cfg.sync.conntrackGcMaxSeconds },
+      log,
+      hooks: {
+        pass: (r, next) => {
+          this.#counts.set('hypha_ct4_v1', r.entries);
+          metrics.ctGcDeleted.inc(r.deleted);
+          metrics.ctGcDuration.observe(r.ms / 1000);
+          metrics.ctGcInterval.set(next);
+        },
+      },
+    });
+    this.#ctGc.start();
     this.#table = new LbTable({ services: bpf.mapSizes.services, backends: bpf.mapSizes.backends });
     this.#lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP), names: dp.mapIO(NAMES_MAP) }, log);
     await this.#lb.adopt(this.#table);
@@ -93,7 +111,6 @@ export class Agent {
 
     const sync = this.#sync;
     if (k8s) {
-      const metrics = this.#metrics;
       this.#k8s = new K8sSource({
         kubeconfig: k8s.kubeconfig,
         nodeName: this.cfg.node.name,
@@ -146,11 +163,12 @@ export class Agent {
     });
   }
 
-  /** Conntrack and affinity sizes need a walk of the map: done on the slow timer, not per scrape. */
+  /** The affinity map's size needs a walk of the map: done on the slow timer, not per scrape. */
   async #countLargeMaps(): Promise<void> {
     const dp = this.#dp;
     if (!dp) return;
-    for (const name of ['hypha_ct4_v1', 'hypha_lb4_affinity_v1'] as const) {
+    // (The conntrack map is counted by its garbage collector.)
+    for (const name of ['hypha_lb4_affinity_v1'] as const) {
       try {
         this.#counts.set(name, (await native.mapDumpAsync(dp.map(name))).count);
       } catch (err) {
@@ -184,6 +202,7 @@ export class Agent {
       lastError: s?.lastError ?? null,
       services: s?.services ?? 0,
       maps: this.#mapUsage(),
+      conntrackGc: this.#ctGc?.last ?? null,
       devices: { external: this.cfg.devices.external ?? null, externalMode: this.#externalMode ?? null, pods: [...(this.#pods?.attached.keys() ?? [])] },
       pinRoot: this.cfg.bpf.pinRoot,
     };
@@ -191,6 +210,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     clearInterval(this.#resyncTimer);
+    this.#ctGc?.stop();
     this.#source?.stop();
     this.#k8s?.stop();
     this.#pods?.stop();

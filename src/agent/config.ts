@@ -14,7 +14,7 @@ export interface AgentConfig {
   services: { files: string[] };
   /** Watch the API server (the kube-proxy replacement); absent: standalone, from files. */
   kubernetes?: { kubeconfig?: string; silenceSeconds: number; resyncSeconds: number };
-  sync: { resyncSeconds: number; devicesSeconds: number };
+  sync: { resyncSeconds: number; devicesSeconds: number; conntrackGcMaxSeconds: number };
   listen: { address: string; port: number };
   log: { level: string };
 }
@@ -79,6 +79,8 @@ const schema = {
       properties: {
         resyncSeconds: { type: 'number', minimum: 1, maximum: 86400, default: 300 },
         devicesSeconds: { type: 'number', minimum: 0.1, maximum: 3600, default: 1 },
+        // Longest pause between conntrack GC passes (busier nodes get shorter ones, down to 1 s).
+        conntrackGcMaxSeconds: { type: 'number', minimum: 1, maximum: 3600, default: 60 },
       },
     },
     listen: {

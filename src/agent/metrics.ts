@@ -15,6 +15,9 @@ export interface Metrics {
   drops: Counter<'reason'> | Gauge<'reason'>;
   ready: Gauge;
   devices: Gauge<'kind'>;
+  ctGcDeleted: Counter;
+  ctGcDuration: Histogram;
+  ctGcInterval: Gauge;
 }
 
 export interface MetricsSources {
@@ -72,5 +75,11 @@ export function createMetrics(sources?: MetricsSources): Metrics {
     drops,
     ready: new Gauge({ name: 'hypha_ready', help: '1 once the first sync is programmed', registers: [registry] }),
     devices: new Gauge({ name: 'hypha_devices_attached', help: 'Devices with Hypha programs attached', labelNames: ['kind'], registers: [registry] }),
+    ctGcDeleted: new Counter({ name: 'hypha_conntrack_gc_deleted_total', help: 'Timed-out conntrack entries deleted by garbage collection', registers: [registry] }),
+    ctGcDuration: new Histogram({
+      name: 'hypha_conntrack_gc_duration_seconds', help: 'Time one conntrack garbage-collection pass takes (in the kernel)',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5], registers: [registry],
+    }),
+    ctGcInterval: new Gauge({ name: 'hypha_conntrack_gc_interval_seconds', help: 'Pause before the next conntrack garbage-collection pass', registers: [registry] }),
   };
 }

@@ -3,11 +3,12 @@
 // a packet in, and the verdict, drop reason and rewritten packet out.
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as native from '../../native/index.ts';
 import { slice, svc } from '../../src/services/fixtures.ts';
 import type { ProgramName } from '../../src/datapath/loader.ts';
 import { CtDir, CtFlags } from '../../src/datapath/abi.gen.ts';
 import { type PacketSpec, type ParsedPacket, buildPacket, parsePacket } from '../lib/packet.ts';
-import { BpfHarness, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX } from './harness.ts';
+import { BpfHarness, ctEntry, ctKey, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX } from './harness.ts';
 
 const CLIENT = '10.244.0.5';
 const WEB = ['10.244.0.11', '10.244.0.12', '10.244.0.13'];
@@ -283,6 +284,26 @@ describe('Service translation: flows over time', () => {
       assert.deepEqual([p.src, p.sport, p.dst, p.dport], [backend, 8080, CLIENT, 47100], prog);
     }
     assert.equal(h.ct().some((c) => c.key.dir === CtDir.REPLY && c.key.saddr === backend && c.key.dport === 47100), false, 'stale reply entry removed');
+  });
+
+  test('conntrack GC: one pass deletes every timed-out entry and keeps the live and closing ones', async () => {
+    const flows = new Map<number, string>();
+    for (let port = 47200; port < 47210; port++) flows.set(port, send('fromPod', tcp({ sport: port })).dst);
+    send('fromPod', tcp({ sport: 47200, flags: ['FIN', 'ACK'] }));
+    // Timed-out entries, as dead flows leave them (CLOCK_MONOTONIC seconds, like the programs).
+    const now = Number(process.hrtime.bigint() / 1_000_000_000n);
+    const ct = h.dp.map('hypha_ct4_v1');
+    for (let i = 0; i < 300; i++) {
+      const key = ctKey.encode({ saddr: `10.244.9.${i % 250}`, daddr: '10.96.0.10', sport: 30000 + i, dport: 80, proto: 6, dir: CtDir.SERVICE });
+      native.mapUpdate(ct, key, ctEntry.encode({ ...h.ct()[0]!.entry, expires: now - 5 - (i % 3) }));
+    }
+    assert.equal(h.ct().length, 320);
+    const r = await h.dp.collectConntrack();
+    assert.deepEqual([r.deleted, r.entries], [300, 20]);
+    assert.equal(h.ct().length, 20);
+    for (const [port, dst] of flows) assert.equal(send('fromPod', tcp({ sport: port, flags: ['ACK'] })).dst, dst, `flow ${port} kept its backend`);
+    const again = await h.dp.collectConntrack();
+    assert.deepEqual([again.deleted, again.entries], [0, 20], 'a second pass finds nothing');
   });
 
   test('one client port to two Services that pick the same backend: the second flow gets another source port', () => {

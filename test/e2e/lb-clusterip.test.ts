@@ -50,7 +50,7 @@ describe('ClusterIP through the BPF datapath', () => {
     manifests.write('empty.yaml', [serviceObject(empty)]);
     manifests.write('self.yaml', [serviceObject(self), sliceObject(self, eps([client]), [{ name: 'http', port: 8080 }])]);
     manifests.write('sticky.yaml', [serviceObject(sticky), sliceObject(sticky, eps(backends), [{ name: 'http', port: 8080 }])]);
-    agent = new TestAgent(topo, node, { pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: manifests.dir, workDir: work });
+    agent = new TestAgent(topo, node, { pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: manifests.dir, workDir: work, ctGcMaxSeconds: 1 });
     await agent.start();
   });
 
@@ -118,6 +118,17 @@ describe('ClusterIP through the BPF datapath', () => {
     const direct = await loop(`${backends[0]!.ip}:8080`, 10);
     assert.deepEqual([viaService.failed, direct.failed], [0, 0], JSON.stringify([viaService.errors, direct.errors]));
     assert.equal(await counted(), before, 'no packet from the client entered the node\'s stack');
+  });
+
+  test('conntrack entries of closed flows are garbage-collected once their closing time runs out', async () => {
+    const r = await loop('10.96.0.10:80', 5);
+    assert.equal(r.failed, 0);
+    const id = (c: { key: { saddr: string; daddr: string; sport: number; dport: number; dir: number } }) =>
+      `${c.key.dir} ${c.key.saddr}:${c.key.sport} ${c.key.daddr}:${c.key.dport}`;
+    const closed = new Set(agent.conntrack().filter((c) => c.entry.flags & CtFlags.CLOSING).map(id));
+    assert.ok(closed.size >= 10, `the loop's flows are closing (${closed.size})`);
+    // Closing lifetime 10 s, then a GC pass (at most 1 s apart in this test).
+    await eventually('closed flows gone from conntrack', () => !agent.conntrack().some((c) => closed.has(id(c))), 20_000);
   });
 
   test('a removed backend gets no new flows while its open connection lives on', async () => {

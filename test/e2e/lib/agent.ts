@@ -33,6 +33,8 @@ export interface AgentOptions {
   resyncSeconds?: number;
   /** bpf.hostRouting (the agent's default: on). */
   hostRouting?: boolean;
+  /** sync.conntrackGcMaxSeconds (the agent's default when unset). */
+  ctGcMaxSeconds?: number;
   extra?: Record<string, unknown>;
   /** Flags for the agent's node process (e.g. V8 heap settings). */
   nodeArgs?: string[];
@@ -58,7 +60,7 @@ export class TestAgent {
       ...(opts.kubeconfig
         ? { kubernetes: { kubeconfig: opts.kubeconfig, silenceSeconds: 20, resyncSeconds: 120 } }
         : { services: { files: [opts.servicesDir ?? path.join(opts.workDir, 'services')] } }),
-      sync: { resyncSeconds: opts.resyncSeconds ?? 30, devicesSeconds: 0.2 },
+      sync: { resyncSeconds: opts.resyncSeconds ?? 30, devicesSeconds: 0.2, ...(opts.ctGcMaxSeconds ? { conntrackGcMaxSeconds: opts.ctGcMaxSeconds } : {}) },
       listen: { address: '127.0.0.1', port: 9890 },
       log: { level: 'info' },
       ...opts.extra,

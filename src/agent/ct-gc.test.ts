@@ -1,0 +1,34 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { pino } from 'pino';
+import { ConntrackGc, nextGcInterval } from './ct-gc.ts';
+
+const limits = { minSeconds: 1, maxSeconds: 60 };
+
+test('a pass that deletes much of the map brings the next one closer, down to the minimum', () => {
+  assert.equal(nextGcInterval(10, 40_000, 100_000, limits), 2.5);
+  assert.equal(nextGcInterval(2, 90_000, 100_000, limits), 1);
+});
+
+test('a quiet pass at most doubles the interval, up to the maximum', () => {
+  assert.equal(nextGcInterval(10, 0, 100_000, limits), 20);
+  assert.equal(nextGcInterval(10, 1_000, 100_000, limits), 20);
+  assert.equal(nextGcInterval(40, 0, 100_000, limits), 60);
+  assert.equal(nextGcInterval(10, 10_000, 100_000, limits), 10);
+});
+
+test('a failing pass is logged and retried at the slowest pace, never thrown', async () => {
+  let calls = 0;
+  const gc = new ConntrackGc({
+    collect: async () => {
+      calls++;
+      throw new Error('EPERM');
+    },
+    capacity: 1000, limits: { minSeconds: 1, maxSeconds: 60 }, log: pino({ level: 'silent' }),
+  });
+  gc.start();
+  await new Promise((r) => setImmediate(r));
+  gc.stop();
+  assert.equal(calls, 1);
+  assert.equal(gc.last, undefined);
+});

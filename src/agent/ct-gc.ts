@@ -1,0 +1,83 @@
+// Conntrack garbage collection on an adaptive timer. Each pass runs in the
+// kernel (Datapath.collectConntrack, bpf/tc/ct_gc.c); this decides when the
+// next one runs. A pass that deletes much of the map means entries die
+// faster than the interval: the next pass comes sooner, down to minSeconds.
+// A pass that finds little doubles the interval, up to maxSeconds. (Cilium's
+// agent adapts its conntrack GC interval the same way.)
+import type { Logger } from 'pino';
+import type { ConntrackGcResult } from '../datapath/loader.ts';
+
+export interface CtGcLimits {
+  minSeconds: number;
+  maxSeconds: number;
+}
+
+/** Share of the map one pass may find dead before the interval shrinks. */
+const TARGET_DELETED_SHARE = 0.1;
+
+/** The interval after a pass that deleted `deleted` of `capacity` entries. Pure. */
+export function nextGcInterval(current: number, deleted: number, capacity: number, limits: CtGcLimits): number {
+  const share = capacity > 0 ? deleted / capacity : 0;
+  // Proportional: aim for passes that each delete about the target share;
+  // never more than double at once, so a quiet spell does not overshoot.
+  const scaled = share > 0 ? current * Math.min(2, TARGET_DELETED_SHARE / share) : current * 2;
+  return Math.min(limits.maxSeconds, Math.max(limits.minSeconds, scaled));
+}
+
+export interface CtGcHooks {
+  /** after every pass, with the interval chosen for the next */
+  pass?(r: ConntrackGcResult, nextSeconds: number): void;
+}
+
+export class ConntrackGc {
+  readonly #collect: () => Promise<ConntrackGcResult>;
+  readonly #capacity: number;
+  readonly #limits: CtGcLimits;
+  readonly #log: Logger;
+  readonly #hooks: CtGcHooks;
+  #interval: number;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+  last: (ConntrackGcResult & { at: Date; nextSeconds: number }) | undefined;
+
+  constructor(opts: { collect: () => Promise<ConntrackGcResult>; capacity: number; limits: CtGcLimits; log: Logger; hooks?: CtGcHooks }) {
+    this.#collect = opts.collect;
+    this.#capacity = opts.capacity;
+    this.#limits = opts.limits;
+    this.#log = opts.log;
+    this.#hooks = opts.hooks ?? {};
+    // Start in the middle: the first pass tells how busy the node is.
+    this.#interval = Math.max(opts.limits.minSeconds, Math.min(opts.limits.maxSeconds, 5));
+  }
+
+  /** Run a pass now and keep running them. */
+  start(): void {
+    void this.#run();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+  }
+
+  async #run(): Promise<void> {
+    if (this.#stopped) return;
+    try {
+      const r = await this.#collect();
+      this.#interval = nextGcInterval(this.#interval, r.deleted, this.#capacity, this.#limits);
+      this.last = { ...r, at: new Date(), nextSeconds: this.#interval };
+      this.#hooks.pass?.(r, this.#interval);
+      this.#log[r.deleted > this.#capacity * TARGET_DELETED_SHARE ? 'info' : 'debug'](
+        { deleted: r.deleted, entries: r.entries, ms: Math.round(r.ms * 10) / 10, nextSeconds: Math.round(this.#interval * 10) / 10 },
+        'conntrack garbage collected',
+      );
+    } catch (err) {
+      // The LRU map still makes room by itself; try again at the slowest pace.
+      this.#interval = this.#limits.maxSeconds;
+      this.#log.warn({ err: (err as Error).message }, 'conntrack garbage collection failed');
+    }
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => void this.#run(), this.#interval * 1000);
+    this.#timer.unref();
+  }
+}
