@@ -46,7 +46,13 @@ const BIN = path.join(REPO, 'bench/build');
 const BACKEND_PORT = 8080;
 
 type Dataplane = 'hypha' | 'hypha-stack' | 'iptables-nft' | 'iptables-legacy' | 'nftables' | 'direct' | 'floor';
-interface Row { dataplane: Dataplane; services: number; ns_per_packet?: number; ns_per_packet_established?: number; conns_per_s?: number }
+interface Row {
+  dataplane: Dataplane; services: number; ns_per_packet?: number; ns_per_packet_established?: number; conns_per_s?: number;
+  /** connections attempted in the measured seconds of all runs, and those that failed (3 s timeout, refused, reset) */
+  conns?: number; failed?: number;
+}
+
+interface Rate { conns_per_s: number; conns: number; failed: number }
 
 const log = (s: string): void => {
   process.stderr.write(`[bench-lb ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
@@ -97,23 +103,27 @@ async function bed(name: string): Promise<Bed> {
   return { topo, client, work };
 }
 
-async function connRate(b: Bed, targets: string[]): Promise<number> {
+async function connRate(b: Bed, targets: string[]): Promise<Rate> {
   const file = path.join(b.work, 'targets');
   writeFileSync(file, `${targets.join('\n')}\n`);
   const rates: number[] = [];
+  let conns = 0;
+  let failed = 0;
   for (let i = 0; i < RUNS; i++) {
-    const r = await b.topo.execJson<{ conns_per_s: number; failed: number; errors: Record<string, number> }>(b.client, [
+    const r = await b.topo.execJson<{ conns_per_s: number; conns: number; failed: number; errors: Record<string, number> }>(b.client, [
       path.join(BIN, 'connrate'), '--targets', file, '--duration', String(SECONDS), '--warmup', '1',
       '--concurrency', values.concurrency, '--seed', String(i + 1),
     ]);
     if (r.failed > 0) log(`  run ${i + 1}: ${r.failed} failed connections ${JSON.stringify(r.errors)}`);
     rates.push(r.conns_per_s);
+    conns += r.conns + r.failed;
+    failed += r.failed;
   }
   log(`  conns/s runs: ${rates.map((x) => Math.round(x)).join(', ')}`);
-  return Math.round(median(rates));
+  return { conns_per_s: Math.round(median(rates)), conns, failed };
 }
 
-async function measure(dp: Exclude<Dataplane, 'floor'>, n: number): Promise<number> {
+async function measure(dp: Exclude<Dataplane, 'floor'>, n: number): Promise<Rate> {
   const b = await bed(`bench-${dp.replace('iptables-', 'ipt')}`);
   let agent: TestAgent | undefined;
   try {
@@ -161,7 +171,7 @@ async function plot(rows: Row[], json: string): Promise<void> {
     `set output "${png}"`,
     'set multiplot layout 1,2 title "Service load balancing: Hypha (BPF) vs kube-proxy rulesets, 10 backends per Service"',
     'set logscale x', 'set grid', 'set key top left', 'set xlabel "Services"',
-    'set ylabel "ns per packet (BPF\\_PROG\\_TEST\\_RUN)"', 'set yrange [0:*]',
+    'set ylabel "ns per packet (BPF_PROG_TEST_RUN)" noenhanced', 'set yrange [0:*]', 'set key center right',
     `plot '-' with linespoints lw 2 title "hypha: new flow", '-' with linespoints lw 2 title "hypha: established flow", '-' with linespoints lw 2 title "floor (program that only returns)"`,
     dat('hypha', 'ns_per_packet') + dat('hypha', 'ns_per_packet_established') + dat('floor', 'ns_per_packet'),
     'set ylabel "new TCP connections per second"', 'set key bottom left',
@@ -193,8 +203,8 @@ for (const n of COUNTS) {
     if (!dp.startsWith('hypha') && dp !== 'direct' && n > PEER_MAX) continue;
     log(`${n} Services: new connections per second through ${dp}`);
     const rate = await measure(dp, n);
-    if (dp === 'hypha') hypha.conns_per_s = rate;
-    else rows.push({ dataplane: dp, services: n, conns_per_s: rate });
+    if (dp === 'hypha') Object.assign(hypha, rate);
+    else rows.push({ dataplane: dp, services: n, ...rate });
     write();
   }
 }
@@ -214,3 +224,8 @@ if (COUNTS.includes(10000)) {
     + `with stack routing (hypha-stack) vs iptables-nft ${ratio(at('hypha-stack', 10000)?.conns_per_s, at('iptables-nft', 10000)?.conns_per_s)}x, `
     + `vs nftables ${ratio(at('hypha-stack', 10000)?.conns_per_s, at('nftables', 10000)?.conns_per_s)}x\n`);
 }
+const failedOf = (dp: Dataplane): string => {
+  const rs = rows.filter((r) => r.dataplane === dp && r.conns !== undefined);
+  return `${dp} ${rs.reduce((n, r) => n + (r.failed ?? 0), 0)}/${rs.reduce((n, r) => n + (r.conns ?? 0), 0)}`;
+};
+process.stdout.write(`failed connections (all runs): ${(['hypha', 'hypha-stack', 'direct', 'nftables', 'iptables-legacy', 'iptables-nft'] as const).map(failedOf).join(', ')}\n`);
