@@ -66,6 +66,52 @@ static int test_run(int fd, struct bpf_test_run_opts *opts, uint32_t data_room, 
 	return ret;
 }
 
+/* The options both test runs take: opts.data (required), repeat, dataOutSize
+ * (default: the input's length plus TEST_RUN_HEADROOM) and flags. */
+struct run_args {
+	void *data;
+	size_t data_len;
+	uint32_t repeat, data_out_size, flags;
+};
+
+static bool get_run_args(napi_env env, napi_value opts, const char *fn, struct run_args *a)
+{
+	napi_value v;
+
+	a->repeat = 1;
+	a->flags = 0;
+	if (hy_is_nullish(env, opts)) {
+		hy_throw_code(env, HY_EINVALARG, fn, "opts must be an object with data, got nothing");
+		return false;
+	}
+	if (!hy_check_opts(env, opts, fn, "opts") || !hy_get_opt(env, opts, "data", &v))
+		return false;
+	if (!v) {
+		hy_throw_code(env, HY_EINVALARG, fn, "opts.data is required (a Uint8Array)");
+		return false;
+	}
+	if (!hy_get_bytes(env, v, fn, "opts.data", &a->data, &a->data_len))
+		return false;
+	if (a->data_len > UINT32_MAX - TEST_RUN_HEADROOM) {
+		hy_throw_code(env, HY_EINVALARG, fn, "opts.data is too large (%zu bytes)", a->data_len);
+		return false;
+	}
+	a->data_out_size = (uint32_t)a->data_len + TEST_RUN_HEADROOM;
+	if (!hy_get_opt(env, opts, "repeat", &v) ||
+	    (v && !hy_get_u32(env, v, fn, "opts.repeat", &a->repeat)) ||
+	    !hy_get_opt(env, opts, "dataOutSize", &v) ||
+	    (v && !hy_get_u32(env, v, fn, "opts.dataOutSize", &a->data_out_size)) ||
+	    !hy_get_opt(env, opts, "flags", &v) ||
+	    (v && !hy_get_u32(env, v, fn, "opts.flags", &a->flags)))
+		return false;
+	if (a->repeat > INT32_MAX) {
+		hy_throw_code(env, HY_EINVALARG, fn, "opts.repeat must be at most %d, got %u",
+			      INT32_MAX, a->repeat);
+		return false;
+	}
+	return true;
+}
+
 /* progTestRun(prog, {data, repeat?, ctxIn?, ctxOutSize?, dataOutSize?, flags?})
  *   -> {retval, durationNs, dataOut, ctxOut?} */
 static napi_value js_prog_test_run(napi_env env, napi_callback_info info)
@@ -73,64 +119,38 @@ static napi_value js_prog_test_run(napi_env env, napi_callback_info info)
 	const char *fn = "progTestRun";
 	napi_value argv[2], v, out, data_out = NULL, ctx_out = NULL;
 	struct prog_handle *p;
-	void *data, *ctx_in = NULL, *dout = NULL, *cout = NULL;
-	size_t data_len, ctx_len = 0;
-	uint32_t repeat = 1, ctx_out_size = 0, data_out_size, flags = 0;
+	struct run_args a;
+	void *ctx_in = NULL, *dout = NULL, *cout = NULL;
+	size_t ctx_len = 0;
+	uint32_t ctx_out_size = 0, data_out_size;
 	bool want_ctx_out = false;
 	LIBBPF_OPTS(bpf_test_run_opts, opts);
 
-	if (!hy_args(env, info, 2, argv) || !(p = get_prog(env, argv[0], fn)))
+	if (!hy_args(env, info, 2, argv) || !(p = get_prog(env, argv[0], fn)) ||
+	    !get_run_args(env, argv[1], fn, &a))
 		return NULL;
-	if (hy_is_nullish(env, argv[1])) {
-		hy_throw_code(env, HY_EINVALARG, fn, "opts must be an object with data, got nothing");
-		return NULL;
-	}
-	if (!hy_check_opts(env, argv[1], fn, "opts") || !hy_get_opt(env, argv[1], "data", &v))
-		return NULL;
-	if (!v) {
-		hy_throw_code(env, HY_EINVALARG, fn, "opts.data is required (a Uint8Array)");
-		return NULL;
-	}
-	if (!hy_get_bytes(env, v, fn, "opts.data", &data, &data_len))
-		return NULL;
-	if (data_len > UINT32_MAX - TEST_RUN_HEADROOM) {
-		hy_throw_code(env, HY_EINVALARG, fn, "opts.data is too large (%zu bytes)", data_len);
-		return NULL;
-	}
-	data_out_size = (uint32_t)data_len + TEST_RUN_HEADROOM;
-	if (!hy_get_opt(env, argv[1], "repeat", &v) ||
-	    (v && !hy_get_u32(env, v, fn, "opts.repeat", &repeat)) ||
-	    !hy_get_opt(env, argv[1], "ctxIn", &v) ||
+	if (!hy_get_opt(env, argv[1], "ctxIn", &v) ||
 	    (v && !hy_get_bytes(env, v, fn, "opts.ctxIn", &ctx_in, &ctx_len)) ||
 	    !hy_get_opt(env, argv[1], "ctxOutSize", &v) ||
 	    (v && !hy_get_u32(env, v, fn, "opts.ctxOutSize", &ctx_out_size)))
 		return NULL;
 	want_ctx_out = v != NULL;
-	if (!hy_get_opt(env, argv[1], "dataOutSize", &v) ||
-	    (v && !hy_get_u32(env, v, fn, "opts.dataOutSize", &data_out_size)) ||
-	    !hy_get_opt(env, argv[1], "flags", &v) ||
-	    (v && !hy_get_u32(env, v, fn, "opts.flags", &flags)))
-		return NULL;
-	if (repeat > INT32_MAX) {
-		hy_throw_code(env, HY_EINVALARG, fn, "opts.repeat must be at most %d, got %u",
-			      INT32_MAX, repeat);
-		return NULL;
-	}
+	data_out_size = a.data_out_size;
 	/* Output buffers are JS-owned from the start; we trim them with subarray below. */
 	if (!(data_out = hy_new_bytes(env, data_out_size, &dout)))
 		return NULL;
 	if (want_ctx_out && !(ctx_out = hy_new_bytes(env, ctx_out_size, &cout)))
 		return NULL;
-	opts.data_in = data;
-	opts.data_size_in = (uint32_t)data_len;
+	opts.data_in = a.data;
+	opts.data_size_in = (uint32_t)a.data_len;
 	opts.data_out = data_out_size ? dout : NULL;
 	opts.data_size_out = data_out_size;
 	opts.ctx_in = ctx_len ? ctx_in : NULL;
 	opts.ctx_size_in = (uint32_t)ctx_len;
 	opts.ctx_out = want_ctx_out && ctx_out_size ? cout : NULL;
 	opts.ctx_size_out = want_ctx_out ? ctx_out_size : 0;
-	opts.repeat = (int)repeat;
-	opts.flags = flags;
+	opts.repeat = (int)a.repeat;
+	opts.flags = a.flags;
 	if (test_run(p->fd, &opts, data_out_size, want_ctx_out ? ctx_out_size : 0)) {
 		int err = errno;
 		napi_value e;
@@ -239,48 +259,21 @@ static napi_value js_prog_test_run_async(napi_env env, napi_callback_info info)
 	napi_value argv[2], v, promise, name;
 	struct prog_handle *p;
 	struct run_work *w;
-	void *data;
-	size_t data_len;
-	uint32_t repeat = 1, data_out_size, flags = 0;
+	struct run_args a;
 	napi_status s;
 
-	if (!hy_args(env, info, 2, argv) || !(p = get_prog(env, argv[0], fn)))
+	if (!hy_args(env, info, 2, argv) || !(p = get_prog(env, argv[0], fn)) ||
+	    !get_run_args(env, argv[1], fn, &a))
 		return NULL;
-	if (hy_is_nullish(env, argv[1])) {
-		hy_throw_code(env, HY_EINVALARG, fn, "opts must be an object with data, got nothing");
-		return NULL;
-	}
-	if (!hy_check_opts(env, argv[1], fn, "opts") || !hy_get_opt(env, argv[1], "data", &v))
-		return NULL;
-	if (!v) {
-		hy_throw_code(env, HY_EINVALARG, fn, "opts.data is required (a Uint8Array)");
+	if (a.data_len == 0) {
+		hy_throw_code(env, HY_EINVALARG, fn, "opts.data must not be empty");
 		return NULL;
 	}
-	if (!hy_get_bytes(env, v, fn, "opts.data", &data, &data_len))
-		return NULL;
-	if (data_len == 0 || data_len > UINT32_MAX - TEST_RUN_HEADROOM) {
-		hy_throw_code(env, HY_EINVALARG, fn, "opts.data must be 1 to %u bytes, got %zu",
-			      UINT32_MAX - TEST_RUN_HEADROOM, data_len);
-		return NULL;
-	}
-	data_out_size = (uint32_t)data_len + TEST_RUN_HEADROOM;
-	if (!hy_get_opt(env, argv[1], "repeat", &v) ||
-	    (v && !hy_get_u32(env, v, fn, "opts.repeat", &repeat)) ||
-	    !hy_get_opt(env, argv[1], "dataOutSize", &v) ||
-	    (v && !hy_get_u32(env, v, fn, "opts.dataOutSize", &data_out_size)) ||
-	    !hy_get_opt(env, argv[1], "flags", &v) ||
-	    (v && !hy_get_u32(env, v, fn, "opts.flags", &flags)))
-		return NULL;
 	if (!hy_get_opt(env, argv[1], "ctxIn", &v))
 		return NULL;
 	if (v || !hy_get_opt(env, argv[1], "ctxOutSize", &v) || v) {
 		hy_throw_code(env, HY_EINVALARG, fn,
 			      "opts.ctxIn and opts.ctxOutSize are not supported here (use progTestRun)");
-		return NULL;
-	}
-	if (repeat > INT32_MAX) {
-		hy_throw_code(env, HY_EINVALARG, fn, "opts.repeat must be at most %d, got %u",
-			      INT32_MAX, repeat);
 		return NULL;
 	}
 	w = calloc(1, sizeof(*w));
@@ -289,14 +282,14 @@ static napi_value js_prog_test_run_async(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 	w->fd = -1;
-	w->data_in = malloc(data_len);
-	w->data_out = malloc(data_out_size ? data_out_size : 1);
+	w->data_in = malloc(a.data_len);
+	w->data_out = malloc(a.data_out_size ? a.data_out_size : 1);
 	if (!w->data_in || !w->data_out) {
 		run_work_free(w);
 		hy_throw_errno(env, "malloc", ENOMEM, NULL);
 		return NULL;
 	}
-	memcpy(w->data_in, data, data_len);
+	memcpy(w->data_in, a.data, a.data_len);
 	w->fd = hy_dup(p->fd);
 	if (w->fd < 0) {
 		hy_throw_errno(env, "dup", errno, "prog fd");
@@ -305,12 +298,12 @@ static napi_value js_prog_test_run_async(napi_env env, napi_callback_info info)
 	}
 	w->opts.sz = sizeof(w->opts);
 	w->opts.data_in = w->data_in;
-	w->opts.data_size_in = (uint32_t)data_len;
-	w->opts.data_out = data_out_size ? w->data_out : NULL;
-	w->opts.data_size_out = data_out_size;
-	w->opts.repeat = (int)repeat;
-	w->opts.flags = flags;
-	w->data_room = data_out_size;
+	w->opts.data_size_in = (uint32_t)a.data_len;
+	w->opts.data_out = a.data_out_size ? w->data_out : NULL;
+	w->opts.data_size_out = a.data_out_size;
+	w->opts.repeat = (int)a.repeat;
+	w->opts.flags = a.flags;
+	w->data_room = a.data_out_size;
 	if ((s = napi_create_string_utf8(env, "hypha:progTestRun", NAPI_AUTO_LENGTH, &name)) != napi_ok ||
 	    (s = napi_create_async_work(env, NULL, name, run_execute, run_complete, w, &w->work)) != napi_ok) {
 		run_work_free(w);

@@ -147,9 +147,9 @@ export class Agent {
       this.#writeDatapathConfig();
       sync.requestFullSync();
       this.#pods?.scan(true);
-      void this.#countLargeMaps();
+      void this.#countAffinityMap();
     }, this.cfg.sync.resyncSeconds * 1000);
-    void this.#countLargeMaps();
+    void this.#countAffinityMap();
   }
 
   /** Runtime settings of the programs; the node's first address sources
@@ -163,17 +163,16 @@ export class Agent {
     });
   }
 
-  /** The affinity map's size needs a walk of the map: done on the slow timer, not per scrape. */
-  async #countLargeMaps(): Promise<void> {
+  /** The affinity map's size needs a walk of the map: done on the slow timer,
+   *  not per scrape. (The conntrack map is counted by its garbage collector.) */
+  async #countAffinityMap(): Promise<void> {
     const dp = this.#dp;
     if (!dp) return;
-    // (The conntrack map is counted by its garbage collector.)
-    for (const name of ['hypha_lb4_affinity_v1'] as const) {
-      try {
-        this.#counts.set(name, (await native.mapDumpAsync(dp.map(name))).count);
-      } catch (err) {
-        this.#log.warn({ map: name, err: (err as Error).message }, 'map not counted');
-      }
+    const name = 'hypha_lb4_affinity_v1';
+    try {
+      this.#counts.set(name, (await native.mapDumpAsync(dp.map(name))).count);
+    } catch (err) {
+      this.#log.warn({ map: name, err: (err as Error).message }, 'map not counted');
     }
   }
 

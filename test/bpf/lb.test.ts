@@ -293,9 +293,10 @@ describe('Service translation: flows over time', () => {
     // Timed-out entries, as dead flows leave them (CLOCK_MONOTONIC seconds, like the programs).
     const now = Number(process.hrtime.bigint() / 1_000_000_000n);
     const ct = h.dp.map('hypha_ct4_v1');
+    const live = h.ct()[0]!.entry;
     for (let i = 0; i < 300; i++) {
       const key = ctKey.encode({ saddr: `10.244.9.${i % 250}`, daddr: '10.96.0.10', sport: 30000 + i, dport: 80, proto: 6, dir: CtDir.SERVICE });
-      native.mapUpdate(ct, key, ctEntry.encode({ ...h.ct()[0]!.entry, expires: now - 5 - (i % 3) }));
+      native.mapUpdate(ct, key, ctEntry.encode({ ...live, expires: now - 5 - (i % 3) }));
     }
     assert.equal(h.ct().length, 320);
     const r = await h.dp.collectConntrack();
