@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import * as k8s from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { isControlPlaneError, startControlPlane, type ControlPlane } from './lib/apiserver.ts';
+import { eventually } from './lib/agent.ts';
 import { run } from './lib/proc.ts';
 
 const log = pino({ level: process.env['LOG_LEVEL'] ?? 'info' }, pino.destination(2));
@@ -172,8 +173,9 @@ describe('kube-apiserver and etcd in a network namespace', () => {
     listRvBeforeRestart = services.metadata?.resourceVersion;
     assert.ok(listRvBeforeRestart, 'list has a resourceVersion');
 
-    // The apiserver's own Service got the first address of the range.
-    const kubernetes = await core.readNamespacedService({ namespace, name: 'kubernetes' });
+    // The apiserver's own Service got the first address of the range (its
+    // bootstrap controller creates it shortly after the server is ready).
+    const kubernetes = await eventually('the kubernetes Service', () => core.readNamespacedService({ namespace, name: 'kubernetes' }));
     assert.equal(kubernetes.spec?.clusterIP, '10.96.0.1');
   });
 
