@@ -5,6 +5,11 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 NODE := $(CURDIR)/node_modules/.bin/node
 CACHE := $(CURDIR)/.cache
+# Slow builds that do not depend on this checkout (Go toolchain and caches,
+# Kubernetes, containerd and tool binaries) go to a machine-wide cache keyed by
+# version, shared by every clone and by CI.
+HYPHA_CACHE ?= /var/cache/hypha
+export HYPHA_CACHE
 
 # Each part of the tree contributes its own targets.
 include mk/deps.mk

@@ -3,9 +3,12 @@
 # list's hash, so editing the list reinstalls.
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 \
 	iptables nftables ethtool util-linux procps iputils-ping netcat-openbsd \
-	openssl gnuplot-nox make g++ python3 pkg-config curl unzip
+	openssl gnuplot-nox make g++ python3 pkg-config curl unzip \
+	libjansson-dev containernetworking-plugins umoci libseccomp-dev
 APT_STAMP := $(CACHE)/stamps/apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-12)
-NPM_STAMP := $(CACHE)/stamps/npm-$(shell cat package-lock.json 2>/dev/null | md5sum | cut -c1-12)
+# Inside node_modules: a .cache restored without node_modules must not claim
+# the packages are installed.
+NPM_STAMP := node_modules/.hypha-npm-$(shell cat package-lock.json 2>/dev/null | md5sum | cut -c1-12)
 
 .PHONY: deps
 deps: $(APT_STAMP) $(NPM_STAMP) bpffs
@@ -18,7 +21,6 @@ $(APT_STAMP):
 	@touch $@
 
 $(NPM_STAMP): package.json package-lock.json
-	@mkdir -p $(dir $@)
 	npm ci --no-audit --no-fund
 	@touch $@
 

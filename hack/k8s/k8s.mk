@@ -11,34 +11,38 @@
 # checkout made go.mod look newer, and changing a pinned version changes the
 # path, so the new release gets built next to the old one.
 #
-# Go state lives in $(CACHE)/go (module cache and build cache), so the build
-# touches nothing outside the repository and CI can cache one directory.
-# -modcacherw keeps the module cache writable: `rm -rf .cache` works without
-# `go clean -modcache`.
+# Go state (module cache, build cache, a fetched toolchain) and the binaries
+# live in a machine-wide cache outside the clone, $(HYPHA_CACHE) (default
+# /var/cache/hypha), keyed by version: a fresh clone, CI and reruns reuse what
+# an earlier build made, and a new machine builds everything from these files.
+# -modcacherw keeps the module cache writable: `rm -rf $(HYPHA_CACHE)` works
+# without `go clean -modcache`.
 
 K8S_HACK := $(CURDIR)/hack/k8s
 comma := ,
 # Go: the machine's own when it is new enough for the go.mod files, otherwise
 # the official toolchain fetched once from the Go module proxy (the
 # golang.org/toolchain module is how `go` itself upgrades; it is the same
-# release archive) into $(CACHE)/go/toolchain.
+# release archive) into $(HYPHA_CACHE)/go/toolchain.
 K8S_GO_MIN := $(shell sed -nE 's/^go ([0-9.]+).*/\1/p' $(K8S_HACK)/go.mod)
 K8S_GO_TOOLCHAIN := go$(K8S_GO_MIN)
-K8S_GO_PROXY := $(firstword $(subst $(comma), ,$(or $(GOPROXY),https://proxy.golang.org)))
+# The proxy is whatever Go is configured with (GOPROXY in the environment or
+# `go env`), never a host written down here.
+K8S_GO_PROXY = $(firstword $(filter http%,$(subst $(comma), ,$(subst |, ,$(or $(GOPROXY),$(shell $(or $(K8S_SYSTEM_GO),false) env GOPROXY 2>/dev/null))))))
 K8S_GO_ARCH := $(subst x86_64,amd64,$(subst aarch64,arm64,$(shell uname -m)))
 K8S_SYSTEM_GO := $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go))
 K8S_SYSTEM_GO_OK := $(if $(K8S_SYSTEM_GO),$(shell v=$$($(K8S_SYSTEM_GO) env GOVERSION 2>/dev/null | sed 's/^go//'); \
 	[ -n "$$v" ] && printf '%s\n%s\n' "$$v" "$(K8S_GO_MIN)" | sort -V -C -r && echo yes))
-K8S_GO_FETCHED := $(CACHE)/go/toolchain/$(K8S_GO_TOOLCHAIN)/bin/go
+K8S_GO_FETCHED := $(HYPHA_CACHE)/go/toolchain/$(K8S_GO_TOOLCHAIN)/bin/go
 K8S_GO ?= $(if $(K8S_SYSTEM_GO_OK),$(K8S_SYSTEM_GO),$(K8S_GO_FETCHED))
 # $(call k8s_mod_version,module path,go.mod): the version a go.mod requires.
 k8s_mod_version = $(shell sed -nE 's|^(require)?[[:space:]]*$(1)[[:space:]]+(v[^[:space:]]+).*|\2|p' $(2) | head -n1)
 K8S_VERSION := $(call k8s_mod_version,k8s.io/kubernetes,$(K8S_HACK)/go.mod)
 ETCD_VERSION := $(call k8s_mod_version,go.etcd.io/etcd/server/v3,$(K8S_HACK)/etcd/go.mod)
-K8S_BIN_DIR := $(CACHE)/k8s/$(K8S_VERSION)/bin
-ETCD_BIN_DIR := $(CACHE)/k8s/etcd-$(ETCD_VERSION)/bin
+K8S_BIN_DIR := $(HYPHA_CACHE)/k8s/$(K8S_VERSION)/bin
+ETCD_BIN_DIR := $(HYPHA_CACHE)/k8s/etcd-$(ETCD_VERSION)/bin
 
-K8S_GOENV := CGO_ENABLED=0 GOMODCACHE=$(CACHE)/go/mod GOCACHE=$(CACHE)/go/build \
+K8S_GOENV := CGO_ENABLED=0 GOMODCACHE=$(HYPHA_CACHE)/go/mod GOCACHE=$(HYPHA_CACHE)/go/build \
 	GOFLAGS='-trimpath -modcacherw -mod=readonly -buildvcs=false'
 K8S_MAJOR := $(word 1,$(subst ., ,$(patsubst v%,%,$(K8S_VERSION))))
 K8S_MINOR := $(word 2,$(subst ., ,$(K8S_VERSION)))
@@ -52,9 +56,10 @@ K8S_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/
 # Defines MAKE_VAR (exported to the tests) and a rule building the package.
 # `go build -v` names every package it compiles: the progress of a long build.
 $(K8S_GO_FETCHED):
-	@mkdir -p $(CACHE)/go/toolchain
+	@mkdir -p $(HYPHA_CACHE)/go/toolchain
+	@[ -n "$(K8S_GO_PROXY)" ] || { echo "k8s: no Go $(K8S_GO_MIN)+ here and no GOPROXY to fetch it from: set GOPROXY (a Go module proxy URL) or K8S_GO=/path/to/go" >&2; exit 1; }
 	@echo "k8s: no Go $(K8S_GO_MIN)+ on this machine; fetching $(K8S_GO_TOOLCHAIN) from $(K8S_GO_PROXY)"
-	@set -e; zip=$(CACHE)/go/toolchain/$(K8S_GO_TOOLCHAIN).zip; dir=$(CACHE)/go/toolchain/$(K8S_GO_TOOLCHAIN); \
+	@set -e; zip=$(HYPHA_CACHE)/go/toolchain/$(K8S_GO_TOOLCHAIN).zip; dir=$(HYPHA_CACHE)/go/toolchain/$(K8S_GO_TOOLCHAIN); \
 	  curl -fL --progress-bar -o $$zip.part $(K8S_GO_PROXY)/golang.org/toolchain/@v/v0.0.1-$(K8S_GO_TOOLCHAIN).linux-$(K8S_GO_ARCH).zip; \
 	  rm -rf $$dir.part && mkdir -p $$dir.part && unzip -q $$zip.part -d $$dir.part; \
 	  rm -rf $$dir && mv $$dir.part/golang.org/toolchain@v0.0.1-$(K8S_GO_TOOLCHAIN).linux-$(K8S_GO_ARCH) $$dir; \
