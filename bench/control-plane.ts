@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
 import * as native from '../native/index.ts';
 import { Datapath } from '../src/datapath/loader.ts';
-import { uintToIp4 } from '../src/datapath/codec.ts';
+import { uintToIp4 } from '../src/abi/codec.ts';
 import { buildPacket, parsePacket } from '../test/lib/packet.ts';
 import { TestAgent } from '../test/e2e/lib/agent.ts';
 import { Cluster } from '../test/e2e/lib/cluster.ts';

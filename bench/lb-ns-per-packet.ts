@@ -17,7 +17,7 @@ import path from 'node:path';
 import * as native from '../native/index.ts';
 import { LbReconciler, BACKENDS_MAP, SERVICES_MAP } from '../src/datapath/lb-reconciler.ts';
 import { Datapath } from '../src/datapath/loader.ts';
-import { uintToIp4 } from '../src/datapath/codec.ts';
+import { uintToIp4 } from '../src/abi/codec.ts';
 import { compileService } from '../src/services/compile.ts';
 import { slice, svc } from '../src/services/fixtures.ts';
 import { LbTable } from '../src/services/lb-table.ts';

@@ -1,9 +1,9 @@
-// Generates src/datapath/abi.gen.ts from the BTF of bpf/build/abi.o: struct
+// Generates src/abi/abi.gen.ts from the BTF of bpf/build/abi.o: struct
 // layouts (offsets, sizes, kinds), TypeScript interfaces, the enums' values
 // and the map definitions. The C headers in bpf/include stay the only place a
 // layout is written by hand.
 //
-//   node scripts/gen-abi.ts            write src/datapath/abi.gen.ts
+//   node scripts/gen-abi.ts            write src/abi/abi.gen.ts
 //   node scripts/gen-abi.ts --check    exit 1 if the committed file is stale
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -212,7 +212,7 @@ export function renderAbi(model: AbiModel, source: string, dropTexts = new Map<s
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const ABI_OBJECT = path.join(repo, 'bpf/build/abi.o');
-export const ABI_OUTPUT = path.join(repo, 'src/datapath/abi.gen.ts');
+export const ABI_OUTPUT = path.join(repo, 'src/abi/abi.gen.ts');
 
 export function generate(objectPath = ABI_OBJECT): string {
   const dropHeader = readFileSync(path.join(repo, 'bpf/include/hypha/drop.h'), 'utf8');

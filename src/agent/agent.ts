@@ -6,7 +6,7 @@ import type { Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
-import { ConfigFlags } from '../datapath/abi.gen.ts';
+import { ConfigFlags } from '../abi/abi.gen.ts';
 import { Devices } from '../datapath/devices.ts';
 import { readDrops } from '../datapath/drops.ts';
 import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../datapath/lb-reconciler.ts';
@@ -98,8 +98,9 @@ export class Agent {
     });
     this.#ctGc.start();
     this.#table = new LbTable({ services: bpf.mapSizes.services, backends: bpf.mapSizes.backends });
-    this.#lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP), names: dp.mapIO(NAMES_MAP) }, log);
-    await this.#lb.adopt(this.#table);
+    this.#lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP), names: dp.mapIO(NAMES_MAP) });
+    const adopted = this.#table.adoptPinned(await this.#lb.readIds());
+    log.info({ reconciler: 'lb', ...adopted }, 'adopted ids from pinned maps');
     const k8s = this.cfg.kubernetes;
     this.#sync = new LbSync({ table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics: this.#metrics, gated: k8s !== undefined });
 

@@ -5,8 +5,8 @@
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
-import { layouts } from '../datapath/abi.gen.ts';
-import { codec, scalarLayouts, uintToIp4 } from '../datapath/codec.ts';
+import { layouts } from '../abi/abi.gen.ts';
+import { codec, scalarLayouts, uintToIp4 } from '../abi/codec.ts';
 import type { MapIO } from '../datapath/map-io.ts';
 import { MapFamilyReconciler, toBytes } from '../datapath/reconciler.ts';
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import { layouts } from '../datapath/abi.gen.ts';
+import { layouts } from '../abi/abi.gen.ts';
 import { BACKENDS_MAP, LbReconciler, SERVICES_MAP } from '../datapath/lb-reconciler.ts';
 import { FaultyMapIO, MemoryMapIO } from '../datapath/map-io.ts';
 import { slice, svc } from '../services/fixtures.ts';

@@ -1,8 +1,8 @@
 // Per-reason drop counters, summed over CPUs, named from the generated ABI.
 import * as native from '../../native/index.ts';
 import type { MapHandle } from '../../native/index.ts';
-import { DropReason, DropReasonText, layouts } from './abi.gen.ts';
-import { scalarLayouts } from './codec.ts';
+import { DropReason, DropReasonText, layouts } from '../abi/abi.gen.ts';
+import { scalarLayouts } from '../abi/codec.ts';
 
 export interface DropCount {
   code: number;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { compileService } from '../services/compile.ts';
 import { slice, svc } from '../services/fixtures.ts';
 import { LbTable } from '../services/lb-table.ts';
-import { layouts } from './abi.gen.ts';
+import { layouts } from '../abi/abi.gen.ts';
 import { BACKENDS_MAP, LbReconciler, SERVICES_MAP, svcKeyCodec, svcValCodec } from './lb-reconciler.ts';
 import { FaultyMapIO, MemoryMapIO } from './map-io.ts';
 import { ReconcileError, fromBytes } from './reconciler.ts';
@@ -97,7 +97,7 @@ describe('LbReconciler', () => {
 
     const t2 = new LbTable({ services: 100, backends: 100 });
     const r2 = new LbReconciler(m);
-    assert.deepEqual(await r2.adopt(t2), { frontends: 1, backends: 2 });
+    assert.deepEqual(t2.adoptPinned(await r2.readIds()), { frontends: 1, backends: 2 });
     t2.set('default/web', compiled);
     const stats = await r2.resync(t2);
     assert.deepEqual({ upserts: stats.upserts, deletes: stats.deletes }, { upserts: 0, deletes: 0 });

@@ -4,14 +4,14 @@
 //   4 masters deleted   5 slots deleted  6 backends deleted
 // Backends that disappear from a Service stay out of its slots from phase 3
 // on; flows already on them keep going (conntrack holds their address).
-import type { Logger } from 'pino';
 import type { MapIO } from './map-io.ts';
 import { type ApplyStats, type Bytes, type Desired, MapFamilyReconciler, fromBytes } from './reconciler.ts';
-import { type LbEntries, backendCodec, slotOfKey, svcKeyCodec, svcValCodec, u32Codec } from './lb-codecs.ts';
-import type { LbTable, LbUpdate } from '../services/lb-table.ts';
-import { frontendKey } from '../services/compile.ts';
+import {
+  type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds,
+  backendCodec, slotOfKey, svcKeyCodec, svcValCodec, u32Codec,
+} from '../abi/lb-codecs.ts';
 
-export { backendCodec, svcKeyCodec, svcValCodec, u32Codec } from './lb-codecs.ts';
+export { backendCodec, svcKeyCodec, svcValCodec, u32Codec } from '../abi/lb-codecs.ts';
 
 export const SERVICES_MAP = 'hypha_lb4_services_v1';
 export const BACKENDS_MAP = 'hypha_lb4_backends_v1';
@@ -44,11 +44,9 @@ export function desiredOf(e: LbEntries): Desired {
 
 export class LbReconciler {
   readonly family: MapFamilyReconciler;
-  readonly #log: Logger | undefined;
   readonly #names: boolean;
 
-  constructor(maps: LbMaps, log?: Logger) {
-    this.#log = log;
+  constructor(maps: LbMaps) {
     this.#names = maps.names !== undefined;
     this.family = new MapFamilyReconciler('lb', [
       ...(maps.names ? [{ io: maps.names, upsertPhase: () => 1, deletePhase: () => 6 }] : []),
@@ -61,32 +59,32 @@ export class LbReconciler {
     ]);
   }
 
-  /** Read the pinned maps and give the table the ids in them, so a restarted
-   *  agent keeps every frontend and backend under the same id. */
-  async adopt(table: LbTable): Promise<{ frontends: number; backends: number }> {
+  /** The ids in the pinned maps (frontends from master entries, backends
+   *  with the frontend they belong to), for the agent to hand to the table so
+   *  a restarted agent keeps every frontend and backend under the same id. */
+  async readIds(): Promise<PinnedLbIds> {
     await this.family.refresh();
-    let frontends = 0;
-    let backends = 0;
-    for (const [k, v] of this.family.actual(SERVICES_MAP)) {
-      const key = svcKeyCodec.decode(fromBytes(k));
-      const val = svcValCodec.decode(fromBytes(v));
-      const proto = PROTO_NAME[key.proto];
-      if (key.slot !== 0 || !proto || val.svc_id === 0) continue;
-      if (table.frontendIds.adopt(frontendKey(key.addr, key.dport, proto), val.svc_id)) frontends++;
+    const out: PinnedLbIds = { frontends: [], backends: [] };
+    try {
+      for (const [k, v] of this.family.actual(SERVICES_MAP)) {
+        const key = svcKeyCodec.decode(fromBytes(k));
+        const val = svcValCodec.decode(fromBytes(v));
+        const protocol = PROTO_NAME[key.proto];
+        if (key.slot !== 0 || !protocol || val.svc_id === 0) continue;
+        out.frontends.push({ addr: key.addr, port: key.dport, protocol, svcId: val.svc_id });
+      }
+      for (const [k, v] of this.family.actual(BACKENDS_MAP)) {
+        const b = backendCodec.decode(fromBytes(v));
+        out.backends.push({ id: u32Codec.decode(fromBytes(k)).value, svcId: b.svc_id, addr: b.addr, port: b.port });
+      }
+    } finally {
+      this.family.release();
     }
-    for (const [k, v] of this.family.actual(BACKENDS_MAP)) {
-      const id = u32Codec.decode(fromBytes(k)).value;
-      const b = backendCodec.decode(fromBytes(v));
-      const fk = table.frontendIds.keyOf(b.svc_id);
-      if (fk !== undefined && table.adoptBackend(fk, `${b.addr}:${b.port}`, id)) backends++;
-    }
-    this.family.release();
-    this.#log?.info({ reconciler: 'lb', frontends, backends }, 'adopted ids from pinned maps');
-    return { frontends, backends };
+    return out;
   }
 
   /** Apply one incremental change (only the entries whose value changed). */
-  apply(update: LbUpdate): ApplyStats {
+  apply(update: LbChange): ApplyStats {
     const before = desiredOf(update.before);
     const after = desiredOf(update.after);
     if (!this.#names) {
@@ -99,7 +97,7 @@ export class LbReconciler {
   /** Re-read the maps and make them equal the whole table: repairs drift and
    *  prunes what nothing wants (entries left by a Service deleted while the
    *  agent was down, or written by hand). */
-  async resync(table: LbTable): Promise<ApplyStats> {
+  async resync(table: LbEntrySource): Promise<ApplyStats> {
     await this.family.refresh();
     try {
       return this.family.execute(this.family.planFull((emit) => {

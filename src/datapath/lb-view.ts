@@ -2,9 +2,9 @@
 // backends. Reads pinned maps, so it works with the agent down.
 import * as native from '../../native/index.ts';
 import type { MapHandle } from '../../native/index.ts';
-import { BackendFlags, type Lb4Backend, SvcFlags } from './abi.gen.ts';
-import { backendCodec, decodeName, svcKeyCodec, svcValCodec, u32Codec } from './lb-codecs.ts';
-import { layouts } from './abi.gen.ts';
+import { BackendFlags, type Lb4Backend, SvcFlags } from '../abi/abi.gen.ts';
+import { backendCodec, decodeName, svcKeyCodec, svcValCodec, u32Codec } from '../abi/lb-codecs.ts';
+import { layouts } from '../abi/abi.gen.ts';
 
 const PROTO: Record<number, string> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
 

@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
 import type { MapHandle, ProgHandle } from '../../native/index.ts';
-import { type Config, layouts, type MapName, maps as mapDefs } from './abi.gen.ts';
-import { codec, scalarLayouts } from './codec.ts';
+import { type Config, layouts, type MapName, maps as mapDefs } from '../abi/abi.gen.ts';
+import { codec, scalarLayouts } from '../abi/codec.ts';
 import { type MapDump, type MapIO, toMapError } from './map-io.ts';
 
 const BPF_FS_MAGIC = 0xcafe4a11;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { compileService } from './compile.ts';
 import { slice, svc } from './fixtures.ts';
 import { LbTable, type LbUpdate } from './lb-table.ts';
-import { decodeEntries } from '../datapath/lb-codecs.ts';
+import { decodeEntries } from '../abi/lb-codecs.ts';
 
 const after = (u: LbUpdate) => decodeEntries(u.after);
 const before = (u: LbUpdate) => decodeEntries(u.before);

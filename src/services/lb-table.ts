@@ -9,13 +9,13 @@
 //    (reported), so nothing half-applied is left behind.
 // Pure: no I/O. Entries are kept encoded (see lb-codecs.ts): the table of a
 // large cluster holds millions of them.
-import { BackendFlags, SvcFlags } from '../datapath/abi.gen.ts';
-import { type LbEntries, backendCodec, backendKey, emptyEntries, encodeName, svcKeyCodec, svcValCodec } from '../datapath/lb-codecs.ts';
-import type { CompiledFrontend, CompiledService, FrontendKind } from './compile.ts';
+import { BackendFlags, SvcFlags } from '../abi/abi.gen.ts';
+import { type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
+import { type CompiledFrontend, type CompiledService, type FrontendKind, frontendKey } from './compile.ts';
 import { IdAllocator, IdPool } from './ids.ts';
 import { type Problem, problem } from './problems.ts';
 
-export type { LbEntries } from '../datapath/lb-codecs.ts';
+export type { LbEntries } from '../abi/lb-codecs.ts';
 
 export interface LbCapacity {
   /** Entries of the services map: master + slots per frontend and scope, one per VIP. */
@@ -44,9 +44,7 @@ export interface RenderedService {
 
 /** What one change did: entries that were, and entries that are now. A key in
  *  `before` and not in `after` is to be deleted. */
-export interface LbUpdate {
-  before: LbEntries;
-  after: LbEntries;
+export interface LbUpdate extends LbChange {
   /** Services whose rendering changed (the one set, and any that took over a frontend). */
   services: string[];
 }
@@ -77,7 +75,7 @@ function append(into: LbEntries, from: LbEntries): void {
   for (const x of from.names) into.names.push(x);
 }
 
-export class LbTable {
+export class LbTable implements LbEntrySource {
   readonly capacity: LbCapacity;
   readonly frontendIds = new IdAllocator('frontend ids', 1, 0xffffffff);
   readonly backendIds = new IdPool('backend ids', 1, 0xffffffff);
@@ -122,6 +120,19 @@ export class LbTable {
   forEachEntry(visit: (services: readonly string[], backends: readonly string[], names: readonly string[]) => void): void {
     for (const r of this.#rendered.values()) visit(r.entries.services, r.entries.backends, r.entries.names);
     for (const vip of this.#markerRefs.keys()) visit(markerEntry(vip), [], []);
+  }
+
+  /** Take the ids found in the pinned maps (before the first sync), so every
+   *  frontend and backend keeps its id across a restart. */
+  adoptPinned(ids: PinnedLbIds): { frontends: number; backends: number } {
+    let frontends = 0;
+    let backends = 0;
+    for (const f of ids.frontends) if (this.frontendIds.adopt(frontendKey(f.addr, f.port, f.protocol), f.svcId)) frontends++;
+    for (const b of ids.backends) {
+      const fk = this.frontendIds.keyOf(b.svcId);
+      if (fk !== undefined && this.adoptBackend(fk, `${b.addr}:${b.port}`, b.id)) backends++;
+    }
+    return { frontends, backends };
   }
 
   /** Remember a backend id found in a pinned map, so the same backend keeps it. */

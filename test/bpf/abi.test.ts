@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ABI_OUTPUT, abiModel, generate, readBtf } from '../../scripts/gen-abi.ts';
-import { layouts, maps } from '../../src/datapath/abi.gen.ts';
+import { layouts, maps } from '../../src/abi/abi.gen.ts';
 
 const objects = ['tc/from_pod.o', 'tc/to_pod.o', 'tc/from_netdev.o', 'xdp/nodeport.o'].map((o) => path.resolve('bpf/build', o));
 
-test('src/datapath/abi.gen.ts is what bpf/build/abi.o generates (run `make abi` after changing a header)', () => {
+test('src/abi/abi.gen.ts is what bpf/build/abi.o generates (run `make abi` after changing a header)', () => {
   assert.equal(readFileSync(ABI_OUTPUT, 'utf8'), generate());
 });
 

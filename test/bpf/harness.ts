@@ -2,8 +2,8 @@
 // compiler -> table -> reconciler path, for BPF_PROG_TEST_RUN tests.
 import { rmSync } from 'node:fs';
 import * as native from '../../native/index.ts';
-import { CtDir, type Config, type Ct4Entry, type Ct4Key, layouts } from '../../src/datapath/abi.gen.ts';
-import { codec } from '../../src/datapath/codec.ts';
+import { CtDir, type Config, type Ct4Entry, type Ct4Key, layouts } from '../../src/abi/abi.gen.ts';
+import { codec } from '../../src/abi/codec.ts';
 import { readDrops } from '../../src/datapath/drops.ts';
 import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../../src/datapath/lb-reconciler.ts';
 import { Datapath, type ProgramName } from '../../src/datapath/loader.ts';

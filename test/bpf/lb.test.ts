@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as native from '../../native/index.ts';
 import { slice, svc } from '../../src/services/fixtures.ts';
 import type { ProgramName } from '../../src/datapath/loader.ts';
-import { CtDir, CtFlags } from '../../src/datapath/abi.gen.ts';
+import { CtDir, CtFlags } from '../../src/abi/abi.gen.ts';
 import { type PacketSpec, type ParsedPacket, buildPacket, parsePacket } from '../lib/packet.ts';
 import { BpfHarness, ctEntry, ctKey, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX } from './harness.ts';
 
@@ -373,8 +373,8 @@ describe('Service translation: flows over time', () => {
 
   test('host routing: a packet for a pod on this node goes straight to its veth peer, TTL decremented', async () => {
     const { mapUpdate, mapDelete } = await import('../../native/index.ts');
-    const { codec, scalarLayouts } = await import('../../src/datapath/codec.ts');
-    const { layouts, ConfigFlags } = await import('../../src/datapath/abi.gen.ts');
+    const { codec, scalarLayouts } = await import('../../src/abi/codec.ts');
+    const { layouts, ConfigFlags } = await import('../../src/abi/abi.gen.ts');
     const key = codec<{ value: string }>(scalarLayouts.ip4);
     const value = codec<{ ifindex: number; flags: number }>(layouts.hypha_endpoint);
     const endpoints = h.dp.map('hypha_endpoints_v1');
@@ -405,9 +405,9 @@ describe('Service translation: flows over time', () => {
 
   test('drop events reach the ring buffer when enabled', async () => {
     const { ringbufOpen, close } = await import('../../native/index.ts');
-    const { codec } = await import('../../src/datapath/codec.ts');
-    const { layouts, DropReason, Hook } = await import('../../src/datapath/abi.gen.ts');
-    const ev = codec<import('../../src/datapath/abi.gen.ts').DropEvent>(layouts.hypha_drop_event);
+    const { codec } = await import('../../src/abi/codec.ts');
+    const { layouts, DropReason, Hook } = await import('../../src/abi/abi.gen.ts');
+    const ev = codec<import('../../src/abi/abi.gen.ts').DropEvent>(layouts.hypha_drop_event);
     const got: ReturnType<typeof ev.decode>[] = [];
     const rb = ringbufOpen(h.dp.map('hypha_events_v1'), (d) => got.push(ev.decode(d)));
     try {

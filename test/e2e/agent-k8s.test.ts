@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as native from '../../native/index.ts';
-import { svcKeyCodec } from '../../src/datapath/lb-codecs.ts';
+import { svcKeyCodec } from '../../src/abi/lb-codecs.ts';
 import { HYPHA_BIN, eventually } from './lib/agent.ts';
 import { Cluster } from './lib/cluster.ts';
 import type { ServiceSpec } from './lib/manifests.ts';

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { CtDir, CtFlags } from '../../src/datapath/abi.gen.ts';
+import { CtDir, CtFlags } from '../../src/abi/abi.gen.ts';
 import { TestAgent, eventually } from './lib/agent.ts';
 import { ManifestDir, type ServiceSpec, serviceObject, sliceObject } from './lib/manifests.ts';
 import { type Node, type Pod, Topology, toolArgv } from './lib/topology.ts';

@@ -1,7 +1,7 @@
 // Ethernet/IPv4/TCP/UDP/ICMP frames for BPF_PROG_TEST_RUN fixtures: built
 // with correct checksums, and parsed back with every checksum verified, so a
 // test can assert exactly what a program wrote.
-import { ip4ToUint, uintToIp4 } from '../../src/datapath/codec.ts';
+import { ip4ToUint, uintToIp4 } from '../../src/abi/codec.ts';
 
 export const TCP = 6;
 export const UDP = 17;

@@ -33,6 +33,25 @@ export interface LbEntries {
   names: string[];
 }
 
+/** One change to the LB maps: the entries that were, and the entries that are
+ *  now. A key in `before` and not in `after` is to be deleted. */
+export interface LbChange {
+  before: LbEntries;
+  after: LbEntries;
+}
+
+/** Everything the LB maps should hold, visited Service by Service (no copy). */
+export interface LbEntrySource {
+  forEachEntry(visit: (services: readonly string[], backends: readonly string[], names: readonly string[]) => void): void;
+}
+
+/** Ids found in the pinned maps at start: a restarted agent gives the same
+ *  frontends and backends the same ids. */
+export interface PinnedLbIds {
+  frontends: { addr: string; port: number; protocol: 'TCP' | 'UDP' | 'SCTP'; svcId: number }[];
+  backends: { id: number; svcId: number; addr: string; port: number }[];
+}
+
 export function emptyEntries(): LbEntries {
   return { services: [], backends: [], names: [] };
 }
