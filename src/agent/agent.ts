@@ -3,7 +3,6 @@
 // Services it is given. Stopping the agent leaves the datapath running:
 // traffic keeps flowing while it restarts.
 import type { Server } from 'node:http';
-import { networkInterfaces } from 'node:os';
 import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
 import { ConfigFlags } from '../abi/abi.gen.ts';
@@ -18,10 +17,13 @@ import { FileSource } from './file-source.ts';
 import { K8sSource } from './k8s-source.ts';
 import { LbSync } from './lb-sync.ts';
 import { type Metrics, createMetrics } from './metrics.ts';
-import { ENDPOINTS_MAP, EndpointsSync } from './endpoints.ts';
+import { ENDPOINTS_MAP, EndpointsReconciler } from '../datapath/endpoints-reconciler.ts';
+import { EndpointsSync } from './endpoints.ts';
 import { ConntrackGc } from './ct-gc.ts';
+import { NodeState, deviceAddresses } from './node-state.ts';
 import { PodDevices } from './pod-devices.ts';
 import { serverPort, startServer } from './server.ts';
+import type { AgentStatus, MapUsage } from './status.ts';
 
 export class Agent {
   readonly cfg: AgentConfig;
@@ -41,9 +43,12 @@ export class Agent {
   #ready = false;
   readonly #counts = new Map<string, number>();
 
+  readonly #node: NodeState;
+
   constructor(cfg: AgentConfig, log: Logger) {
     this.cfg = cfg;
     this.#log = log;
+    this.#node = new NodeState(cfg.node.name, { configured: cfg.node.addresses, fromDevice: deviceAddresses(cfg.devices.external) }, cfg.kubernetes !== undefined);
   }
 
   get port(): number | undefined {
@@ -57,12 +62,7 @@ export class Agent {
   /** NodePorts answer on the configured addresses, or else the Node object's
    *  (Kubernetes mode), or else the external device's. */
   nodeInfo(): NodeInfo {
-    if (this.#k8s && this.cfg.node.addresses.length === 0) return this.#k8s.node;
-    let addresses = this.cfg.node.addresses;
-    if (addresses.length === 0 && this.cfg.devices.external) {
-      addresses = (networkInterfaces()[this.cfg.devices.external] ?? []).filter((a) => a.family === 'IPv4').map((a) => a.address);
-    }
-    return { name: this.cfg.node.name, addresses };
+    return this.#node.info;
   }
 
   async start(): Promise<void> {
@@ -74,7 +74,7 @@ export class Agent {
 
     const devices = new Devices(dp, log);
     if (this.cfg.devices.external) this.#externalMode = devices.attachExternal(this.cfg.devices.external, this.cfg.devices.externalMode);
-    this.#pods = new PodDevices(devices, this.cfg.devices.pods, log, new EndpointsSync(dp.mapIO(ENDPOINTS_MAP), log));
+    this.#pods = new PodDevices(devices, this.cfg.devices.pods, log, new EndpointsSync(new EndpointsReconciler(dp.mapIO(ENDPOINTS_MAP)), log));
     this.#pods.start(this.cfg.sync.devicesSeconds * 1000);
 
     this.#metrics = createMetrics({
@@ -111,15 +111,18 @@ export class Agent {
     });
 
     const sync = this.#sync;
+    this.#node.onChange((node) => {
+      sync.setNode(node);
+      this.#writeDatapathConfig();
+    });
     if (k8s) {
       this.#k8s = new K8sSource({
         kubeconfig: k8s.kubeconfig,
         nodeName: this.cfg.node.name,
-        nodeAddresses: this.cfg.node.addresses,
         silenceMs: k8s.silenceSeconds * 1000,
         resyncMs: k8s.resyncSeconds * 1000,
         log,
-        onNode: () => this.#writeDatapathConfig(),
+        onNode: (addresses) => this.#node.update({ fromApi: addresses }),
         hooks: {
           event: (resource, type) => metrics.k8sEvents.inc({ resource, type }),
           restarted: (resource, reason) => metrics.k8sWatchRestarts.inc({ resource, reason }),
@@ -144,7 +147,7 @@ export class Agent {
     }, 'agent ready');
 
     this.#resyncTimer = setInterval(() => {
-      sync.setNode(this.nodeInfo());
+      this.#node.update({ fromDevice: deviceAddresses(this.cfg.devices.external) });
       this.#writeDatapathConfig();
       sync.requestFullSync();
       this.#pods?.scan(true);
@@ -177,7 +180,7 @@ export class Agent {
     }
   }
 
-  #mapUsage(): { map: string; entries: number; capacity: number }[] {
+  #mapUsage(): MapUsage[] {
     const dp = this.#dp;
     const table = this.#table;
     if (!dp || !table) return [];
@@ -189,20 +192,25 @@ export class Agent {
     ];
   }
 
-  status(): unknown {
+  status(): AgentStatus {
     const s = this.#sync?.status;
+    const gc = this.#ctGc?.last;
     return {
       node: this.nodeInfo(),
       ready: this.#ready,
       source: this.#k8s
-        ? { kind: 'kubernetes', connected: this.#k8s.connected, informers: this.#k8s.status() }
-        : { kind: 'files', paths: this.cfg.services.files },
+        ? {
+          kind: 'kubernetes',
+          connected: this.#k8s.connected,
+          informers: this.#k8s.status().map((i) => ({ ...i, lastEventAt: i.lastEventAt?.toISOString() ?? null })),
+        }
+        : { kind: 'files', paths: this.cfg.services.files, reads: this.#source?.reads ?? 0, lastReadAt: this.#source?.lastReadAt?.toISOString() ?? null },
       lastSync: s?.lastSync?.toISOString() ?? null,
       lastFullSync: s?.lastFullSync?.toISOString() ?? null,
       lastError: s?.lastError ?? null,
       services: s?.services ?? 0,
       maps: this.#mapUsage(),
-      conntrackGc: this.#ctGc?.last ?? null,
+      conntrackGc: gc ? { deleted: gc.deleted, entries: gc.entries, ms: gc.ms, at: gc.at.toISOString(), nextSeconds: gc.nextSeconds } : null,
       devices: { external: this.cfg.devices.external ?? null, externalMode: this.#externalMode ?? null, pods: [...(this.#pods?.attached.keys() ?? [])] },
       pinRoot: this.cfg.bpf.pinRoot,
     };

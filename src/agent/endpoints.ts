@@ -5,15 +5,8 @@
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
-import { layouts } from '../abi/abi.gen.ts';
-import { codec, scalarLayouts, uintToIp4 } from '../abi/codec.ts';
-import type { MapIO } from '../datapath/map-io.ts';
-import { MapFamilyReconciler, toBytes } from '../datapath/reconciler.ts';
-
-export const ENDPOINTS_MAP = 'hypha_endpoints_v1';
-
-const keyCodec = codec<{ value: string }>(scalarLayouts.ip4);
-const valueCodec = codec<{ ifindex: number; flags: number }>(layouts.hypha_endpoint);
+import { uintToIp4 } from '../abi/codec.ts';
+import type { EndpointsReconciler } from '../datapath/endpoints-reconciler.ts';
 
 export interface RouteEntry {
   ifname: string;
@@ -39,33 +32,23 @@ export function parseProcRoutes(text: string): RouteEntry[] {
   return out;
 }
 
+/** The pods behind the node's pod devices, from its /32 routes through them. */
 export class EndpointsSync {
-  readonly #rec: MapFamilyReconciler;
+  readonly #rec: EndpointsReconciler;
   readonly #log: Logger;
 
-  constructor(io: MapIO, log: Logger) {
-    this.#rec = new MapFamilyReconciler('endpoints', [{ io, upsertPhase: () => 1, deletePhase: () => 2 }]);
+  constructor(rec: EndpointsReconciler, log: Logger) {
+    this.#rec = rec;
     this.#log = log;
   }
 
   /** Make the map hold exactly the pods behind `devices` (name -> ifindex). */
   async sync(devices: ReadonlyMap<string, number>): Promise<void> {
-    const routes = parseProcRoutes(readFileSync('/proc/self/net/route', 'utf8'))
-      .filter((r) => r.prefixLength === 32 && devices.has(r.ifname));
-    const desired = routes.map((r) => [r.destination, devices.get(r.ifname) ?? 0] as const).sort();
-    // Read back every time (a node's pods are a few hundred entries at most):
-    // an entry deleted or changed by hand is repaired on the next scan.
-    await this.#rec.refresh();
-    try {
-      const stats = this.#rec.execute(this.#rec.planFull((emit) => {
-        for (const [ip, ifindex] of desired) {
-          emit(ENDPOINTS_MAP, toBytes(keyCodec.encode({ value: ip })), toBytes(valueCodec.encode({ ifindex, flags: 0 })));
-        }
-      }));
-      if (stats.upserts + stats.deletes > 0) this.#log.info({ endpoints: desired.length, upserts: stats.upserts, deletes: stats.deletes }, 'local pods updated');
-    } finally {
-      this.#rec.release();
-    }
+    const desired = parseProcRoutes(readFileSync('/proc/self/net/route', 'utf8'))
+      .filter((r) => r.prefixLength === 32 && devices.has(r.ifname))
+      .map((r) => ({ ip: r.destination, ifindex: devices.get(r.ifname) ?? 0 }));
+    const stats = await this.#rec.sync(desired);
+    if (stats.upserts + stats.deletes > 0) this.#log.info({ endpoints: desired.length, upserts: stats.upserts, deletes: stats.deletes }, 'local pods updated');
   }
 }
 

@@ -103,6 +103,9 @@ export class FileSource {
   #timer: NodeJS.Timeout | undefined;
   #debounce: NodeJS.Timeout | undefined;
   #fingerprint = '';
+  /** Snapshots read so far (a change of the files' contents makes one). */
+  reads = 0;
+  lastReadAt: Date | null = null;
 
   constructor(paths: string[], opts: { log?: Logger; pollMs?: number } = {}) {
     this.#paths = paths;
@@ -125,6 +128,8 @@ export class FileSource {
       if (fp === this.#fingerprint) return;
       this.#fingerprint = fp;
       const snap = readSnapshot(this.#paths);
+      this.reads++;
+      this.lastReadAt = new Date();
       this.#log?.debug({ files: files.length, services: snap.services.length, slices: snap.slices.length }, 'service files read');
       onSnapshot(snap);
     };

@@ -6,7 +6,6 @@ import { isIPv4 } from 'node:net';
 import type { Logger } from 'pino';
 import { KubeClient } from '../k8s/client.ts';
 import { type InformerHooks, type InformerStatus, Informer, type ObjectMeta } from '../k8s/informer.ts';
-import type { NodeInfo } from '../services/model.ts';
 import { normalizeEndpointSlice, normalizeService } from '../services/normalize.ts';
 import { collectGarbage } from './gc.ts';
 import type { LbSync } from './lb-sync.ts';
@@ -14,14 +13,13 @@ import type { LbSync } from './lb-sync.ts';
 export interface K8sSourceOptions {
   kubeconfig?: string;
   nodeName: string;
-  /** Configured NodePort addresses; empty: the Node's InternalIP and ExternalIP addresses. */
-  nodeAddresses: string[];
   silenceMs: number;
   resyncMs: number;
   log: Logger;
   hooks?: InformerHooks;
-  /** This node's addresses changed (from its Node object). */
-  onNode?: (node: NodeInfo) => void;
+  /** What this node's Node object says its addresses are (InternalIP and
+   *  ExternalIP; none once it is deleted). The agent's NodeState decides. */
+  onNode?: (addresses: string[]) => void;
 }
 
 interface NodeObject extends ObjectMeta {
@@ -42,15 +40,9 @@ export class K8sSource {
   readonly #opts: K8sSourceOptions;
   readonly #informers: Informer<ObjectMeta>[] = [];
   #client: KubeClient | undefined;
-  #node: NodeInfo;
 
   constructor(opts: K8sSourceOptions) {
     this.#opts = opts;
-    this.#node = { name: opts.nodeName, addresses: opts.nodeAddresses };
-  }
-
-  get node(): NodeInfo {
-    return this.#node;
   }
 
   status(): InformerStatus[] {
@@ -102,11 +94,7 @@ export class K8sSource {
     });
     nodes.start((e) => {
       if (e.type === 'synced') return synced(nodes);
-      if (this.#opts.nodeAddresses.length > 0) return;
-      const addresses = e.type === 'delete' ? [] : nodeAddresses(e.obj as NodeObject);
-      this.#node = { name: this.#opts.nodeName, addresses };
-      sync.setNode(this.#node);
-      this.#opts.onNode?.(this.#node);
+      this.#opts.onNode?.(e.type === 'delete' ? [] : nodeAddresses(e.obj as NodeObject));
     });
   }
 

@@ -4,6 +4,7 @@ import { pino } from 'pino';
 import * as native from '../../native/index.ts';
 import { Agent } from '../agent/agent.ts';
 import { ConfigError, loadConfig } from '../agent/config.ts';
+import type { AgentStatus } from '../agent/status.ts';
 import { readDrops } from '../datapath/drops.ts';
 import { describeLbMaps } from '../datapath/lb-view.ts';
 import { DEFAULT_PIN_ROOT, openPinnedMaps } from '../datapath/loader.ts';
@@ -101,19 +102,6 @@ bpf
     if (drops.length === 0) process.stdout.write('no drops\n');
     for (const d of drops) process.stdout.write(`${String(d.packets).padStart(12)}  ${d.reason.padEnd(22)} ${d.description}\n`);
   });
-
-interface AgentStatus {
-  node: { name: string; addresses: string[] };
-  ready: boolean;
-  source: { kind: 'files'; paths: string[] } | { kind: 'kubernetes'; connected: boolean; informers: { resource: string; phase: string; synced: boolean; objects: number; resourceVersion: string; lastEventAt: string | null; lastError: string | null; watchRestarts: number; relists: number }[] };
-  lastSync: string | null;
-  lastFullSync: string | null;
-  lastError: string | null;
-  services: number;
-  maps: { map: string; entries: number; capacity: number }[];
-  devices: { external: string | null; externalMode: string | null; pods: string[] };
-  pinRoot: string;
-}
 
 function ago(iso: string | null): string {
   if (!iso) return 'never';

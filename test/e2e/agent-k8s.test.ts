@@ -3,7 +3,7 @@
 // 410s and agent restarts.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
+import type { AgentStatus } from '../../src/agent/status.ts';
 import * as native from '../../native/index.ts';
 import { svcKeyCodec } from '../../src/abi/lb-codecs.ts';
 import { HYPHA_BIN, eventually } from './lib/agent.ts';
@@ -139,7 +139,11 @@ describe('agent against a real API server', () => {
     await c.applySlice(late, Cluster.endpoints(backends), httpPort);
     await c.cp.stopApiServer();
     const started = agent().start(120_000);
-    await sleep(3000);
+    // The agent is up and has tried the API server: its status shows a failed list.
+    await eventually('a failed list in the status', async () => {
+      const st = JSON.parse((await agent().http('/status')).body) as AgentStatus;
+      return st.source.kind === 'kubernetes' && st.source.informers.some((i) => i.lastError !== null);
+    }, 60_000);
     assert.equal((await agent().http('/readyz')).status, 503, 'not ready without the API server');
     assert.equal((await loop('10.96.0.10:80', 10)).failed, 0, 'the pinned datapath still serves');
     await c.cp.startApiServer();
@@ -173,9 +177,13 @@ describe('agent against a real API server', () => {
   test('the agent is killed and restarted while traffic flows: no connection fails', async () => {
     const stream = c.topo.spawn(client, toolArgv('client', ['stream', '--to', '10.96.0.10:80', '--duration', '8', '--interval', '10']));
     const conns = c.topo.spawn(client, toolArgv('client', ['loop', '--to', '10.96.0.10:80', '--duration', '8', '--timeout', '2000']));
-    await sleep(1500);
+    // Kill while flows are open (the stream's and the loop's connections are
+    // tracked), restart once the datapath has served new connections alone.
+    const tracked = (): number => agent().conntrack().filter((e) => e.key.daddr === '10.96.0.10').length;
+    await eventually('flows to the Service in conntrack', () => tracked() >= 4);
     await agent().kill9();
-    await sleep(1000);
+    const atKill = agent().conntrack().length;
+    await eventually('new connections served with the agent down', () => agent().conntrack().length >= atKill + 20);
     await agent().start(60_000);
     await Promise.all([stream.exited, conns.exited]);
     const s = lastJsonObject(stream.lines.join('\n')) as { ok: boolean; sent: number; echoed: number };

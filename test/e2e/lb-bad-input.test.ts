@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { AgentStatus } from '../../src/agent/status.ts';
 import { TestAgent, eventually } from './lib/agent.ts';
 import { ManifestDir, type ServiceSpec, serviceObject, sliceObject } from './lib/manifests.ts';
 import { type Node, type Pod, Topology, toolArgv } from './lib/topology.ts';
@@ -117,8 +118,13 @@ describe('bad input never breaks other Services and leaves nothing behind', () =
   });
 
   test('each problem is logged once, however often the files are re-read', async () => {
+    const reads = async (): Promise<number> => {
+      const { source } = JSON.parse((await agent.http('/status')).body) as AgentStatus;
+      return source.kind === 'files' ? source.reads : -1;
+    };
+    const before = await reads();
     m.write('touch.yaml', []);
-    await new Promise((r) => setTimeout(r, 500));
+    await eventually('the files re-read', async () => (await reads()) > before);
     const lines = agent.logs().filter((l) => /spec.clusterIP: "10.96.0.300"/.test(String(l.msg)));
     assert.equal(lines.length, 1);
   });

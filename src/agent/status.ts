@@ -1,0 +1,37 @@
+// The agent's status document: what GET /status returns and `hypha status`
+// prints. Declared once, here, for both (as JSON: dates are ISO strings).
+import type { InformerPhase } from '../k8s/informer.ts';
+
+export interface InformerStatusJson {
+  resource: string;
+  phase: InformerPhase;
+  synced: boolean;
+  resourceVersion: string;
+  objects: number;
+  lastEventAt: string | null;
+  lastError: string | null;
+  watchRestarts: number;
+  relists: number;
+}
+
+export interface MapUsage {
+  map: string;
+  entries: number;
+  capacity: number;
+}
+
+export interface AgentStatus {
+  node: { name: string; addresses: string[] };
+  ready: boolean;
+  source:
+    | { kind: 'files'; paths: string[]; reads: number; lastReadAt: string | null }
+    | { kind: 'kubernetes'; connected: boolean; informers: InformerStatusJson[] };
+  lastSync: string | null;
+  lastFullSync: string | null;
+  lastError: string | null;
+  services: number;
+  maps: MapUsage[];
+  conntrackGc: { deleted: number; entries: number; ms: number; at: string; nextSeconds: number } | null;
+  devices: { external: string | null; externalMode: string | null; pods: string[] };
+  pinRoot: string;
+}
