@@ -1,5 +1,7 @@
-// The agent's Kubernetes API client: GET (list) and streaming watch over
-// HTTPS, with the credentials of a kubeconfig or of the pod's service account.
+// The Kubernetes API client of the agent and the operator: GET (list),
+// streaming watch, and the writes (create, replace, merge and JSON patch,
+// delete, the status subresource) over HTTPS, with the credentials of a
+// kubeconfig or of the pod's service account.
 //
 // Hand-written on purpose, where @kubernetes/client-node would do: importing
 // that library's KubeConfig loads every generated API model (measured: +85 MB
@@ -10,6 +12,11 @@
 // Supported credentials: client certificates, bearer tokens (inline or a
 // file, re-read for rotation), in-cluster service accounts. Exec plugins and
 // OIDC are not (a node agent does not use them).
+//
+// Writes are optimistic: replace needs the object's resourceVersion, patches
+// and deletes take one as a precondition, and a stale writer gets 409
+// Conflict. Classify failures with isNotFound, isConflict, isAlreadyExists
+// and isInvalid (HTTP status and the Status reason, never the message text).
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { Agent, request } from 'node:https';
@@ -24,17 +31,51 @@ export class KubeConfigError extends Error {
   }
 }
 
+/** The Status object the API server sends with a failure. */
+export interface KubeStatus {
+  code?: number;
+  /** NotFound, AlreadyExists, Conflict, Invalid, Forbidden, Gone, ... */
+  reason?: string;
+  message?: string;
+  details?: { name?: string; kind?: string; causes?: { reason?: string; message?: string; field?: string }[] };
+}
+
 /** An API request that failed: HTTP status and the API's Status object when it sent one. */
 export class KubeApiError extends Error {
   readonly code = 'EKUBEAPI';
   readonly statusCode: number;
-  readonly status: { code?: number; reason?: string; message?: string } | undefined;
-  constructor(statusCode: number, message: string, status?: { code?: number; reason?: string; message?: string }) {
+  readonly status: KubeStatus | undefined;
+  constructor(statusCode: number, message: string, status?: KubeStatus) {
     super(message);
     this.name = 'KubeApiError';
     this.statusCode = statusCode;
     this.status = status;
   }
+
+  /** The Status reason ('' when the server sent none). */
+  get reason(): string {
+    return this.status?.reason ?? '';
+  }
+}
+
+/** 404: the object (or the resource type) does not exist. */
+export function isNotFound(err: unknown): boolean {
+  return err instanceof KubeApiError && (err.statusCode === 404 || err.reason === 'NotFound');
+}
+
+/** 409 AlreadyExists: a create found an object of that name. */
+export function isAlreadyExists(err: unknown): boolean {
+  return err instanceof KubeApiError && err.reason === 'AlreadyExists';
+}
+
+/** 409 Conflict: a resourceVersion (or uid) precondition failed; someone else wrote first. */
+export function isConflict(err: unknown): boolean {
+  return err instanceof KubeApiError && (err.reason === 'Conflict' || (err.statusCode === 409 && err.reason !== 'AlreadyExists'));
+}
+
+/** 422 Invalid: the object failed validation (Status.details.causes names the fields). */
+export function isInvalid(err: unknown): boolean {
+  return err instanceof KubeApiError && (err.statusCode === 422 || err.reason === 'Invalid');
 }
 
 export interface KubeCredentials {
@@ -54,13 +95,20 @@ type Obj = Record<string, unknown>;
 function pick(list: unknown, name: unknown, field: string): Obj | undefined {
   if (!Array.isArray(list)) return undefined;
   const entry = list.find((e) => (e as Obj)?.name === name) as Obj | undefined;
-  return entry?.[field] as Obj | undefined;
+  if (!entry) return undefined;
+  const value = entry[field];
+  return typeof value === 'object' && value !== null ? (value as Obj) : {};
 }
 
-function fileOrData(base: string, obj: Obj, fileKey: string, dataKey: string): Buffer | undefined {
+function fileOrData(file: string, base: string, obj: Obj, fileKey: string, dataKey: string): Buffer | undefined {
   if (typeof obj[dataKey] === 'string') return Buffer.from(obj[dataKey] as string, 'base64');
-  if (typeof obj[fileKey] === 'string') return readFileSync(path.resolve(base, obj[fileKey] as string));
-  return undefined;
+  if (typeof obj[fileKey] !== 'string') return undefined;
+  const target = path.resolve(base, obj[fileKey] as string);
+  try {
+    return readFileSync(target);
+  } catch (err) {
+    throw new KubeConfigError(`kubeconfig ${file}: ${fileKey} ${JSON.stringify(obj[fileKey])} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
 }
 
 /** The current context's cluster and user of a kubeconfig file. */
@@ -71,21 +119,24 @@ export function credentialsFromKubeconfig(file: string): KubeCredentials {
   } catch (err) {
     throw new KubeConfigError(`kubeconfig ${file}: cannot be read: ${(err as Error).message}`, { cause: err });
   }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new KubeConfigError(`kubeconfig ${file}: is not a kubeconfig (a YAML mapping with clusters, users and contexts)`);
   const base = path.dirname(path.resolve(file));
   const ctxName = doc['current-context'];
   const ctx = pick(doc.contexts, ctxName, 'context');
   if (!ctx) throw new KubeConfigError(`kubeconfig ${file}: current-context ${JSON.stringify(ctxName)} is not among its contexts`);
   const cluster = pick(doc.clusters, ctx.cluster, 'cluster');
-  if (!cluster || typeof cluster.server !== 'string') throw new KubeConfigError(`kubeconfig ${file}: cluster ${JSON.stringify(ctx.cluster)} has no server`);
-  const user = pick(doc.users, ctx.user, 'user') ?? {};
+  if (!cluster) throw new KubeConfigError(`kubeconfig ${file}: cluster ${JSON.stringify(ctx.cluster)} of context ${JSON.stringify(ctxName)} is not among its clusters`);
+  if (typeof cluster.server !== 'string') throw new KubeConfigError(`kubeconfig ${file}: cluster ${JSON.stringify(ctx.cluster)} has no server`);
+  const user = ctx.user === undefined || ctx.user === '' ? {} : pick(doc.users, ctx.user, 'user');
+  if (!user) throw new KubeConfigError(`kubeconfig ${file}: user ${JSON.stringify(ctx.user)} of context ${JSON.stringify(ctxName)} is not among its users`);
   if (user.exec || user['auth-provider']) {
-    throw new KubeConfigError(`kubeconfig ${file}: user ${JSON.stringify(ctx.user)} uses an exec or auth-provider plugin, which the agent does not run; use a certificate, a token or the pod's service account`);
+    throw new KubeConfigError(`kubeconfig ${file}: user ${JSON.stringify(ctx.user)} uses an exec or auth-provider plugin, which Hypha does not run; use a certificate, a token or the pod's service account`);
   }
   return {
     server: cluster.server,
-    ca: fileOrData(base, cluster, 'certificate-authority', 'certificate-authority-data'),
-    cert: fileOrData(base, user, 'client-certificate', 'client-certificate-data'),
-    key: fileOrData(base, user, 'client-key', 'client-key-data'),
+    ca: fileOrData(file, base, cluster, 'certificate-authority', 'certificate-authority-data'),
+    cert: fileOrData(file, base, user, 'client-certificate', 'client-certificate-data'),
+    key: fileOrData(file, base, user, 'client-key', 'client-key-data'),
     token: typeof user.token === 'string' ? user.token : undefined,
     tokenFile: typeof user.tokenFile === 'string' ? path.resolve(base, user.tokenFile) : undefined,
     insecureSkipTlsVerify: cluster['insecure-skip-tls-verify'] === true,
@@ -108,14 +159,63 @@ export interface WatchHandle {
   abort(): void;
 }
 
+export type Query = Record<string, string | number | boolean | undefined>;
+
+export interface ClientOptions {
+  /** User-Agent of every request (default 'hypha-agent'). */
+  userAgent?: string;
+  /** fieldManager of every write (managedFields); default the user agent. */
+  fieldManager?: string;
+}
+
+export interface WriteOptions {
+  /** Write a subresource of the object, e.g. 'status'. */
+  subresource?: string;
+  /** Validate and answer without persisting. */
+  dryRun?: boolean;
+  timeoutMs?: number;
+}
+
+export interface PatchOptions extends WriteOptions {
+  /** Precondition: fail with 409 Conflict unless the object is at this resourceVersion. */
+  resourceVersion?: string;
+}
+
+export interface DeleteOptions {
+  /** Fail with 409 Conflict unless the object still has this uid / resourceVersion. */
+  preconditions?: { uid?: string; resourceVersion?: string };
+  propagationPolicy?: 'Orphan' | 'Background' | 'Foreground';
+  gracePeriodSeconds?: number;
+  dryRun?: boolean;
+  timeoutMs?: number;
+}
+
+/** One operation of an RFC 6902 JSON patch. */
+export type JsonPatchOperation =
+  | { op: 'add' | 'replace' | 'test'; path: string; value: unknown }
+  | { op: 'remove'; path: string }
+  | { op: 'move' | 'copy'; from: string; path: string };
+
+interface ObjectWithMeta {
+  metadata?: { resourceVersion?: string };
+}
+
+const JSON_TYPE = 'application/json';
+const MERGE_PATCH_TYPE = 'application/merge-patch+json';
+const JSON_PATCH_TYPE = 'application/json-patch+json';
+
 export class KubeClient {
   readonly server: URL;
   readonly #creds: KubeCredentials;
   readonly #agent: Agent;
+  readonly #userAgent: string;
+  readonly #fieldManager: string;
 
-  constructor(creds: KubeCredentials) {
+  constructor(creds: KubeCredentials, opts: ClientOptions = {}) {
     this.#creds = creds;
     this.server = new URL(creds.server);
+    this.#userAgent = opts.userAgent ?? 'hypha-agent';
+    this.#fieldManager = opts.fieldManager ?? this.#userAgent;
     this.#agent = new Agent({
       keepAlive: true,
       maxSockets: 8,
@@ -126,56 +226,126 @@ export class KubeClient {
     });
   }
 
-  static fromKubeconfig(file?: string): KubeClient {
-    return new KubeClient(file ? credentialsFromKubeconfig(file) : credentialsInCluster());
+  /** From a kubeconfig file, or the pod's service account when `file` is undefined. */
+  static fromKubeconfig(file?: string, opts: ClientOptions = {}): KubeClient {
+    return new KubeClient(file ? credentialsFromKubeconfig(file) : credentialsInCluster(), opts);
   }
 
   #headers(): Record<string, string> {
-    const h: Record<string, string> = { accept: 'application/json', 'user-agent': 'hypha-agent' };
+    const h: Record<string, string> = { accept: JSON_TYPE, 'user-agent': this.#userAgent };
     // A token file is re-read on each request: service-account tokens rotate.
     const token = this.#creds.tokenFile ? readFileSync(this.#creds.tokenFile, 'utf8').trim() : this.#creds.token;
     if (token) h.authorization = `Bearer ${token}`;
     return h;
   }
 
-  #url(pathname: string, query: Record<string, string | number | boolean | undefined>): URL {
+  #url(pathname: string, query: Query): URL {
     const u = new URL(pathname, this.server);
     for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') u.searchParams.set(k, String(v));
     return u;
   }
 
   static #apiError(res: IncomingMessage, body: string): KubeApiError {
-    let status: { code?: number; reason?: string; message?: string } | undefined;
+    let status: KubeStatus | undefined;
     try {
-      status = JSON.parse(body) as typeof status;
+      const parsed = JSON.parse(body) as unknown;
+      status = typeof parsed === 'object' && parsed !== null ? (parsed as KubeStatus) : undefined;
     } catch {
       status = undefined;
     }
     return new KubeApiError(res.statusCode ?? 0, `${res.statusCode} ${status?.reason ?? res.statusMessage ?? ''}: ${status?.message ?? body.slice(0, 200)}`, status);
   }
 
-  /** GET a JSON document (a list page). */
-  get<T>(pathname: string, query: Record<string, string | number | boolean | undefined> = {}, timeoutMs = 60_000): Promise<T> {
-    const url = this.#url(pathname, query);
+  /** One request with a JSON answer; any status outside 2xx is a KubeApiError. */
+  #send<T>(method: string, url: URL, body: { type: string; data: unknown } | undefined, timeoutMs: number): Promise<T> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body.data));
+    const headers = this.#headers();
+    if (payload && body) {
+      headers['content-type'] = body.type;
+      headers['content-length'] = String(payload.length);
+    }
     return new Promise((resolve, reject) => {
-      const req = request(url, { agent: this.#agent, headers: this.#headers(), timeout: timeoutMs }, (res) => {
+      const req = request(url, { method, agent: this.#agent, headers, timeout: timeoutMs }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', reject);
         res.on('end', () => {
-          const body = Buffer.concat(chunks).toString('utf8');
-          if (res.statusCode !== 200) return reject(KubeClient.#apiError(res, body));
+          const text = Buffer.concat(chunks).toString('utf8');
+          const code = res.statusCode ?? 0;
+          if (code < 200 || code > 299) return reject(KubeClient.#apiError(res, text));
           try {
-            resolve(JSON.parse(body) as T);
+            resolve(JSON.parse(text) as T);
           } catch (err) {
-            reject(new KubeApiError(200, `response to GET ${url.pathname} is not JSON: ${(err as Error).message}`));
+            reject(new KubeApiError(code, `response to ${method} ${url.pathname} is not JSON: ${(err as Error).message}`));
           }
         });
       });
-      req.on('timeout', () => req.destroy(new Error(`GET ${url.pathname} timed out after ${timeoutMs} ms`)));
+      req.on('timeout', () => req.destroy(new Error(`${method} ${url.pathname} timed out after ${timeoutMs} ms`)));
       req.on('error', reject);
-      req.end();
+      req.end(payload);
     });
+  }
+
+  #writeUrl(pathname: string, opts: WriteOptions, withManager = true): URL {
+    const p = opts.subresource ? `${pathname.replace(/\/+$/, '')}/${opts.subresource}` : pathname;
+    return this.#url(p, { ...(withManager ? { fieldManager: this.#fieldManager } : {}), dryRun: opts.dryRun ? 'All' : undefined });
+  }
+
+  /** GET a JSON document (an object or a list page). */
+  get<T>(pathname: string, query: Query = {}, timeoutMs = 60_000): Promise<T> {
+    return this.#send<T>('GET', this.#url(pathname, query), undefined, timeoutMs);
+  }
+
+  /** POST an object to its collection (e.g. '/api/v1/namespaces/default/configmaps'). */
+  create<T>(collectionPath: string, body: unknown, opts: WriteOptions = {}): Promise<T> {
+    return this.#send<T>('POST', this.#writeUrl(collectionPath, opts), { type: JSON_TYPE, data: body }, opts.timeoutMs ?? 30_000);
+  }
+
+  /** PUT the whole object; its metadata.resourceVersion is the precondition
+   *  (required: an unconditional replace would overwrite what others wrote). */
+  replace<T>(pathname: string, body: ObjectWithMeta, opts: WriteOptions = {}): Promise<T> {
+    if (!body.metadata?.resourceVersion) {
+      return Promise.reject(new TypeError(`replace ${pathname}: metadata.resourceVersion is required (read the object first)`));
+    }
+    return this.#send<T>('PUT', this.#writeUrl(pathname, opts), { type: JSON_TYPE, data: body }, opts.timeoutMs ?? 30_000);
+  }
+
+  /** PUT the object's status subresource (the rest of the body is ignored by the server). */
+  replaceStatus<T>(pathname: string, body: ObjectWithMeta, opts: WriteOptions = {}): Promise<T> {
+    return this.replace<T>(pathname, body, { ...opts, subresource: 'status' });
+  }
+
+  /** RFC 7386 JSON merge patch (null deletes a field; lists are replaced whole). */
+  mergePatch<T>(pathname: string, patch: Record<string, unknown>, opts: PatchOptions = {}): Promise<T> {
+    let data = patch;
+    if (opts.resourceVersion !== undefined) {
+      const meta = (patch.metadata ?? {}) as Record<string, unknown>;
+      data = { ...patch, metadata: { ...meta, resourceVersion: opts.resourceVersion } };
+    }
+    return this.#send<T>('PATCH', this.#writeUrl(pathname, opts), { type: MERGE_PATCH_TYPE, data }, opts.timeoutMs ?? 30_000);
+  }
+
+  /** Merge patch of the status subresource. */
+  mergePatchStatus<T>(pathname: string, patch: Record<string, unknown>, opts: PatchOptions = {}): Promise<T> {
+    return this.mergePatch<T>(pathname, patch, { ...opts, subresource: 'status' });
+  }
+
+  /** RFC 6902 JSON patch. With a resourceVersion precondition, a stale object
+   *  fails with 409 Conflict (a 'test' op would fail with 422 instead). */
+  jsonPatch<T>(pathname: string, ops: readonly JsonPatchOperation[], opts: PatchOptions = {}): Promise<T> {
+    const data = opts.resourceVersion === undefined ? ops : [{ op: 'replace', path: '/metadata/resourceVersion', value: opts.resourceVersion }, ...ops];
+    return this.#send<T>('PATCH', this.#writeUrl(pathname, opts), { type: JSON_PATCH_TYPE, data }, opts.timeoutMs ?? 30_000);
+  }
+
+  /** DELETE an object. Resolves with what the server answers: the object
+   *  (when finalizers or graceful deletion keep it a while) or a Status. */
+  delete<T = unknown>(pathname: string, opts: DeleteOptions = {}): Promise<T> {
+    const body: Record<string, unknown> = { apiVersion: 'v1', kind: 'DeleteOptions' };
+    if (opts.preconditions) body.preconditions = opts.preconditions;
+    if (opts.propagationPolicy) body.propagationPolicy = opts.propagationPolicy;
+    if (opts.gracePeriodSeconds !== undefined) body.gracePeriodSeconds = opts.gracePeriodSeconds;
+    if (opts.dryRun) body.dryRun = ['All'];
+    return this.#send<T>('DELETE', this.#url(pathname, {}), { type: JSON_TYPE, data: body }, opts.timeoutMs ?? 30_000);
   }
 
   /** Stream watch events (one JSON object per line) until the server ends
@@ -183,7 +353,7 @@ export class KubeClient {
    *  exactly once (with undefined after abort() or a clean end). */
   watch(
     pathname: string,
-    query: Record<string, string | number | boolean | undefined>,
+    query: Query,
     onEvent: (type: string, obj: unknown) => void,
     done: (err?: unknown) => void,
   ): WatchHandle {
