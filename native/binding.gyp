@@ -16,7 +16,8 @@
         "src/prog.c",
         "src/link.c",
         "src/ringbuf.c",
-        "src/netns.c"
+        "src/netns.c",
+        "src/netlink.c"
       ],
       "defines": ["NAPI_VERSION=9", "_GNU_SOURCE"],
       "cflags!": ["-O3"],

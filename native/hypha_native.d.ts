@@ -10,14 +10,16 @@ export type ObjectHandle = { readonly __brand: 'hypha.ObjectHandle' };
 export type MapHandle = { readonly __brand: 'hypha.MapHandle' };
 export type ProgHandle = { readonly __brand: 'hypha.ProgHandle' };
 export type RingbufHandle = { readonly __brand: 'hypha.RingbufHandle' };
-export type Handle = ObjectHandle | MapHandle | ProgHandle | RingbufHandle;
+/** A NETLINK_ROUTE socket; it stays in the network namespace it was opened in. */
+export type NetlinkHandle = { readonly __brand: 'hypha.NetlinkHandle' };
+export type Handle = ObjectHandle | MapHandle | ProgHandle | RingbufHandle | NetlinkHandle;
 
 /** Codes that are not errno names. */
 export type NativeErrorSpecialCode =
   | 'EBADHANDLE' // not a handle, or a handle of the wrong kind (a TypeError)
   | 'ECLOSED' // the handle was closed
   | 'EINVALARG' // bad argument type, size or value (a TypeError)
-  | 'EHANDLEBUSY' // the object handle is being loaded
+  | 'EHANDLEBUSY' // the handle is in use by an async operation (a load, a netlink transact)
   | 'ENAPI'; // a Node-API call failed (a bug)
 
 /** Every error the addon throws or rejects with. */
@@ -148,6 +150,40 @@ export interface TcQueryResult {
   progId: number;
 }
 
+export interface NetlinkTransactOptions {
+  /** After a request fails, send none of the rest (they come back skipped). Default true. */
+  stopOnError?: boolean;
+  /** How long to wait for the kernel's answer to each request, in ms (1 to 3 600 000,
+   * default 30 000). A request that times out has errno ETIMEDOUT; its late answer
+   * is recognised by its sequence number and ignored. */
+  timeoutMs?: number;
+}
+
+/** What the kernel answered to one request. */
+export interface NetlinkReply {
+  /** 0: acknowledged (or the dump completed). Otherwise the positive errno from
+   * NLMSG_ERROR / NLMSG_DONE, or of a failed send/receive: ENOBUFS when the kernel
+   * dropped messages for this socket (a dump's `messages` are then incomplete),
+   * ETIMEDOUT, ECANCELED for a skipped request. */
+  errno: number;
+  /** errno name ('EEXIST', 'ENOTSUPP', ...), when errno is not 0. */
+  code?: string;
+  /** strerror text ('File exists'), when errno is not 0. */
+  strerror?: string;
+  /** The kernel's extended ACK message (NLMSGERR_ATTR_MSG), also on success (a warning). */
+  extack?: string;
+  /** NLMSGERR_ATTR_OFFS: byte offset in the request of the attribute the kernel refused. */
+  extackOffset?: number;
+  /** Not sent, because an earlier request failed and stopOnError was on (errno ECANCELED). */
+  skipped?: true;
+  /** A dump message carried NLM_F_DUMP_INTR: the table changed while it was dumped;
+   * the result may be inconsistent, dump again. */
+  interrupted?: true;
+  /** Reply messages (each a whole message with its nlmsghdr) other than the final
+   * ACK/DONE: the answer of a GET, every part of a dump. Views into one buffer. */
+  messages: Uint8Array<ArrayBuffer>[];
+}
+
 type Group<K extends string> = { readonly [name in K]: number };
 
 /** Kernel constants, read from the UAPI headers when the addon was built. */
@@ -256,4 +292,24 @@ export interface HyphaNative {
    * back in the kernel ring (producers then see it full) rather than queueing without
    * bound. An exception thrown by onRecord becomes an uncaught exception. */
   ringbufOpen(map: MapHandle, onRecord: (data: Uint8Array<ArrayBuffer>) => void): RingbufHandle;
+
+  // rtnetlink
+  /** A NETLINK_ROUTE socket in the network namespace at netnsPath (a /run/netns/<name>
+   * file, /proc/<pid>/ns/net, or /proc/<pid>/fd/<n> of an open nsfs fd), or in the
+   * caller's namespace when netnsPath is undefined or null. The socket is made on a
+   * short-lived thread that enters the namespace and exits, so no thread of the
+   * process changes namespace. 4 MiB receive buffer, extended ACKs, capped ACKs,
+   * strict checking of GET requests. ENOENT (open) names a missing path; EINVAL (setns)
+   * one that is no network namespace. */
+  netlinkOpen(netnsPath?: string | null): NetlinkHandle;
+  /** Sends each message (a complete netlink message: nlmsghdr + payload, nlmsg_len
+   * equal to its length) in turn on a worker thread, after setting its nlmsg_seq and
+   * NLM_F_REQUEST | NLM_F_ACK, and waits for its final status (NLMSG_ERROR, or
+   * NLMSG_DONE for a dump) before sending the next. One reply per message, in order.
+   * Kernel errors are in the replies, not thrown. Rejects (never throws) for bad
+   * arguments (EINVALARG: not an array, a message under 16 bytes or over 1 MiB,
+   * nlmsg_len not its length; at most 4096 messages), a closed handle (ECLOSED) and
+   * a transact already running on the handle (EHANDLEBUSY). close(h) meanwhile is
+   * deferred until it ends. */
+  netlinkTransact(h: NetlinkHandle, messages: readonly Uint8Array[], opts?: NetlinkTransactOptions): Promise<NetlinkReply[]>;
 }

@@ -73,6 +73,8 @@ export const {
   tcDetach,
   tcQuery,
   ringbufOpen,
+  netlinkOpen,
+  netlinkTransact,
 } = native;
 
 /** Update flags by name: 'any' creates or replaces, 'noexist' only creates (EEXIST

@@ -14,6 +14,7 @@ static const napi_type_tag kind_tags[HANDLE_KIND_COUNT] = {
 	[HANDLE_MAP] = { 0x6879706861000002ULL, 0x9c1d2f8e4b7a3e02ULL },
 	[HANDLE_PROG] = { 0x6879706861000003ULL, 0x9c1d2f8e4b7a3e03ULL },
 	[HANDLE_RINGBUF] = { 0x6879706861000004ULL, 0x9c1d2f8e4b7a3e04ULL },
+	[HANDLE_NETLINK] = { 0x6879706861000005ULL, 0x9c1d2f8e4b7a3e05ULL },
 };
 
 const char *handle_kind_name(enum handle_kind kind)
@@ -23,6 +24,7 @@ const char *handle_kind_name(enum handle_kind kind)
 	case HANDLE_MAP: return "map";
 	case HANDLE_PROG: return "prog";
 	case HANDLE_RINGBUF: return "ringbuf";
+	case HANDLE_NETLINK: return "netlink";
 	default: return "unknown";
 	}
 }

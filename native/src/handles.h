@@ -22,6 +22,7 @@ enum handle_kind {
 	HANDLE_MAP,
 	HANDLE_PROG,
 	HANDLE_RINGBUF,
+	HANDLE_NETLINK,
 	HANDLE_KIND_COUNT,
 };
 
@@ -68,6 +69,13 @@ struct map_handle {
 struct prog_handle {
 	struct handle h;
 	int fd;
+};
+
+/* A NETLINK_ROUTE socket, bound to the network namespace it was created in. */
+struct netlink_handle {
+	struct handle h;
+	int fd;
+	uint32_t seq; /* last sequence number used */
 };
 
 const char *handle_kind_name(enum handle_kind kind);

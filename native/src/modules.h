@@ -13,7 +13,7 @@ bool map_register(napi_env env, napi_value exports);
 bool prog_register(napi_env env, napi_value exports);
 bool link_register(napi_env env, napi_value exports);
 bool ringbuf_register(napi_env env, napi_value exports);
-bool netns_register(napi_env env, napi_value exports);
+bool netlink_register(napi_env env, napi_value exports);
 bool constants_register(napi_env env, napi_value exports);
 
 /* A map handle owning fd (closed on failure). op names the call that produced fd. */
@@ -23,5 +23,17 @@ napi_value prog_handle_from_fd(napi_env env, int fd);
 
 /* dup() with O_CLOEXEC; -1 and errno on failure. */
 int hy_dup(int fd);
+
+/* Why netns_socket failed: the call, its errno and a detail naming the path. */
+struct netns_failure {
+	const char *op;
+	int err;
+	char detail[4200];
+};
+
+/* socket(domain, type, protocol) in the network namespace at path (a /run/netns
+ * file, /proc/<pid>/ns/net, or /proc/<pid>/fd/<n> of an nsfs fd), or in the
+ * caller's namespace when path is NULL. -1 with *f filled on failure. */
+int netns_socket(const char *path, int domain, int type, int protocol, struct netns_failure *f);
 
 #endif
