@@ -196,10 +196,6 @@ export type JsonPatchOperation =
   | { op: 'remove'; path: string }
   | { op: 'move' | 'copy'; from: string; path: string };
 
-interface ObjectWithMeta {
-  metadata?: { resourceVersion?: string };
-}
-
 const JSON_TYPE = 'application/json';
 const MERGE_PATCH_TYPE = 'application/merge-patch+json';
 const JSON_PATCH_TYPE = 'application/json-patch+json';
@@ -303,15 +299,15 @@ export class KubeClient {
 
   /** PUT the whole object; its metadata.resourceVersion is the precondition
    *  (required: an unconditional replace would overwrite what others wrote). */
-  replace<T>(pathname: string, body: ObjectWithMeta, opts: WriteOptions = {}): Promise<T> {
-    if (!body.metadata?.resourceVersion) {
+  replace<T>(pathname: string, body: unknown, opts: WriteOptions = {}): Promise<T> {
+    if (!(body as { metadata?: { resourceVersion?: unknown } } | null)?.metadata?.resourceVersion) {
       return Promise.reject(new TypeError(`replace ${pathname}: metadata.resourceVersion is required (read the object first)`));
     }
     return this.#send<T>('PUT', this.#writeUrl(pathname, opts), { type: JSON_TYPE, data: body }, opts.timeoutMs ?? 30_000);
   }
 
   /** PUT the object's status subresource (the rest of the body is ignored by the server). */
-  replaceStatus<T>(pathname: string, body: ObjectWithMeta, opts: WriteOptions = {}): Promise<T> {
+  replaceStatus<T>(pathname: string, body: unknown, opts: WriteOptions = {}): Promise<T> {
     return this.replace<T>(pathname, body, { ...opts, subresource: 'status' });
   }
 
