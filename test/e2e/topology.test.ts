@@ -20,6 +20,7 @@ import {
   type Host,
   type Node,
   type Pod,
+  type Scratch,
 } from './lib/topology.ts';
 import type { LoopSummary, OnceResult, StreamResult } from './tools/client.ts';
 
@@ -209,6 +210,72 @@ describe('a two-node cluster with an external host', () => {
     // Nothing half-made is left behind by rejected calls.
     assert.deepEqual(topo.nodes.map((n) => n.name), ['n1', 'n2']);
     assert.equal(netnsWithPrefix(topo.prefix).length, topo.namespaces.length);
+  });
+});
+
+describe('scratch namespaces', () => {
+  test('a scratch namespace has loopback only, is on no network and keeps its tables to itself', async () => {
+    const topo = await Topology.create({ name: 'scratch' });
+    try {
+      const node = await topo.addNode('n1');
+      const s: Scratch = await topo.addScratch('rules');
+      assert.deepEqual([s.kind, s.name, s.netns], ['scratch', 'rules', `${topo.prefix}rules`]);
+      assert.deepEqual(topo.scratches, [s]);
+      assert.ok(topo.namespaces.includes(s.netns));
+      const links = JSON.parse((await topo.exec(s, ['ip', '-j', 'link', 'show'])).stdout) as Array<{ ifname: string; operstate: string; ifalias?: string }>;
+      assert.deepEqual(links.map((l) => [l.ifname, l.ifalias]), [['lo', NETNS_MARKER]]);
+      assert.equal((await topo.exec(s, ['ip', '-4', 'route', 'show'])).stdout.trim(), '');
+      const ping = await topo.exec(s, ['ping', '-c', '1', '-W', '1', node.ip], { allowFail: true });
+      assert.notEqual(ping.code, 0);
+      assert.match(ping.stderr, /Network is unreachable/);
+      // A table loaded here is not in the node (nor the other way round).
+      await topo.exec(s, ['nft', '-f', '-'], { input: 'table ip scratchtest { chain c { type nat hook prerouting priority 0; }; }\n' });
+      assert.match((await topo.exec(s, ['nft', 'list', 'tables'])).stdout, /table ip scratchtest/);
+      assert.doesNotMatch((await topo.exec(node, ['nft', 'list', 'tables'])).stdout, /scratchtest/);
+    } finally {
+      await topo.destroy();
+    }
+    assert.deepEqual(netnsWithPrefix(topo.prefix), []);
+  });
+
+  test('removeScratch stops its processes and deletes it; the name is free again', async () => {
+    const topo = await Topology.create({ name: 'scratch-rm' });
+    try {
+      const s = await topo.addScratch('s1');
+      const p = topo.spawn(s, ['sh', '-c', 'echo \'{"ready":true}\'; while :; do sleep 0.05; done']);
+      await p.waitForLine((l) => l.includes('ready'));
+      await topo.removeScratch(s);
+      assert.equal(p.status?.signal, 'SIGTERM');
+      assert.ok(!listNetns().includes(s.netns));
+      assert.deepEqual(topo.scratches, []);
+      await assert.rejects(topo.removeScratch(s), (e) => isTopologyError(e, 'INVALID_ARGUMENT') && /scratch namespace "s1" is not one of topology "scratch-rm"/.test(e.message));
+      const again = await topo.addScratch('s1');
+      assert.ok(listNetns().includes(again.netns));
+    } finally {
+      await topo.destroy();
+    }
+    assert.deepEqual(netnsWithPrefix(topo.prefix), []);
+  });
+
+  test('bad scratch names are rejected with the field and the value; nothing is left half-made', async () => {
+    const topo = await Topology.create({ name: 'scratch-bad' });
+    try {
+      await topo.addNode('n1');
+      await assert.rejects(topo.addScratch('n1'), (e) => isTopologyError(e, 'DUPLICATE') && /scratch name "n1" is already used/.test(e.message));
+      await assert.rejects(topo.addScratch('fabric'), (e) => isTopologyError(e, 'DUPLICATE') && /scratch name "fabric"/.test(e.message));
+      await assert.rejects(topo.addScratch('Bad_Name'), (e) => isTopologyError(e, 'INVALID_ARGUMENT') && /scratch name "Bad_Name" must be/.test(e.message));
+      // Its netns name taken by someone else: the step fails and the foreign netns stays.
+      const foreign = `${topo.prefix}taken`;
+      spawnSync('ip', ['netns', 'add', foreign]);
+      await assert.rejects(topo.addScratch('taken'), (e) => isTopologyError(e, 'STEP_FAILED') && /adding scratch namespace "taken" failed/.test(e.message));
+      assert.ok(listNetns().includes(foreign));
+      assert.deepEqual(topo.scratches, []);
+      spawnSync('ip', ['netns', 'del', foreign]);
+      assert.equal(netnsWithPrefix(topo.prefix).length, topo.namespaces.length);
+    } finally {
+      await topo.destroy();
+    }
+    assert.deepEqual(netnsWithPrefix(topo.prefix), []);
   });
 });
 

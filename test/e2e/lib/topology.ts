@@ -9,6 +9,8 @@
 //   pod netns:     eth0 with podIP/32, default via 169.254.1.1 (a permanent
 //                  neighbour entry pointing at the host-side veth's MAC)
 //   host netns:    an outside machine (client, control plane) on the fabric
+//   scratch netns: loopback only, on no network (to load rulesets into where no
+//                  traffic is needed)
 //
 // Every namespace name starts with a per-run prefix `hy<base36 pid><2 random>-`, so
 // a crashed run can be recognised and swept (Topology.sweepStale). Commands run
@@ -120,7 +122,14 @@ export interface Host {
   readonly fabricIfname: string;
 }
 
-export type Member = Fabric | Node | Pod | Host;
+/** A namespace with only `lo` (up, marked): no devices, addresses or routes. */
+export interface Scratch {
+  readonly kind: 'scratch';
+  readonly name: string;
+  readonly netns: string;
+}
+
+export type Member = Fabric | Node | Pod | Host | Scratch;
 /** Where to run something: a member of the topology, or a netns name. */
 export type Where = Member | string;
 
@@ -331,6 +340,7 @@ export class Topology {
   readonly #nodes = new Map<string, NodeState>();
   readonly #pods = new Map<string, Pod>();
   readonly #hosts = new Map<string, Host>();
+  readonly #scratches = new Map<string, Scratch>();
   readonly #procs = new Map<Proc, string>();
   readonly #children = new Set<ChildProcess>();
   readonly #pending = new Set<Promise<unknown>>();
@@ -415,6 +425,10 @@ export class Topology {
 
   get hosts(): Host[] {
     return [...this.#hosts.values()];
+  }
+
+  get scratches(): Scratch[] {
+    return [...this.#scratches.values()];
   }
 
   /** Every namespace this topology currently owns. */
@@ -662,6 +676,43 @@ export class Topology {
   }
 
   /**
+   * Add a scratch namespace: loopback only, on no network. For what needs a
+   * namespace of its own and no traffic, e.g. loading a firewall ruleset to time it
+   * (a fresh one per load starts from empty tables).
+   */
+  addScratch(name: string): Promise<Scratch> {
+    return this.#op(async () => {
+      this.#checkName('scratch name', name);
+      this.#names.add(name);
+      const scratch: Scratch = { kind: 'scratch', name, netns: `${this.prefix}${name}` };
+      try {
+        await this.#addNetns(scratch.netns);
+      } catch (err) {
+        await this.#undoMember(scratch.netns, []);
+        this.#names.delete(name);
+        throw new TopologyError('STEP_FAILED', `adding scratch namespace "${name}" failed: ${(err as Error).message}`, { cause: err });
+      }
+      this.#scratches.set(name, scratch);
+      this.#log.debug({ scratch: name, netns: scratch.netns }, 'scratch namespace added');
+      return scratch;
+    });
+  }
+
+  /** Remove a scratch namespace: stop its processes, delete its netns (and what was loaded into it). */
+  removeScratch(scratch: Scratch): Promise<void> {
+    return this.#op(async () => {
+      if (this.#scratches.get(scratch?.name) !== scratch) {
+        throw new TopologyError('INVALID_ARGUMENT', `scratch namespace "${String(scratch?.name)}" is not one of topology "${this.name}"`);
+      }
+      await this.#stopProcsIn(scratch.netns);
+      await this.#undoMember(scratch.netns, []);
+      this.#scratches.delete(scratch.name);
+      this.#names.delete(scratch.name);
+      this.#log.debug({ scratch: scratch.name }, 'scratch namespace removed');
+    });
+  }
+
+  /**
    * Native routing: on every node, a route to every other node's pod CIDR via that
    * node's IP; on each of `hosts`, routes to every node's pod CIDR. Idempotent (replace);
    * call again after adding nodes.
@@ -844,7 +895,7 @@ export class Topology {
       throw new TopologyError('INVALID_ARGUMENT', `${field} "${String(name)}" must be 1-63 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit`);
     }
     if (RESERVED_NAMES.has(name) || this.#names.has(name)) {
-      throw new TopologyError('DUPLICATE', `${field} "${name}" is already used in topology "${this.name}" (names are unique across nodes, pods and hosts)`);
+      throw new TopologyError('DUPLICATE', `${field} "${name}" is already used in topology "${this.name}" (names are unique across nodes, pods, hosts and scratch namespaces)`);
     }
   }
 
