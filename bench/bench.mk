@@ -15,8 +15,9 @@ bench-tools: $(BENCH_TOOLS)
 # Unit tests of the generators and the namespace tests (root: they load the rulesets
 # into scratch network namespaces and push traffic through them with the tools; one
 # file at a time so the measured connection rates do not share the CPU with other
-# tests). HYPHA_PEERS_SECONDS / HYPHA_PEERS_CONCURRENCY tune the rate runs.
-test-bench-peers: $(BENCH_TOOLS)
+# tests). HYPHA_PEERS_SECONDS / HYPHA_PEERS_CONCURRENCY tune the rate runs. The
+# namespaces are test/e2e/lib/topology.ts's, whose nodes need the fabric's XDP object.
+test-bench-peers: $(BENCH_TOOLS) bpf/build/test/xdp_pass.o
 	$(NODE) --test --test-concurrency=1 bench/peers/*.test.ts
 
 # The floor program of bench-lb: a tc program that only returns.

@@ -1,10 +1,14 @@
 // Loading kube-proxy's iptables ruleset in chunks leaves exactly the ruleset
-// a single restore leaves (checked with iptables-save in two scratch netns).
+// a single restore leaves (checked with iptables-save in two scratch namespaces
+// of the e2e harness, removed when the test ends however it ends).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { iptablesRestoreChunks, iptablesRestoreInput, IPTABLES_RESTORE_ARGS } from './kube-proxy-iptables.ts';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Topology } from '../../test/e2e/lib/topology.ts';
+import { iptablesRestoreChunks, iptablesRestoreInput, IPTABLES_RESTORE_ARGS, xtablesLockEnv } from './kube-proxy-iptables.ts';
 import type { PeerService } from './peer-service.ts';
-import { run, xtablesLockEnv } from './testbed.ts';
 
 const services: PeerService[] = Array.from({ length: 120 }, (_, i) => ({
   namespace: i % 2 ? 'default' : 'shop', name: `s${i}`, portName: 'http', protocol: i % 3 ? 'TCP' : 'UDP',
@@ -17,22 +21,25 @@ test('chunked restore == one restore, for iptables-nft and iptables-legacy', asy
   const full = iptablesRestoreInput(services, opts);
   const chunks = iptablesRestoreChunks(full, 7);
   assert.ok(chunks.length > 10);
-  for (const tool of ['iptables-nft', 'iptables-legacy']) {
-    const saved: string[] = [];
-    for (const inputs of [[full], chunks]) {
-      const ns = `hypchunk${process.pid}-${saved.length}`;
-      await run('ip', ['netns', 'add', ns]);
-      try {
-        const env = xtablesLockEnv('/tmp', ns);
-        for (const input of inputs) await run(`${tool}-restore`, IPTABLES_RESTORE_ARGS, { netns: ns, input, env });
+  const topo = await Topology.create({ name: 'ipt-chunks' });
+  const lockDir = await mkdtemp(join(tmpdir(), 'hypha-ipt-chunks-'));
+  try {
+    for (const tool of ['iptables-nft', 'iptables-legacy']) {
+      const saved: string[] = [];
+      for (const inputs of [[full], chunks]) {
+        const ns = await topo.addScratch(`${tool}-${saved.length}`);
+        const env = { ...process.env, ...xtablesLockEnv(lockDir, ns.netns) };
+        for (const input of inputs) await topo.exec(ns, [`${tool}-restore`, ...IPTABLES_RESTORE_ARGS], { input, env });
         const tables = [];
-        for (const table of ['nat', 'filter', 'mangle']) tables.push((await run(`${tool}-save`, ['-t', table], { netns: ns, env })).stdout);
+        for (const table of ['nat', 'filter', 'mangle']) tables.push((await topo.exec(ns, [`${tool}-save`, '-t', table], { env })).stdout);
         saved.push(tables.join('').split('\n').filter((l) => !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/g, '')).join('\n'));
-      } finally {
-        await run('ip', ['netns', 'del', ns]);
+        await topo.removeScratch(ns);
       }
+      assert.ok(saved[0]!.includes('KUBE-SVC-'), `${tool}: the ruleset was loaded`);
+      assert.equal(saved[1], saved[0], `${tool}: same ruleset`);
     }
-    assert.ok(saved[0]!.includes('KUBE-SVC-'), `${tool}: the ruleset was loaded`);
-    assert.equal(saved[1], saved[0], `${tool}: same ruleset`);
+  } finally {
+    await topo.destroy();
+    await rm(lockDir, { recursive: true, force: true });
   }
 });

@@ -40,6 +40,18 @@ export const IPTABLES_RESTORE_ARGS: readonly string[] = ['-w', '5', '--noflush',
  */
 export const IPTABLES_SAVE_NAT_ARGS: readonly string[] = ['-t', 'nat'];
 
+/**
+ * Environment for iptables commands in a private namespace: iptables 1.8 serialises
+ * every iptables-restore on the host through one /run/xtables.lock, although the
+ * tables it protects are per namespace; a loading 1 000-service ruleset would hold it
+ * for seconds and fail or stall unrelated iptables users. A lock file per namespace
+ * (in `dir`) keeps the serialisation that matters (within the namespace) and nothing
+ * else.
+ */
+export function xtablesLockEnv(dir: string, netns: string): Record<string, string> {
+  return { XTABLES_LOCKFILE: `${dir}/${netns}.xtables.lock` };
+}
+
 // largeClusterEndpointsThreshold: above this many endpoints kube-proxy drops the
 // per-endpoint comments and skips stale-chain cleanup on most syncs.
 const LARGE_CLUSTER_ENDPOINTS = 1000;
