@@ -24,10 +24,9 @@ import { buildPacket, parsePacket } from '../test/lib/packet.ts';
 import { TestAgent } from '../test/e2e/lib/agent.ts';
 import { Cluster } from '../test/e2e/lib/cluster.ts';
 import { run } from '../test/e2e/lib/proc.ts';
-import { IPTABLES_RESTORE_ARGS, iptablesOneChange, iptablesRestoreChunks, iptablesRestoreInput } from './peers/kube-proxy-iptables.ts';
+import { IPTABLES_RESTORE_ARGS, iptablesOneChange, iptablesRestoreChunks, iptablesRestoreInput, xtablesLockEnv } from './peers/kube-proxy-iptables.ts';
 import { NFT_RUN_ARGS, nftInput, nftOneChange } from './peers/kube-proxy-nftables.ts';
 import type { PeerService } from './peers/peer-service.ts';
-import { xtablesLockEnv } from './peers/testbed.ts';
 
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const { values } = parseArgs({
@@ -144,15 +143,15 @@ function peers(n: number): PeerService[] {
   }));
 }
 
-async function rulesets(n: number): Promise<void> {
+async function rulesets(c: Cluster, n: number): Promise<void> {
   const opts = { clusterCIDR: '10.244.0.0/16', nodeIPs: ['192.168.77.11'] };
   const svcs = peers(n);
   const change = { service: 0, endpoint: 0, to: { ip: '10.199.0.1', port: 8080 } };
   for (const dp of ['iptables-nft', 'nftables'] as const) {
-    const ns = `hypcp${process.pid}`;
-    await run(['ip', 'netns', 'add', ns]);
+    // A fresh scratch namespace per load: empty tables, as on a node kube-proxy starts on.
+    const ns = await c.topo.addScratch(`rules-${dp}-${n}`);
     try {
-      const inNs = (argv: string[], input: string) => run(['nsenter', `--net=/run/netns/${ns}`, ...argv], { input, timeoutMs: 3_600_000, env: { ...process.env, ...xtablesLockEnv(tmpdir(), ns) } });
+      const inNs = (argv: string[], input: string) => c.topo.exec(ns, argv, { input, timeoutMs: 3_600_000, env: { ...process.env, ...xtablesLockEnv(c.work, ns.netns) } });
       let t = performance.now();
       let method: string | undefined;
       if (dp === 'nftables') {
@@ -174,7 +173,7 @@ async function rulesets(n: number): Promise<void> {
       rows.push({ metric: 'ruleset_one_change', dataplane: dp, services: n, seconds: +one.toFixed(3) });
       log(`  ${dp} with ${n} Services: load ${load.toFixed(2)} s${method ? ' (chunked)' : ''}, one endpoint change ${one.toFixed(3)} s`);
     } finally {
-      await run(['ip', 'netns', 'del', ns]);
+      await c.topo.removeScratch(ns);
     }
     write();
   }
@@ -217,7 +216,7 @@ try {
     await coldSync(cluster, n);
     write();
     log(`(c) kube-proxy rulesets for ${n} Services`);
-    await rulesets(n);
+    await rulesets(cluster, n);
   }
 } finally {
   await cluster.destroy();

@@ -18,10 +18,9 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { iptablesRestoreChunks, iptablesRestoreInput, IPTABLES_RESTORE_ARGS } from './peers/kube-proxy-iptables.ts';
+import { iptablesRestoreChunks, iptablesRestoreInput, IPTABLES_RESTORE_ARGS, xtablesLockEnv } from './peers/kube-proxy-iptables.ts';
 import { nftInput, NFT_RUN_ARGS } from './peers/kube-proxy-nftables.ts';
 import type { PeerService } from './peers/peer-service.ts';
-import { xtablesLockEnv } from './peers/testbed.ts';
 import { BACKEND_IPS, BENCH_MAP_SIZES, measurePacketCost, vipOf } from './lb-ns-per-packet.ts';
 import { TestAgent } from '../test/e2e/lib/agent.ts';
 import { run } from '../test/e2e/lib/proc.ts';
@@ -144,12 +143,12 @@ async function measure(dp: Exclude<Dataplane, 'floor'>, n: number): Promise<Rate
       // iptables 1.8.9's restore is quadratic in the size of one input; in
       // chunks it leaves the same ruleset (bench/peers/iptables-chunks.test.ts).
       for (const input of iptablesRestoreChunks(iptablesRestoreInput(peerServices(n), opts), 250)) {
-        await run(['nsenter', `--net=/run/netns/${node.netns}`, `${dp}-restore`, ...IPTABLES_RESTORE_ARGS], {
+        await b.topo.exec(node, [`${dp}-restore`, ...IPTABLES_RESTORE_ARGS], {
           input, env: { ...process.env, ...xtablesLockEnv(b.work, node.netns) }, timeoutMs: 600_000,
         });
       }
     } else if (dp === 'nftables') {
-      await run(['nsenter', `--net=/run/netns/${node.netns}`, 'nft', ...NFT_RUN_ARGS], { input: nftInput(peerServices(n), opts), timeoutMs: 3_600_000 });
+      await b.topo.exec(node, ['nft', ...NFT_RUN_ARGS], { input: nftInput(peerServices(n), opts), timeoutMs: 3_600_000 });
     }
     log(`  ${dp}: ${n} Services programmed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     return await connRate(b, dp === 'direct' ? BACKEND_IPS.map((ip) => `${ip}:${BACKEND_PORT}`) : vips);
