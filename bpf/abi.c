@@ -2,7 +2,7 @@
 /* Not a program. This object exists so the compiler emits BTF for every type
  * the TypeScript side reads or writes, including enums and the ring-buffer
  * event that no map names as its value type. scripts/gen-abi.ts turns its BTF
- * into src/datapath/abi.gen.ts; a test checks the loaded objects agree. */
+ * into src/abi/abi.gen.ts; a test checks the loaded objects agree. */
 #include "hypha/maps.h"
 
 struct hypha_abi {
@@ -18,6 +18,9 @@ struct hypha_abi {
 	struct hypha_drop_event drop_event;
 	struct hypha_config config;
 	struct hypha_endpoint endpoint;
+	struct hypha_ipcache_key ipcache_key;
+	struct hypha_ipcache_val ipcache_val;
+	enum hypha_ipcache_flags ipcache_flags;
 	enum hypha_endpoint_flags endpoint_flags;
 	enum hypha_lb_scope scope;
 	enum hypha_svc_flags svc_flags;

@@ -14,6 +14,7 @@
 #include "parse.h"
 #include "ct.h"
 #include "time.h"
+#include "snat.h"
 
 enum {
 	HYPHA_LB_PASS = 0,	/* not Service traffic */
@@ -157,7 +158,7 @@ static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, str
  * reasons get an ICMP answer. Call hypha_lb4_established() first. */
 static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum hypha_lb_scope scope,
 					      __u32 loopback, __u32 snat_addr, int mode,
-					      struct hypha_nat4 *nat, __u32 now)
+					      const struct hypha_config *cfg, struct hypha_nat4 *nat, __u32 now)
 {
 	const struct hypha_lb4_svc_val *svc, *slot;
 	const struct hypha_lb4_backend *b = NULL;
@@ -253,22 +254,12 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 		 * reusing its tuple at once for another frontend loses the SYN
 		 * at the backend (measured: retransmission timeouts at high
 		 * connection rates), so it is treated like netfilter's CLOSE. */
-		__u32 h = hypha_lb4_hash(p);
-		int i, claimed = 0;
+		int ret;
 
 		entry.flags = flags | HYPHA_CT_F_SNAT_PORT;
-		for (i = 0; i < HYPHA_SNAT_TRIES; i++) {
-			key.dport = bpf_htons(HYPHA_SNAT_PORT_MIN + (h + i * 7919) % HYPHA_SNAT_PORT_SPAN);
-			ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
-			if (ct && !hypha_ct_expired(ct, now))
-				continue;
-			if (!bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY)) {
-				claimed = 1;
-				break;
-			}
-		}
-		if (!claimed)
-			return -HYPHA_DROP_NAT_NO_PORT;
+		ret = hypha_snat_claim(&key, &entry, cfg, hypha_lb4_hash(p), now);
+		if (ret < 0)
+			return ret;
 		flags |= HYPHA_CT_F_SNAT_PORT;
 	} else if (bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY)) {
 		return -HYPHA_DROP_CT_CREATE_FAILED;

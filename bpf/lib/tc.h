@@ -10,6 +10,7 @@
 #include "nat.h"
 #include "icmp.h"
 #include "drop.h"
+#include "masq.h"
 
 /* Headers live in the linear part of nearly every skb; when a parse runs out
  * of linear data but the packet is longer, pull the headers in and retry.
@@ -114,9 +115,13 @@ static __always_inline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hy
 	return verdict;
 }
 
+/* tc-only modes, next to hypha_lb4_new_flow's. */
+#define HYPHA_TC_MASQ_REPLIES (1 << 8)	/* external device: replies to masqueraded pod flows */
+
 /* scope: where the traffic comes from; forward: translate new and tracked
  * flows to frontends; reverse: restore frontends on replies; mode: see
- * hypha_lb4_new_flow (HYPHA_LB_SNAT_REMOTE on the external device). */
+ * hypha_lb4_new_flow (HYPHA_LB_SNAT_REMOTE on the external device) and
+ * HYPHA_TC_MASQ_REPLIES. */
 static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hook hook,
 					   enum hypha_lb_scope scope, int forward, int reverse, int mode)
 {
@@ -146,9 +151,26 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 	if (ret == HYPHA_LB_PASS && reverse)
 		ret = hypha_lb4_reverse(&p, &nat, now, mode & HYPHA_LB_SNAT_REMOTE);
 	if (ret == HYPHA_LB_PASS && forward) {
-		cfg = bpf_map_lookup_elem(&hypha_config_v1, &zero);
+		cfg = bpf_map_lookup_elem(&hypha_config_v2, &zero);
 		ret = hypha_lb4_new_flow(&p, scope, cfg ? cfg->loopback_addr : 0, cfg ? cfg->snat_addr : 0,
-					 mode, &nat, now);
+					 mode, cfg, &nat, now);
+	}
+	if (ret == HYPHA_LB_PASS && (mode & HYPHA_TC_MASQ_REPLIES)) {
+		ret = hypha_masq_ingress(&p, &nat, now);
+		if (ret == HYPHA_LB_NAT) {
+			ret = hypha_tc_nat4(skb, &p, &nat);
+			if (ret == 0) {
+				if (!cfg)
+					cfg = bpf_map_lookup_elem(&hypha_config_v2, &zero);
+				if (cfg && (cfg->flags & HYPHA_CFG_HOST_ROUTING)) {
+					int verdict = hypha_tc_redirect_local(skb, nat.daddr);
+
+					if (verdict)
+						return verdict;
+				}
+			}
+			return hypha_tc_exit(skb, ret, hook, &p, 0);
+		}
 	}
 	if (ret == HYPHA_LB_NAT) {
 		ret = hypha_tc_nat4(skb, &p, &nat);
@@ -157,7 +179,7 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 	}
 	if (ret == 0 && hook == HYPHA_HOOK_FROM_POD) {
 		if (!cfg)
-			cfg = bpf_map_lookup_elem(&hypha_config_v1, &zero);
+			cfg = bpf_map_lookup_elem(&hypha_config_v2, &zero);
 		if (cfg && (cfg->flags & HYPHA_CFG_HOST_ROUTING)) {
 			int verdict = hypha_tc_redirect_local(skb, (nat.what & HYPHA_NAT_DADDR) ? nat.daddr : p.daddr);
 
@@ -167,6 +189,26 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 		skb->mark |= HYPHA_MARK_SEEN;
 	}
 	return hypha_tc_exit(skb, ret, hook, &p, nat.svc_id);
+}
+
+/* tc egress of the external device: masquerade of pod traffic that leaves
+ * the cluster. Anything this program cannot parse is not a pod's and passes. */
+static __always_inline int hypha_tc_to_netdev(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct hypha_config *cfg;
+	struct hypha_nat4 nat = {};
+	struct hypha_pkt4 p = {};
+	int ret;
+
+	ret = hypha_tc_parse4(skb, &p);
+	if (ret != HYPHA_PARSE_OK)
+		return TC_ACT_OK;
+	cfg = bpf_map_lookup_elem(&hypha_config_v2, &zero);
+	ret = hypha_masq_egress(&p, cfg, &nat, hypha_now());
+	if (ret == HYPHA_LB_NAT)
+		ret = hypha_tc_nat4(skb, &p, &nat);
+	return hypha_tc_exit(skb, ret, HYPHA_HOOK_TO_NETDEV, &p, 0);
 }
 
 #endif /* HYPHA_LIB_TC_H */

@@ -36,7 +36,7 @@ int hypha_xdp_nodeport(struct xdp_md *ctx)
 {
 	struct hypha_nat4 nat = {};
 	struct hypha_pkt4 p = {};
-	__u32 now;
+	__u32 now, zero = 0;
 	int ret;
 
 	ret = hypha_parse4((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p);
@@ -51,7 +51,8 @@ int hypha_xdp_nodeport(struct xdp_md *ctx)
 	now = hypha_now();
 	ret = hypha_lb4_established(&p, &nat, now, 1);
 	if (ret == HYPHA_LB_PASS)
-		ret = hypha_lb4_new_flow(&p, HYPHA_SCOPE_EXTERNAL, 0, 0, HYPHA_LB_PUNT_REMOTE, &nat, now);
+		ret = hypha_lb4_new_flow(&p, HYPHA_SCOPE_EXTERNAL, 0, 0, HYPHA_LB_PUNT_REMOTE,
+					 bpf_map_lookup_elem(&hypha_config_v2, &zero), &nat, now);
 	if (ret == HYPHA_LB_PUNT)
 		return XDP_PASS;
 	if (ret == HYPHA_LB_NAT)

@@ -12,12 +12,15 @@ export const BackendFlags = {
 export const ConfigFlags = {
   DROP_EVENTS: 1,
   HOST_ROUTING: 2,
+  MASQUERADE: 4,
 } as const;
 
 /** enum hypha_ct_dir */
 export const CtDir = {
   SERVICE: 1,
   REPLY: 2,
+  MASQ_OUT: 3,
+  MASQ_IN: 4,
 } as const;
 
 /** enum hypha_ct_flags */
@@ -62,7 +65,7 @@ export const DropReasonText: Record<number, string> = {
   9: "conntrack entry could not be written",
   10: "packet rewrite helper failed",
   11: "ICMP reject could not be built",
-  12: "no free source port for a flow whose tuple clashes",
+  12: "no free source port for a source NAT (clashing tuple, masquerade)",
   13: "outside traffic to a backend on another node, no node address to source it from",
   14: "no route to forward a packet to another node or back out",
 };
@@ -78,6 +81,15 @@ export const Hook = {
   TO_POD: 2,
   FROM_NETDEV: 3,
   XDP: 4,
+  TO_NETDEV: 5,
+} as const;
+
+/** enum hypha_ipcache_flags */
+export const IpcacheFlags = {
+  CLUSTER: 1,
+  POD: 2,
+  NODE: 4,
+  LOCAL: 8,
 } as const;
 
 /** enum hypha_lb_scope */
@@ -102,6 +114,8 @@ export interface Config {
   flags: number;
   loopback_addr: string;
   snat_addr: string;
+  snat_port_min: number;
+  snat_port_max: number;
 }
 
 /** struct hypha_ct4_entry (28 bytes) */
@@ -149,6 +163,19 @@ export interface DropEvent {
 /** struct hypha_endpoint (8 bytes) */
 export interface Endpoint {
   ifindex: number;
+  flags: number;
+}
+
+/** struct hypha_ipcache_key (8 bytes) */
+export interface IpcacheKey {
+  prefixlen: number;
+  addr: string;
+}
+
+/** struct hypha_ipcache_val (12 bytes) */
+export interface IpcacheVal {
+  identity: number;
+  node_addr: string;
   flags: number;
 }
 
@@ -204,7 +231,8 @@ export const layouts = {
       { name: 'flags', offset: 0, size: 4, kind: 'u32' },
       { name: 'loopback_addr', offset: 4, size: 4, kind: 'ip4' },
       { name: 'snat_addr', offset: 8, size: 4, kind: 'ip4' },
-      { name: 'pad', offset: 12, size: 4, kind: 'pad' },
+      { name: 'snat_port_min', offset: 12, size: 2, kind: 'u16' },
+      { name: 'snat_port_max', offset: 14, size: 2, kind: 'u16' },
     ],
   },
   hypha_ct4_entry: {
@@ -269,6 +297,24 @@ export const layouts = {
       { name: 'flags', offset: 4, size: 4, kind: 'u32' },
     ],
   },
+  hypha_ipcache_key: {
+    name: 'hypha_ipcache_key',
+    size: 8,
+    fields: [
+      { name: 'prefixlen', offset: 0, size: 4, kind: 'u32' },
+      { name: 'addr', offset: 4, size: 4, kind: 'ip4' },
+    ],
+  },
+  hypha_ipcache_val: {
+    name: 'hypha_ipcache_val',
+    size: 12,
+    fields: [
+      { name: 'identity', offset: 0, size: 4, kind: 'u32' },
+      { name: 'node_addr', offset: 4, size: 4, kind: 'ip4' },
+      { name: 'flags', offset: 8, size: 2, kind: 'u16' },
+      { name: 'pad', offset: 10, size: 2, kind: 'pad' },
+    ],
+  },
   hypha_lb4_affinity_key: {
     name: 'hypha_lb4_affinity_key',
     size: 8,
@@ -330,11 +376,12 @@ export const layouts = {
 
 /** Map definitions as compiled (max_entries are defaults; the loader sets the installed sizes). */
 export const maps = {
-  hypha_config_v1: { name: 'hypha_config_v1', type: 'array', key: 'u32', value: 'hypha_config', maxEntries: 1, pinned: true },
+  hypha_config_v2: { name: 'hypha_config_v2', type: 'array', key: 'u32', value: 'hypha_config', maxEntries: 1, pinned: true },
   hypha_ct4_v1: { name: 'hypha_ct4_v1', type: 'lru_hash', key: 'hypha_ct4_key', value: 'hypha_ct4_entry', maxEntries: 262144, pinned: true },
   hypha_drops_v1: { name: 'hypha_drops_v1', type: 'percpu_array', key: 'u32', value: 'hypha_drop_counter', maxEntries: 256, pinned: true },
   hypha_endpoints_v1: { name: 'hypha_endpoints_v1', type: 'hash', key: 'ip4', value: 'hypha_endpoint', maxEntries: 16384, pinned: true },
   hypha_events_v1: { name: 'hypha_events_v1', type: 'ringbuf', key: null, value: null, maxEntries: 262144, pinned: true },
+  hypha_ipcache_v1: { name: 'hypha_ipcache_v1', type: 'lpm_trie', key: 'hypha_ipcache_key', value: 'hypha_ipcache_val', maxEntries: 65536, pinned: true },
   hypha_lb4_affinity_v1: { name: 'hypha_lb4_affinity_v1', type: 'lru_hash', key: 'hypha_lb4_affinity_key', value: 'hypha_lb4_affinity_val', maxEntries: 65536, pinned: true },
   hypha_lb4_backends_v1: { name: 'hypha_lb4_backends_v1', type: 'hash', key: 'u32', value: 'hypha_lb4_backend', maxEntries: 65536, pinned: true },
   hypha_lb4_names_v1: { name: 'hypha_lb4_names_v1', type: 'hash', key: 'u32', value: 'hypha_lb4_svc_name', maxEntries: 65536, pinned: true },

@@ -21,6 +21,10 @@ import { ENDPOINTS_MAP, EndpointsReconciler } from '../datapath/endpoints-reconc
 import { EndpointsSync } from './endpoints.ts';
 import { ConntrackGc } from './ct-gc.ts';
 import { NodeState, deviceAddresses } from './node-state.ts';
+import { ephemeralPorts, snatPortRange } from './snat-ports.ts';
+
+/** Kubernetes' default --service-node-port-range. */
+const NODE_PORT_RANGE = { min: 30000, max: 32767 };
 import { PodDevices } from './pod-devices.ts';
 import { serverPort, startServer } from './server.ts';
 import type { AgentStatus, MapUsage } from './status.ts';
@@ -160,10 +164,13 @@ export class Agent {
    *  outside traffic forwarded to backends on other nodes. */
   #writeDatapathConfig(): void {
     const { bpf } = this.cfg;
+    const ports = snatPortRange([NODE_PORT_RANGE, ephemeralPorts()]);
     this.#dp?.writeConfig({
       flags: (bpf.dropEvents ? ConfigFlags.DROP_EVENTS : 0) | (bpf.hostRouting ? ConfigFlags.HOST_ROUTING : 0),
       loopback_addr: bpf.loopbackAddress,
       snat_addr: this.nodeInfo().addresses[0] ?? '0.0.0.0',
+      snat_port_min: ports.min,
+      snat_port_max: ports.max,
     });
   }
 

@@ -69,6 +69,17 @@ export class Devices {
     return ifindex;
   }
 
+  /** Are our pod programs the ones attached to this device (both directions)? */
+  podAttached(ifindex: number): boolean {
+    try {
+      const ing = native.tcQuery(ifindex, 'ingress', TC_OPTS);
+      const eg = native.tcQuery(ifindex, 'egress', TC_OPTS);
+      return ing?.progId === native.progInfo(this.#dp.programs.fromPod).id && eg?.progId === native.progInfo(this.#dp.programs.toPod).id;
+    } catch {
+      return false; // the device is gone
+    }
+  }
+
   detachPod(ifname: string): void {
     const ifindex = ifindexOf(ifname);
     native.tcDetach(ifindex, 'ingress', TC_OPTS);
@@ -78,7 +89,9 @@ export class Devices {
   /** The node's external device: XDP in the driver when it can, tc otherwise
    *  ('auto'); or exactly the one asked for. Returns what was attached. The tc
    *  program is attached in both cases: next to XDP it handles what XDP
-   *  leaves to it (flows to backends on other nodes, and their replies). */
+   *  leaves to it (flows to backends on other nodes, and their replies, and
+   *  replies to masqueraded pod traffic). tc egress masquerades pod traffic
+   *  that leaves the cluster. */
   attachExternal(ifname: string, mode: ExternalMode = 'auto'): 'xdp' | 'tc' {
     const ifindex = ifindexOf(ifname);
     if (mode !== 'tc') {
@@ -86,6 +99,7 @@ export class Devices {
         const current = native.xdpQuery(ifindex);
         // tc first: from the moment XDP punts a flow, tc must be there.
         native.tcAttach(ifindex, 'ingress', this.#dp.programs.fromNetdev, TC_OPTS);
+        native.tcAttach(ifindex, 'egress', this.#dp.programs.toNetdev, TC_OPTS);
         native.xdpAttach(ifindex, this.#dp.programs.xdpNodeport, {
           mode: 'native',
           ...(current.nativeProgId ? { replaceProgId: current.nativeProgId } : {}),
@@ -101,6 +115,7 @@ export class Devices {
     }
     try {
       native.tcAttach(ifindex, 'ingress', this.#dp.programs.fromNetdev, TC_OPTS);
+      native.tcAttach(ifindex, 'egress', this.#dp.programs.toNetdev, TC_OPTS);
     } catch (err) {
       throw new DeviceError(ifname, (err as native.NativeError).code ?? 'EATTACH', `tc attach failed: ${(err as Error).message}`, { cause: err });
     }
@@ -112,6 +127,7 @@ export class Devices {
   detachExternal(ifname: string): void {
     const ifindex = ifindexOf(ifname);
     native.tcDetach(ifindex, 'ingress', TC_OPTS);
+    native.tcDetach(ifindex, 'egress', TC_OPTS);
     if (native.xdpQuery(ifindex).progId) native.xdpDetach(ifindex, {});
   }
 }

@@ -40,3 +40,32 @@ export class EndpointsReconciler {
     }
   }
 }
+
+/** The endpoints map, one entry at a time (the CNI path), next to the full
+ *  reconcile (start and resync). */
+export class EndpointsMap {
+  readonly #io: MapIO;
+  readonly #rec: EndpointsReconciler;
+
+  constructor(io: MapIO) {
+    this.#io = io;
+    this.#rec = new EndpointsReconciler(io);
+  }
+
+  upsert(ip: string, ifindex: number, flags = 0): void {
+    this.#io.update(endpointKeyCodec.encode({ value: ip }), endpointValueCodec.encode({ ifindex, flags }));
+  }
+
+  remove(ip: string): void {
+    this.#io.delete(endpointKeyCodec.encode({ value: ip }));
+  }
+
+  lookup(ip: string): number | undefined {
+    const v = this.#io.lookup(endpointKeyCodec.encode({ value: ip }));
+    return v ? endpointValueCodec.decode(v).ifindex : undefined;
+  }
+
+  async sync(desired: readonly EndpointEntry[]): Promise<ApplyStats> {
+    return this.#rec.sync(desired);
+  }
+}

@@ -3,7 +3,7 @@
 // them, every later start (a restart, an upgrade) reuses them with their
 // contents, so no flow notices. Programs are attached by devices.ts, which
 // swaps them atomically over the previous ones.
-import { mkdirSync, statfsSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
@@ -39,6 +39,7 @@ const PROGRAMS = {
   fromPod: { object: 'tc/from_pod.o', name: 'hypha_from_pod' },
   toPod: { object: 'tc/to_pod.o', name: 'hypha_to_pod' },
   fromNetdev: { object: 'tc/from_netdev.o', name: 'hypha_from_netdev' },
+  toNetdev: { object: 'tc/to_netdev.o', name: 'hypha_to_netdev' },
   xdpNodeport: { object: 'xdp/nodeport.o', name: 'hypha_xdp_nodeport' },
   ctGc: { object: 'tc/ct_gc.o', name: 'hypha_ct_gc' },
 } as const;
@@ -147,6 +148,20 @@ function checkBpffs(pinRoot: string): void {
   }
 }
 
+/** Maps of an earlier layout (same name, another _vN) that this build no
+ *  longer uses: nothing reads them any more, and their state cannot be
+ *  reinterpreted. Removed so the pin root holds only what is in use. */
+function removeStalePins(pinRoot: string, log?: Logger): void {
+  const current = new Set(Object.keys(mapDefs));
+  const families = new Set([...current].map((n) => n.replace(/_v\d+$/, '')));
+  for (const f of readdirSync(pinRoot)) {
+    const m = /^(hypha_\w+)_v\d+$/.exec(f);
+    if (!m || current.has(f) || !families.has(m[1] ?? '')) continue;
+    rmSync(path.join(pinRoot, f), { force: true });
+    log?.info({ map: f }, 'removed the pin of a map of an older layout');
+  }
+}
+
 /** Open the maps pinned under pinRoot (for tools that only read, like `hypha service list`). */
 export function openPinnedMaps(pinRoot = DEFAULT_PIN_ROOT): Map<MapName, MapHandle> {
   const out = new Map<MapName, MapHandle>();
@@ -185,6 +200,7 @@ export class Datapath {
       }
     }
     checkBpffs(pinRoot);
+    removeStalePins(pinRoot, opts.log);
     const maxEntries: Record<string, number> = {};
     for (const [k, name] of Object.entries(SIZED_MAPS)) maxEntries[name] = sizes[k as keyof MapSizes];
     // One name per frontend: never more than the services map holds.
@@ -271,7 +287,7 @@ export class Datapath {
   }
 
   writeConfig(cfg: Config): void {
-    native.mapUpdate(this.map('hypha_config_v1'), u32.encode({ value: 0 }), configCodec.encode(cfg));
+    native.mapUpdate(this.map('hypha_config_v2'), u32.encode({ value: 0 }), configCodec.encode(cfg));
   }
 
   close(): void {

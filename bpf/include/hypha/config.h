@@ -8,6 +8,7 @@
 enum hypha_config_flags {
 	HYPHA_CFG_DROP_EVENTS = 1 << 0,	/* send a ring-buffer event for every drop */
 	HYPHA_CFG_HOST_ROUTING = 1 << 1,	/* deliver to local pods with bpf_redirect_peer */
+	HYPHA_CFG_MASQUERADE = 1 << 2,	/* source-NAT pod traffic leaving the cluster to snat_addr */
 };
 
 /* skb->mark bit from_pod sets on every packet it has handled, so to_pod on
@@ -16,6 +17,11 @@ enum hypha_config_flags {
  * another namespace, and it is not carried on a wire. */
 #define HYPHA_MARK_SEEN 0x00400000
 
+/* Source NAT ports when the config gives none: above the default ephemeral
+ * range (32768-60999) and the NodePort range (30000-32767). */
+#define HYPHA_SNAT_PORT_MIN 61000
+#define HYPHA_SNAT_PORT_MAX 65535
+
 struct hypha_config {
 	enum hypha_config_flags flags;
 	/* Source address for hairpin flows (a pod reaching itself through a
@@ -23,9 +29,16 @@ struct hypha_config {
 	hypha_ip4_t loopback_addr;
 	/* The node's address: the source of traffic from outside that is
 	 * forwarded to a backend on another node, so the reply comes back here.
-	 * 0: such traffic is dropped (HYPHA_DROP_NO_SNAT_ADDR). */
+	 * 0: such traffic is dropped (HYPHA_DROP_NO_SNAT_ADDR). It is also
+	 * the address pod traffic leaving the cluster is masqueraded to. */
 	hypha_ip4_t snat_addr;
-	__u32 pad;
+	/* Source ports a source NAT may give a flow (masquerade, a clashing
+	 * tuple, outside traffic to another node): the agent picks them
+	 * outside the NodePort range and the node's ephemeral range, so a
+	 * translated flow never takes a port the node's own sockets or a
+	 * NodePort use. 0, 0: HYPHA_SNAT_PORT_MIN/MAX. */
+	__u16 snat_port_min;
+	__u16 snat_port_max;
 };
 HYPHA_ASSERT_SIZE(struct hypha_config, 16);
 

@@ -14,7 +14,13 @@
  * another live flow already uses towards the same backend (port -> a free
  * one, as netfilter's NAT does on a tuple clash). The SERVICE entry then says
  * what the source becomes; the REPLY entry, keyed by that new source, says
- * what the destination goes back to. */
+ * what the destination goes back to.
+ *
+ * Masquerade (pod traffic leaving the cluster) owns two entries of its own:
+ * MASQ_OUT keyed by the pod's tuple (nat_addr2/nat_port2: the node address and
+ * port it leaves with) and MASQ_IN keyed by the reply tuple towards that
+ * node address and port (nat_addr/nat_port: the pod's address and port). The
+ * MASQ_IN entry is the port's claim: it is created with BPF_NOEXIST. */
 #ifndef HYPHA_CT_H
 #define HYPHA_CT_H
 
@@ -23,6 +29,8 @@
 enum __attribute__((packed)) hypha_ct_dir {
 	HYPHA_CT_SERVICE = 1,
 	HYPHA_CT_REPLY = 2,
+	HYPHA_CT_MASQ_OUT = 3,	/* pod -> outside, as the pod sent it: the source it gets */
+	HYPHA_CT_MASQ_IN = 4,	/* outside -> node:port, as the reply arrives: the pod it goes to */
 };
 _Static_assert(sizeof(enum hypha_ct_dir) == 1, "ct dir is one byte");
 
@@ -62,9 +70,7 @@ struct hypha_ct4_entry {
 };
 HYPHA_ASSERT_SIZE(struct hypha_ct4_entry, 28);
 
-/* Source ports a clashing flow may be moved to, and how many to try. */
-#define HYPHA_SNAT_PORT_MIN	32768
-#define HYPHA_SNAT_PORT_SPAN	32768
+/* How many source ports a source NAT tries (see hypha_config's range). */
 #define HYPHA_SNAT_TRIES	32
 
 /* Lifetimes in seconds (Cilium's defaults). */

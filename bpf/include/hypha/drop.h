@@ -21,7 +21,7 @@ enum hypha_drop_reason {
 	HYPHA_DROP_CT_CREATE_FAILED = 9,	/* conntrack entry could not be written */
 	HYPHA_DROP_NAT_FAILED = 10,		/* packet rewrite helper failed */
 	HYPHA_DROP_REJECT_FAILED = 11,		/* ICMP reject could not be built */
-	HYPHA_DROP_NAT_NO_PORT = 12,		/* no free source port for a flow whose tuple clashes */
+	HYPHA_DROP_NAT_NO_PORT = 12,		/* no free source port for a source NAT (clashing tuple, masquerade) */
 	HYPHA_DROP_NO_SNAT_ADDR = 13,		/* outside traffic to a backend on another node, no node address to source it from */
 	HYPHA_DROP_FIB_FAILED = 14,		/* no route to forward a packet to another node or back out */
 	HYPHA_DROP_MAX = 255,
@@ -41,6 +41,7 @@ enum __attribute__((packed)) hypha_hook {
 	HYPHA_HOOK_TO_POD = 2,		/* tc egress, pod's host-side veth */
 	HYPHA_HOOK_FROM_NETDEV = 3,	/* tc ingress, node's external device */
 	HYPHA_HOOK_XDP = 4,		/* xdp, node's external device */
+	HYPHA_HOOK_TO_NETDEV = 5,	/* tc egress, node's external device */
 	HYPHA_HOOK__WIDTH = 0xff,
 };
 _Static_assert(sizeof(enum hypha_hook) == 1, "hook is one byte");

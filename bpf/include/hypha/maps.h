@@ -12,6 +12,7 @@
 #include "drop.h"
 #include "config.h"
 #include "endpoint.h"
+#include "ipcache.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -81,12 +82,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_events_v1 SEC(".maps");
 
+/* v2: snat_port_min/max took the place of the padding. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct hypha_config);
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hypha_config_v1 SEC(".maps");
+} hypha_config_v2 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct hypha_ipcache_key);
+	__type(value, struct hypha_ipcache_val);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_ipcache_v1 SEC(".maps");
 
 #endif /* HYPHA_MAPS_H */

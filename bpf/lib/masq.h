@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Masquerade: a local pod's traffic to an address outside the cluster (no
+ * ipcache entry: not the pod pool, not a node) leaves with the node's
+ * address and a source port from the SNAT range; replies are restored to the
+ * pod. Decisions only: the caller rewrites the packet (nat.h). */
+#ifndef HYPHA_LIB_MASQ_H
+#define HYPHA_LIB_MASQ_H
+
+#include "lb.h"
+#include "snat.h"
+
+static __always_inline const struct hypha_ipcache_val *hypha_ipcache_lookup(hypha_ip4_t addr)
+{
+	struct hypha_ipcache_key k = { .prefixlen = 32, .addr = addr };
+
+	return bpf_map_lookup_elem(&hypha_ipcache_v1, &k);
+}
+
+/* Egress of the external device. Returns HYPHA_LB_PASS (not ours),
+ * HYPHA_LB_NAT (source rewrite in *nat) or a negative drop reason. */
+static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const struct hypha_config *cfg,
+					     struct hypha_nat4 *nat, __u32 now)
+{
+	const struct hypha_ipcache_val *dst;
+	struct hypha_ct4_entry *out, *in, entry = {};
+	struct hypha_ct4_key key, rkey;
+	__u8 flags;
+	int ret;
+
+	if (!cfg || !(cfg->flags & HYPHA_CFG_MASQUERADE))
+		return HYPHA_LB_PASS;
+	/* Only this node's pods are masqueraded; the node's own traffic and
+	 * anything it forwards for others leave as they are. */
+	if (!bpf_map_lookup_elem(&hypha_endpoints_v1, &p->saddr))
+		return HYPHA_LB_PASS;
+	dst = hypha_ipcache_lookup(p->daddr);
+	if (dst && (dst->flags & HYPHA_IPC_F_CLUSTER))
+		return HYPHA_LB_PASS;
+	/* Without ports (ICMP, later fragments) there is nothing to map the
+	 * replies back by: not masqueraded (documented limit). */
+	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE)
+		return HYPHA_LB_PASS;
+	if (!cfg->snat_addr)
+		return -HYPHA_DROP_NO_SNAT_ADDR;
+
+	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_MASQ_OUT);
+	out = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	if (out && !hypha_ct_expired(out, now) && !hypha_ct_is_reopen(out, p) &&
+	    out->nat_addr2 == cfg->snat_addr) {
+		hypha_ct_refresh(out, p, now);
+		/* The claim on the port lives as long as the flow does, also
+		 * when only this side speaks (UDP). */
+		hypha_ct_key4(&rkey, p->daddr, out->nat_addr2, p->dport, out->nat_port2, p->proto, HYPHA_CT_MASQ_IN);
+		in = bpf_map_lookup_elem(&hypha_ct4_v1, &rkey);
+		if (in)
+			hypha_ct_refresh(in, p, now);
+		nat->saddr = out->nat_addr2;
+		nat->sport = out->nat_port2;
+		nat->what = HYPHA_NAT_SADDR | HYPHA_NAT_SPORT;
+		return HYPHA_LB_NAT;
+	}
+
+	flags = hypha_ct_next_flags(0, p);
+	entry.nat_addr = p->saddr;
+	entry.nat_port = p->sport;
+	entry.flags = flags;
+	entry.expires = now + hypha_ct_lifetime(p->proto, flags);
+	hypha_ct_key4(&rkey, p->daddr, cfg->snat_addr, p->dport, 0, p->proto, HYPHA_CT_MASQ_IN);
+	ret = hypha_snat_claim(&rkey, &entry, cfg, hypha_lb4_hash(p), now);
+	if (ret < 0)
+		return ret;
+
+	entry.nat_addr = 0;
+	entry.nat_port = 0;
+	entry.nat_addr2 = cfg->snat_addr;
+	entry.nat_port2 = rkey.dport;
+	if (bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY)) {
+		bpf_map_delete_elem(&hypha_ct4_v1, &rkey);
+		return -HYPHA_DROP_CT_CREATE_FAILED;
+	}
+	nat->saddr = cfg->snat_addr;
+	nat->sport = rkey.dport;
+	nat->what = HYPHA_NAT_SADDR | HYPHA_NAT_SPORT;
+	return HYPHA_LB_NAT;
+}
+
+/* Ingress of the external device: a reply to a masqueraded flow goes back
+ * to its pod. Returns HYPHA_LB_PASS or HYPHA_LB_NAT (destination rewrite). */
+static __always_inline int hypha_masq_ingress(const struct hypha_pkt4 *p, struct hypha_nat4 *nat, __u32 now)
+{
+	struct hypha_ct4_entry *in;
+	struct hypha_ct4_key key;
+
+	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE)
+		return HYPHA_LB_PASS;
+	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_MASQ_IN);
+	in = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	if (!in || hypha_ct_expired(in, now))
+		return HYPHA_LB_PASS;
+	hypha_ct_refresh(in, p, now);
+	nat->daddr = in->nat_addr;
+	nat->dport = in->nat_port;
+	nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;
+	return HYPHA_LB_NAT;
+}
+
+#endif /* HYPHA_LIB_MASQ_H */

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Source ports for source NAT (masquerade, clashing tuples): chosen from the
+ * configured range (outside the NodePort and ephemeral ranges) and claimed by
+ * creating the reply-side conntrack entry with BPF_NOEXIST, so two CPUs can
+ * never hand one port to two flows. */
+#ifndef HYPHA_LIB_SNAT_H
+#define HYPHA_LIB_SNAT_H
+
+#include "hypha/maps.h"
+#include "ct.h"
+
+static __always_inline __u16 hypha_snat_port(const struct hypha_config *cfg, __u32 h, __u32 i)
+{
+	__u32 min = HYPHA_SNAT_PORT_MIN, max = HYPHA_SNAT_PORT_MAX;
+
+	if (cfg && cfg->snat_port_min && cfg->snat_port_max >= cfg->snat_port_min) {
+		min = cfg->snat_port_min;
+		max = cfg->snat_port_max;
+	}
+	return min + (h + i * 7919) % (max - min + 1);
+}
+
+/* Claim a port: key is the reply-side entry with everything but dport set;
+ * dport is varied over the range from hash h. A timed-out holder of a port
+ * is removed first. Returns 0 with key->dport the claimed port, or
+ * -HYPHA_DROP_NAT_NO_PORT when every try is taken. */
+static __always_inline int hypha_snat_claim(struct hypha_ct4_key *key, const struct hypha_ct4_entry *entry,
+					    const struct hypha_config *cfg, __u32 h, __u32 now)
+{
+	struct hypha_ct4_entry *ct;
+	__u32 i;
+
+	for (i = 0; i < HYPHA_SNAT_TRIES; i++) {
+		key->dport = bpf_htons(hypha_snat_port(cfg, h, i));
+		ct = bpf_map_lookup_elem(&hypha_ct4_v1, key);
+		if (ct) {
+			if (!hypha_ct_expired(ct, now))
+				continue;
+			bpf_map_delete_elem(&hypha_ct4_v1, key);
+		}
+		if (!bpf_map_update_elem(&hypha_ct4_v1, key, entry, BPF_NOEXIST))
+			return 0;
+	}
+	return -HYPHA_DROP_NAT_NO_PORT;
+}
+
+#endif /* HYPHA_LIB_SNAT_H */
