@@ -485,6 +485,8 @@ export interface VxlanCreateOptions {
   /** Learn remote MACs from received packets; default false (the agent writes the FDB). */
   learning?: boolean;
   mtu?: number;
+  /** The device's own MAC (IFLA_ADDRESS); default: the kernel picks a random one. */
+  mac?: string;
   /** The underlying device (IFLA_VXLAN_LINK), as an ifindex (rtnl.ts resolves names). */
   devIndex?: number;
 }
@@ -500,6 +502,7 @@ export function vxlanCreateRequest(o: VxlanCreateOptions): RtnlRequest {
   }
   const attrs: LinkAttrs = { ifname: o.name };
   if (o.mtu !== undefined) attrs.mtu = checkMtu(op, 'mtu', o.mtu);
+  if (o.mac !== undefined) attrs.address = parseMac(op, 'mac', o.mac);
   const data: Parameters<typeof formatVxlan>[0] = { id: vni, port: be16(port), learning: o.learning ? 1 : 0 };
   if (o.local !== undefined) data.local = parseIPv4(op, 'local', o.local);
   if (o.devIndex !== undefined) data.link = checkIfindex(op, 'dev', o.devIndex);
@@ -635,7 +638,8 @@ export interface Route {
   src?: string;
   /** Path MTU (RTAX_MTU). */
   mtu?: number;
-  /** Route priority (RTA_PRIORITY); part of the route's identity. Default 0. */
+  /** Route priority (RTA_PRIORITY), default 0. Routes to one dst with different metrics
+   * are different routes; a delete without a metric takes the first. */
   metric?: number;
   /** Default 'unicast'. */
   type?: RouteTypeName;
@@ -933,7 +937,7 @@ export function fdbReplaceRequest(e: FdbEntry): RtnlRequest {
 }
 
 /** `bridge fdb append MAC dev X dst D self permanent`: dst is added to the entry's remotes
- * (for 00:00:00:00:00:00, the flooding list). Appending a remote already there is EEXIST. */
+ * (for 00:00:00:00:00:00, the flooding list); one already there is left as it is. */
 export function fdbAppendRequest(e: FdbEntry): RtnlRequest {
   return fdbRequest(MessageType.NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, 'fdbAppend', e, true);
 }

@@ -77,6 +77,8 @@ export class Rtnl {
   readonly #transport: RtnlTransport;
   #tail: Promise<unknown> = Promise.resolve();
   #closed = false;
+  /** Calls made and not finished. */
+  #active = 0;
 
   /** No I/O: wraps an open transport (see Rtnl.open). */
   constructor(transport: RtnlTransport, opts: { netns?: string } = {}) {
@@ -112,17 +114,22 @@ export class Rtnl {
     return this.#closed;
   }
 
-  /** Closes the socket. A request already running finishes; queued ones reject with ECLOSED. Idempotent. */
+  /** Refuses further calls (ECLOSED) and closes the socket as soon as the calls made
+   * before close() have finished (they complete normally). Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#transport.close();
+    if (this.#active === 0) this.#transport.close();
   }
 
   // --- links ---
 
   /** undefined when there is no such device. */
-  async linkGet(nameOrIndex: LinkRef): Promise<LinkInfo | undefined> {
+  linkGet(nameOrIndex: LinkRef): Promise<LinkInfo | undefined> {
+    return this.#api(() => this.#linkGet(nameOrIndex));
+  }
+
+  async #linkGet(nameOrIndex: LinkRef): Promise<LinkInfo | undefined> {
     const req = codec.linkGetRequest(nameOrIndex);
     const reply = await this.#call(req);
     if (reply.code === 'ENODEV') return undefined;
@@ -131,8 +138,10 @@ export class Rtnl {
     return m === undefined ? undefined : codec.decodeLink(m);
   }
 
-  async linkList(): Promise<LinkInfo[]> {
-    return this.#dump(codec.linkDumpRequest(), codec.decodeLink);
+  linkList(): Promise<LinkInfo[]> {
+    return this.#api(async () => {
+      return this.#dump(codec.linkDumpRequest(), codec.decodeLink);
+    });
   }
 
   /**
@@ -140,39 +149,41 @@ export class Rtnl {
    * namespace (peerNetnsFd, or peerNetnsPath opened for the call). EEXIST says which name
    * was taken where.
    */
-  async vethCreate(opts: VethCreateOptions): Promise<void> {
-    let fd = opts?.peerNetnsFd;
-    let opened = false;
-    if (fd === undefined && opts?.peerNetnsPath !== undefined) {
-      const req = codec.vethCreateRequest(opts); // validates before anything is opened
-      try {
-        fd = openSync(opts.peerNetnsPath, 'r');
-        opened = true;
-      } catch (err) {
-        const e = err as NodeJS.ErrnoException;
-        throw new RtnlError(
-          { code: e.code ?? 'EIO', errno: -(e.errno ?? 0), op: req.op, object: req.object },
-          `rtnl ${req.op} ${req.object}: cannot open netns ${opts.peerNetnsPath}: ${e.message}`,
-          { cause: err },
-        );
+  vethCreate(opts: VethCreateOptions): Promise<void> {
+    return this.#api(async () => {
+      let fd = opts?.peerNetnsFd;
+      let opened = false;
+      if (fd === undefined && opts?.peerNetnsPath !== undefined) {
+        const req = codec.vethCreateRequest(opts); // validates before anything is opened
+        try {
+          fd = openSync(opts.peerNetnsPath, 'r');
+          opened = true;
+        } catch (err) {
+          const e = err as NodeJS.ErrnoException;
+          throw new RtnlError(
+            { code: e.code ?? 'EIO', errno: -(e.errno ?? 0), op: req.op, object: req.object },
+            `rtnl ${req.op} ${req.object}: cannot open netns ${opts.peerNetnsPath}: ${e.message}`,
+            { cause: err },
+          );
+        }
       }
-    }
-    try {
-      const req = codec.vethCreateRequest(fd === undefined ? opts : { ...opts, peerNetnsFd: fd });
-      const reply = await this.#call(req);
-      if (reply.code === 'EEXIST') throw codec.replyError(req, reply, this.netns, await this.#whichExists(opts));
-      this.#check(req, reply);
-    } finally {
-      if (opened && fd !== undefined) closeSync(fd);
-    }
+      try {
+        const req = codec.vethCreateRequest(fd === undefined ? opts : { ...opts, peerNetnsFd: fd });
+        const reply = await this.#call(req);
+        if (reply.code === 'EEXIST') throw codec.replyError(req, reply, this.netns, await this.#whichExists(opts));
+        this.#check(req, reply);
+      } finally {
+        if (opened && fd !== undefined) closeSync(fd);
+      }
+    });
   }
 
   /** Names the clash of an EEXIST from vethCreate, as far as it can be seen from here. */
   async #whichExists(o: VethCreateOptions): Promise<string> {
     try {
-      if (await this.linkGet(o.name)) return `device ${o.name} already exists`;
+      if (await this.#linkGet(o.name)) return `device ${o.name} already exists`;
       if (o.peerNetnsFd === undefined && o.peerNetnsPath === undefined) {
-        if (await this.linkGet(o.peerName)) return `device ${o.peerName} (the peer name) already exists`;
+        if (await this.#linkGet(o.peerName)) return `device ${o.peerName} (the peer name) already exists`;
       } else {
         return `${o.name} is free, so the peer name ${o.peerName} is taken in netns ${o.peerNetnsPath ?? `fd ${o.peerNetnsFd}`}`;
       }
@@ -182,135 +193,184 @@ export class Rtnl {
     return 'neither name is taken here: an ifindex asked for may be';
   }
 
-  async linkSetUp(nameOrIndex: LinkRef, up = true): Promise<void> {
-    await this.#do(codec.linkSetUpRequest(nameOrIndex, up));
+  linkSetUp(nameOrIndex: LinkRef, up = true): Promise<void> {
+    return this.#api(async () => {
+      await this.#do(codec.linkSetUpRequest(nameOrIndex, up));
+    });
   }
 
-  async linkSetMtu(nameOrIndex: LinkRef, mtu: number): Promise<void> {
-    await this.#do(codec.linkSetMtuRequest(nameOrIndex, mtu));
+  linkSetMtu(nameOrIndex: LinkRef, mtu: number): Promise<void> {
+    return this.#api(async () => {
+      await this.#do(codec.linkSetMtuRequest(nameOrIndex, mtu));
+    });
   }
 
   /** false when there was no such device. Deleting one end of a veth deletes both. */
-  async linkDelete(nameOrIndex: LinkRef): Promise<boolean> {
-    return this.#delete(codec.linkDeleteRequest(nameOrIndex), 'ENODEV');
+  linkDelete(nameOrIndex: LinkRef): Promise<boolean> {
+    return this.#api(async () => {
+      return this.#delete(codec.linkDeleteRequest(nameOrIndex), 'ENODEV');
+    });
   }
 
   /** A VXLAN device (down; set it up with linkSetUp). */
-  async vxlanCreate(opts: VxlanOptions): Promise<void> {
-    const { dev, ...rest } = opts ?? ({} as VxlanOptions);
-    let devIndex: number | undefined;
-    if (typeof dev === 'string') {
-      const link = await this.linkGet(dev);
-      if (!link) {
-        throw new RtnlError(
-          { code: 'ENODEV', errno: 19, op: 'RTM_GETLINK', object: `link ${dev}` },
-          `rtnl vxlanCreate ${String(rest.name)}: dev ${dev} does not exist${this.netns ? ` in netns ${this.netns}` : ''}`,
-        );
+  vxlanCreate(opts: VxlanOptions): Promise<void> {
+    return this.#api(async () => {
+      const { dev, ...rest } = opts ?? ({} as VxlanOptions);
+      let devIndex: number | undefined;
+      if (typeof dev === 'string') {
+        const link = await this.#linkGet(dev);
+        if (!link) {
+          throw new RtnlError(
+            { code: 'ENODEV', errno: 19, op: 'RTM_GETLINK', object: `link ${dev}` },
+            `rtnl vxlanCreate ${String(rest.name)}: dev ${dev} does not exist${this.netns ? ` in netns ${this.netns}` : ''}`,
+          );
+        }
+        devIndex = link.index;
+      } else if (dev !== undefined) {
+        devIndex = dev;
       }
-      devIndex = link.index;
-    } else if (dev !== undefined) {
-      devIndex = dev;
-    }
-    await this.#do(codec.vxlanCreateRequest(devIndex === undefined ? rest : { ...rest, devIndex }));
+      await this.#do(codec.vxlanCreateRequest(devIndex === undefined ? rest : { ...rest, devIndex }));
+    });
   }
 
   // --- addresses (IPv4) ---
 
   /** EEXIST when the address is there already. */
-  async addrAdd(ifindex: number, cidr: string): Promise<void> {
-    await this.#do(codec.addrAddRequest(ifindex, cidr));
+  addrAdd(ifindex: number, cidr: string): Promise<void> {
+    return this.#api(async () => {
+      await this.#do(codec.addrAddRequest(ifindex, cidr));
+    });
   }
 
   /** Adds, or updates the address when it is there. */
-  async addrReplace(ifindex: number, cidr: string): Promise<void> {
-    await this.#do(codec.addrReplaceRequest(ifindex, cidr));
+  addrReplace(ifindex: number, cidr: string): Promise<void> {
+    return this.#api(async () => {
+      await this.#do(codec.addrReplaceRequest(ifindex, cidr));
+    });
   }
 
   /** false when the device has no such address. */
-  async addrDelete(ifindex: number, cidr: string): Promise<boolean> {
-    return this.#delete(codec.addrDeleteRequest(ifindex, cidr), 'EADDRNOTAVAIL');
+  addrDelete(ifindex: number, cidr: string): Promise<boolean> {
+    return this.#api(async () => {
+      return this.#delete(codec.addrDeleteRequest(ifindex, cidr), 'EADDRNOTAVAIL');
+    });
   }
 
-  async addrList(ifindex?: number): Promise<AddrInfo[]> {
-    const all = await this.#dump(codec.addrDumpRequest(ifindex), codec.decodeAddr);
-    return ifindex === undefined ? all : all.filter((a) => a.ifindex === ifindex);
+  addrList(ifindex?: number): Promise<AddrInfo[]> {
+    return this.#api(async () => {
+      const all = await this.#dump(codec.addrDumpRequest(ifindex), codec.decodeAddr);
+      return ifindex === undefined ? all : all.filter((a) => a.ifindex === ifindex);
+    });
   }
 
   // --- routes (IPv4) ---
 
   /** Adds the route, or replaces the one with the same destination, table, metric (and tos). */
-  async routeReplace(route: Route): Promise<void> {
-    await this.#do(codec.routeReplaceRequest(route));
+  routeReplace(route: Route): Promise<void> {
+    return this.#api(async () => {
+      await this.#do(codec.routeReplaceRequest(route));
+    });
   }
 
-  /** false when no such route. Matches on dst, table and metric, and on gateway, ifindex,
-   * protocol and scope when given. */
-  async routeDelete(route: Route): Promise<boolean> {
-    return this.#delete(codec.routeDeleteRequest(route), 'ESRCH');
+  /** false when no such route. Matches on dst and table, and on gateway, ifindex,
+   * protocol, scope and metric when given (IPv4 deletes the first match). */
+  routeDelete(route: Route): Promise<boolean> {
+    return this.#api(async () => {
+      return this.#delete(codec.routeDeleteRequest(route), 'ESRCH');
+    });
   }
 
   /** Routes of the main table by default (filter.table 0: all tables); cloned cache entries are left out. */
-  async routeList(filter: RouteFilter = {}): Promise<Route[]> {
-    const routes = await this.#dump(codec.routeDumpRequest(filter), codec.decodeRoute, 'ENOENT');
-    return routes.filter((r) => codec.routeMatches(r, filter));
+  routeList(filter: RouteFilter = {}): Promise<Route[]> {
+    return this.#api(async () => {
+      const routes = await this.#dump(codec.routeDumpRequest(filter), codec.decodeRoute, 'ENOENT');
+      return routes.filter((r) => codec.routeMatches(r, filter));
+    });
   }
 
   // --- neighbours (IPv4) ---
 
   /** Adds or replaces; state 'permanent' by default. */
-  async neighReplace(n: Neigh): Promise<void> {
-    await this.#do(codec.neighReplaceRequest(n));
+  neighReplace(n: Neigh): Promise<void> {
+    return this.#api(async () => {
+      await this.#do(codec.neighReplaceRequest(n));
+    });
   }
 
   /** false when no such entry. */
-  async neighDelete(n: { ifindex: number; ip: string }): Promise<boolean> {
-    return this.#delete(codec.neighDeleteRequest(n), 'ENOENT');
+  neighDelete(n: { ifindex: number; ip: string }): Promise<boolean> {
+    return this.#api(async () => {
+      return this.#delete(codec.neighDeleteRequest(n), 'ENOENT');
+    });
   }
 
-  async neighList(ifindex?: number): Promise<NeighInfo[]> {
-    const all = await this.#dump(codec.neighDumpRequest(ifindex), codec.decodeNeigh);
-    return ifindex === undefined ? all : all.filter((n) => n.ifindex === ifindex);
+  neighList(ifindex?: number): Promise<NeighInfo[]> {
+    return this.#api(async () => {
+      const all = await this.#dump(codec.neighDumpRequest(ifindex), codec.decodeNeigh);
+      return ifindex === undefined ? all : all.filter((n) => n.ifindex === ifindex);
+    });
   }
 
   // --- VXLAN FDB (AF_BRIDGE neighbours, NTF_SELF) ---
 
   /** `bridge fdb replace MAC dev X dst D self permanent`. */
-  async fdbReplace(e: FdbEntry): Promise<void> {
-    await this.#do(codec.fdbReplaceRequest(e));
+  fdbReplace(e: FdbEntry): Promise<void> {
+    return this.#api(async () => {
+      await this.#do(codec.fdbReplaceRequest(e));
+    });
   }
 
   /** `bridge fdb append MAC dev X dst D self permanent`: one more remote for MAC (for
-   * 00:00:00:00:00:00 the flooding list). EEXIST when that remote is there already. */
-  async fdbAppend(e: FdbEntry): Promise<void> {
-    await this.#do(codec.fdbAppendRequest(e));
+   * 00:00:00:00:00:00 the flooding list). A remote that is there already stays as it is. */
+  fdbAppend(e: FdbEntry): Promise<void> {
+    return this.#api(async () => {
+      await this.#do(codec.fdbAppendRequest(e));
+    });
   }
 
   /** Deletes one remote (dst given) or the whole entry; false when no such entry (or
    * remote). The kernel acknowledges the delete of a remote that an existing entry does
    * not have, so with dst the FDB is looked at first (one dump). */
-  async fdbDelete(e: { ifindex: number; mac: string; dst?: string; self?: boolean }): Promise<boolean> {
-    const req = codec.fdbDeleteRequest(e);
-    if (e.dst !== undefined) {
-      const mac = e.mac.toLowerCase();
-      const entries = await this.fdbList(e.ifindex);
-      if (!entries.some((f) => f.mac === mac && f.dst === e.dst)) return false;
-    }
-    return this.#delete(req, 'ENOENT');
+  fdbDelete(e: { ifindex: number; mac: string; dst?: string; self?: boolean }): Promise<boolean> {
+    return this.#api(async () => {
+      const req = codec.fdbDeleteRequest(e);
+      if (e.dst !== undefined) {
+        const mac = e.mac.toLowerCase();
+        const entries = await this.#fdbList(e.ifindex);
+        if (!entries.some((f) => f.mac === mac && f.dst === e.dst)) return false;
+      }
+      return this.#delete(req, 'ENOENT');
+    });
   }
 
   /** The device's FDB, one entry per remote. */
-  async fdbList(ifindex: number): Promise<FdbInfo[]> {
+  fdbList(ifindex: number): Promise<FdbInfo[]> {
+    return this.#api(() => this.#fdbList(ifindex));
+  }
+
+  async #fdbList(ifindex: number): Promise<FdbInfo[]> {
     const all = await this.#dump(codec.fdbDumpRequest(ifindex), codec.decodeFdb);
     return all.filter((e) => e.ifindex === ifindex);
   }
 
+
   // --- internals ---
+
+  /** A public call: refused once closed; the last one to finish after close() closes the socket. */
+  #api<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    this.#active++;
+    const p = (async () => fn())();
+    const done = (): void => {
+      if (--this.#active === 0 && this.#closed) this.#transport.close();
+    };
+    p.then(done, done);
+    return p;
+  }
 
   /** Runs fn after every earlier request of this Rtnl has finished. */
   #enqueue<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#closed) return Promise.reject(this.#closedError());
-    const run = (): Promise<T> => (this.#closed ? Promise.reject(this.#closedError()) : fn());
-    const p = this.#tail.then(run, run);
+    const p = this.#tail.then(fn, fn);
     this.#tail = p.catch(() => undefined);
     return p;
   }
