@@ -42,6 +42,7 @@ const REPLACE = 0x100;
 const EXCL = 0x200;
 const CREATE = 0x400;
 const APPEND = 0x800;
+const ECHO = 0x8;
 
 describe('rtnl codec: requests', () => {
   test('linkSetUp by index: nlmsghdr + ifinfomsg with IFF_UP in flags and change, nothing else', () => {
@@ -57,7 +58,7 @@ describe('rtnl codec: requests', () => {
     assert.deepEqual(attrTypes(down, 16), [3], 'a name goes as IFLA_IFNAME');
   });
 
-  test('vethCreate is one RTM_NEWLINK (CREATE|EXCL) with the peer, its netns fd, MACs and MTU nested inside', () => {
+  test('vethCreate is one RTM_NEWLINK (CREATE|EXCL, ECHO) with the peer, its netns fd, MACs and MTU nested inside', () => {
     const req = codec.vethCreateRequest({
       name: 'lxc1a2b',
       peerName: 'eth0',
@@ -72,7 +73,7 @@ describe('rtnl codec: requests', () => {
     assert.equal(req.object, 'veth lxc1a2b (peer eth0 in netns /run/netns/x)');
     const h = header(req.message);
     assert.equal(h.len, req.message.length);
-    assert.equal(h.flags, REQUEST | CREATE | EXCL);
+    assert.equal(h.flags, REQUEST | CREATE | EXCL | ECHO);
     const host = codec.decodeLink(req.message);
     assert.deepEqual(
       { name: host.name, mtu: host.mtu, mac: host.mac, kind: host.kind },

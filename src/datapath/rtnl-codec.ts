@@ -78,6 +78,7 @@ const NLM_F_CREATE = FlagsNew.CREATE;
 const NLM_F_EXCL = FlagsNew.EXCL;
 const NLM_F_REPLACE = FlagsNew.REPLACE;
 const NLM_F_APPEND = FlagsNew.APPEND;
+const NLM_F_ECHO = Flags.ECHO;
 
 // --- errors -----------------------------------------------------------------------
 
@@ -448,7 +449,9 @@ export function describeVeth(o: Pick<VethCreateOptions, 'name' | 'peerName' | 'p
   return `veth ${o.name} (peer ${o.peerName}${where})`;
 }
 
-/** One RTM_NEWLINK that creates both ends, the peer directly in its namespace. */
+/** One RTM_NEWLINK that creates both ends, the peer directly in its namespace. With
+ * NLM_F_ECHO, Linux >= 6.3 answers with the new host-side link (RTM_NEWLINK), which
+ * gives its ifindex and the peer's (IFLA_LINK) without another request. */
 export function vethCreateRequest(o: VethCreateOptions): RtnlRequest {
   const op = 'vethCreate';
   if (o === null || typeof o !== 'object') throw invalidArg(op, 'options must be an object');
@@ -468,7 +471,7 @@ export function vethCreateRequest(o: VethCreateOptions): RtnlRequest {
   const peerIndex = o.peerIndex === undefined ? 0 : checkIfindex(op, 'peerIndex', o.peerIndex);
   const peerMsg = nested(formatLink({ family: AF_UNSPEC, index: peerIndex }), formatLinkAttrs(peer));
   host.linkinfo = nested(formatInfo({ kind: 'veth', data: nested(formatVethInfo({ peer: peerMsg })) }));
-  return request(MessageType.NEWLINK, NLM_F_CREATE | NLM_F_EXCL, describeVeth(o), [
+  return request(MessageType.NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, describeVeth(o), [
     formatLink({ family: AF_UNSPEC, index }),
     formatLinkAttrs(host),
   ]);

@@ -70,6 +70,8 @@ export interface RtnlTransport {
 
 /** A dump whose table changed meanwhile (NLM_F_DUMP_INTR) is taken again, this often. */
 const DUMP_ATTEMPTS = 3;
+/** Messages per netlinkTransact (the addon's limit). */
+const BATCH_MAX = 4096;
 
 export class Rtnl {
   /** The namespace path given to open(); undefined for the caller's namespace. Named in errors. */
@@ -146,10 +148,12 @@ export class Rtnl {
 
   /**
    * One RTM_NEWLINK creating both ends: `name` here, `peerName` directly in the peer's
-   * namespace (peerNetnsFd, or peerNetnsPath opened for the call). EEXIST says which name
-   * was taken where.
+   * namespace (peerNetnsFd, or peerNetnsPath opened for the call). Resolves to the new
+   * host-side link: its `index`, and in `linkIndex` the peer's ifindex in its namespace
+   * (from the kernel's echo on Linux >= 6.3, else from one RTM_GETLINK). EEXIST says
+   * which name was taken where.
    */
-  vethCreate(opts: VethCreateOptions): Promise<void> {
+  vethCreate(opts: VethCreateOptions): Promise<LinkInfo> {
     return this.#api(async () => {
       let fd = opts?.peerNetnsFd;
       let opened = false;
@@ -172,6 +176,18 @@ export class Rtnl {
         const reply = await this.#call(req);
         if (reply.code === 'EEXIST') throw codec.replyError(req, reply, this.netns, await this.#whichExists(opts));
         this.#check(req, reply);
+        for (const m of reply.messages) {
+          const link = codec.decodeLink(m);
+          if (link.name === opts.name) return link;
+        }
+        const link = await this.#linkGet(opts.name);
+        if (!link) {
+          throw new RtnlError(
+            { code: 'ENODEV', errno: 19, op: 'RTM_GETLINK', object: `link ${opts.name}` },
+            `rtnl ${req.op} ${req.object}${this.netns ? ` in netns ${this.netns}` : ''}: created, but gone before it could be looked up`,
+          );
+        }
+        return link;
       } finally {
         if (opened && fd !== undefined) closeSync(fd);
       }
@@ -354,6 +370,36 @@ export class Rtnl {
   }
 
 
+  // --- several writes at once ---
+
+  /**
+   * The writes that `build` adds, as one exchange with the kernel (one worker round trip
+   * instead of one per write): sent in order, each still one message. The first that
+   * fails is thrown (its RtnlError says which request of the batch it was) and the rest
+   * are not sent; what came before it stays done. Bad input in any is thrown before
+   * anything is sent.
+   *
+   *   await pod.batch((b) => b.addrAdd(i, '10.0.1.5/32').linkSetUp(i).routeReplace(...));
+   */
+  batch(build: (b: RtnlBatch) => unknown): Promise<void> {
+    return this.#api(async () => {
+      const b = new RtnlBatch();
+      build(b);
+      const reqs = b.requests;
+      for (let start = 0; start < reqs.length; start += BATCH_MAX) {
+        const chunk = reqs.slice(start, start + BATCH_MAX);
+        const replies = await this.#callMany(chunk);
+        for (const [i, reply] of replies.entries()) {
+          if (reply.errno === 0) continue;
+          const req = chunk[i] as RtnlRequest;
+          const n = start + i + 1;
+          const rest = reqs.length - n;
+          throw codec.replyError(req, reply, this.netns, `request ${n} of ${reqs.length} in a batch${rest ? `; the ${rest} after it were not sent` : ''}`);
+        }
+      }
+    });
+  }
+
   // --- internals ---
 
   /** A public call: refused once closed; the last one to finish after close() closes the socket. */
@@ -383,11 +429,18 @@ export class Rtnl {
   }
 
   /** One request, its reply (errors are in the reply). */
-  #call(req: RtnlRequest): Promise<RtnlReply> {
+  async #call(req: RtnlRequest): Promise<RtnlReply> {
+    const [reply] = await this.#callMany([req]);
+    return reply as RtnlReply;
+  }
+
+  /** Requests in one transact (the first failure skips the rest), their replies. */
+  #callMany(reqs: readonly RtnlRequest[]): Promise<RtnlReply[]> {
+    const req = reqs[0] as RtnlRequest;
     return this.#enqueue(async () => {
       let replies: RtnlReply[];
       try {
-        replies = await this.#transport.transact([req.message]);
+        replies = await this.#transport.transact(reqs.map((r) => r.message));
       } catch (err) {
         const e = err as native.NativeError;
         if (e?.code === 'ECLOSED') throw this.#closedError();
@@ -397,9 +450,10 @@ export class Rtnl {
           { cause: err },
         );
       }
-      const [reply] = replies;
-      if (!reply) throw new RtnlError({ code: 'EBADREPLY', errno: 0, op: req.op, object: req.object }, `rtnl ${req.op} ${req.object}: no reply`);
-      return reply;
+      if (replies.length !== reqs.length) {
+        throw new RtnlError({ code: 'EBADREPLY', errno: 0, op: req.op, object: req.object }, `rtnl ${req.op} ${req.object}: ${replies.length} replies to ${reqs.length} requests`);
+      }
+      return replies;
     });
   }
 
@@ -439,3 +493,58 @@ export class Rtnl {
   }
 }
 
+/** Writes collected for Rtnl.batch; each method validates at once and returns the batch. */
+export class RtnlBatch {
+  readonly #reqs: RtnlRequest[] = [];
+
+  get requests(): readonly RtnlRequest[] {
+    return this.#reqs;
+  }
+
+  #add(req: RtnlRequest): this {
+    this.#reqs.push(req);
+    return this;
+  }
+
+  /** Needs peerNetnsFd for a peer elsewhere (no path is opened here); EEXIST is not refined. */
+  vethCreate(opts: VethCreateOptions): this {
+    return this.#add(codec.vethCreateRequest(opts));
+  }
+
+  /** dev only as an ifindex here. */
+  vxlanCreate(opts: VxlanCreateOptions): this {
+    return this.#add(codec.vxlanCreateRequest(opts));
+  }
+
+  linkSetUp(nameOrIndex: LinkRef, up = true): this {
+    return this.#add(codec.linkSetUpRequest(nameOrIndex, up));
+  }
+
+  linkSetMtu(nameOrIndex: LinkRef, mtu: number): this {
+    return this.#add(codec.linkSetMtuRequest(nameOrIndex, mtu));
+  }
+
+  addrAdd(ifindex: number, cidr: string): this {
+    return this.#add(codec.addrAddRequest(ifindex, cidr));
+  }
+
+  addrReplace(ifindex: number, cidr: string): this {
+    return this.#add(codec.addrReplaceRequest(ifindex, cidr));
+  }
+
+  routeReplace(route: Route): this {
+    return this.#add(codec.routeReplaceRequest(route));
+  }
+
+  neighReplace(n: Neigh): this {
+    return this.#add(codec.neighReplaceRequest(n));
+  }
+
+  fdbReplace(e: FdbEntry): this {
+    return this.#add(codec.fdbReplaceRequest(e));
+  }
+
+  fdbAppend(e: FdbEntry): this {
+    return this.#add(codec.fdbAppendRequest(e));
+  }
+}
