@@ -82,6 +82,7 @@ endef
 # and AGNHOST are already `tool`s in go.mod (go.sum covers them), e.g.
 #   $(eval $(call k8s_go_binary,KUBELET,$(K8S_HACK),$(K8S_BIN_DIR)/kubelet,k8s.io/kubernetes/cmd/kubelet,$(K8S_LDFLAGS)))
 $(eval $(call k8s_go_binary,KUBE_APISERVER,$(K8S_HACK),$(K8S_BIN_DIR)/kube-apiserver,k8s.io/kubernetes/cmd/kube-apiserver,$(K8S_LDFLAGS)))
+$(eval $(call k8s_go_binary,AGNHOST,$(K8S_HACK),$(K8S_BIN_DIR)/agnhost,k8s.io/kubernetes/test/images/agnhost,-s -w))
 $(eval $(call k8s_go_binary,ETCD,$(K8S_HACK)/etcd,$(ETCD_BIN_DIR)/etcd,go.etcd.io/etcd/server/v3,-s -w))
 $(eval $(call k8s_go_binary,ETCDCTL,$(K8S_HACK)/etcd,$(ETCD_BIN_DIR)/etcdctl,go.etcd.io/etcd/etcdctl/v3,-s -w))
 
