@@ -174,6 +174,18 @@ describe('rtnl on a real kernel', () => {
     assert.equal(there.code, 0, `node -> pod ping: ${there.stdout}${there.stderr}`);
     const back = await ping(pod, n1.ip);
     assert.equal(back.code, 0, `pod -> node ping: ${back.stdout}${back.stderr}`);
+
+    // MTU and down, by name and by index.
+    await host.linkSetMtu('lxcpoda', 1400);
+    await host.linkSetUp(hostIndex, false);
+    const [after] = await ipJson<IpLink[]>(n1, ['link', 'show', 'dev', 'lxcpoda']);
+    assert.equal(after?.mtu, 1400);
+    assert.ok(!after?.flags.includes('UP'));
+    assert.deepEqual(
+      [(await host.linkGet(hostIndex))?.mtu, (await host.linkGet(hostIndex))?.up, (await host.linkGet(hostIndex))?.operState],
+      [1400, false, 'down'],
+    );
+    await assert.rejects(host.linkSetMtu('lxcpoda', 20), (err: unknown) => isRtnlError(err, 'EINVALARG') && /mtu 20/.test(err.message));
   });
 
   test('addresses: list, add, replace, EEXIST with the kernel reason, delete', async () => {
