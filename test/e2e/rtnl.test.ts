@@ -488,3 +488,45 @@ describe('rtnl on a real kernel', () => {
     for (const line of lines) t.diagnostic(`rtnl ${line}`);
   });
 });
+
+describe('Rtnl over a scripted transport (what the kernel rarely does)', () => {
+  test('a dump marked interrupted (NLM_F_DUMP_INTR) is taken again, up to 3 times', async () => {
+    let calls = 0;
+    const r = new Rtnl({
+      transact: async (messages) => {
+        calls++;
+        assert.equal(messages.length, 1);
+        // a reply with no links, interrupted the first two times
+        return [{ errno: 0, messages: [], ...(calls < 3 ? { interrupted: true as const } : {}) }];
+      },
+      close: () => {},
+    });
+    assert.deepEqual(await r.linkList(), []);
+    assert.equal(calls, 3);
+    calls = -10; // always interrupted: the last attempt is returned
+    assert.deepEqual(await r.linkList(), []);
+    assert.equal(calls, -7);
+  });
+
+  test('transport failures become RtnlError with the request named; replies that do not match are EBADREPLY', async () => {
+    const failing = new Rtnl({
+      transact: async () => {
+        throw Object.assign(new Error('netlinkTransact: boom'), { code: 'ENAPI', errno: 0, op: 'netlinkTransact' });
+      },
+      close: () => {},
+    }, { netns: '/run/netns/x' });
+    await assert.rejects(failing.linkSetUp('eth0'), (err: unknown) => {
+      assert.ok(isRtnlError(err, 'ENAPI'));
+      assert.equal(err.message, 'rtnl RTM_SETLINK link eth0 up in netns /run/netns/x: netlinkTransact: boom');
+      return true;
+    });
+    const short = new Rtnl({ transact: async () => [], close: () => {} });
+    await assert.rejects(short.linkSetUp('eth0'), (err: unknown) => isRtnlError(err, 'EBADREPLY'));
+    let closed = 0;
+    const c = new Rtnl({ transact: async () => [{ errno: 0, messages: [] }], close: () => void closed++ });
+    c.close();
+    c.close();
+    assert.equal(closed, 1, 'the transport is closed once');
+  });
+});
+
