@@ -1,53 +1,68 @@
 // One node's agent: loads the datapath (adopting what is pinned), attaches it
-// to the node's devices, and keeps the load-balancer maps equal to the
-// Services it is given. Stopping the agent leaves the datapath running:
-// traffic keeps flowing while it restarts.
+// to the node's devices, keeps the load-balancer maps equal to the Services
+// it is given, makes the pods the CNI plugin asks for, and keeps the routes
+// and the ipcache equal to the cluster's nodes. Stopping the agent leaves the
+// datapath running: traffic keeps flowing while it restarts.
+import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
 import { ConfigFlags } from '../abi/abi.gen.ts';
 import { Devices } from '../datapath/devices.ts';
 import { readDrops } from '../datapath/drops.ts';
+import { ENDPOINTS_MAP, EndpointsMap } from '../datapath/endpoints-reconciler.ts';
+import { IPCACHE_MAP, IpcacheReconciler } from '../datapath/ipcache-reconciler.ts';
 import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../datapath/lb-reconciler.ts';
 import { Datapath } from '../datapath/loader.ts';
+import { NodeRoutes } from '../datapath/node-routes.ts';
+import { Rtnl } from '../datapath/rtnl.ts';
+import { KubeClient } from '../k8s/client.ts';
+import type { ClusterNode } from '../nodes/compile.ts';
 import { LbTable } from '../services/lb-table.ts';
 import type { NodeInfo } from '../services/model.ts';
+import { ClusterNodesSource } from './cluster-nodes.ts';
 import type { AgentConfig } from './config.ts';
+import { ConntrackGc } from './ct-gc.ts';
 import { FileSource } from './file-source.ts';
 import { K8sSource } from './k8s-source.ts';
 import { LbSync } from './lb-sync.ts';
 import { type Metrics, createMetrics } from './metrics.ts';
-import { ENDPOINTS_MAP, EndpointsReconciler } from '../datapath/endpoints-reconciler.ts';
-import { EndpointsSync } from './endpoints.ts';
-import { ConntrackGc } from './ct-gc.ts';
 import { NodeState, deviceAddresses } from './node-state.ts';
+import { Pods } from './pods.ts';
+import { Routing } from './routing.ts';
+import { serverPort, startServer } from './server.ts';
 import { ephemeralPorts, snatPortRange } from './snat-ports.ts';
+import type { AgentStatus, MapUsage } from './status.ts';
 
 /** Kubernetes' default --service-node-port-range. */
 const NODE_PORT_RANGE = { min: 30000, max: 32767 };
-import { PodDevices } from './pod-devices.ts';
-import { serverPort, startServer } from './server.ts';
-import type { AgentStatus, MapUsage } from './status.ts';
+/** VXLAN's overhead: outer Ethernet, IPv4, UDP and VXLAN headers. */
+const VXLAN_OVERHEAD = 50;
 
 export class Agent {
   readonly cfg: AgentConfig;
   readonly #log: Logger;
+  readonly #node: NodeState;
   #dp: Datapath | undefined;
+  #rtnl: Rtnl | undefined;
   #sync: LbSync | undefined;
   #table: LbTable | undefined;
   #lb: LbReconciler | undefined;
-  #pods: PodDevices | undefined;
+  #pods: Pods | undefined;
+  #routing: Routing | undefined;
   #source: FileSource | undefined;
+  #client: KubeClient | undefined;
   #k8s: K8sSource | undefined;
+  #nodes: ClusterNodesSource | undefined;
   #server: Server | undefined;
   #metrics: Metrics | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
   #ctGc: ConntrackGc | undefined;
   #externalMode: 'xdp' | 'tc' | undefined;
+  #externalMtu = 1500;
+  #lbReady = false;
   #ready = false;
   readonly #counts = new Map<string, number>();
-
-  readonly #node: NodeState;
 
   constructor(cfg: AgentConfig, log: Logger) {
     this.cfg = cfg;
@@ -69,17 +84,31 @@ export class Agent {
     return this.#node.info;
   }
 
+  /** Pod interfaces' MTU: configured, or the external device's less what the tunnel takes. */
+  #podMtu(): number {
+    if (this.cfg.cni.mtu > 0) return this.cfg.cni.mtu;
+    return this.#externalMtu - (this.cfg.routing.mode === 'vxlan' ? VXLAN_OVERHEAD : 0);
+  }
+
+  /** This node as a row of the cluster's node table. */
+  #self(): ClusterNode {
+    return { name: this.cfg.node.name, addresses: this.#node.info.addresses, podCIDRs: this.#pods?.ipam.cidrs ?? this.cfg.ipam.podCIDRs };
+  }
+
   async start(): Promise<void> {
     const log = this.#log;
-    const { bpf } = this.cfg;
+    const { bpf, cni, routing } = this.cfg;
     const dp = await Datapath.load({ pinRoot: bpf.pinRoot, mapSizes: bpf.mapSizes, log });
     this.#dp = dp;
     this.#writeDatapathConfig();
+    const rtnl = Rtnl.open();
+    this.#rtnl = rtnl;
 
     const devices = new Devices(dp, log);
-    if (this.cfg.devices.external) this.#externalMode = devices.attachExternal(this.cfg.devices.external, this.cfg.devices.externalMode);
-    this.#pods = new PodDevices(devices, this.cfg.devices.pods, log, new EndpointsSync(new EndpointsReconciler(dp.mapIO(ENDPOINTS_MAP)), log));
-    this.#pods.start(this.cfg.sync.devicesSeconds * 1000);
+    if (this.cfg.devices.external) {
+      this.#externalMode = devices.attachExternal(this.cfg.devices.external, this.cfg.devices.externalMode);
+      this.#externalMtu = (await rtnl.linkGet(this.cfg.devices.external))?.mtu ?? 1500;
+    }
 
     this.#metrics = createMetrics({
       maps: () => this.#mapUsage(),
@@ -106,33 +135,72 @@ export class Agent {
     const adopted = this.#table.adoptPinned(await this.#lb.readIds());
     log.info({ reconciler: 'lb', ...adopted }, 'adopted ids from pinned maps');
     const k8s = this.cfg.kubernetes;
-    this.#sync = new LbSync({ table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics: this.#metrics, gated: k8s !== undefined });
+    this.#sync = new LbSync({ table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics, gated: k8s !== undefined });
+
+    // Pods: endpoints reconciled and the CNI socket open before anything
+    // else can take time, so DELs the runtime sends are served at once.
+    if (cni.enabled) {
+      const pods = new Pods({
+        cfg: cni, devices, endpoints: new EndpointsMap(dp.mapIO(ENDPOINTS_MAP)), rtnl, mtu: () => this.#podMtu(), log, registry: metrics.registry,
+        ...(process.env.HYPHA_TEST_ADD_PAUSE_FILE ? { afterStep: pauseWhileFileExists(process.env.HYPHA_TEST_ADD_PAUSE_FILE) } : {}),
+      });
+      this.#pods = pods;
+      if (this.cfg.ipam.mode === 'static') pods.setPodCidrs(this.cfg.ipam.podCIDRs, []);
+      await pods.start();
+    }
+    this.#routing = new Routing({
+      mode: routing.mode,
+      self: () => this.#self(),
+      clusterCIDRs: routing.clusterCIDRs,
+      routes: new NodeRoutes(rtnl, { mode: routing.mode, vxlan: routing.vxlan, mtu: this.#externalMtu, log }),
+      ipcache: new IpcacheReconciler(dp.mapIO(IPCACHE_MAP)),
+      log,
+    });
+    if (!k8s) this.#routing.setNodes(routing.nodes.map((n) => ({ name: n.name, addresses: n.addresses, podCIDRs: n.podCIDRs })));
 
     this.#server = await startServer(this.cfg.listen.address, this.cfg.listen.port, {
       ready: () => this.#ready,
       status: () => this.status(),
-      registry: this.#metrics.registry,
+      registry: metrics.registry,
+      documents: { '/endpoints': () => this.#pods?.list() ?? [] },
     });
 
     const sync = this.#sync;
     this.#node.onChange((node) => {
       sync.setNode(node);
       this.#writeDatapathConfig();
+      this.#routing?.request();
+      void this.#nodes?.publishAddresses(node.addresses).catch((err: Error) => log.warn({ err: err.message }, 'addresses not published on the HyphaNode'));
     });
     if (k8s) {
+      const client = KubeClient.fromKubeconfig(k8s.kubeconfig);
+      this.#client = client;
+      const hooks = {
+        event: (resource: string, type: string) => metrics.k8sEvents.inc({ resource, type }),
+        restarted: (resource: string, reason: string) => metrics.k8sWatchRestarts.inc({ resource, reason }),
+      };
       this.#k8s = new K8sSource({
-        kubeconfig: k8s.kubeconfig,
+        client,
         nodeName: this.cfg.node.name,
         silenceMs: k8s.silenceSeconds * 1000,
         resyncMs: k8s.resyncSeconds * 1000,
         log,
         onNode: (addresses) => this.#node.update({ fromApi: addresses }),
-        hooks: {
-          event: (resource, type) => metrics.k8sEvents.inc({ resource, type }),
-          restarted: (resource, reason) => metrics.k8sWatchRestarts.inc({ resource, reason }),
-        },
+        hooks,
       });
       this.#k8s.start(sync);
+      const ipamMode = this.cfg.ipam.mode;
+      this.#nodes = new ClusterNodesSource({
+        client, nodeName: this.cfg.node.name, mode: ipamMode === 'kubernetes' ? 'kubernetes' : 'cluster-pool', log, hooks,
+        silenceMs: k8s.silenceSeconds * 1000, resyncMs: k8s.resyncSeconds * 1000,
+        onChange: (nodes, own) => {
+          if (ipamMode !== 'static') this.#pods?.setPodCidrs(own.cidrs, own.problems);
+          this.#routing?.setNodes(nodes);
+          void this.#maybeReady();
+        },
+      });
+      this.#nodes.start();
+      void this.#nodes.publishAddresses(this.#node.info.addresses).catch((err: Error) => log.warn({ err: err.message }, 'addresses not published on the HyphaNode'));
     } else {
       this.#source = new FileSource(this.cfg.services.files, { log });
       this.#source.start((snap) => {
@@ -141,32 +209,58 @@ export class Agent {
       });
     }
     await sync.flushed();
-    this.#ready = true;
-    this.#metrics.ready.set(1);
-    const mem = process.memoryUsage();
-    log.info({
-      ready: true, node: this.cfg.node.name, services: sync.status.services, port: this.port, external: this.#externalMode ?? 'none',
-      rssMb: Math.round(mem.rss / 1048576), heapMb: Math.round(mem.heapUsed / 1048576),
-      heapTotalMb: Math.round(mem.heapTotal / 1048576), externalMb: Math.round(mem.external / 1048576),
-    }, 'agent ready');
+    await this.#routing.syncNow().catch((err: Error) => log.warn({ err: err.message }, 'first routing sync failed; retrying'));
+    this.#lbReady = true;
+    await this.#maybeReady();
 
     this.#resyncTimer = setInterval(() => {
       this.#node.update({ fromDevice: deviceAddresses(this.cfg.devices.external) });
       this.#writeDatapathConfig();
       sync.requestFullSync();
-      this.#pods?.scan(true);
+      this.#routing?.request();
+      this.#pods?.resync().catch((err: Error) => log.warn({ err: err.message }, 'endpoints map not resynced'));
       void this.#countAffinityMap();
     }, this.cfg.sync.resyncSeconds * 1000);
     void this.#countAffinityMap();
   }
 
+  /** Ready: the Services are programmed and, with the CNI on, pods can be
+   *  added (the node has a pod CIDR): then the conflist is written. */
+  async #maybeReady(): Promise<void> {
+    if (this.#ready || !this.#lbReady) return;
+    if (this.#pods) {
+      const why = this.#pods.notReady();
+      if (why) {
+        this.#log.info({ reason: why }, 'waiting for a pod CIDR before accepting pods');
+        return;
+      }
+      try {
+        await this.#pods.install();
+      } catch (err) {
+        this.#log.error({ err: (err as Error).message }, 'CNI configuration not installed');
+        return;
+      }
+    }
+    if (this.#ready) return;
+    this.#ready = true;
+    this.#metrics?.ready.set(1);
+    const mem = process.memoryUsage();
+    this.#log.info({
+      ready: true, node: this.cfg.node.name, services: this.#sync?.status.services ?? 0, port: this.port, external: this.#externalMode ?? 'none',
+      podCIDRs: this.#pods?.ipam.cidrs ?? [], endpoints: this.#pods?.list().length ?? 0,
+      rssMb: Math.round(mem.rss / 1048576), heapMb: Math.round(mem.heapUsed / 1048576),
+      heapTotalMb: Math.round(mem.heapTotal / 1048576), externalMb: Math.round(mem.external / 1048576),
+    }, 'agent ready');
+  }
+
   /** Runtime settings of the programs; the node's first address sources
-   *  outside traffic forwarded to backends on other nodes. */
+   *  outside traffic forwarded to backends on other nodes, and masqueraded
+   *  pod traffic. */
   #writeDatapathConfig(): void {
-    const { bpf } = this.cfg;
+    const { bpf, routing } = this.cfg;
     const ports = snatPortRange([NODE_PORT_RANGE, ephemeralPorts()]);
     this.#dp?.writeConfig({
-      flags: (bpf.dropEvents ? ConfigFlags.DROP_EVENTS : 0) | (bpf.hostRouting ? ConfigFlags.HOST_ROUTING : 0),
+      flags: (bpf.dropEvents ? ConfigFlags.DROP_EVENTS : 0) | (bpf.hostRouting ? ConfigFlags.HOST_ROUTING : 0) | (routing.masquerade ? ConfigFlags.MASQUERADE : 0),
       loopback_addr: bpf.loopbackAddress,
       snat_addr: this.nodeInfo().addresses[0] ?? '0.0.0.0',
       snat_port_min: ports.min,
@@ -202,6 +296,7 @@ export class Agent {
   status(): AgentStatus {
     const s = this.#sync?.status;
     const gc = this.#ctGc?.last;
+    const informers = [...(this.#k8s?.status() ?? []), ...(this.#nodes?.status() ?? [])];
     return {
       node: this.nodeInfo(),
       ready: this.#ready,
@@ -209,7 +304,7 @@ export class Agent {
         ? {
           kind: 'kubernetes',
           connected: this.#k8s.connected,
-          informers: this.#k8s.status().map((i) => ({ ...i, lastEventAt: i.lastEventAt?.toISOString() ?? null })),
+          informers: informers.map((i) => ({ ...i, lastEventAt: i.lastEventAt?.toISOString() ?? null })),
         }
         : { kind: 'files', paths: this.cfg.services.files, reads: this.#source?.reads ?? 0, lastReadAt: this.#source?.lastReadAt?.toISOString() ?? null },
       lastSync: s?.lastSync?.toISOString() ?? null,
@@ -218,7 +313,9 @@ export class Agent {
       services: s?.services ?? 0,
       maps: this.#mapUsage(),
       conntrackGc: gc ? { deleted: gc.deleted, entries: gc.entries, ms: gc.ms, at: gc.at.toISOString(), nextSeconds: gc.nextSeconds } : null,
-      devices: { external: this.cfg.devices.external ?? null, externalMode: this.#externalMode ?? null, pods: [...(this.#pods?.attached.keys() ?? [])] },
+      devices: { external: this.cfg.devices.external ?? null, externalMode: this.#externalMode ?? null, pods: this.#pods?.list().map((e) => e.hostIfname) ?? [] },
+      pods: this.#pods?.status() ?? null,
+      routing: this.#routing?.status() ?? null,
       pinRoot: this.cfg.bpf.pinRoot,
     };
   }
@@ -228,12 +325,25 @@ export class Agent {
     this.#ctGc?.stop();
     this.#source?.stop();
     this.#k8s?.stop();
-    this.#pods?.stop();
+    this.#nodes?.stop();
+    this.#client?.close();
     this.#sync?.stop();
+    await this.#routing?.stop();
+    await this.#pods?.stop();
     await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
     this.#server?.closeAllConnections();
-    // Programs stay attached and maps pinned: the datapath outlives the agent.
+    // Programs stay attached, maps pinned, pods and routes in place: the
+    // datapath outlives the agent.
+    this.#rtnl?.close();
     this.#dp?.close();
     this.#log.info('agent stopped; datapath left running');
   }
+}
+
+/** Test hook: ADD waits after each step while this file exists (the
+ *  fault-injection tests kill the agent there). */
+function pauseWhileFileExists(file: string): (step: string) => Promise<void> {
+  return async () => {
+    while (existsSync(file)) await new Promise((r) => setTimeout(r, 20));
+  };
 }

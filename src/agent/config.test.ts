@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ConfigError, loadConfig, parseConfig } from './config.ts';
 
-const base = { node: { name: 'n1' }, services: { files: ['svc'] } };
+const base = { node: { name: 'n1' }, services: { files: ['svc'] }, ipam: { podCIDRs: ['10.244.1.0/24'] } };
 
 function rejects(data: unknown, message: RegExp): void {
   assert.throws(() => parseConfig(data, '/etc/hypha'), (e: unknown) => e instanceof ConfigError && message.test(e.message), `expected ${message}`);
@@ -17,10 +17,13 @@ test('defaults are filled in and relative paths resolve against the file', () =>
   assert.equal(cfg.bpf.pinRoot, '/sys/fs/bpf/hypha');
   assert.equal(cfg.bpf.hostRouting, true);
   assert.equal(cfg.devices.externalMode, 'auto');
-  assert.deepEqual(cfg.devices.pods, ['lxc*']);
+  assert.equal(cfg.ipam.mode, 'static');
+  assert.equal(cfg.cni.socket, '/var/run/hypha/cni.sock');
+  assert.equal(cfg.routing.mode, 'native');
   assert.equal(cfg.listen.port, 9890);
   assert.equal(cfg.sync.conntrackGcMaxSeconds, 60);
   const k = parseConfig({ node: { name: 'n1' }, kubernetes: { kubeconfig: 'kc' } }, '/etc/hypha');
+  assert.equal(k.ipam.mode, 'cluster-pool');
   assert.equal(k.kubernetes?.kubeconfig, '/etc/hypha/kc');
   assert.equal(k.kubernetes?.silenceSeconds, 90);
 });
@@ -39,8 +42,18 @@ test('several errors are reported together', () => {
   rejects({ ...base, bpf: { mapSizes: { ct: 0, services: -1 } } }, /bpf\.mapSizes\.services: -1 must be >= 1; bpf\.mapSizes\.ct: 0 must be >= 1/);
 });
 
+test('IPAM: static needs pod CIDRs, the others need an API server', () => {
+  rejects({ node: { name: 'n1' }, services: { files: ['svc'] } }, /ipam\.podCIDRs: is required with ipam\.mode static/);
+  rejects({ ...base, ipam: { podCIDRs: ['10.244.1.0/33'] } }, /ipam\.podCIDRs\.0: "10\.244\.1\.0\/33" is not an IPv4 prefix/);
+  rejects({ ...base, ipam: { mode: 'kubernetes' } }, /ipam\.mode: "kubernetes" needs kubernetes/);
+  rejects({ node: { name: 'n1' }, kubernetes: {}, ipam: { podCIDRs: ['10.244.1.0/24'] } }, /ipam\.podCIDRs: is only for ipam\.mode static/);
+  assert.equal(parseConfig({ node: { name: 'n1' }, services: { files: ['x'] }, cni: { enabled: false } }).cni.enabled, false);
+  rejects({ ...base, routing: { mode: 'geneve' } }, /routing\.mode: "geneve" must be equal to one of the allowed values/);
+  rejects({ ...base, routing: { nodes: [{ name: 'n2', addresses: [] }] } }, /routing\.nodes\.0\.addresses: \[\] must NOT have fewer than 1 items/);
+});
+
 test('exactly one source of Services', () => {
-  rejects({ node: { name: 'n1' } }, /no source of Services/);
+  rejects({ node: { name: 'n1' }, ipam: { podCIDRs: ['10.244.1.0/24'] } }, /no source of Services/);
   rejects({ ...base, kubernetes: {} }, /services\.files and kubernetes are both set/);
 });
 
@@ -51,9 +64,9 @@ test('loadConfig names the file, and says what is wrong with it', () => {
     assert.throws(() => loadConfig(path.join(dir, 'missing.yaml')), /config .*missing\.yaml: cannot be read: ENOENT/);
     writeFileSync(file, 'node: {name: n1\n  bpf: [');
     assert.throws(() => loadConfig(file), /config .*agent\.yaml: is not valid YAML/);
-    writeFileSync(file, 'node: {name: n1}\nservices: {files: [svc]}\nbpf: {mapSizes: {ct: 0}}\n');
+    writeFileSync(file, 'node: {name: n1}\nservices: {files: [svc]}\nipam: {podCIDRs: [10.244.1.0/24]}\nbpf: {mapSizes: {ct: 0}}\n');
     assert.throws(() => loadConfig(file), (e: unknown) => e instanceof ConfigError && e.message === `config ${file}: bpf.mapSizes.ct: 0 must be >= 1`);
-    writeFileSync(file, 'node: {name: n1}\nservices: {files: [svc]}\n');
+    writeFileSync(file, 'node: {name: n1}\nservices: {files: [svc]}\nipam: {podCIDRs: [10.244.1.0/24]}\n');
     assert.deepEqual(loadConfig(file).services.files, [path.join(dir, 'svc')]);
   } finally {
     rmSync(dir, { recursive: true, force: true });

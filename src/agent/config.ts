@@ -7,19 +7,51 @@ import { parse as parseYaml } from 'yaml';
 import { DEFAULT_MAP_SIZES, DEFAULT_PIN_ROOT, type MapSizes } from '../datapath/loader.ts';
 import type { ExternalMode } from '../datapath/devices.ts';
 
+export interface CniConfig {
+  enabled: boolean;
+  /** The agent's socket the plugin talks to (root only). */
+  socket: string;
+  /** Where the plugin binary is installed ('' = not installed by the agent). */
+  binDir: string;
+  /** Where the conflist is written once the agent is ready. */
+  confDir: string;
+  /** Endpoint records (the IPAM's persistent state). */
+  stateDir: string;
+  /** DELs the plugin queued while the agent was down. */
+  delQueueDir: string;
+  /** Pod interface MTU; 0: the external device's (minus the tunnel's overhead). */
+  mtu: number;
+}
+
+export interface RoutingConfig {
+  mode: 'native' | 'vxlan';
+  vxlan: { vni: number; port: number };
+  /** Source-NAT pod traffic leaving the cluster to the node's address. */
+  masquerade: boolean;
+  /** Also inside the cluster (not masqueraded): the pod pool, the Service range... */
+  clusterCIDRs: string[];
+  /** Standalone mode (no API server): the other nodes, for routes and the ipcache. */
+  nodes: { name: string; addresses: string[]; podCIDRs: string[] }[];
+}
+
 export interface AgentConfig {
   node: { name: string; addresses: string[] };
-  devices: { external?: string; externalMode: ExternalMode; pods: string[] };
+  devices: { external?: string; externalMode: ExternalMode };
   bpf: { pinRoot: string; mapSizes: MapSizes; loopbackAddress: string; dropEvents: boolean; hostRouting: boolean };
   services: { files: string[] };
   /** Watch the API server (the kube-proxy replacement); absent: standalone, from files. */
   kubernetes?: { kubeconfig?: string; silenceSeconds: number; resyncSeconds: number };
-  sync: { resyncSeconds: number; devicesSeconds: number; conntrackGcMaxSeconds: number };
+  sync: { resyncSeconds: number; conntrackGcMaxSeconds: number };
+  cni: CniConfig;
+  ipam: { mode: 'cluster-pool' | 'kubernetes' | 'static'; podCIDRs: string[] };
+  routing: RoutingConfig;
   listen: { address: string; port: number };
   log: { level: string };
 }
 
 const ipv4 = '^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}$';
+const cidr4 = '^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}/([0-9]|[12][0-9]|3[0-2])$';
+const pathSetting = { type: 'string', minLength: 1 };
 const size = { type: 'integer', minimum: 1, maximum: 1 << 26 };
 
 const schema = {
@@ -39,7 +71,6 @@ const schema = {
       properties: {
         external: { type: 'string', minLength: 1, maxLength: 15 },
         externalMode: { enum: ['xdp', 'tc', 'auto'], default: 'auto' },
-        pods: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 16 }, default: ['lxc*'] },
       },
     },
     bpf: {
@@ -78,9 +109,54 @@ const schema = {
       type: 'object', additionalProperties: false, default: {},
       properties: {
         resyncSeconds: { type: 'number', minimum: 1, maximum: 86400, default: 300 },
-        devicesSeconds: { type: 'number', minimum: 0.1, maximum: 3600, default: 1 },
         // Longest pause between conntrack GC passes (busier nodes get shorter ones, down to 1 s).
         conntrackGcMaxSeconds: { type: 'number', minimum: 1, maximum: 3600, default: 60 },
+      },
+    },
+    cni: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        enabled: { type: 'boolean', default: true },
+        socket: { ...pathSetting, default: '/var/run/hypha/cni.sock' },
+        binDir: { type: 'string', default: '/opt/cni/bin' },
+        confDir: { ...pathSetting, default: '/etc/cni/net.d' },
+        stateDir: { ...pathSetting, default: '/var/lib/hypha' },
+        delQueueDir: { ...pathSetting, default: '/var/lib/hypha/cni-del-queue' },
+        mtu: { type: 'integer', minimum: 0, maximum: 65535, default: 0 },
+      },
+    },
+    ipam: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        // cluster-pool: the operator's HyphaNode; kubernetes: Node.spec.podCIDRs; static: podCIDRs below.
+        mode: { enum: ['cluster-pool', 'kubernetes', 'static'] },
+        podCIDRs: { type: 'array', items: { type: 'string', pattern: cidr4 }, default: [] },
+      },
+    },
+    routing: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        mode: { enum: ['native', 'vxlan'], default: 'native' },
+        vxlan: {
+          type: 'object', additionalProperties: false, default: {},
+          properties: {
+            vni: { type: 'integer', minimum: 1, maximum: 16777215, default: 1 },
+            port: { type: 'integer', minimum: 1, maximum: 65535, default: 8472 },
+          },
+        },
+        masquerade: { type: 'boolean', default: true },
+        clusterCIDRs: { type: 'array', items: { type: 'string', pattern: cidr4 }, default: [] },
+        nodes: {
+          type: 'array', default: [],
+          items: {
+            type: 'object', additionalProperties: false, required: ['name', 'addresses'],
+            properties: {
+              name: { type: 'string', minLength: 1, maxLength: 253 },
+              addresses: { type: 'array', minItems: 1, items: { type: 'string', pattern: ipv4 } },
+              podCIDRs: { type: 'array', items: { type: 'string', pattern: cidr4 }, default: [] },
+            },
+          },
+        },
       },
     },
     listen: {
@@ -117,7 +193,7 @@ function describe(e: ErrorObject, data: unknown): string {
     return `${[...parts, (e.params as { missingProperty: string }).missingProperty].join('.')}: is required`;
   }
   const field = parts.join('.') || '(top level)';
-  if (e.keyword === 'pattern' && e.schemaPath.includes('addresses')) return `${field}: ${JSON.stringify(value)} is not an IPv4 address`;
+  if (e.keyword === 'pattern' && (e.params as { pattern: string }).pattern === cidr4) return `${field}: ${JSON.stringify(value)} is not an IPv4 prefix (a.b.c.d/n)`;
   if (e.keyword === 'pattern') return `${field}: ${JSON.stringify(value)} is not an IPv4 address`;
   return `${field}: ${JSON.stringify(value)} ${e.message ?? 'is invalid'}`;
 }
@@ -140,6 +216,16 @@ export function parseConfig(data: unknown, baseDir = process.cwd()): AgentConfig
     throw new ConfigError('config: no source of Services: set kubernetes (watch the API server) or services.files (standalone)');
   }
   if (cfg.kubernetes?.kubeconfig) cfg.kubernetes.kubeconfig = path.resolve(baseDir, cfg.kubernetes.kubeconfig);
+  const ipamMode = (cfg.ipam.mode as AgentConfig['ipam']['mode'] | undefined) ?? (cfg.kubernetes ? 'cluster-pool' : 'static');
+  cfg.ipam.mode = ipamMode;
+  if (ipamMode === 'static' && cfg.cni.enabled && cfg.ipam.podCIDRs.length === 0) {
+    throw new ConfigError('config: ipam.podCIDRs: is required with ipam.mode static (and without kubernetes the mode is static)');
+  }
+  if (ipamMode !== 'static' && cfg.ipam.podCIDRs.length > 0) {
+    throw new ConfigError(`config: ipam.podCIDRs: is only for ipam.mode static; with ${ipamMode} the pod CIDR comes from ${ipamMode === 'kubernetes' ? 'Node.spec.podCIDRs' : 'the operator (HyphaNode spec.ipam.podCIDRs)'}`);
+  }
+  if (ipamMode !== 'static' && !cfg.kubernetes) throw new ConfigError(`config: ipam.mode: ${JSON.stringify(ipamMode)} needs kubernetes (the pod CIDR is read from the API server)`);
+  for (const k of ['socket', 'binDir', 'confDir', 'stateDir', 'delQueueDir'] as const) if (cfg.cni[k]) cfg.cni[k] = path.resolve(baseDir, cfg.cni[k]);
   return cfg;
 }
 

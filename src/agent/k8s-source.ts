@@ -4,14 +4,15 @@
 // its old entries are removed.
 import { isIPv4 } from 'node:net';
 import type { Logger } from 'pino';
-import { KubeClient } from '../k8s/client.ts';
+import type { KubeClient } from '../k8s/client.ts';
 import { type InformerHooks, type InformerStatus, Informer, type ObjectMeta } from '../k8s/informer.ts';
 import { normalizeEndpointSlice, normalizeService } from '../services/normalize.ts';
 import { collectGarbage } from './gc.ts';
 import type { LbSync } from './lb-sync.ts';
 
 export interface K8sSourceOptions {
-  kubeconfig?: string;
+  /** The agent's one API client (shared with its other watches). */
+  client: KubeClient;
   nodeName: string;
   silenceMs: number;
   resyncMs: number;
@@ -39,7 +40,6 @@ export function nodeAddresses(node: NodeObject | undefined): string[] {
 export class K8sSource {
   readonly #opts: K8sSourceOptions;
   readonly #informers: Informer<ObjectMeta>[] = [];
-  #client: KubeClient | undefined;
 
   constructor(opts: K8sSourceOptions) {
     this.#opts = opts;
@@ -56,8 +56,7 @@ export class K8sSource {
 
   start(sync: LbSync): void {
     const { log } = this.#opts;
-    const client = KubeClient.fromKubeconfig(this.#opts.kubeconfig);
-    this.#client = client;
+    const client = this.#opts.client;
     const informerOpts = { log, hooks: this.#opts.hooks, silenceMs: this.#opts.silenceMs, resyncMs: this.#opts.resyncMs };
     const services = new Informer<ObjectMeta>(client, { resource: 'services', path: '/api/v1/services' }, informerOpts);
     const slices = new Informer<ObjectMeta>(client, { resource: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices' }, informerOpts);
@@ -100,6 +99,5 @@ export class K8sSource {
 
   stop(): void {
     for (const i of this.#informers) i.stop();
-    this.#client?.close();
   }
 }

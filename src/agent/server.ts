@@ -1,5 +1,6 @@
 // The agent's HTTP endpoint: /healthz (alive), /readyz (first sync
-// programmed), /metrics (Prometheus), /status (JSON for `hypha status`).
+// programmed, pods accepted), /metrics (Prometheus), /status (JSON for
+// `hypha status`), /endpoints (`hypha endpoint list`).
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
@@ -8,6 +9,8 @@ export interface ServerHooks {
   ready(): boolean;
   status(): unknown;
   registry: Registry;
+  /** Further JSON documents by path (GET /endpoints ...). */
+  documents?: Record<string, () => unknown>;
 }
 
 export async function startServer(address: string, port: number, hooks: ServerHooks): Promise<Server> {
@@ -20,6 +23,8 @@ export async function startServer(address: string, port: number, hooks: ServerHo
     if (url === '/healthz') return send(200, 'text/plain', 'ok\n');
     if (url === '/readyz') return hooks.ready() ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain', 'not synced yet\n');
     if (url === '/status') return send(200, 'application/json', `${JSON.stringify(hooks.status(), null, 2)}\n`);
+    const doc = url === undefined ? undefined : hooks.documents?.[url];
+    if (doc) return send(200, 'application/json', `${JSON.stringify(doc(), null, 2)}\n`);
     if (url === '/metrics') {
       hooks.registry.metrics().then(
         (text) => send(200, hooks.registry.contentType, text),

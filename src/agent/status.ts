@@ -1,6 +1,8 @@
 // The agent's status document: what GET /status returns and `hypha status`
 // prints. Declared once, here, for both (as JSON: dates are ISO strings).
 import type { InformerPhase } from '../k8s/informer.ts';
+import type { PodsStatus } from './pods.ts';
+import type { RoutingStatus } from './routing.ts';
 
 export interface InformerStatusJson {
   resource: string;
@@ -33,5 +35,8 @@ export interface AgentStatus {
   maps: MapUsage[];
   conntrackGc: { deleted: number; entries: number; ms: number; at: string; nextSeconds: number } | null;
   devices: { external: string | null; externalMode: string | null; pods: string[] };
+  /** The CNI side: null when the agent does not serve the CNI plugin. */
+  pods: PodsStatus | null;
+  routing: RoutingStatus | null;
   pinRoot: string;
 }

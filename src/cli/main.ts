@@ -10,7 +10,7 @@ import { describeLbMaps } from '../datapath/lb-view.ts';
 import { DEFAULT_PIN_ROOT, openPinnedMaps } from '../datapath/loader.ts';
 
 const program = new Command();
-program.name('hypha').description('eBPF networking for Kubernetes: Service load balancing in the kernel').showHelpAfterError();
+program.name('hypha').description('eBPF networking for Kubernetes: pods, Service load balancing and routing in the kernel').showHelpAfterError();
 
 function pinnedOrExit(pinRoot: string) {
   const maps = openPinnedMaps(pinRoot);
@@ -58,6 +58,8 @@ program
       process.exit(1);
     }
   });
+
+program.command('operator').description('run the operator (cluster-pool IPAM, HyphaNodes; leader-elected) in the foreground').requiredOption('-c, --config <file>', 'operator configuration (YAML)').action(async (opts: { config: string }) => (await import('../operator/cli.ts')).runOperator(opts));
 
 const service = program.command('service').description('Services as programmed in the datapath');
 service
@@ -128,6 +130,15 @@ function printStatus(st: AgentStatus): void {
     line('map', `${m.map.padEnd(24)} ${String(m.entries).padStart(9)} / ${String(m.capacity).padEnd(9)} ${((100 * m.entries) / Math.max(m.capacity, 1)).toFixed(1)}%`);
   }
   line('devices', `external ${st.devices.external ?? '-'} (${st.devices.externalMode ?? '-'}); ${st.devices.pods.length} pod devices`);
+  if (st.pods) {
+    const p = st.pods;
+    line('pods', `${p.endpoints} endpoints; pod CIDR ${p.podCIDRs.join(', ') || 'none'} (${p.addresses.used}/${p.addresses.capacity} addresses); ${p.notReady ? `NOT ACCEPTING: ${p.notReady}` : p.conflist ? `accepting (${p.conflist})` : 'not installed yet'}`);
+  }
+  if (st.routing) {
+    const r = st.routing;
+    line('routing', `${r.mode}; ${r.nodes} nodes, ${r.routes.length} routes; last sync ${ago(r.lastSync)}${r.lastError ? `; last error: ${r.lastError}` : ''}`);
+    for (const p of r.problems) line('', `problem: ${p}`);
+  }
   line('pin root', st.pinRoot);
 }
 
@@ -153,6 +164,26 @@ program
       const count = info.type === native.constants.mapTypes.RINGBUF ? '-' : String(native.mapDump(h).count);
       process.stdout.write(`map         ${name.padEnd(24)} ${count.padStart(9)} / ${info.maxEntries}\n`);
     }
+  });
+
+const endpoint = program.command('endpoint').description('pods this node\'s agent made');
+endpoint
+  .command('list')
+  .description('pod, namespace, container id, address, interface and datapath state (works with the agent down)')
+  .option('--agent <url>', 'agent endpoint', 'http://127.0.0.1:9890')
+  .option('--state-dir <dir>', "the agent's cni.stateDir", '/var/lib/hypha')
+  .option('--pin-root <dir>', 'where the maps are pinned', DEFAULT_PIN_ROOT)
+  .option('--json', 'machine-readable output')
+  .action(async (opts: { agent: string; stateDir: string; pinRoot: string; json?: boolean }) => (await import('./endpoints.ts')).listEndpoints(opts));
+
+const cni = program.command('cni').description('the CNI plugin\'s installation');
+cni
+  .command('uninstall')
+  .description('remove the conflist, so the runtime stops sending pods to Hypha (the binary stays for DELs)')
+  .option('--conf-dir <dir>', 'CNI configuration directory', '/etc/cni/net.d')
+  .action(async (opts: { confDir: string }) => {
+    const { uninstallCni } = await import('../cni/install.ts');
+    process.stdout.write((await uninstallCni({ confDir: opts.confDir })) ? `removed the Hypha conflist from ${opts.confDir}\n` : `no Hypha conflist in ${opts.confDir}\n`);
   });
 
 await program.parseAsync(process.argv);

@@ -9,6 +9,7 @@ import { type Ct4Entry, type Ct4Key, layouts } from '../../../src/abi/abi.gen.ts
 import { codec, scalarLayouts } from '../../../src/abi/codec.ts';
 import { describeLbMaps, type FrontendView } from '../../../src/datapath/lb-view.ts';
 import { openPinnedMaps } from '../../../src/datapath/loader.ts';
+import { CniPlugin, cniWiring } from './cni.ts';
 import type { Node, Topology } from './topology.ts';
 import type { Proc } from './proc.ts';
 
@@ -38,6 +39,15 @@ export interface AgentOptions {
   extra?: Record<string, unknown>;
   /** Flags for the agent's node process (e.g. V8 heap settings). */
   nodeArgs?: string[];
+  /** cni.enabled (default on: the harness's pods on this node are made by
+   *  the agent through the CNI plugin once it has started). */
+  cni?: boolean;
+  /** ipam: default static with the node's pod CIDR. */
+  ipam?: { mode: 'static'; podCIDRs?: string[] } | { mode: 'cluster-pool' | 'kubernetes' };
+  /** routing: mode, the other nodes (standalone), cluster CIDRs (default the pod pool 10.244.0.0/16). */
+  routing?: { mode?: 'native' | 'vxlan'; nodes?: { name: string; addresses: string[]; podCIDRs: string[] }[]; clusterCIDRs?: string[]; masquerade?: boolean };
+  /** Extra environment of the agent process (test hooks). */
+  env?: Record<string, string>;
 }
 
 export class TestAgent {
@@ -45,6 +55,9 @@ export class TestAgent {
   readonly node: Node;
   readonly opts: AgentOptions;
   readonly configPath: string;
+  /** The node's CNI directories (under workDir/<node>). */
+  readonly cniDirs: { socket: string; binDir: string; confDir: string; stateDir: string; delQueueDir: string };
+  readonly plugin: CniPlugin;
   proc: Proc | undefined;
 
   constructor(topo: Topology, node: Node, opts: AgentOptions) {
@@ -53,14 +66,27 @@ export class TestAgent {
     this.opts = opts;
     mkdirSync(opts.workDir, { recursive: true });
     this.configPath = path.join(opts.workDir, `agent-${node.name}.yaml`);
+    const base = path.join(opts.workDir, `cni-${node.name}`);
+    this.cniDirs = {
+      socket: path.join(base, 'run/cni.sock'), binDir: path.join(base, 'bin'), confDir: path.join(base, 'net.d'),
+      stateDir: path.join(base, 'state'), delQueueDir: path.join(base, 'state/cni-del-queue'),
+    };
+    this.plugin = new CniPlugin({ topo, node, binDir: this.cniDirs.binDir, confDir: this.cniDirs.confDir });
+    const ipam = opts.ipam ?? { mode: 'static' as const };
     const cfg = {
       node: { name: node.name, addresses: opts.nodeAddresses ?? (opts.kubeconfig ? [] : [node.ip]) },
-      devices: { ...(opts.external ? { external: opts.external, externalMode: opts.externalMode ?? 'auto' } : {}), pods: ['lxc*'] },
+      devices: { ...(opts.external ? { external: opts.external, externalMode: opts.externalMode ?? 'auto' } : {}) },
+      cni: { enabled: opts.cni ?? true, ...this.cniDirs },
+      ipam: ipam.mode === 'static' ? { mode: 'static', podCIDRs: ipam.podCIDRs ?? [node.podCidr] } : { mode: ipam.mode },
+      routing: {
+        mode: opts.routing?.mode ?? 'native', clusterCIDRs: opts.routing?.clusterCIDRs ?? ['10.244.0.0/16'],
+        ...(opts.routing?.nodes ? { nodes: opts.routing.nodes } : {}), ...(opts.routing?.masquerade === undefined ? {} : { masquerade: opts.routing.masquerade }),
+      },
       bpf: { pinRoot: opts.pinRoot, mapSizes: opts.mapSizes ?? { services: 8192, backends: 8192, affinity: 8192, ct: 65536 }, ...(opts.hostRouting === undefined ? {} : { hostRouting: opts.hostRouting }) },
       ...(opts.kubeconfig
         ? { kubernetes: { kubeconfig: opts.kubeconfig, silenceSeconds: 20, resyncSeconds: 120 } }
         : { services: { files: [opts.servicesDir ?? path.join(opts.workDir, 'services')] } }),
-      sync: { resyncSeconds: opts.resyncSeconds ?? 30, devicesSeconds: 0.2, ...(opts.ctGcMaxSeconds ? { conntrackGcMaxSeconds: opts.ctGcMaxSeconds } : {}) },
+      sync: { resyncSeconds: opts.resyncSeconds ?? 30, ...(opts.ctGcMaxSeconds ? { conntrackGcMaxSeconds: opts.ctGcMaxSeconds } : {}) },
       listen: { address: '127.0.0.1', port: 9890 },
       log: { level: 'info' },
       ...opts.extra,
@@ -69,8 +95,18 @@ export class TestAgent {
   }
 
   async start(timeoutMs = 20_000): Promise<Proc> {
-    this.proc = await this.topo.spawnReady(this.node, this.opts.nodeArgs?.length ? [NODE_BIN, ...this.opts.nodeArgs, CLI, 'agent', '--config', this.configPath] : [HYPHA_BIN, 'agent', '--config', this.configPath], { timeoutMs, context: `agent on ${this.node.name}` });
+    const argv = this.opts.nodeArgs?.length ? [NODE_BIN, ...this.opts.nodeArgs, CLI, 'agent', '--config', this.configPath] : [HYPHA_BIN, 'agent', '--config', this.configPath];
+    this.proc = await this.topo.spawnReady(this.node, argv, {
+      timeoutMs, context: `agent on ${this.node.name}`, ...(this.opts.env ? { env: { ...process.env, ...this.opts.env } } : {}),
+    });
+    // From now on the harness's pods on this node come from the agent, through the plugin.
+    if (this.opts.cni ?? true) this.topo.setPodWiring(this.node, cniWiring(this.plugin));
     return this.proc;
+  }
+
+  /** The endpoints the agent reports (GET /endpoints). */
+  async endpointList(): Promise<{ containerId: string; ifname: string; ip: string; hostIfname: string; hostIfindex: number; pod?: { namespace: string; name: string }; datapath: { attached: boolean; mapped: boolean } }[]> {
+    return JSON.parse((await this.http('/endpoints')).body) as Awaited<ReturnType<TestAgent['endpointList']>>;
   }
 
   /** kill -9: the datapath must keep working without its owner. */

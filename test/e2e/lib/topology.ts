@@ -156,8 +156,21 @@ export interface AddNodeOptions {
 }
 
 export interface AddPodOptions {
-  /** Default: the next free address of the node's pod CIDR. */
+  /** Default: the next free address of the node's pod CIDR. Not with a node's
+   *  pod wiring (its IPAM picks the address). */
   ip?: string;
+  /** The pod's Kubernetes namespace, for a pod wiring (CNI_ARGS). Default `default`. */
+  namespace?: string;
+}
+
+/** What connects a pod's namespace to its node instead of the harness's own
+ *  `ip` commands: the CNI plugin (test/e2e/lib/cni.ts), driven the way a
+ *  container runtime drives it. */
+export interface PodWiring {
+  /** The namespace exists (loopback up); connect it and say what it got. */
+  attach(p: { name: string; namespace: string; netns: string; netnsPath: string; node: Node }): Promise<{ ip: string; mac: string; hostIfname: string; hostIfindex?: number; hostMac: string }>;
+  /** Undo attach (before the namespace is deleted). */
+  detach(pod: Pod): Promise<void>;
 }
 
 export interface AddHostOptions {
@@ -319,6 +332,7 @@ interface NodeState {
   range: [bigint, bigint];
   podIps: Set<string>;
   hostIfnames: Set<string>;
+  wiring?: PodWiring;
 }
 
 /**
@@ -532,7 +546,47 @@ export class Topology {
    * with a permanent neighbour entry to the host-side veth's MAC.
    */
   addPod(node: Node, name: string, opts: AddPodOptions = {}): Promise<Pod> {
-    return this.#op(() => this.#addPod(node, name, opts));
+    return this.#op(() => (this.#nodes.get(node?.name)?.wiring ? this.#addWiredPod(node, name, opts) : this.#addPod(node, name, opts)));
+  }
+
+  /** Pods of this node are connected by `wiring` from now on (undefined: by
+   *  the harness's `ip` commands again). Pods that exist keep how they were made. */
+  setPodWiring(node: Node, wiring: PodWiring | undefined): void {
+    const state = this.#nodes.get(node?.name);
+    if (state === undefined || state.node !== node) throw new TopologyError('INVALID_ARGUMENT', `node "${String(node?.name)}" is not a node of topology "${this.name}"`);
+    state.wiring = wiring;
+  }
+
+  readonly #wiredBy = new Map<string, PodWiring>();
+
+  async #addWiredPod(nodeRef: Node, name: string, opts: AddPodOptions): Promise<Pod> {
+    const state = this.#nodes.get(nodeRef.name);
+    const wiring = state?.wiring;
+    if (state === undefined || wiring === undefined || state.node !== nodeRef) {
+      throw new TopologyError('INVALID_ARGUMENT', `node "${String(nodeRef?.name)}" is not a node of topology "${this.name}"`);
+    }
+    if (opts.ip !== undefined) throw new TopologyError('INVALID_ARGUMENT', `pod "${name}": ip ${JSON.stringify(opts.ip)} cannot be chosen on node "${nodeRef.name}": its pod wiring's IPAM picks addresses`);
+    this.#checkName('pod name', name);
+    this.#names.add(name);
+    const netns = `${this.prefix}${name}`;
+    const t0 = performance.now();
+    let got: Awaited<ReturnType<PodWiring['attach']>>;
+    try {
+      await this.#addNetns(netns);
+      got = await wiring.attach({ name, namespace: opts.namespace ?? 'default', netns, netnsPath: `${NETNS_DIR}/${netns}`, node: state.node });
+      this.#claimAddress('pod ip', got.ip);
+    } catch (err) {
+      await this.#undoMember(netns, []);
+      this.#names.delete(name);
+      throw new TopologyError('STEP_FAILED', `adding pod "${name}" on node "${nodeRef.name}" failed: ${(err as Error).message}`, { cause: err });
+    }
+    state.podIps.add(got.ip);
+    state.hostIfnames.add(got.hostIfname);
+    const pod: Pod = { kind: 'pod', name, netns, ip: got.ip, mac: got.mac, hostIfname: got.hostIfname, ...(got.hostIfindex === undefined ? {} : { hostIfindex: got.hostIfindex }), hostMac: got.hostMac, node: state.node };
+    this.#pods.set(name, pod);
+    this.#wiredBy.set(name, wiring);
+    this.#log.debug({ pod: name, node: nodeRef.name, ip: got.ip, hostIfname: got.hostIfname, ms: +(performance.now() - t0).toFixed(1) }, 'pod added through its wiring');
+    return pod;
   }
 
   async #addPod(nodeRef: Node, name: string, opts: AddPodOptions): Promise<Pod> {
@@ -606,7 +660,14 @@ export class Topology {
         throw new TopologyError('INVALID_ARGUMENT', `pod "${pod.name}" is not a pod of topology "${this.name}"`);
       }
       await this.#stopProcsIn(pod.netns);
-      await this.#undoMember(pod.netns, [{ netns: pod.node.netns, ifname: pod.hostIfname, mac: pod.hostMac }]);
+      const wiring = this.#wiredBy.get(pod.name);
+      if (wiring) {
+        await wiring.detach(pod);
+        this.#wiredBy.delete(pod.name);
+        await this.#undoMember(pod.netns, []);
+      } else {
+        await this.#undoMember(pod.netns, [{ netns: pod.node.netns, ifname: pod.hostIfname, mac: pod.hostMac }]);
+      }
       const state = this.#nodes.get(pod.node.name);
       state?.podIps.delete(pod.ip);
       state?.hostIfnames.delete(pod.hostIfname);
