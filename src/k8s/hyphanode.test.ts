@@ -21,6 +21,7 @@ describe('normalizeHyphaNode', () => {
     assert.deepEqual(n.value, {
       name: 'node-1', uid: 'u-1', resourceVersion: '42', creationTimestamp: '2025-01-01T00:00:00Z', deleting: false,
       owner: { name: 'node-1', uid: 'n-1' },
+      ownerReferences: [{ apiVersion: 'v1', kind: 'Node', name: 'node-1', uid: 'n-1' }],
       addresses: [{ type: 'InternalIP', ip: '192.168.1.10' }],
       podCIDRs: ['10.244.1.0/24'], declaredPodCIDRs: ['10.244.1.0/24'],
       ipam: { allocatedAt: '2025-01-01T00:00:01Z' }, conditions: [],

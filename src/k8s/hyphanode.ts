@@ -85,6 +85,8 @@ export interface HyphaNode {
   deleting: boolean;
   /** The Node that owns it (an ownerReference of kind Node), if any. */
   owner?: { name: string; uid: string };
+  /** Every ownerReference, as the object lists them. */
+  ownerReferences: OwnerReference[];
   /** Valid addresses; a bad entry is left out (and reported). */
   addresses: NodeAddress[];
   /** The IPv4 network prefixes of spec.ipam.podCIDRs, as written (canonical). */
@@ -177,10 +179,9 @@ export function normalizeHyphaNode(raw: unknown): Normalized<HyphaNode> {
   const status = isObj(raw.status) ? raw.status : {};
 
   let owner: HyphaNode['owner'];
-  if (Array.isArray(meta.ownerReferences)) {
-    const ref = meta.ownerReferences.find((r): r is Obj => isObj(r) && r.kind === 'Node' && r.apiVersion === 'v1');
-    if (ref && str(ref.name) && str(ref.uid)) owner = { name: ref.name as string, uid: ref.uid as string };
-  }
+  const ownerReferences = Array.isArray(meta.ownerReferences) ? meta.ownerReferences.filter((r): r is OwnerReference => isObj(r)) : [];
+  const ref = ownerReferences.find((r) => r.kind === 'Node' && r.apiVersion === 'v1');
+  if (ref && str(ref.name) && str(ref.uid)) owner = { name: ref.name, uid: ref.uid };
 
   const addresses: NodeAddress[] = [];
   if (spec.addresses !== undefined) {
@@ -232,6 +233,7 @@ export function normalizeHyphaNode(raw: unknown): Normalized<HyphaNode> {
       creationTimestamp: str(meta.creationTimestamp) ?? '',
       deleting: typeof meta.deletionTimestamp === 'string',
       ...(owner ? { owner } : {}),
+      ownerReferences,
       addresses,
       podCIDRs: cidrs.ipv4,
       declaredPodCIDRs: cidrs.declared,

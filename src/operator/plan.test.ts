@@ -14,7 +14,7 @@ function hn(name: string, podCIDRs: string[], extra: Partial<HyphaNode> = {}): H
   return {
     name, uid: `hn-${name}`, resourceVersion: `rv-${name}`,
     creationTimestamp: `2025-01-01T00:00:${String(created % 60).padStart(2, '0')}Z`,
-    deleting: false, owner: { name, uid: `uid-${name}` }, addresses: [],
+    deleting: false, owner: { name, uid: `uid-${name}` }, ownerReferences: [], addresses: [],
     podCIDRs, declaredPodCIDRs: podCIDRs, ipam: {}, conditions: [], ...extra,
   };
 }
