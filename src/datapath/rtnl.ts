@@ -51,9 +51,12 @@ export type {
   Route,
   RouteFilter,
   RouteTypeName,
+  RtnlReply,
+  RtnlRequest,
   RtnlSpecialCode,
   ScopeName,
   VethCreateOptions,
+  VxlanCreateOptions,
   VxlanInfo,
 } from './rtnl-codec.ts';
 
