@@ -51,6 +51,7 @@ export interface LeaderElectionConfig {
 export const LEADER_ELECTION_DEFAULTS = { leaseDurationSeconds: 15, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 } as const;
 /** Non-leaders wait retryPeriod x [1, JITTER): candidates do not move in lockstep. */
 const JITTER = 1.2;
+const WARN_EVERY_MS = 30_000;
 
 /** Why a configuration cannot work, or undefined (client-go's rules). */
 export function leaderElectionProblem(cfg: Pick<LeaderElectionConfig, 'leaseDurationSeconds' | 'renewDeadlineMs' | 'retryPeriodMs'>): string | undefined {
@@ -125,6 +126,9 @@ export class LeaderElector {
   #deadline: NodeJS.Timeout | undefined;
   #running = false;
   #attempt: Promise<void> | undefined;
+  /** Failures not logged since the last warning (one warning per WARN_EVERY_MS while they last). */
+  #quietFailures = 0;
+  #lastWarnMs = -Infinity;
 
   constructor(client: KubeClient, cfg: LeaderElectionConfig, opts: { log: Logger; hooks: LeaderHooks }) {
     const problem = leaderElectionProblem(cfg);
@@ -282,7 +286,14 @@ export class LeaderElector {
       if (this.#leader && !this.isLeader) {
         this.#setLeader(false, `not renewed within renewDeadline (${this.cfg.renewDeadlineMs} ms): ${(err as Error).message}`);
       } else if (this.#leader || !lostRace) {
-        this.#log.warn({ err: (err as Error).message, leader: this.#leader }, this.#leader ? 'lease renew failed; retrying' : 'lease read or write failed; retrying');
+        // Every retryPeriod while the API server is away: warn now and then, with the count.
+        if (this.#leader || performance.now() - this.#lastWarnMs >= WARN_EVERY_MS) {
+          this.#log.warn({ err: (err as Error).message, leader: this.#leader, failuresSinceLastWarning: this.#quietFailures }, this.#leader ? 'lease renew failed; retrying' : 'lease read or write failed; retrying');
+          this.#lastWarnMs = performance.now();
+          this.#quietFailures = 0;
+        } else {
+          this.#quietFailures++;
+        }
       }
       // Lost a race: someone else wrote first; read again after a pause.
       this.#schedule(jittered());

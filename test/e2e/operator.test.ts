@@ -281,4 +281,21 @@ describe('operator against a real API server', () => {
     for (const [name, cidrs] of after) if (before.has(name)) assert.deepEqual(cidrs, before.get(name), `${name} untouched`);
     assert.equal(await k.metric('hypha_operator_ipam_cidrs'), 0, 'no pool in kubernetes mode');
   });
+
+  test('the API server goes away: the leader cannot renew, stops acting within the renew deadline and exits', async () => {
+    const k = operators.at(-1)!;
+    assert.equal(await k.metric('hypha_operator_is_leader'), 1);
+    const t0 = performance.now();
+    await cp.stopApiServer();
+    try {
+      const st = await k.proc!.exited;
+      const ms = performance.now() - t0;
+      assert.equal(st.code, 1);
+      // renewDeadline 3 s after the last renew (at most a retry period before the stop), plus the exit.
+      assert.ok(ms < (leaderElection.renewDeadlineSeconds + 2) * 1000, `exited ${Math.round(ms)} ms after the API server stopped`);
+      assert.ok(k.logs().some((l) => l.msg === 'leadership lost: stopping and exiting'));
+    } finally {
+      await cp.startApiServer();
+    }
+  });
 });
