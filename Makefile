@@ -17,6 +17,7 @@ include mk/deps.mk
 -include native/native.mk
 -include bench/bench.mk
 -include hack/k8s/k8s.mk
+-include src/cni/cni.mk
 -include hack/containerd/containerd.mk
 
 .PHONY: build typecheck test clean abi-check test-unit test-bpf test-e2e demo
