@@ -130,7 +130,7 @@ export class EndpointManager implements CniHandler {
         undo.push({ step: 'delete veth', run: () => net.deleteVeth(hostIfname) });
         await this.#o.afterStep?.('veth');
         step = 'configure the pod side';
-        await net.configurePod({ netnsPath, ifname: req.ifname, ip, gateway: POD_GATEWAY, gatewayMac: v.hostMac });
+        await net.configurePod({ netnsPath, ifname: req.ifname, ...(v.podIfindex === undefined ? {} : { podIfindex: v.podIfindex }), ip, gateway: POD_GATEWAY, gatewayMac: v.hostMac });
         step = 'configure the host side';
         await net.configureHost({ hostIfname, hostIfindex: v.hostIfindex, ip });
         step = 'attach the datapath';

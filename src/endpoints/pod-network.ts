@@ -4,7 +4,6 @@
 // the pod's namespace for the request and closed after it.
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import * as native from '../../native/index.ts';
 import { Rtnl } from '../datapath/rtnl.ts';
 import type { HostSide, PodNetwork, PodSide, VethCreated } from './ports.ts';
 
@@ -34,20 +33,22 @@ export class RtnlPodNetwork implements PodNetwork {
     // Both MACs are chosen here, so nothing has to be read back from the pod.
     const hostMac = randomMac();
     const podMac = randomMac();
-    await this.#host.vethCreate({ name: p.hostIfname, peerName: p.podIfname, peerNetnsPath: p.netnsPath, mtu: p.mtu, mac: hostMac, peerMac: podMac });
-    return { hostIfindex: native.ifNameToIndex(p.hostIfname), hostMac, podMac };
+    const host = await this.#host.vethCreate({ name: p.hostIfname, peerName: p.podIfname, peerNetnsPath: p.netnsPath, mtu: p.mtu, mac: hostMac, peerMac: podMac });
+    return { hostIfindex: host.index, hostMac, podMac, ...(host.linkIndex === undefined ? {} : { podIfindex: host.linkIndex }) };
   }
 
-  async configurePod(p: { netnsPath: string; ifname: string; ip: string; gateway: string; gatewayMac: string }): Promise<void> {
+  async configurePod(p: { netnsPath: string; ifname: string; podIfindex?: number; ip: string; gateway: string; gatewayMac: string }): Promise<void> {
     const pod = Rtnl.open(p.netnsPath);
     try {
-      const link = await pod.linkGet(p.ifname);
-      if (!link) throw new Error(`interface ${p.ifname} did not appear in ${p.netnsPath}`);
-      await pod.addrAdd(link.index, `${p.ip}/32`);
-      await pod.linkSetUp(link.index);
-      await pod.neighReplace({ ifindex: link.index, ip: p.gateway, mac: p.gatewayMac, state: 'permanent' });
-      await pod.routeReplace({ dst: `${p.gateway}/32`, ifindex: link.index, scope: 'link', protocol: RTPROT_HYPHA });
-      await pod.routeReplace({ dst: 'default', gateway: p.gateway, ifindex: link.index, onlink: true, protocol: RTPROT_HYPHA });
+      const index = p.podIfindex ?? (await pod.linkGet(p.ifname))?.index;
+      if (index === undefined) throw new Error(`interface ${p.ifname} did not appear in ${p.netnsPath}`);
+      // One round trip for all five.
+      await pod.batch((b) => b
+        .addrAdd(index, `${p.ip}/32`)
+        .linkSetUp(index)
+        .neighReplace({ ifindex: index, ip: p.gateway, mac: p.gatewayMac, state: 'permanent' })
+        .routeReplace({ dst: `${p.gateway}/32`, ifindex: index, scope: 'link', protocol: RTPROT_HYPHA })
+        .routeReplace({ dst: 'default', gateway: p.gateway, ifindex: index, onlink: true, protocol: RTPROT_HYPHA }));
     } finally {
       pod.close();
     }
@@ -59,8 +60,9 @@ export class RtnlPodNetwork implements PodNetwork {
     for (const [k, v] of [['rp_filter', '0'], ['accept_local', '1']] as const) {
       writeFileSync(`/proc/sys/net/ipv4/conf/${p.hostIfname}/${k}`, v);
     }
-    await this.#host.linkSetUp(p.hostIfindex);
-    await this.#host.routeReplace({ dst: `${p.ip}/32`, ifindex: p.hostIfindex, scope: 'link', protocol: RTPROT_HYPHA });
+    await this.#host.batch((b) => b
+      .linkSetUp(p.hostIfindex)
+      .routeReplace({ dst: `${p.ip}/32`, ifindex: p.hostIfindex, scope: 'link', protocol: RTPROT_HYPHA }));
   }
 
   async deleteVeth(hostIfname: string): Promise<boolean> {

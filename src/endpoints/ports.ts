@@ -5,6 +5,8 @@
 
 export interface VethCreated {
   hostIfindex: number;
+  /** The pod end's ifindex in its namespace, when the kernel said. */
+  podIfindex?: number;
   hostMac: string;
   podMac: string;
 }
@@ -33,7 +35,7 @@ export interface PodNetwork {
   /** Both ends at once, the pod's end created directly inside its namespace. */
   createVeth(p: { hostIfname: string; podIfname: string; netnsPath: string; mtu: number }): Promise<VethCreated>;
   /** Pod side: ip/32, up, a route to the gateway and a default route through it, a permanent neighbour entry for it. */
-  configurePod(p: { netnsPath: string; ifname: string; ip: string; gateway: string; gatewayMac: string }): Promise<void>;
+  configurePod(p: { netnsPath: string; ifname: string; podIfindex?: number; ip: string; gateway: string; gatewayMac: string }): Promise<void>;
   /** Host side: up, the pod's /32 route through it, the sysctls the datapath needs. */
   configureHost(p: { hostIfname: string; hostIfindex: number; ip: string }): Promise<void>;
   /** false when it did not exist (its peer goes with it). */

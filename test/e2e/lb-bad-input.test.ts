@@ -36,19 +36,20 @@ describe('bad input never breaks other Services and leaves nothing behind', () =
     work = mkdtempSync(path.join(tmpdir(), 'hypha-e2e-'));
     topo = await Topology.create({ name: 'bad' });
     node = await topo.addNode('n1');
-    client = await topo.addPod(node, 'client');
-    backend = await topo.addPod(node, 'b1');
-    await topo.spawnReady(backend, toolArgv('echo-server', ['--name', 'b1', '--port', '8080']));
     m = new ManifestDir(path.join(work, 'services'));
-    const ep = [{ ip: backend.ip, node: node.name }];
-    m.write('good.yaml', [serviceObject(good), sliceObject(good, ep, [{ name: 'http', port: 8080 }])]);
-    m.write('changing.yaml', [serviceObject(changing), sliceObject(changing, ep, [{ name: 'http', port: 8080 }])]);
     // Small maps, so "more backends than the map holds" is cheap to reach.
     agent = new TestAgent(topo, node, {
       pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: m.dir, workDir: work,
       mapSizes: { services: 256, backends: 64, affinity: 256, ct: 4096 },
     });
     await agent.start();
+    client = await topo.addPod(node, 'client');
+    backend = await topo.addPod(node, 'b1');
+    await topo.spawnReady(backend, toolArgv('echo-server', ['--name', 'b1', '--port', '8080']));
+    const ep = [{ ip: backend.ip, node: node.name }];
+    m.write('good.yaml', [serviceObject(good), sliceObject(good, ep, [{ name: 'http', port: 8080 }])]);
+    m.write('changing.yaml', [serviceObject(changing), sliceObject(changing, ep, [{ name: 'http', port: 8080 }])]);
+    await agent.waitForFrontends(['10.96.0.10:80/TCP', '10.96.0.11:80/TCP'], 1);
     await goodStillWorks();
   });
 

@@ -38,20 +38,23 @@ describe('ClusterIP through the BPF datapath', () => {
     work = mkdtempSync(path.join(tmpdir(), 'hypha-e2e-'));
     topo = await Topology.create({ name: 'lb' });
     node = await topo.addNode('n1');
+    manifests = new ManifestDir(path.join(work, 'services'));
+    manifests.write('empty.yaml', [serviceObject(empty)]);
+    agent = new TestAgent(topo, node, { pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: manifests.dir, workDir: work, ctGcMaxSeconds: 1 });
+    await agent.start();
+    // Pods come from the agent, through the CNI plugin.
     client = await topo.addPod(node, 'client');
     backends = await Promise.all(['b1', 'b2', 'b3'].map((n) => topo.addPod(node, n)));
     for (const [i, b] of backends.entries()) {
       await topo.spawnReady(b, toolArgv('echo-server', ['--name', `b${i + 1}`, '--port', '8080,5353', '--both']));
     }
     await topo.spawnReady(client, toolArgv('echo-server', ['--name', 'client', '--port', '8080']));
-    manifests = new ManifestDir(path.join(work, 'services'));
     manifests.write('web.yaml', [serviceObject(web), sliceObject(web, eps(backends), [{ name: 'http', port: 8080 }])]);
     manifests.write('dns.yaml', [serviceObject(dns), sliceObject(dns, eps(backends), [{ name: 'dns', port: 5353, protocol: 'UDP' }])]);
-    manifests.write('empty.yaml', [serviceObject(empty)]);
     manifests.write('self.yaml', [serviceObject(self), sliceObject(self, eps([client]), [{ name: 'http', port: 8080 }])]);
     manifests.write('sticky.yaml', [serviceObject(sticky), sliceObject(sticky, eps(backends), [{ name: 'http', port: 8080 }])]);
-    agent = new TestAgent(topo, node, { pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: manifests.dir, workDir: work, ctGcMaxSeconds: 1 });
-    await agent.start();
+    await agent.waitForFrontends(['10.96.0.10:80/TCP', '10.96.0.40:80/TCP', '10.96.0.50:80/TCP'], 1);
+    await agent.waitForFrontends(['10.96.0.53:53/UDP'], 3);
   });
 
   after(async () => {

@@ -34,22 +34,27 @@ for (const mode of ['xdp', 'tc'] as const) {
       topo = await Topology.create({ name: `mn${mode}` });
       n1 = await topo.addNode('n1');
       n2 = await topo.addNode('n2');
-      await topo.routePodCidrs();
       outside = await topo.addExternalHost('outside', { routes: [{ to: '198.51.100.20/32', via: n1.ip }] });
+      const m = new ManifestDir(path.join(work, 'services'));
+      // Standalone agents: each is told about the other node (its routes come from the agent).
+      for (const node of [n1, n2]) {
+        const other = node === n1 ? n2 : n1;
+        const a = new TestAgent(topo, node, {
+          pinRoot: `/sys/fs/bpf/${topo.prefix}${node.name}`, servicesDir: m.dir, workDir: path.join(work, node.name), external: 'eth0', externalMode: mode,
+          routing: { nodes: [{ name: other.name, addresses: [other.ip], podCIDRs: [other.podCidr] }] },
+        });
+        agents.push(a);
+        await a.start();
+      }
       client = await topo.addPod(n1, 'client');
       const b1 = await topo.addPod(n1, 'b1');
       const b2 = await topo.addPod(n2, 'b2');
       for (const b of [b1, b2]) await topo.spawnReady(b, toolArgv('echo-server', ['--name', b.name, '--port', '8080']));
-      const m = new ManifestDir(path.join(work, 'services'));
       const ep = (p: Pod) => ({ ip: p.ip, node: p.node.name });
       m.write('web.yaml', [serviceObject(web), sliceObject(web, [ep(b1), ep(b2)], [{ name: 'http', port: 8080 }])]);
       m.write('far.yaml', [serviceObject(far), sliceObject(far, [ep(b2)], [{ name: 'http', port: 8080 }])]);
       m.write('far-local.yaml', [serviceObject(farLocal), sliceObject(farLocal, [ep(b2)], [{ name: 'http', port: 8080 }])]);
-      for (const node of [n1, n2]) {
-        const a = new TestAgent(topo, node, { pinRoot: `/sys/fs/bpf/${topo.prefix}${node.name}`, servicesDir: m.dir, workDir: path.join(work, node.name), external: 'eth0', externalMode: mode });
-        agents.push(a);
-        await a.start();
-      }
+      for (const a of agents) await a.waitForFrontends(['10.96.2.10:80/TCP'], 2);
     });
 
     after(async () => {

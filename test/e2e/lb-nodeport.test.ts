@@ -39,18 +39,19 @@ for (const mode of ['xdp', 'tc'] as const) {
       node = await topo.addNode('n1');
       // The outside host routes Service addresses to the node, as an upstream router would.
       outside = await topo.addExternalHost('outside', { routes: [{ to: '198.51.100.7/32', via: node.ip }, { to: '203.0.113.9/32', via: node.ip }] });
+      const m = new ManifestDir(path.join(work, 'services'));
+      m.write('none.yaml', [serviceObject(none)]);
+      agent = new TestAgent(topo, node, { pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: m.dir, workDir: work, external: 'eth0', externalMode: mode });
+      await agent.start();
       backends = await Promise.all(['b1', 'b2'].map((n) => topo.addPod(node, n)));
       for (const [i, b] of backends.entries()) {
         await topo.spawnReady(b, toolArgv('echo-server', ['--name', `b${i + 1}`, '--port', '8080,5353', '--both']));
       }
       const eps = backends.map((b) => ({ ip: b.ip, node: node.name }));
-      const m = new ManifestDir(path.join(work, 'services'));
       m.write('np.yaml', [serviceObject(np), sliceObject(np, eps, [{ name: 'http', port: 8080 }, { name: 'dns', port: 5353, protocol: 'UDP' }])]);
       m.write('lb.yaml', [serviceObject(lb), sliceObject(lb, eps, [{ name: 'http', port: 8080 }])]);
       m.write('local.yaml', [serviceObject(local), sliceObject(local, [{ ip: '10.244.9.9', node: 'elsewhere' }], [{ name: 'http', port: 8080 }])]);
-      m.write('none.yaml', [serviceObject(none)]);
-      agent = new TestAgent(topo, node, { pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: m.dir, workDir: work, external: 'eth0', externalMode: mode });
-      await agent.start();
+      await agent.waitForFrontends([`${np.clusterIP}:80/TCP`, `${lb.clusterIP}:80/TCP`], 2);
     });
 
     after(async () => {

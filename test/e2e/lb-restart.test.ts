@@ -27,14 +27,15 @@ describe('agent restart under traffic', () => {
     work = mkdtempSync(path.join(tmpdir(), 'hypha-e2e-'));
     topo = await Topology.create({ name: 'restart' });
     node = await topo.addNode('n1');
-    client = await topo.addPod(node, 'client');
     outside = await topo.addExternalHost('outside');
-    const backends = await Promise.all(['b1', 'b2', 'b3'].map((n) => topo.addPod(node, n)));
-    for (const [i, b] of backends.entries()) await topo.spawnReady(b, toolArgv('echo-server', ['--name', `b${i + 1}`, '--port', '8080']));
     const m = new ManifestDir(path.join(work, 'services'));
-    m.write('web.yaml', [serviceObject(web), sliceObject(web, backends.map((b) => ({ ip: b.ip, node: node.name })), [{ name: 'http', port: 8080 }])]);
     agent = new TestAgent(topo, node, { pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: m.dir, workDir: work, external: 'eth0', externalMode: 'xdp' });
     await agent.start();
+    client = await topo.addPod(node, 'client');
+    const backends = await Promise.all(['b1', 'b2', 'b3'].map((n) => topo.addPod(node, n)));
+    for (const [i, b] of backends.entries()) await topo.spawnReady(b, toolArgv('echo-server', ['--name', `b${i + 1}`, '--port', '8080']));
+    m.write('web.yaml', [serviceObject(web), sliceObject(web, backends.map((b) => ({ ip: b.ip, node: node.name })), [{ name: 'http', port: 8080 }])]);
+    await agent.waitForFrontends(['10.96.0.10:80/TCP'], 3);
   });
 
   after(async () => {

@@ -164,6 +164,12 @@ export class TestAgent {
     }
   }
 
+  /** Wait until every frontend ('10.96.0.10:80/TCP') is programmed with at
+   *  least `backends` active backends in the internal scope. */
+  async waitForFrontends(frontends: readonly string[], backends = 0, timeoutMs = 15_000): Promise<void> {
+    await eventually(`frontends ${frontends.join(', ')} programmed`, () => frontends.every((f) => (this.backendsOf(f)?.length ?? -1) >= backends), timeoutMs);
+  }
+
   /** Active backends of a frontend in the internal scope, sorted. */
   backendsOf(frontend: string, scope: 'internal' | 'external' = 'internal'): string[] | undefined {
     const f = this.frontends().find((x) => x.frontend === frontend);

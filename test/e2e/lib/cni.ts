@@ -118,7 +118,9 @@ export function cniWiring(plugin: CniPlugin): PodWiring {
       const ip = res.ips[0]?.address.split('/')[0];
       if (!host || !pod || !ip) throw new CniError(`CNI ADD for pod ${p.name} returned no interfaces or address`, r);
       ids.set(p.name, containerId);
-      return { ip, mac: pod.mac, hostIfname: host.name, hostMac: host.mac };
+      const shown = await plugin.o.topo.exec(p.node, ['ip', '-j', 'link', 'show', 'dev', host.name]);
+      const hostIfindex = (JSON.parse(shown.stdout) as { ifindex?: number }[])[0]?.ifindex;
+      return { ip, mac: pod.mac, hostIfname: host.name, hostMac: host.mac, ...(hostIfindex === undefined ? {} : { hostIfindex }) };
     },
     async detach(pod: Pod) {
       const containerId = ids.get(pod.name);
