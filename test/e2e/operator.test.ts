@@ -212,9 +212,10 @@ describe('operator against a real API server', () => {
     assert.equal(now.spec?.leaseTransitions, (held.spec?.leaseTransitions ?? 0) + 1);
     // The successor's acquireTime (its clock, the same machine's) is within the
     // lease duration of the kill: it saw the last renew when it happened (its
-    // watch), and that renew was before the kill.
+    // watch), and that renew was before the kill. The margin is for watch
+    // delivery and timer latency on a busy machine (measured: 3.6 to 4.0 s).
     const acquiredMs = Date.parse(now.spec?.acquireTime ?? '') - killedWall;
-    assert.ok(acquiredMs <= LEASE_SECONDS * 1000 + 100, `acquired ${acquiredMs} ms after the kill (lease ${LEASE_SECONDS} s)`);
+    assert.ok(acquiredMs <= LEASE_SECONDS * 1000 + 500, `acquired ${acquiredMs} ms after the kill (lease ${LEASE_SECONDS} s)`);
     const n7 = await allocated('n7');
     const afterTakeover = await cidrsByNode();
     for (const [name, cidrs] of before) {
