@@ -4,7 +4,8 @@
 // Also installs the HyphaNode CRD and checks its schema is enforced.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { KubeApiError, KubeClient, isAlreadyExists, isConflict, isInvalid, isNotFound } from '../../src/k8s/client.ts';
@@ -161,6 +162,28 @@ describe('API client writes against a real API server', () => {
           return true;
         });
       }
+    });
+
+    test('printer columns: pod CIDRs, internal IP, IPAM error, age', async () => {
+      await client.mergePatch(hyphaNodePath('node-a'), { spec: { addresses: [{ type: 'ExternalIP', ip: '203.0.113.5' }, { type: 'InternalIP', ip: '192.168.1.10' }] } });
+      await client.mergePatchStatus(hyphaNodePath('node-a'), { status: { ipam: { operatorError: 'pool exhausted' } } });
+      // kubectl's view: the object as a meta.k8s.io Table.
+      const table = await new Promise<{ columnDefinitions: { name: string }[]; rows: { cells: unknown[] }[] }>((resolve, reject) => {
+        const url = new URL(`${HYPHANODES_PATH}/node-a`, cp.hostUrl);
+        const req = request(url, {
+          ca: readFileSync(cp.pki.caCert), cert: readFileSync(cp.pki.adminCert), key: readFileSync(cp.pki.adminKey),
+          headers: { accept: 'application/json;as=Table;v=v1;g=meta.k8s.io' },
+        }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => { body += c; });
+          res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(body) as never) : reject(new Error(`${res.statusCode}: ${body}`))));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      assert.deepEqual(table.columnDefinitions.map((c) => c.name), ['Name', 'Pod CIDRs', 'Internal IP', 'IPAM Error', 'Age']);
+      assert.deepEqual(table.rows[0]?.cells.slice(0, 4), ['node-a', '["10.244.1.0/24"]', '192.168.1.10', 'pool exhausted']);
     });
 
     test('cluster-scoped, listed by field selector (how an agent watches its own)', async () => {
