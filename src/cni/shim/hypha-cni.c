@@ -657,9 +657,8 @@ int main(void)
 	size_t in_len = 0;
 	char *in = read_stdin(&s, &in_len);
 	json_error_t jerr;
+	memset(&jerr, 0, sizeof(jerr));
 	json_t *config = in_len > 0 ? json_loadb(in, in_len, 0, &jerr) : NULL;
-	if (in_len == 0)
-		snprintf(jerr.text, sizeof(jerr.text), "stdin is empty");
 	json_t *cv = json_is_object(config) ? json_object_get(config, "cniVersion") : NULL;
 	if (json_is_string(cv) && json_string_length(cv) < sizeof(s.cni_version))
 		snprintf(s.cni_version, sizeof(s.cni_version), "%s", json_string_value(cv));
@@ -679,6 +678,8 @@ int main(void)
 		return 0;
 	}
 
+	if (in_len == 0)
+		fail(&s, ERR_DECODE, "the network configuration on stdin is empty");
 	if (!config)
 		fail(&s, ERR_DECODE, "the network configuration on stdin is not JSON: %s (line %d, column %d)", jerr.text, jerr.line,
 		     jerr.column);
