@@ -88,18 +88,28 @@ interface Bed {
   work: string;
 }
 
-async function bed(name: string): Promise<Bed> {
+/** One node with a client and the backends. With `agent`, the agent starts
+ *  first and makes the pods through the CNI plugin (its IPAM hands out
+ *  10.244.1.1 to the client, then BACKEND_IPS in order); the peers' pods
+ *  are made by the harness with the same addresses. */
+async function bed(name: string, agent?: (topo: Topology, work: string) => Promise<TestAgent>): Promise<Bed & { agent?: TestAgent }> {
   const work = mkdtempSync(path.join(tmpdir(), 'hypha-bench-'));
   const topo = await Topology.create({ name });
   const node = await topo.addNode('n1', { podCidr: '10.244.1.0/24' });
-  const client = await topo.addPod(node, 'client', { ip: '10.244.1.200' });
-  const backends = await Promise.all(BACKEND_IPS.map((ip, i) => topo.addPod(node, `b${i}`, { ip })));
+  const a = agent ? await agent(topo, work) : undefined;
+  const client = await topo.addPod(node, 'client', a ? {} : { ip: '10.244.1.1' });
+  const backends: Pod[] = [];
+  for (const [i, ip] of BACKEND_IPS.entries()) {
+    const b = await topo.addPod(node, `b${i}`, a ? {} : { ip });
+    if (b.ip !== ip) throw new Error(`backend b${i} got ${b.ip}, the Services name ${ip}`);
+    backends.push(b);
+  }
   await topo.exec(client, ['sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=1024 65535']);
   for (const b of backends) {
     await topo.exec(b, ['sysctl', '-q', '-w', 'net.core.somaxconn=4096']);
     await topo.spawnReady(b, [path.join(BIN, 'acceptd'), '--ports', String(BACKEND_PORT)]);
   }
-  return { topo, client, work };
+  return { topo, client, work, ...(a ? { agent: a } : {}) };
 }
 
 async function connRate(b: Bed, targets: string[]): Promise<Rate> {
@@ -123,21 +133,27 @@ async function connRate(b: Bed, targets: string[]): Promise<Rate> {
 }
 
 async function measure(dp: Exclude<Dataplane, 'floor'>, n: number): Promise<Rate> {
-  const b = await bed(`bench-${dp.replace('iptables-', 'ipt')}`);
-  let agent: TestAgent | undefined;
+  const hypha = dp === 'hypha' || dp === 'hypha-stack';
+  let t0 = performance.now();
+  const b = await bed(`bench-${dp.replace('iptables-', 'ipt')}`, hypha ? async (topo, work) => {
+    const dir = path.join(work, 'services');
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, 'services.json'), manifests(n));
+    // Steady state: no full resync inside the measurement.
+    const a = new TestAgent(topo, topo.nodes[0]!, { pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: dir, workDir: work, mapSizes: BENCH_MAP_SIZES, resyncSeconds: 3600, hostRouting: dp === 'hypha' });
+    t0 = performance.now();
+    await a.start(600_000);
+    log(`  ${dp}: ${n} Services programmed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    return a;
+  } : undefined);
+  const agent = b.agent;
   try {
     const node = b.topo.nodes[0]!;
     const vips = Array.from({ length: n }, (_, i) => `${vipOf(i)}:80`);
     const opts = { clusterCIDR: '10.244.0.0/16', nodeIPs: [node.ip] };
-    const t0 = performance.now();
-    if (dp === 'hypha' || dp === 'hypha-stack') {
-      const dir = path.join(b.work, 'services');
-      mkdirSync(dir);
-      writeFileSync(path.join(dir, 'services.json'), manifests(n));
-      // Steady state: no full resync inside the measurement, and a moment for
-      // the garbage collection that follows programming everything.
-      agent = new TestAgent(b.topo, node, { pinRoot: `/sys/fs/bpf/${b.topo.prefix}hypha`, servicesDir: dir, workDir: b.work, mapSizes: BENCH_MAP_SIZES, resyncSeconds: 3600, hostRouting: dp === 'hypha' });
-      await agent.start(600_000);
+    if (!hypha) t0 = performance.now();
+    if (hypha) {
+      // A moment for the garbage collection that follows programming everything.
       await new Promise((r) => setTimeout(r, 3000));
     } else if (dp === 'iptables-nft' || dp === 'iptables-legacy') {
       // iptables 1.8.9's restore is quadratic in the size of one input; in
@@ -150,7 +166,7 @@ async function measure(dp: Exclude<Dataplane, 'floor'>, n: number): Promise<Rate
     } else if (dp === 'nftables') {
       await b.topo.exec(node, ['nft', ...NFT_RUN_ARGS], { input: nftInput(peerServices(n), opts), timeoutMs: 3_600_000 });
     }
-    log(`  ${dp}: ${n} Services programmed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    if (!hypha) log(`  ${dp}: ${n} Services programmed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     return await connRate(b, dp === 'direct' ? BACKEND_IPS.map((ip) => `${ip}:${BACKEND_PORT}`) : vips);
   } finally {
     await agent?.stop();

@@ -67,13 +67,15 @@ export class Cluster {
       const host = await topo.addControlPlaneHost();
       const nodes: Node[] = [];
       for (let i = 1; i <= opts.nodes; i++) nodes.push(await topo.addNode(`n${i}`));
-      await topo.routePodCidrs();
       log(`starting kube-apiserver and etcd on ${host.ip}`);
       cp = await startControlPlane({ netns: host.netns, listenIp: host.ip, workDir: path.join(work, 'control-plane') });
       const agents = nodes.map((node) => new TestAgent(topo, node, {
         pinRoot: `/sys/fs/bpf/${topo.prefix}${node.name}`,
         kubeconfig: cp!.kubeconfigPath,
         workDir: path.join(work, node.name),
+        // Pod CIDRs from Node.spec.podCIDRs (registerNode sets them, as
+        // kube-controller-manager would); routes from the Nodes.
+        ipam: { mode: 'kubernetes' },
         ...(opts.mapSizes ? { mapSizes: opts.mapSizes } : {}),
         ...(opts.resyncSeconds ? { resyncSeconds: opts.resyncSeconds } : {}),
         ...(opts.externalMode ? { external: 'eth0', externalMode: opts.externalMode } : {}),
