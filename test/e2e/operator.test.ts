@@ -192,6 +192,8 @@ describe('operator against a real API server', () => {
     assert.equal(await b.metric('hypha_operator_writes_total'), 0);
     assert.equal(await b.metric('hypha_operator_reconcile_passes_total'), 0);
     assert.equal((await lease()).spec?.holderIdentity, 'op-a');
+    const rss = async (o: TestOperator) => Math.round(await o.metric('hypha_operator_process_resident_memory_bytes') / 1048576);
+    process.stderr.write(`# RSS: leader ${await rss(a!)} MB, follower ${await rss(b)} MB\n`);
   });
 
   test('SIGKILL the leader: the other takes over within the lease duration and allocates nothing twice', async () => {
