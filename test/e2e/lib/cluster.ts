@@ -8,6 +8,8 @@ import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { type ControlPlane, startControlPlane } from './apiserver.ts';
 import { TestAgent } from './agent.ts';
+import { installCrds } from './crds.ts';
+import { TestOperator } from './operator.ts';
 import type { EndpointSpec, ServiceSpec } from './manifests.ts';
 import { serviceObject, sliceObject } from './manifests.ts';
 import { type Host, type Node, type Pod, Topology, toolArgv } from './topology.ts';
@@ -23,6 +25,15 @@ export interface ClusterOptions {
   noAgents?: boolean;
   /** The agents' full datapath resync period (drift repair). */
   resyncSeconds?: number;
+  /** Who gives nodes their pod CIDRs: Node.spec.podCIDRs set at registration
+   *  (default, as kube-controller-manager would), or Hypha's operator from
+   *  10.244.0.0/16 in /24s (the CRDs are installed and an operator started on
+   *  the control-plane host). */
+  ipam?: 'kubernetes' | 'cluster-pool';
+  /** The agents' routing between nodes. */
+  routing?: 'native' | 'vxlan';
+  /** Outside hosts on the fabric (made before the agents start). */
+  externalHosts?: string[];
   log?: (s: string) => void;
 }
 
@@ -44,8 +55,11 @@ export class Cluster {
   readonly core: k8s.CoreV1Api;
   readonly discovery: k8s.DiscoveryV1Api;
   readonly work: string;
+  readonly ipam: 'kubernetes' | 'cluster-pool';
+  operator: TestOperator | undefined;
 
-  private constructor(topo: Topology, cp: ControlPlane, host: Host, nodes: Node[], agents: TestAgent[], work: string) {
+  private constructor(topo: Topology, cp: ControlPlane, host: Host, nodes: Node[], agents: TestAgent[], work: string, ipam: 'kubernetes' | 'cluster-pool') {
+    this.ipam = ipam;
     this.topo = topo;
     this.cp = cp;
     this.controlPlaneHost = host;
@@ -67,20 +81,33 @@ export class Cluster {
       const host = await topo.addControlPlaneHost();
       const nodes: Node[] = [];
       for (let i = 1; i <= opts.nodes; i++) nodes.push(await topo.addNode(`n${i}`));
+      for (const h of opts.externalHosts ?? []) await topo.addExternalHost(h);
       log(`starting kube-apiserver and etcd on ${host.ip}`);
       cp = await startControlPlane({ netns: host.netns, listenIp: host.ip, workDir: path.join(work, 'control-plane') });
+      const ipam = opts.ipam ?? 'kubernetes';
       const agents = nodes.map((node) => new TestAgent(topo, node, {
         pinRoot: `/sys/fs/bpf/${topo.prefix}${node.name}`,
         kubeconfig: cp!.kubeconfigPath,
         workDir: path.join(work, node.name),
         // Pod CIDRs from Node.spec.podCIDRs (registerNode sets them, as
-        // kube-controller-manager would); routes from the Nodes.
-        ipam: { mode: 'kubernetes' },
+        // kube-controller-manager would) and routes from the Nodes; or both
+        // from the HyphaNodes the operator keeps.
+        ipam: { mode: ipam },
+        ...(opts.routing ? { routing: { mode: opts.routing } } : {}),
         ...(opts.mapSizes ? { mapSizes: opts.mapSizes } : {}),
         ...(opts.resyncSeconds ? { resyncSeconds: opts.resyncSeconds } : {}),
         ...(opts.externalMode ? { external: 'eth0', externalMode: opts.externalMode } : {}),
       }));
-      const cluster = new Cluster(topo, cp, host, nodes, agents, work);
+      const cluster = new Cluster(topo, cp, host, nodes, agents, work, ipam);
+      if (ipam === 'cluster-pool') {
+        await installCrds(cp.hostKubeconfigPath);
+        cluster.operator = new TestOperator(topo, host, {
+          identity: 'operator-1', kubeconfig: cp.kubeconfigPath, workDir: path.join(work, 'operator'), port: 9891,
+          ipam: { mode: 'cluster-pool', clusterPool: { cidrs: ['10.244.0.0/16'], maskSize: 24 } },
+        });
+        log('starting the operator');
+        await cluster.operator.start(60_000);
+      }
       for (const node of nodes) await cluster.registerNode(node);
       if (!opts.noAgents) {
         log(`starting an agent on each of ${nodes.length} nodes`);
@@ -97,7 +124,7 @@ export class Cluster {
 
   /** The Node object a kubelet would register: its InternalIP is the node's fabric address. */
   async registerNode(node: Node): Promise<void> {
-    const body: k8s.V1Node = { apiVersion: 'v1', kind: 'Node', metadata: { name: node.name }, spec: { podCIDR: node.podCidr } };
+    const body: k8s.V1Node = { apiVersion: 'v1', kind: 'Node', metadata: { name: node.name }, spec: this.ipam === 'kubernetes' ? { podCIDR: node.podCidr } : {} };
     await this.core.createNode({ body });
     const current = await this.core.readNode({ name: node.name });
     current.status = { addresses: [{ type: 'InternalIP', address: node.ip }, { type: 'Hostname', address: node.name }] };
@@ -163,6 +190,7 @@ export class Cluster {
 
   async destroy(): Promise<void> {
     await Promise.all(this.agents.map((a) => a.stop().catch(() => undefined)));
+    await this.operator?.stop().catch(() => undefined);
     await this.cp.stop().catch(() => undefined);
     await this.topo.destroy();
     for (const a of this.agents) a.cleanupPins();

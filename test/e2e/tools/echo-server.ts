@@ -1,7 +1,9 @@
 // Backend for traffic tests, run inside a pod (or node, or host) netns.
 //
-//   node echo-server.ts --name b1 --port 8080[,8081...] [--udp | --both] [--host 0.0.0.0]
+//   node echo-server.ts --name b1 --port 8080[,8081...] [--udp | --both] [--host 0.0.0.0] [--peer]
 //
+// With --peer the greeting is `<name> <client address>` (what the server sees
+// as the source: a masqueraded client shows the node's address).
 // TCP: on each connection writes `<name>\n` at once, then echoes every byte it
 // receives (a client can hold a long-lived stream and check every byte comes back).
 // UDP: answers every datagram with `<name>\n`.
@@ -18,6 +20,8 @@ export interface EchoServerOptions {
   tcp: boolean;
   udp: boolean;
   host: string;
+  /** Greet with `<name> <peer address>`. */
+  peer?: boolean;
 }
 
 export interface EchoServer {
@@ -40,7 +44,7 @@ export function parsePorts(value: string): number[] {
 
 /** Listen on every port; resolves once all sockets are bound. */
 export async function startEchoServer(opts: EchoServerOptions): Promise<EchoServer> {
-  const greeting = `${opts.name}\n`;
+  const greet = (peer: string | undefined): string => (opts.peer ? `${opts.name} ${peer ?? '?'}\n` : `${opts.name}\n`);
   const closers: Array<() => Promise<void>> = [];
   try {
     for (const port of opts.ports) {
@@ -51,7 +55,7 @@ export async function startEchoServer(opts: EchoServerOptions): Promise<EchoServ
           sock.once('close', () => conns.delete(sock));
           sock.setNoDelay(true);
           sock.on('error', () => {}); // resets are the client's business
-          sock.write(greeting);
+          sock.write(greet(sock.remoteAddress?.replace(/^::ffff:/, '')));
           sock.pipe(sock);
         });
         await new Promise<void>((resolve, reject) => {
@@ -72,7 +76,7 @@ export async function startEchoServer(opts: EchoServerOptions): Promise<EchoServ
       if (opts.udp) {
         const sock = dgram.createSocket('udp4');
         sock.on('message', (_msg, rinfo) => {
-          sock.send(greeting, rinfo.port, rinfo.address);
+          sock.send(greet(rinfo.address), rinfo.port, rinfo.address);
         });
         await new Promise<void>((resolve, reject) => {
           sock.once('error', reject);
@@ -101,6 +105,7 @@ function parseCli(argv: string[]): EchoServerOptions {
       udp: { type: 'boolean', default: false },
       both: { type: 'boolean', default: false },
       host: { type: 'string', default: '0.0.0.0' },
+      peer: { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -114,6 +119,7 @@ function parseCli(argv: string[]): EchoServerOptions {
     tcp: values.both || !values.udp,
     udp: values.both || values.udp,
     host: values.host,
+    peer: values.peer,
   };
 }
 
