@@ -654,8 +654,11 @@ int main(void)
 	s.debug = strcmp(env("HYPHA_CNI_LOG"), "debug") == 0;
 	s.command_name = env("CNI_COMMAND");
 
+	/* Run by hand without a command (or on a terminal): say so rather than wait for stdin. */
+	if (!*s.command_name)
+		fail(&s, ERR_INVALID_ENV, "CNI_COMMAND is not set (this is a CNI plugin: a container runtime runs it)");
 	size_t in_len = 0;
-	char *in = read_stdin(&s, &in_len);
+	char *in = isatty(STDIN_FILENO) ? calloc(1, 1) : read_stdin(&s, &in_len);
 	json_error_t jerr;
 	memset(&jerr, 0, sizeof(jerr));
 	json_t *config = in_len > 0 ? json_loadb(in, in_len, 0, &jerr) : NULL;
@@ -664,8 +667,6 @@ int main(void)
 		snprintf(s.cni_version, sizeof(s.cni_version), "%s", json_string_value(cv));
 
 	char q[160];
-	if (!*s.command_name)
-		fail(&s, ERR_INVALID_ENV, "CNI_COMMAND is not set");
 	size_t c = 0;
 	while (c < N_COMMANDS && strcmp(s.command_name, commands[c].name) != 0)
 		c++;
