@@ -14,7 +14,7 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import { CNI_ERR, CniError, toCniError } from './errors.ts';
 import { attachmentKey, deliverQueuedDel, queuedDelFor, replayDelQueueLocked, type ReplayResult } from './del-queue.ts';
 import { MAX_REQUEST_BYTES, errorResponse, okResponse, parseAgentRequest, type AgentRequest, type AgentResponse } from './protocol.ts';
-import { renderResult, renderVersion } from './spec.ts';
+import { isCniCommand, renderResult, renderVersion } from './spec.ts';
 import type { CniHandler } from './types.ts';
 
 export { replayDelQueue, type ReplayResult } from './del-queue.ts';
@@ -209,7 +209,8 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
         throw new CniError(CNI_ERR.DECODE, `the request is not JSON: ${(err as Error).message}`);
       }
       const r = raw as Record<string, unknown>;
-      if (typeof r?.command === 'string') command = r.command.slice(0, 16);
+      // A metric label: only the known commands, whatever a client sends.
+      command = isCniCommand(r?.command) ? r.command : 'invalid';
       fields = { containerId: r?.containerId, netns: r?.netns, ifname: r?.ifname };
       const parsed = parseAgentRequest(raw, { onWarning: (m) => (warning = m) });
       response = await dispatch(parsed);
