@@ -1,8 +1,11 @@
 // `make demo`: a local Kubernetes cluster on this machine, with no Docker and
-// no real device touched. A control-plane host runs kube-apiserver and etcd;
-// two nodes each run the Hypha agent (the kube-proxy replacement) watching
-// it; pods and an outside host are network namespaces. Demo Services are
-// created through the API and requests are shown spread over their backends.
+// no real device touched. A control-plane host runs kube-apiserver, etcd and
+// the Hypha operator (a pod CIDR per node, HyphaNodes); three nodes each run
+// the Hypha agent, which makes every pod through the CNI plugin (invoked as a
+// container runtime invokes it), routes between the nodes and replaces
+// kube-proxy; pods and an outside host are network namespaces. Demo Services
+// are created through the API and requests are shown spread over their
+// backends.
 //
 //   node scripts/demo.ts          set up, show, and keep running until Ctrl-C
 //   node scripts/demo.ts --once   set up, show, tear down
@@ -14,7 +17,7 @@ import { run } from '../test/e2e/lib/proc.ts';
 import { type Host, type Pod, Topology, TOOLS_DIR, toolArgv } from '../test/e2e/lib/topology.ts';
 
 const { values } = parseArgs({ options: { once: { type: 'boolean', default: false } } });
-const STEPS = 7;
+const STEPS = 9;
 const step = (n: number, text: string): void => {
   process.stdout.write(`\n[${n}/${STEPS}] ${text}\n`);
 };
@@ -34,8 +37,8 @@ const pending: ServiceSpec = { name: 'pending', clusterIP: '10.96.0.99', ports: 
 
 Topology.sweepStale();
 const started = performance.now();
-step(1, 'starting the control plane (kube-apiserver + etcd) and two nodes, each with a Hypha agent');
-const c = await Cluster.create({ name: 'demo', nodes: 2, externalMode: 'auto', log: (s) => process.stdout.write(`    ${s}\n`) });
+step(1, 'starting the control plane (kube-apiserver, etcd, the Hypha operator) and three nodes, each with a Hypha agent');
+const c = await Cluster.create({ name: 'demo', nodes: 3, ipam: 'cluster-pool', externalMode: 'auto', externalHosts: ['outside'], log: (s) => process.stdout.write(`    ${s}\n`) });
 let stopping = false;
 const teardown = async (): Promise<void> => {
   if (stopping) return;
@@ -45,16 +48,33 @@ const teardown = async (): Promise<void> => {
   process.stdout.write('done\n');
 };
 try {
-  const [n1, n2] = c.nodes as [typeof c.nodes[0], typeof c.nodes[0]];
-  process.stdout.write(`    API server https://${c.controlPlaneHost.ip}:6443; ${n1.name} ${n1.ip} (pods ${n1.podCidr}), ${n2.name} ${n2.ip} (pods ${n2.podCidr}); ready in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  const [n1, n2, n3] = c.nodes as [typeof c.nodes[0], typeof c.nodes[0], typeof c.nodes[0]];
+  process.stdout.write(`    API server https://${c.controlPlaneHost.ip}:6443; nodes ${c.nodes.map((n) => `${n.name} ${n.ip}`).join(', ')}; ready in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  for (const [i, a] of c.agents.entries()) {
+    const st = JSON.parse((await a.http('/status')).body) as { pods: { podCIDRs: string[] }; routing: { mode: string; routes: { dst: string; via: string; node: string }[] } };
+    process.stdout.write(`    ${c.nodes[i]!.name}: pod CIDR ${st.pods.podCIDRs.join(', ')} (from its HyphaNode, given by the operator); ${st.routing.mode} routes ${st.routing.routes.map((r) => `${r.dst} via ${r.via} (${r.node})`).join(', ')}\n`);
+  }
 
-  step(2, 'pods: web-1 on n1, web-2 and web-3 on n2, a client on n1; a host outside the cluster');
-  const pods: Pod[] = [await c.addServingPod(n1, 'web-1', '8080,5353'), await c.addServingPod(n2, 'web-2', '8080,5353'), await c.addServingPod(n2, 'web-3', '8080,5353')];
+  step(2, 'pods made by each node\'s agent through the CNI plugin: web-1 on n1, web-2 on n2, web-3 on n3, a client on n1');
+  const pods: Pod[] = [await c.addServingPod(n1, 'web-1', '8080,5353'), await c.addServingPod(n2, 'web-2', '8080,5353'), await c.addServingPod(n3, 'web-3', '8080,5353')];
   const client = await c.topo.addPod(n1, 'client');
-  const outside: Host = await c.topo.addExternalHost('outside');
+  const outside: Host = c.topo.hosts.find((h) => h.name === 'outside')!;
+  await c.topo.spawnReady(outside, toolArgv('echo-server', ['--name', 'outside', '--port', '9000', '--peer']));
   process.stdout.write(`    ${pods.map((p) => `${p.name} ${p.ip}`).join(', ')}; client ${client.ip}; outside ${outside.ip}\n`);
+  for (const [i, node] of c.nodes.entries()) {
+    const eps = await c.topo.exec(node, [HYPHA_BIN, 'endpoint', 'list', '--state-dir', c.agents[i]!.cniDirs.stateDir, '--pin-root', c.agents[i]!.opts.pinRoot]);
+    process.stdout.write(`    \`hypha endpoint list\` on ${node.name}:\n${indent(eps.stdout).replace(/^/gm, '  ')}\n`);
+  }
 
-  step(3, 'Services and EndpointSlices created through the API (what the endpoints controller would write)');
+  step(3, 'pod to pod across nodes, and out of the cluster (masqueraded to the node\'s address)');
+  for (const p of pods) {
+    const r = await c.topo.execJson<{ ok: boolean; reply?: string; error?: string }>(client, toolArgv('client', ['once', '--to', `${p.ip}:8080`]), { allowFail: true });
+    process.stdout.write(`    client (${n1.name}) -> ${p.name} ${p.ip} on ${p.node.name}: ${r.ok ? 'connected' : r.error}\n`);
+  }
+  const out = await c.topo.execJson<{ ok: boolean; reply?: string; error?: string }>(client, toolArgv('client', ['once', '--to', `${outside.ip}:9000`]), { allowFail: true });
+  process.stdout.write(`    client ${client.ip} -> outside ${outside.ip}:9000: ${out.ok ? `the outside host saw the connection come from ${out.reply?.split(' ')[1]} (${n1.name}'s address)` : out.error}\n`);
+
+  step(4, 'Services and EndpointSlices created through the API (what the endpoints controller would write)');
   await c.applyService(web);
   await c.applySlice(web, Cluster.endpoints(pods), [{ name: 'http', port: 8080 }]);
   await c.applyService(dns);
@@ -65,16 +85,16 @@ try {
   const list = await c.topo.exec(n1, [HYPHA_BIN, 'service', 'list', '--pin-root', agent1.opts.pinRoot]);
   process.stdout.write(`    on n1, \`hypha service list\` (read from the pinned BPF maps):\n${indent(list.stdout)}\n`);
 
-  step(4, 'client pod on n1 -> ClusterIP 10.96.0.10:80 (60 TCP connections) and 10.96.0.53:53/UDP (30 datagrams)');
+  step(5, 'client pod on n1 -> ClusterIP 10.96.0.10:80 (60 TCP connections) and 10.96.0.53:53/UDP (30 datagrams)');
   process.stdout.write(`${histogram(await c.topo.execJson<LoopResult>(client, toolArgv('client', ['loop', '--to', '10.96.0.10:80', '--count', '60'])))}\n`);
   process.stdout.write(`${histogram(await c.topo.execJson<LoopResult>(client, toolArgv('client', ['loop', '--to', '10.96.0.53:53', '--count', '30', '--udp'])))}\n`);
 
-  step(5, 'outside host -> NodePort 30080 on each node (a backend on the other node is reached through it)');
-  for (const node of [n1, n2]) {
+  step(6, 'outside host -> NodePort 30080 on each node (backends on the other nodes are reached through it)');
+  for (const node of [n1, n2, n3]) {
     process.stdout.write(`    via ${node.name} ${node.ip}:30080\n${histogram(await c.topo.execJson<LoopResult>(outside, toolArgv('client', ['loop', '--to', `${node.ip}:30080`, '--count', '45'])))}\n`);
   }
 
-  step(6, 'an EndpointSlice change through the API reaches the datapath at once; a Service with no backend refuses');
+  step(7, 'an EndpointSlice change through the API reaches the datapath at once; a Service with no backend refuses');
   const t0 = performance.now();
   await c.applySlice(web, Cluster.endpoints(pods.slice(0, 2)), [{ name: 'http', port: 8080 }]);
   while ((agent1.backendsOf('10.96.0.10:80/TCP')?.length ?? 3) !== 2) await new Promise((r) => setTimeout(r, 1));
@@ -85,9 +105,15 @@ try {
   const drops = await c.topo.exec(n1, [HYPHA_BIN, 'bpf', 'drops', '--pin-root', agent1.opts.pinRoot]);
   process.stdout.write(`    \`hypha bpf drops\` on n1:\n${indent(drops.stdout)}\n`);
 
-  step(7, 'the agent on n1 (`hypha status`)');
+  step(8, 'the agent on n1 (`hypha status`)');
   const status = await c.topo.exec(n1, [HYPHA_BIN, 'status', '--pin-root', agent1.opts.pinRoot]);
   process.stdout.write(`${indent(status.stdout)}\n`);
+
+  step(9, 'a pod deleted: the runtime\'s DEL through the plugin removes its veth, address and datapath entry');
+  const gone = await c.topo.addPod(n2, 'short-lived');
+  await c.topo.removePod(gone);
+  const left = await c.topo.exec(n2, [HYPHA_BIN, 'endpoint', 'list', '--state-dir', c.agents[1]!.cniDirs.stateDir, '--pin-root', c.agents[1]!.opts.pinRoot, '--json']);
+  process.stdout.write(`    short-lived (${gone.ip}) added and deleted on n2; endpoints left there: ${(JSON.parse(left.stdout) as { pod?: { name: string } }[]).map((e) => e.pod?.name).join(', ')}\n`);
 
   if (values.once) {
     await teardown();
@@ -99,6 +125,7 @@ The cluster keeps running. In another shell, as root:
     ${inNs(outside.netns)} ${NODE_BIN} ${TOOLS_DIR}client.ts loop --to ${n2.ip}:30080 --count 20
     ${inNs(n1.netns)} ${HYPHA_BIN} status --pin-root ${agent1.opts.pinRoot}
     ${inNs(n1.netns)} ${HYPHA_BIN} service list --pin-root ${agent1.opts.pinRoot}
+    ${inNs(n1.netns)} ${HYPHA_BIN} endpoint list --state-dir ${agent1.cniDirs.stateDir} --pin-root ${agent1.opts.pinRoot}
     ${inNs(n1.netns)} ${NODE_BIN} -e "fetch('http://127.0.0.1:9890/metrics').then(r => r.text()).then(console.log)"
 The API server (admin kubeconfig for this machine): ${c.cp.hostKubeconfigPath}
     (e.g. with @kubernetes/client-node, or kubectl --kubeconfig if you have one)
