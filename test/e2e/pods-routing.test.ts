@@ -31,6 +31,14 @@ for (const mode of ['native', 'vxlan'] as const) {
     before(async () => {
       c = await Cluster.create({ name: `rt${mode.slice(0, 2)}`, nodes: 3, ipam: 'cluster-pool', routing: mode, externalMode: 'xdp', externalHosts: ['outside'] });
       outside = c.topo.hosts.find((h) => h.name === 'outside')!;
+      if (mode === 'vxlan') {
+        // As between nodes on different networks, whose routers know nothing
+        // of pod CIDRs: the underlay drops every frame addressed to a pod.
+        // Only the tunnel (and masquerade) can get traffic to pods across.
+        await c.topo.exec(c.topo.fabric, ['nft', '-f', '-'], {
+          input: `table bridge ${c.topo.prefix}underlay {\n chain nopods { type filter hook forward priority 0; policy accept; ip daddr 10.244.0.0/16 counter drop; }\n}\n`,
+        });
+      }
       await c.topo.spawnReady(outside, toolArgv('echo-server', ['--name', 'outside', '--port', '9000', '--both', '--peer']));
       const [n1, n2, n3] = c.nodes as [typeof c.nodes[0], typeof c.nodes[0], typeof c.nodes[0]];
       for (const [name, node] of [['a1', n1], ['a2', n1], ['b', n2], ['c', n3]] as const) {
@@ -84,6 +92,16 @@ for (const mode of ['native', 'vxlan'] as const) {
       }
       const vx = await c.topo.exec(n1, ['ip', '-d', 'link', 'show', 'dev', 'hypha_vxlan'], { allowFail: true });
       assert.equal(vx.code === 0, mode === 'vxlan', vx.stdout + vx.stderr);
+      if (mode === 'vxlan') {
+        assert.match(vx.stdout, /vxlan id 1 .*dstport 8472/);
+        // The underlay filter is real: a frame addressed to a pod straight
+        // over the fabric (not through the tunnel) does not get through.
+        const probe = await c.topo.exec(outside, ['ip', 'route', 'get', pods.c!.ip], { allowFail: true });
+        await c.topo.exec(outside, ['ip', 'route', 'replace', `${pods.c!.ip}/32`, 'via', c.nodes[2]!.ip]);
+        const r = await once(outside, `${pods.c!.ip}:8080`);
+        await c.topo.exec(outside, ['ip', 'route', 'del', `${pods.c!.ip}/32`]);
+        assert.equal(r.ok, false, `pod addresses do not cross the underlay (${probe.stdout.trim()}): ${JSON.stringify(r)}`);
+      }
     });
 
     test('a pod reaches a ClusterIP whose backends are on the other nodes', async () => {
