@@ -28,6 +28,7 @@ import { K8sSource } from './k8s-source.ts';
 import { LbSync } from './lb-sync.ts';
 import { type Metrics, createMetrics } from './metrics.ts';
 import { NodeState, deviceAddresses } from './node-state.ts';
+import { PodMetadata } from './pod-metadata.ts';
 import { Pods } from './pods.ts';
 import { Routing } from './routing.ts';
 import { serverPort, startServer } from './server.ts';
@@ -54,6 +55,7 @@ export class Agent {
   #client: KubeClient | undefined;
   #k8s: K8sSource | undefined;
   #nodes: ClusterNodesSource | undefined;
+  #podMeta: PodMetadata | undefined;
   #server: Server | undefined;
   #metrics: Metrics | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
@@ -162,7 +164,7 @@ export class Agent {
       ready: () => this.#ready,
       status: () => this.status(),
       registry: metrics.registry,
-      documents: { '/endpoints': () => this.#pods?.list() ?? [] },
+      documents: { '/endpoints': () => this.#pods?.list((ns, name) => this.#podMeta?.get(ns, name)) ?? [] },
     });
 
     const sync = this.#sync;
@@ -200,6 +202,10 @@ export class Agent {
         },
       });
       this.#nodes.start();
+      if (this.#pods) {
+        this.#podMeta = new PodMetadata();
+        this.#podMeta.start({ client, nodeName: this.cfg.node.name, log, hooks, silenceMs: k8s.silenceSeconds * 1000, resyncMs: k8s.resyncSeconds * 1000 });
+      }
       void this.#nodes.publishAddresses(this.#node.info.addresses).catch((err: Error) => log.warn({ err: err.message }, 'addresses not published on the HyphaNode'));
     } else {
       this.#source = new FileSource(this.cfg.services.files, { log });
@@ -296,7 +302,7 @@ export class Agent {
   status(): AgentStatus {
     const s = this.#sync?.status;
     const gc = this.#ctGc?.last;
-    const informers = [...(this.#k8s?.status() ?? []), ...(this.#nodes?.status() ?? [])];
+    const informers = [...(this.#k8s?.status() ?? []), ...(this.#nodes?.status() ?? []), ...(this.#podMeta?.status() ?? [])];
     return {
       node: this.nodeInfo(),
       ready: this.#ready,
@@ -326,6 +332,7 @@ export class Agent {
     this.#source?.stop();
     this.#k8s?.stop();
     this.#nodes?.stop();
+    this.#podMeta?.stop();
     this.#client?.close();
     this.#sync?.stop();
     await this.#routing?.stop();

@@ -124,8 +124,13 @@ export class Pods {
     log.info({ conflist: installed.conflist, binary: installed.binary, binaryChanged: installed.binaryChanged }, 'CNI configuration installed');
   }
 
-  list(): EndpointView[] {
-    return this.manager.list();
+  /** Endpoints, with their Pod objects' labels when `meta` knows them. */
+  list(meta?: (namespace: string, name: string) => { uid: string; labels: Record<string, string> } | undefined): EndpointView[] {
+    return this.manager.list().map((e) => {
+      const m = e.pod && meta ? meta(e.pod.namespace, e.pod.name) : undefined;
+      if (!m || (e.pod?.uid && m.uid && e.pod.uid !== m.uid)) return e;
+      return { ...e, labels: m.labels };
+    });
   }
 
   async resync(): Promise<void> {

@@ -54,10 +54,11 @@ export async function listEndpoints(o: EndpointListOptions): Promise<void> {
     return;
   }
   if (source !== 'agent') process.stdout.write(`(from ${source})\n`);
-  const rows = [['NAMESPACE', 'POD', 'CONTAINER', 'ADDRESS', 'INTERFACE', 'HOST VETH', 'DATAPATH']];
+  const rows = [['NAMESPACE', 'POD', 'CONTAINER', 'ADDRESS', 'INTERFACE', 'HOST VETH', 'LABELS', 'DATAPATH']];
   for (const e of eps) {
     const dp = e.datapath.attached && e.datapath.mapped ? 'ok' : [e.datapath.attached ? '' : 'programs missing', e.datapath.mapped ? '' : 'not in map'].filter(Boolean).join(', ');
-    rows.push([e.pod?.namespace ?? '-', e.pod?.name ?? '-', e.containerId.slice(0, 12), e.ip, e.ifname, `${e.hostIfname} (${e.hostIfindex})`, dp]);
+    const labels = e.labels ? Object.entries(e.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-' : '-';
+    rows.push([e.pod?.namespace ?? '-', e.pod?.name ?? '-', e.containerId.slice(0, 12), e.ip, e.ifname, `${e.hostIfname} (${e.hostIfindex})`, labels.length > 40 ? `${labels.slice(0, 39)}…` : labels, dp]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   for (const r of rows) process.stdout.write(`${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2))).join('')}\n`);

@@ -66,6 +66,8 @@ export interface EndpointManagerOptions {
 
 export interface EndpointView extends EndpointRecord {
   datapath: { attached: boolean; mapped: boolean };
+  /** The Pod object's labels, when the agent follows the API server. */
+  labels?: Record<string, string>;
 }
 
 export class EndpointManager implements CniHandler {

@@ -75,6 +75,16 @@ for (const mode of ['native', 'vxlan'] as const) {
       }
     });
 
+    test('the agent knows its pods\' labels from their Pod objects', async () => {
+      await c.core.createNamespacedPod({
+        namespace: 'default',
+        body: { metadata: { name: 'a1', labels: { app: 'a', tier: 'web' } }, spec: { nodeName: c.nodes[0]!.name, containers: [{ name: 'c', image: 'registry.k8s.io/pause:3.10.2' }] } },
+      });
+      await eventually('a1 has its labels', async () => (await c.agents[0]!.endpointList()).find((e) => e.pod?.name === 'a1' && (e as { labels?: Record<string, string> }).labels?.app === 'a'));
+      const a2 = (await c.agents[0]!.endpointList()).find((e) => e.pod?.name === 'a2') as { labels?: unknown } | undefined;
+      assert.equal(a2?.labels, undefined, 'a pod without a Pod object has no labels');
+    });
+
     test('pod to pod on one node and across nodes, both ways; the destination sees the pod\'s own address', async () => {
       for (const [from, to] of [['a1', 'a2'], ['a1', 'b'], ['a1', 'c'], ['c', 'a1'], ['b', 'c']] as const) {
         const r = await once(pods[from]!, `${pods[to]!.ip}:8080`);
