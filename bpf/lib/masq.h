@@ -9,6 +9,34 @@
 #include "lb.h"
 #include "snat.h"
 
+/* Can this packet be tracked for masquerade: TCP or UDP with ports, or an
+ * ICMP echo of the given direction (requests leave, replies come back). */
+static __always_inline int hypha_masq_keyable(const struct hypha_pkt4 *p, __u8 echo)
+{
+	if (p->frag != HYPHA_FRAG_NONE)
+		return 0;
+	if (p->proto == IPPROTO_ICMP)
+		return p->icmp_echo == echo;
+	return hypha_has_ports(p);
+}
+
+/* The flow's "ports": an echo request's identifier is its source port, an
+ * echo reply's its destination port, so request and reply keys line up as
+ * TCP's do. */
+static __always_inline __be16 hypha_masq_sport(const struct hypha_pkt4 *p)
+{
+	if (p->proto != IPPROTO_ICMP)
+		return p->sport;
+	return p->icmp_echo == HYPHA_ECHO_REQUEST ? p->icmp_id : 0;
+}
+
+static __always_inline __be16 hypha_masq_dport(const struct hypha_pkt4 *p)
+{
+	if (p->proto != IPPROTO_ICMP)
+		return p->dport;
+	return p->icmp_echo == HYPHA_ECHO_REPLY ? p->icmp_id : 0;
+}
+
 static __always_inline const struct hypha_ipcache_val *hypha_ipcache_lookup(hypha_ip4_t addr)
 {
 	struct hypha_ipcache_key k = { .prefixlen = 32, .addr = addr };
@@ -24,6 +52,7 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 	const struct hypha_ipcache_val *dst;
 	struct hypha_ct4_entry *out, *in, entry = {};
 	struct hypha_ct4_key key, rkey;
+	__be16 sport, dport;
 	__u8 flags;
 	int ret;
 
@@ -36,21 +65,25 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 	dst = hypha_ipcache_lookup(p->daddr);
 	if (dst && (dst->flags & HYPHA_IPC_F_CLUSTER))
 		return HYPHA_LB_PASS;
-	/* Without ports (ICMP, later fragments) there is nothing to map the
-	 * replies back by: not masqueraded (documented limit). */
-	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE)
+	/* TCP and UDP by their ports, ICMP echo requests by their identifier
+	 * (in the source port's place). Without either (other ICMP, later
+	 * fragments) there is nothing to map replies back by: not
+	 * masqueraded (a documented limit). */
+	if (!hypha_masq_keyable(p, HYPHA_ECHO_REQUEST))
 		return HYPHA_LB_PASS;
 	if (!cfg->snat_addr)
 		return -HYPHA_DROP_NO_SNAT_ADDR;
+	sport = hypha_masq_sport(p);
+	dport = hypha_masq_dport(p);
 
-	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_MASQ_OUT);
+	hypha_ct_key4(&key, p->saddr, p->daddr, sport, dport, p->proto, HYPHA_CT_MASQ_OUT);
 	out = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
 	if (out && !hypha_ct_expired(out, now) && !hypha_ct_is_reopen(out, p) &&
 	    out->nat_addr2 == cfg->snat_addr) {
 		hypha_ct_refresh(out, p, now);
 		/* The claim on the port lives as long as the flow does, also
 		 * when only this side speaks (UDP). */
-		hypha_ct_key4(&rkey, p->daddr, out->nat_addr2, p->dport, out->nat_port2, p->proto, HYPHA_CT_MASQ_IN);
+		hypha_ct_key4(&rkey, p->daddr, out->nat_addr2, dport, out->nat_port2, p->proto, HYPHA_CT_MASQ_IN);
 		in = bpf_map_lookup_elem(&hypha_ct4_v1, &rkey);
 		if (in)
 			hypha_ct_refresh(in, p, now);
@@ -62,10 +95,10 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 
 	flags = hypha_ct_next_flags(0, p);
 	entry.nat_addr = p->saddr;
-	entry.nat_port = p->sport;
+	entry.nat_port = sport;
 	entry.flags = flags;
 	entry.expires = now + hypha_ct_lifetime(p->proto, flags);
-	hypha_ct_key4(&rkey, p->daddr, cfg->snat_addr, p->dport, 0, p->proto, HYPHA_CT_MASQ_IN);
+	hypha_ct_key4(&rkey, p->daddr, cfg->snat_addr, dport, 0, p->proto, HYPHA_CT_MASQ_IN);
 	ret = hypha_snat_claim(&rkey, &entry, cfg, hypha_lb4_hash(p), now);
 	if (ret < 0)
 		return ret;
@@ -91,9 +124,9 @@ static __always_inline int hypha_masq_ingress(const struct hypha_pkt4 *p, struct
 	struct hypha_ct4_entry *in;
 	struct hypha_ct4_key key;
 
-	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE)
+	if (!hypha_masq_keyable(p, HYPHA_ECHO_REPLY))
 		return HYPHA_LB_PASS;
-	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_MASQ_IN);
+	hypha_ct_key4(&key, p->saddr, p->daddr, hypha_masq_sport(p), hypha_masq_dport(p), p->proto, HYPHA_CT_MASQ_IN);
 	in = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
 	if (!in || hypha_ct_expired(in, now))
 		return HYPHA_LB_PASS;

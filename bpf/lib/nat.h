@@ -58,8 +58,37 @@ static __always_inline int hypha_tc_rewrite(struct __sk_buff *skb, __u32 csum_of
 	}
 }
 
-static __always_inline int hypha_tc_nat4(struct __sk_buff *skb, const struct hypha_pkt4 *p,
-					 const struct hypha_nat4 *n)
+/* ICMP echo (masquerade): addresses are not in the ICMP checksum, the
+ * identifier is; "sport" (requests) and "dport" (replies) name the
+ * identifier's new value. */
+#define HYPHA_ICMP_CSUM_OFF(p) ((p)->l4_off + 2)
+#define HYPHA_ICMP_ID_OFF(p) ((p)->l4_off + 4)
+
+static __always_inline int hypha_tc_nat4_icmp(struct __sk_buff *skb, const struct hypha_pkt4 *p,
+					      const struct hypha_nat4 *n)
+{
+	if (n->what & HYPHA_NAT_SADDR) {
+		if (bpf_l3_csum_replace(skb, HYPHA_IP_CSUM_OFF, p->saddr, n->saddr, 4) ||
+		    bpf_skb_store_bytes(skb, HYPHA_IP_SADDR_OFF, &n->saddr, 4, 0))
+			return -HYPHA_DROP_NAT_FAILED;
+	}
+	if (n->what & HYPHA_NAT_DADDR) {
+		if (bpf_l3_csum_replace(skb, HYPHA_IP_CSUM_OFF, p->daddr, n->daddr, 4) ||
+		    bpf_skb_store_bytes(skb, HYPHA_IP_SADDR_OFF + 4, &n->daddr, 4, 0))
+			return -HYPHA_DROP_NAT_FAILED;
+	}
+	if (n->what & (HYPHA_NAT_SPORT | HYPHA_NAT_DPORT)) {
+		__be16 id = (n->what & HYPHA_NAT_SPORT) ? n->sport : n->dport;
+
+		if (bpf_l4_csum_replace(skb, HYPHA_ICMP_CSUM_OFF(p), p->icmp_id, id, 2) ||
+		    bpf_skb_store_bytes(skb, HYPHA_ICMP_ID_OFF(p), &id, 2, 0))
+			return -HYPHA_DROP_NAT_FAILED;
+	}
+	return 0;
+}
+
+static __always_inline int hypha_tc_nat4_ports(struct __sk_buff *skb, const struct hypha_pkt4 *p,
+					       const struct hypha_nat4 *n)
 {
 	__u32 csum_off = p->l4_off + (p->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
 							      : offsetof(struct udphdr, check));
@@ -75,6 +104,14 @@ static __always_inline int hypha_tc_nat4(struct __sk_buff *skb, const struct hyp
 				       p->sport, n->sport, p->dport, n->dport,
 				       !!(n->what & HYPHA_NAT_SPORT), !!(n->what & HYPHA_NAT_DPORT), 2);
 	return ret;
+}
+
+static __always_inline int hypha_tc_nat4(struct __sk_buff *skb, const struct hypha_pkt4 *p,
+					 const struct hypha_nat4 *n)
+{
+	if (p->proto == IPPROTO_ICMP)
+		return hypha_tc_nat4_icmp(skb, p, n);
+	return hypha_tc_nat4_ports(skb, p, n);
 }
 
 /* XDP: frames from a wire carry complete checksums; update them in place. */

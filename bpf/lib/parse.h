@@ -43,7 +43,18 @@ struct hypha_pkt4 {
 	__u16 l4_off;
 	__u16 pad;
 	__u32 len;
+	/* ICMP echo request or reply (not a fragment): its identifier, which
+	 * masquerade maps as it maps ports. */
+	__be16 icmp_id;
+	__u8 icmp_echo;		/* HYPHA_ICMP_ECHO_REQUEST / _REPLY, 0 otherwise */
+	__u8 pad2;
 };
+
+#define HYPHA_ICMP_ECHO_REQUEST 8
+#define HYPHA_ICMP_ECHO_REPLY 0
+/* icmp_echo values: the type + 1, so 0 means "not an echo". */
+#define HYPHA_ECHO_REQUEST (HYPHA_ICMP_ECHO_REQUEST + 1)
+#define HYPHA_ECHO_REPLY (HYPHA_ICMP_ECHO_REPLY + 1)
 
 static __always_inline int hypha_parse4(void *data, void *data_end, struct hypha_pkt4 *p)
 {
@@ -100,6 +111,16 @@ static __always_inline int hypha_parse4(void *data, void *data_end, struct hypha
 			return -HYPHA_DROP_INVALID_PACKET;
 		p->sport = uh->source;
 		p->dport = uh->dest;
+	} else if (p->proto == IPPROTO_ICMP && p->frag == HYPHA_FRAG_NONE) {
+		/* type, code, checksum, identifier, sequence */
+		__u8 *ih = l4;
+
+		if ((void *)(ih + 8) > data_end)
+			return -HYPHA_DROP_INVALID_PACKET;
+		if (ih[0] == HYPHA_ICMP_ECHO_REQUEST || ih[0] == HYPHA_ICMP_ECHO_REPLY) {
+			p->icmp_echo = ih[0] + 1;
+			p->icmp_id = *(__be16 *)(ih + 4);
+		}
 	}
 	return HYPHA_PARSE_OK;
 }

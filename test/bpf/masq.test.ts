@@ -113,6 +113,23 @@ describe('masquerade (BPF_PROG_TEST_RUN)', () => {
     assert.ok(DropReason.NAT_NO_PORT > 0);
   });
 
+  test('ping: an echo request leaves with the node\'s address and another identifier; the reply comes back to the pod with its own', () => {
+    const req = send('toNetdev', { src: POD, dst: OUTSIDE, proto: 'icmp', icmpId: 4242, payload: 'ping' });
+    assert.equal(req.verdict, TC_ACT_OK);
+    assert.deepEqual([req.p.src, req.p.dst, req.p.ipChecksumOk, req.p.icmp?.type, req.p.icmp?.checksumOk], [NODE_IP, OUTSIDE, true, 8, true]);
+    const id = req.p.icmp?.id ?? 0;
+    assert.ok(id >= 61000 && id <= 65535, `identifier ${id} from the SNAT range`);
+    // The next request of the same ping keeps its identifier.
+    assert.equal(send('toNetdev', { src: POD, dst: OUTSIDE, proto: 'icmp', icmpId: 4242, payload: 'ping' }).p.icmp?.id, id);
+    const reply = send('fromNetdev', { src: OUTSIDE, dst: NODE_IP, proto: 'icmp', icmpType: 0, icmpId: id, payload: 'ping' });
+    assert.deepEqual([reply.verdict, reply.p.dst, reply.p.ipChecksumOk, reply.p.icmp?.id, reply.p.icmp?.checksumOk], [TC_ACT_OK, POD, true, 4242, true]);
+    // An echo reply for an identifier nobody holds is the node's own.
+    const other = send('fromNetdev', { src: OUTSIDE, dst: NODE_IP, proto: 'icmp', icmpType: 0, icmpId: 7, payload: 'x' });
+    assert.equal(other.p.dst, NODE_IP);
+    // Other ICMP (here: a timestamp request) is not masqueraded.
+    assert.equal(send('toNetdev', { src: POD, dst: OUTSIDE, proto: 'icmp', icmpType: 13, payload: 'x' }).p.src, POD);
+  });
+
   test('a packet to the node that is not a reply of a masqueraded flow is left alone', () => {
     const r = send('fromNetdev', { src: OUTSIDE, dst: NODE_IP, proto: 'tcp', sport: 443, dport: 61234, flags: ['SYN'] });
     assert.deepEqual([r.verdict, r.p.dst, r.p.dport], [TC_ACT_OK, NODE_IP, 61234]);

@@ -134,6 +134,9 @@ for (const mode of ['native', 'vxlan'] as const) {
         const udp = await c.topo.execJson<OnceResult>(pod, toolArgv('client', ['once', '--to', `${outside.ip}:9000`, '--udp', '--timeout', '3000']), { allowFail: true });
         assert.equal(udp.reply, `outside ${pod.node.ip}`, `${name} UDP: ${JSON.stringify(udp)}`);
       }
+      // ping too (ICMP echo, its identifier mapped like a port).
+      const ping = await c.topo.exec(pods.c!, ['ping', '-c', '2', '-W', '2', '-q', outside.ip], { allowFail: true });
+      assert.equal(ping.code, 0, `ping from a pod to the outside: ${ping.stdout}${ping.stderr}`);
       const agent = c.agents[0]!;
       const masq = agent.conntrack().filter((e) => e.key.dir === CtDir.MASQ_OUT && e.key.saddr === pods.a1!.ip);
       assert.ok(masq.length >= 2, 'the masqueraded flows are in conntrack');

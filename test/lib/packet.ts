@@ -31,6 +31,9 @@ export interface PacketSpec {
   moreFragments?: boolean;
   /** UDP: send a zero ("no checksum") checksum. */
   noUdpChecksum?: boolean;
+  /** ICMP: type (default 8, echo request) and echo identifier (default 1). */
+  icmpType?: number;
+  icmpId?: number;
   /** Cut the frame to this many bytes after building it. */
   truncate?: number;
 }
@@ -97,8 +100,8 @@ export function buildPacket(s: PacketSpec): Uint8Array {
       dv.setUint16(l4 + 6, c === 0 ? 0xffff : c);
     }
   } else {
-    buf[l4] = 8; // echo request
-    dv.setUint16(l4 + 4, 1);
+    buf[l4] = s.icmpType ?? 8; // echo request
+    dv.setUint16(l4 + 4, s.icmpId ?? 1);
     dv.setUint16(l4 + 6, 1);
     buf.set(payload, l4 + 8);
     dv.setUint16(l4 + 2, ~onesSum(buf, l4, l4 + l4len) & 0xffff);
@@ -121,7 +124,7 @@ export interface ParsedPacket {
   /** L4 checksum verifies (for UDP, a zero checksum counts as "none"). */
   l4ChecksumOk?: boolean;
   udpChecksum?: number;
-  icmp?: { type: number; code: number; checksumOk: boolean; quoted?: { src: string; dst: string; proto: number; sport: number; dport: number } };
+  icmp?: { type: number; code: number; checksumOk: boolean; id?: number; quoted?: { src: string; dst: string; proto: number; sport: number; dport: number } };
   length: number;
 }
 
@@ -161,6 +164,7 @@ export function parsePacket(buf: Uint8Array): ParsedPacket {
   } else if (out.proto === ICMP) {
     const type = buf[l4]!;
     const icmp: NonNullable<ParsedPacket['icmp']> = { type, code: buf[l4 + 1]!, checksumOk: onesSum(buf, l4, l4 + l4len) === 0xffff };
+    if (type === 8 || type === 0) icmp.id = dv.getUint16(l4 + 4);
     if (type === 3 && l4len >= 8 + 28) {
       const q = l4 + 8;
       const qihl = (buf[q]! & 15) * 4;
