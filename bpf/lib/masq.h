@@ -76,7 +76,12 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 	sport = hypha_masq_sport(p);
 	dport = hypha_masq_dport(p);
 
-	hypha_ct_key4(&key, p->saddr, p->daddr, sport, dport, p->proto, HYPHA_CT_MASQ_OUT);
+	hypha_ct_key4(&key, p->saddr, p->daddr, sport, dport, p->proto, HYPHA_CT_INBOUND);
+	in = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	if (in && !hypha_ct_expired(in, now))
+		return HYPHA_LB_PASS; /* the pod answers a flow the outside opened */
+
+	key.dir = HYPHA_CT_MASQ_OUT;
 	out = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
 	if (out && !hypha_ct_expired(out, now) && !hypha_ct_is_reopen(out, p) &&
 	    out->nat_addr2 == cfg->snat_addr) {
@@ -93,6 +98,11 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 		return HYPHA_LB_NAT;
 	}
 
+	/* Only a flow the pod opens is masqueraded: a TCP segment other than
+	 * a SYN without a translation belongs to a connection opened from
+	 * outside (or before the agent was there), and leaves as it is. */
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (HYPHA_TCP_SYN | HYPHA_TCP_ACK)) != HYPHA_TCP_SYN)
+		return HYPHA_LB_PASS;
 	flags = hypha_ct_next_flags(0, p);
 	entry.nat_addr = p->saddr;
 	entry.nat_port = sport;
@@ -135,6 +145,32 @@ static __always_inline int hypha_masq_ingress(const struct hypha_pkt4 *p, struct
 	nat->dport = in->nat_port;
 	nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;
 	return HYPHA_LB_NAT;
+}
+
+/* On the way to a local pod (to_pod): a flow opened from outside the
+ * cluster straight to the pod (its address routed there) is noted, so the
+ * pod's answers are not masqueraded (they must keep the address the client
+ * dialled). Written when the first packet arrives, refreshed by later ones. */
+static __always_inline void hypha_masq_note_inbound(const struct hypha_pkt4 *p, __u32 now)
+{
+	const struct hypha_ipcache_val *src;
+	struct hypha_ct4_entry *e, entry = {};
+	struct hypha_ct4_key key;
+
+	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE)
+		return;
+	src = hypha_ipcache_lookup(p->saddr);
+	if (src && (src->flags & HYPHA_IPC_F_CLUSTER))
+		return;
+	hypha_ct_key4(&key, p->daddr, p->saddr, p->dport, p->sport, p->proto, HYPHA_CT_INBOUND);
+	e = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	if (e && !hypha_ct_expired(e, now)) {
+		hypha_ct_refresh(e, p, now);
+		return;
+	}
+	entry.flags = hypha_ct_next_flags(0, p);
+	entry.expires = now + hypha_ct_lifetime(p->proto, entry.flags);
+	bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY);
 }
 
 #endif /* HYPHA_LIB_MASQ_H */

@@ -117,6 +117,7 @@ static __always_inline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hy
 
 /* tc-only modes, next to hypha_lb4_new_flow's. */
 #define HYPHA_TC_MASQ_REPLIES (1 << 8)	/* external device: replies to masqueraded pod flows */
+#define HYPHA_TC_NOTE_INBOUND (1 << 9)	/* to a pod: note flows opened from outside the cluster */
 
 /* scope: where the traffic comes from; forward: translate new and tracked
  * flows to frontends; reverse: restore frontends on replies; mode: see
@@ -171,6 +172,12 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 			}
 			return hypha_tc_exit(skb, ret, hook, &p, 0);
 		}
+	}
+	if (ret == HYPHA_LB_PASS && (mode & HYPHA_TC_NOTE_INBOUND)) {
+		if (!cfg)
+			cfg = bpf_map_lookup_elem(&hypha_config_v2, &zero);
+		if (cfg && (cfg->flags & HYPHA_CFG_MASQUERADE))
+			hypha_masq_note_inbound(&p, now);
 	}
 	if (ret == HYPHA_LB_NAT) {
 		ret = hypha_tc_nat4(skb, &p, &nat);

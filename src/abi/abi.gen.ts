@@ -21,6 +21,7 @@ export const CtDir = {
   REPLY: 2,
   MASQ_OUT: 3,
   MASQ_IN: 4,
+  INBOUND: 5,
 } as const;
 
 /** enum hypha_ct_flags */

@@ -130,6 +130,20 @@ describe('masquerade (BPF_PROG_TEST_RUN)', () => {
     assert.equal(send('toNetdev', { src: POD, dst: OUTSIDE, proto: 'icmp', icmpType: 13, payload: 'x' }).p.src, POD);
   });
 
+  test('a flow opened from outside straight to the pod: its answers keep the pod\'s address', () => {
+    // A UDP query from the world arrives for the pod (its address routed here).
+    assert.equal(send('toPod', { src: OUTSIDE, dst: POD, proto: 'udp', sport: 5000, dport: 53, payload: 'q' }).verdict, TC_ACT_OK);
+    const answer = send('toNetdev', { src: POD, dst: OUTSIDE, proto: 'udp', sport: 53, dport: 5000, payload: 'a' });
+    assert.deepEqual([answer.p.src, answer.p.sport], [POD, 53]);
+    // TCP: a segment that is not a SYN and has no translation is part of a
+    // connection the pod did not open; it is left alone too.
+    const ack = send('toNetdev', out({ sport: 8080, dport: 51000, flags: ['SYN', 'ACK'] }));
+    assert.deepEqual([ack.p.src, ack.p.sport], [POD, 8080]);
+    // From inside the cluster nothing is noted.
+    send('toPod', { src: '10.244.1.7', dst: POD, proto: 'udp', sport: 5001, dport: 53, payload: 'q' });
+    assert.equal(h.ct().filter((e) => e.key.dir === CtDir.INBOUND).length, 1);
+  });
+
   test('a packet to the node that is not a reply of a masqueraded flow is left alone', () => {
     const r = send('fromNetdev', { src: OUTSIDE, dst: NODE_IP, proto: 'tcp', sport: 443, dport: 61234, flags: ['SYN'] });
     assert.deepEqual([r.verdict, r.p.dst, r.p.dport], [TC_ACT_OK, NODE_IP, 61234]);

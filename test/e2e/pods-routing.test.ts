@@ -143,6 +143,21 @@ for (const mode of ['native', 'vxlan'] as const) {
       for (const m of masq) assert.ok(m.entry.nat_port2 >= 61000, `masquerade port ${m.entry.nat_port2} is above the NodePort and ephemeral ranges`);
     });
 
+    if (mode === 'native') {
+      test('an outside host that routes pod addresses reaches a pod directly, and the pod answers as itself (not masqueraded)', async () => {
+        const a1 = pods.a1!;
+        await c.topo.exec(outside, ['ip', 'route', 'replace', `${a1.ip}/32`, 'via', a1.node.ip]);
+        try {
+          const r = await once(outside, `${a1.ip}:8080`);
+          assert.equal(r.reply, `a1 ${outside.ip}`, JSON.stringify(r));
+          const u = await c.topo.execJson<OnceResult>(outside, toolArgv('client', ['once', '--to', `${a1.ip}:8080`, '--udp', '--timeout', '3000']), { allowFail: true });
+          assert.equal(u.reply, `a1 ${outside.ip}`, JSON.stringify(u));
+        } finally {
+          await c.topo.exec(outside, ['ip', 'route', 'del', `${a1.ip}/32`]);
+        }
+      });
+    }
+
     test('a node that leaves takes its route with it', async () => {
       const n3 = c.nodes[2]!;
       const cidr = `${pods.c!.ip.split('.').slice(0, 3).join('.')}.0/24`;

@@ -31,6 +31,8 @@ enum __attribute__((packed)) hypha_ct_dir {
 	HYPHA_CT_REPLY = 2,
 	HYPHA_CT_MASQ_OUT = 3,	/* pod -> outside, as the pod sent it: the source it gets */
 	HYPHA_CT_MASQ_IN = 4,	/* outside -> node:port, as the reply arrives: the pod it goes to */
+	HYPHA_CT_INBOUND = 5,	/* pod -> outside, keyed as the pod answers a flow the outside opened:
+				 * its replies leave unmasqueraded */
 };
 _Static_assert(sizeof(enum hypha_ct_dir) == 1, "ct dir is one byte");
 
