@@ -145,14 +145,9 @@ export class TestAgent {
 
   /** Log lines the agent printed (pino JSON). */
   logs(): Record<string, unknown>[] {
-    return (this.proc?.lines ?? []).flatMap((l) => {
-      try {
-        return [JSON.parse(l) as Record<string, unknown>];
-      } catch {
-        return [];
-      }
-    });
+    return this.proc?.jsonLines() ?? [];
   }
+
 
   /** The frontends as programmed in the pinned maps (read directly; bpffs is shared). */
   frontends(): FrontendView[] {

@@ -29,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { Address4 } from 'ip-address';
 import { pino, type Logger } from 'pino';
 import { createControlPlanePki, writeKubeconfig, type ControlPlanePki } from './pki.ts';
-import { formatArgv, run } from './proc.ts';
+import { formatArgv, makeTarget, run } from './proc.ts';
 
 export const APISERVER_PORT = 6443;
 export const ETCD_CLIENT_URL = 'http://127.0.0.1:2379';
@@ -118,14 +118,7 @@ export async function k8sBinaries(opts: { build?: boolean; log?: Logger } = {}):
   }
   opts.log?.info({ missing: missing(bins) }, 'building Kubernetes binaries (make k8s-bins); the first build takes many minutes');
   // Progress goes to our stderr: under `node --test` stdout belongs to the runner.
-  const code = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn(make[0] ?? 'make', [...make.slice(1).filter((a) => a !== '-s'), 'k8s-bins'], {
-      stdio: ['ignore', 2, 2],
-      env,
-    });
-    child.on('error', reject);
-    child.on('close', resolve);
-  });
+  const code = await makeTarget(make, 'k8s-bins', env);
   const after = await read();
   if (code !== 0 || missing(after).length > 0) {
     throw new ControlPlaneError('E_CP_BINARIES', `make k8s-bins exited with ${code}; still missing: ${missing(after).join(', ') || 'nothing'}`);

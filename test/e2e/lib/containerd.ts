@@ -41,7 +41,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { REPO_ROOT } from './apiserver.ts';
-import { formatArgv, isProcError, run, type RunResult } from './proc.ts';
+import { formatArgv, isProcError, makeTarget, run, type RunResult } from './proc.ts';
 import { pidAlive, prefixPid, type Node, type Proc, type Topology } from './topology.ts';
 
 const UNIX_PATH_MAX = 107;
@@ -147,14 +147,7 @@ export async function containerdBinaries(opts: { build?: boolean; log?: Logger }
     throw new ContainerdError('E_CTRD_BINARIES', `missing ${missing(bins).join(', ')}; run \`make containerd-bins\``);
   }
   opts.log?.info({ missing: missing(bins) }, 'building the container runtime (make containerd-bins); a cold build takes minutes');
-  const code = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn(make[0] ?? 'make', [...make.slice(1).filter((a) => a !== '-s'), 'containerd-bins'], {
-      stdio: ['ignore', 2, 2],
-      env,
-    });
-    child.on('error', reject);
-    child.on('close', resolve);
-  });
+  const code = await makeTarget(make, 'containerd-bins', env);
   const after = await read();
   if (code !== 0 || missing(after).length > 0) {
     throw new ContainerdError('E_CTRD_BINARIES', `make containerd-bins exited with ${code}; still missing: ${missing(after).join(', ') || 'nothing'}`);

@@ -97,12 +97,7 @@ export class TestOperator {
 
   /** Log lines it printed (pino JSON). */
   logs(): Record<string, unknown>[] {
-    return (this.proc?.lines ?? []).flatMap((l) => {
-      try {
-        return [JSON.parse(l) as Record<string, unknown>];
-      } catch {
-        return [];
-      }
-    });
+    return this.proc?.jsonLines() ?? [];
   }
+
 }

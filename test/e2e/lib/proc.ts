@@ -84,6 +84,16 @@ export interface RunOptions {
 
 const DEFAULT_RUN_TIMEOUT_MS = 60_000;
 
+/** `make <target>` with its output on our stderr (under `node --test`
+ *  stdout belongs to the runner): how the harness builds what is missing. */
+export function makeTarget(make: readonly string[], target: string, env: NodeJS.ProcessEnv): Promise<number | null> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(make[0] ?? 'make', [...make.slice(1).filter((a) => a !== '-s'), target], { stdio: ['ignore', 2, 2], env });
+    child.on('error', reject);
+    child.on('close', resolve);
+  });
+}
+
 /** Run argv to completion and collect its output. */
 export function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const [file, ...args] = argv;
@@ -260,6 +270,18 @@ export class Proc {
   get lines(): readonly string[] {
     return this.#lines;
   }
+  /** The stdout lines that are JSON objects (a pino logger's records). */
+  jsonLines(): Record<string, unknown>[] {
+    return this.lines.flatMap((l) => {
+      try {
+        const v = JSON.parse(l) as unknown;
+        return typeof v === 'object' && v !== null && !Array.isArray(v) ? [v as Record<string, unknown>] : [];
+      } catch {
+        return [];
+      }
+    });
+  }
+
 
   /** The last maxStderr bytes of stderr. */
   get stderr(): string {
