@@ -253,7 +253,7 @@ export class Agent {
     const mem = process.memoryUsage();
     this.#log.info({
       ready: true, node: this.cfg.node.name, services: this.#sync?.status.services ?? 0, port: this.port, external: this.#externalMode ?? 'none',
-      podCIDRs: this.#pods?.ipam.cidrs ?? [], endpoints: this.#pods?.list().length ?? 0,
+      podCIDRs: this.#pods?.ipam.cidrs ?? [], endpoints: this.#pods?.manager.records().length ?? 0,
       rssMb: Math.round(mem.rss / 1048576), heapMb: Math.round(mem.heapUsed / 1048576),
       heapTotalMb: Math.round(mem.heapTotal / 1048576), externalMb: Math.round(mem.external / 1048576),
     }, 'agent ready');
@@ -319,7 +319,7 @@ export class Agent {
       services: s?.services ?? 0,
       maps: this.#mapUsage(),
       conntrackGc: gc ? { deleted: gc.deleted, entries: gc.entries, ms: gc.ms, at: gc.at.toISOString(), nextSeconds: gc.nextSeconds } : null,
-      devices: { external: this.cfg.devices.external ?? null, externalMode: this.#externalMode ?? null, pods: this.#pods?.list().map((e) => e.hostIfname) ?? [] },
+      devices: { external: this.cfg.devices.external ?? null, externalMode: this.#externalMode ?? null, pods: this.#pods?.manager.records().map((e) => e.hostIfname) ?? [] },
       pods: this.#pods?.status() ?? null,
       routing: this.#routing?.status() ?? null,
       pinRoot: this.cfg.bpf.pinRoot,

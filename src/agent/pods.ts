@@ -142,7 +142,7 @@ export class Pods {
     return {
       socket: this.#o.cfg.socket, ready: why === undefined && this.#conflist !== null, notReady: why ?? null,
       podCIDRs: this.ipam.cidrs, addresses: { used: this.ipam.used, capacity: this.ipam.capacity },
-      endpoints: this.manager.list().length, conflist: this.#conflist ?? null,
+      endpoints: this.manager.records().length, conflist: this.#conflist ?? null,
     };
   }
 

@@ -96,6 +96,12 @@ export class EndpointManager implements CniHandler {
     return this.#reconciled ? this.#o.notReady() : 'it is still reconciling the endpoints it had';
   }
 
+  /** The records alone (no kernel queries): for counts and names. */
+  records(): EndpointRecord[] {
+    return this.#o.store.list();
+  }
+
+  /** Records with their datapath state (queries the kernel per endpoint). */
   list(): EndpointView[] {
     const dp = this.#o.datapath;
     return this.#o.store.list().map((r) => ({ ...r, datapath: { attached: dp.attached(r.hostIfindex), mapped: dp.lookup(r.ip) === r.hostIfindex } }));
