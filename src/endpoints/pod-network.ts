@@ -3,7 +3,6 @@
 // socket in its own namespace; the pod side through a socket opened inside
 // the pod's namespace for the request and closed after it.
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import { Rtnl } from '../datapath/rtnl.ts';
 import type { HostSide, PodNetwork, PodSide, VethCreated } from './ports.ts';
 
@@ -55,11 +54,8 @@ export class RtnlPodNetwork implements PodNetwork {
   }
 
   async configureHost(p: { hostIfname: string; hostIfindex: number; ip: string }): Promise<void> {
-    // Packets for the pod arrive from everywhere with sources the stack
-    // would otherwise filter (replies carrying a Service or node address).
-    for (const [k, v] of [['rp_filter', '0'], ['accept_local', '1']] as const) {
-      writeFileSync(`/proc/sys/net/ipv4/conf/${p.hostIfname}/${k}`, v);
-    }
+    // (The sysctls the datapath needs on this device are set when its
+    // programs are attached: Devices.attachPod.)
     await this.#host.batch((b) => b
       .linkSetUp(p.hostIfindex)
       .routeReplace({ dst: `${p.ip}/32`, ifindex: p.hostIfindex, scope: 'link', protocol: RTPROT_HYPHA }));
