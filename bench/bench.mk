@@ -42,3 +42,15 @@ bench-lb: build bpffs
 .PHONY: bench-control
 bench-control: build bpffs
 	$(NODE) bench/control-plane.ts $(BENCH_ARGS)
+
+# `make bench-cni`: CNI ADD and DEL latency (p50, p99) for 100 pods in a row
+# and 30 at once, Hypha's plugin next to the reference bridge + host-local
+# plugins (Debian's containernetworking-plugins) in the same run: exec'd
+# directly in a node netns, then through containerd (RunPodSandbox,
+# StopPodSandbox + RemovePodSandbox); plus where Hypha's time goes (launcher,
+# plugin, agent, each step of the agent's endpoint manager);
+# bench/results/cni.{json,png}. Takes about 2 minutes; the containerd binaries
+# come from `make containerd-bins`.
+.PHONY: bench-cni
+bench-cni: build bpffs containerd-bins
+	$(NODE) bench/cni.ts $(BENCH_ARGS)
