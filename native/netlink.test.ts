@@ -4,7 +4,7 @@
 // Messages are built by hand here; src/datapath/rtnl-codec.ts is the real encoder.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readlinkSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readlinkSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
 import * as bpf from './index.ts';
@@ -88,6 +88,15 @@ describe('netlinkOpen and netlinkTransact', () => {
   let root: NetlinkHandle;
 
   before(() => {
+    // A run that was killed left its namespace: remove those whose process is gone.
+    for (const old of (existsSync('/run/netns') ? readdirSync('/run/netns') : []).filter((n) => /^hypha-nl-\d+-/.test(n))) {
+      const pid = Number(old.split('-')[2]);
+      try {
+        process.kill(pid, 0);
+      } catch {
+        ip('netns', 'del', old);
+      }
+    }
     ip('netns', 'add', ns);
     ip('-n', ns, 'link', 'add', dummy, 'type', 'bridge');
     root = bpf.netlinkOpen();
