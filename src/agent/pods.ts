@@ -47,6 +47,7 @@ export class Pods {
   readonly ipam = new PodIpam();
   readonly manager: EndpointManager;
   readonly #o: PodsOptions;
+  readonly #net: RtnlPodNetwork;
   #server: CniServer | undefined;
   #cidrProblem = 'no pod CIDR yet';
   #conflist: string | null = null;
@@ -55,10 +56,11 @@ export class Pods {
     this.#o = opts;
     const used = new Gauge({ name: 'hypha_ipam_addresses', help: 'Pod addresses of this node, used and capacity', labelNames: ['state'], registers: [opts.registry] });
     const eps = new Gauge({ name: 'hypha_endpoints', help: 'Pod endpoints on this node', registers: [opts.registry] });
+    this.#net = new RtnlPodNetwork(opts.rtnl);
     this.manager = new EndpointManager({
       ipam: this.ipam,
       store: new EndpointStore(opts.cfg.stateDir),
-      net: new RtnlPodNetwork(opts.rtnl),
+      net: this.#net,
       datapath: {
         attach: (n) => opts.devices.attachPod(n),
         attached: (i) => opts.devices.podAttached(i),
@@ -150,5 +152,6 @@ export class Pods {
     // The conflist stays: a restart is not an uninstall (pods added meanwhile
     // get "try again later" from the plugin, and DELs are queued).
     await this.#server?.close();
+    this.#net.close();
   }
 }

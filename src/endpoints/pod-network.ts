@@ -21,11 +21,32 @@ export function randomMac(): string {
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
+/** Sockets for veth deletes. A delete waits ~20 ms in the kernel (the
+ *  device's unregistration, RCU grace periods); over the one socket whose
+ *  requests go one at a time, 30 pods deleted at once took 30 x 20 ms
+ *  (measured, bench-cni), while the kernel overlaps deletes made at once. */
+const DELETERS = 16;
+
 export class RtnlPodNetwork implements PodNetwork {
   readonly #host: Rtnl;
+  readonly #deleters: Rtnl[] = [];
+  #next = 0;
 
   constructor(host: Rtnl) {
     this.#host = host;
+  }
+
+  /** A socket for one delete: the pool's next, opened on first use. */
+  #deleter(): Rtnl {
+    const i = this.#next++ % DELETERS;
+    let r = this.#deleters[i];
+    if (!r || r.closed) this.#deleters[i] = r = Rtnl.open();
+    return r;
+  }
+
+  close(): void {
+    for (const r of this.#deleters) r.close();
+    this.#deleters.length = 0;
   }
 
   async createVeth(p: { hostIfname: string; podIfname: string; netnsPath: string; mtu: number }): Promise<VethCreated> {
@@ -62,7 +83,7 @@ export class RtnlPodNetwork implements PodNetwork {
   }
 
   async deleteVeth(hostIfname: string): Promise<boolean> {
-    return this.#host.linkDelete(hostIfname);
+    return this.#deleter().linkDelete(hostIfname);
   }
 
   async inspectHost(hostIfname: string, ip: string): Promise<HostSide | undefined> {
