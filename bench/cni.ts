@@ -25,7 +25,7 @@
 // per-request log line (time inside the agent) and the plugin's debug log
 // (a separate pass), and timed step by step in-process on node n3 (the
 // agent's endpoint manager with its real ports; see "step profile" below,
-// with two experiments that are not what the agent does).
+// in a process with the agent's thread pool).
 //
 //   node bench/cni.ts [--pods 100] [--concurrent 30] [--rounds 3] [--ctrd-pods 100] [--ctrd-rounds 2]
 //                     [--no-containerd] [--no-steps] [--plot-only]
@@ -347,10 +347,8 @@ async function plot(rows: Row[], json: string): Promise<void> {
 // pod network, BPF datapath loaded under a scratch pin root, endpoints map,
 // record store, IPAM) built in a process inside a node's netns, every port
 // call timed: where an ADD's time goes inside the agent, without the socket.
-// The two sysctls the attach writes (rp_filter, accept_local) are timed on
-// their own by writing them again.
 
-interface StepsArgs { pinRoot: string; stateDir: string; cidr: string; seq: string[]; conc: string[][]; experimentOnly: boolean }
+interface StepsArgs { pinRoot: string; stateDir: string; cidr: string; seq: string[]; conc: string[][] }
 type StepSamples = Record<string, number[]>;
 
 function timedPorts<T extends object>(target: T, methods: Record<string, string>, sink: StepSamples): T {
@@ -394,11 +392,7 @@ async function stepsChild(a: StepsArgs): Promise<void> {
   await manager.reconcile();
   const conf = { cniVersion: '1.1.0', name: 'hypha', type: 'hypha' };
   const req = (netns: string, i: string) => ({ containerId: idOf(`steps${i}`, 0), netns, ifname: 'eth0', args: { K8S_POD_NAMESPACE: 'bench', K8S_POD_NAME: `p${i}` }, path: [], config: conf });
-  const sysctl = (ifname: string): void => {
-    const t0 = performance.now();
-    for (const [k, v] of [['rp_filter', '0'], ['accept_local', '1']] as const) writeFileSync(`/proc/sys/net/ipv4/conf/${ifname}/${k}`, v);
-    (add['2 sysctls (rewritten)'] ??= []).push(performance.now() - t0);
-  };
+
   const out: Record<string, StepSamples> = {};
   const timedAdd = async (netns: string, i: string, total: StepSamples, m = manager): Promise<string> => {
     const t0 = performance.now();
@@ -411,10 +405,10 @@ async function stepsChild(a: StepsArgs): Promise<void> {
     await m.del(req(netns, i));
     (total['total (EndpointManager.del)'] ??= []).push(performance.now() - t0);
   };
-  if (!a.experimentOnly) {
+  {
     // Sequential.
     sink = add;
-    for (const [i, ns] of a.seq.entries()) sysctl(await timedAdd(ns, `s${i}`, add));
+    for (const [i, ns] of a.seq.entries()) await timedAdd(ns, `s${i}`, add);
     sink = del;
     for (const [i, ns] of a.seq.entries()) await timedDel(ns, `s${i}`, del);
     out['sequential ADD'] = add;
@@ -431,42 +425,6 @@ async function stepsChild(a: StepsArgs): Promise<void> {
     out['concurrent ADD'] = cadd;
     out['concurrent DEL'] = cdel;
   }
-  // Experiment (not what the agent does): the same concurrent rounds with a
-  // fresh rtnetlink socket in the node's netns for every host-side call, so
-  // requests do not queue behind each other on the agent's one socket.
-  const perCall = <A extends unknown[], R>(f: (n: RtnlPodNetwork, ...a: A) => Promise<R>) => async (...a: A): Promise<R> => {
-    const h = Rtnl.open();
-    try {
-      return await f(new RtnlPodNetwork(h), ...a);
-    } finally {
-      h.close();
-    }
-  };
-  const shared = new RtnlPodNetwork(host);
-  const xnet = timedPorts<PodNetwork>({
-    createVeth: perCall((n, p: Parameters<PodNetwork['createVeth']>[0]) => n.createVeth(p)),
-    configurePod: (p) => shared.configurePod(p),
-    configureHost: perCall((n, p: Parameters<PodNetwork['configureHost']>[0]) => n.configureHost(p)),
-    deleteVeth: perCall((n, name: string) => n.deleteVeth(name)),
-    inspectHost: (n, ip) => shared.inspectHost(n, ip), inspectPod: (ns, i) => shared.inspectPod(ns, i), listHostVeths: () => shared.listHostVeths(),
-  }, {
-    createVeth: 'veth create (peer in the pod netns)', configurePod: 'pod-side batch (open netns, addr, up, neigh, 2 routes)',
-    configureHost: 'host-side batch (up, /32 route)', deleteVeth: 'veth delete',
-  }, proxy);
-  const xmanager = new EndpointManager({
-    ipam: new PodIpam([a.cidr]), store: timedPorts(new EndpointStore(`${a.stateDir}-x`), { put: 'endpoint record write', remove: 'endpoint record delete' }, proxy), net: xnet, datapath, mtu: () => 1500, log: silent, notReady: () => undefined,
-  });
-  await xmanager.reconcile();
-  const xadd: StepSamples = {};
-  const xdel: StepSamples = {};
-  for (const [r, round] of a.conc.entries()) {
-    sink = xadd;
-    await Promise.all(round.map((ns, i) => timedAdd(ns, `x${r}x${i}`, xadd, xmanager)));
-    sink = xdel;
-    await Promise.all(round.map((ns, i) => timedDel(ns, `x${r}x${i}`, xdel, xmanager)));
-  }
-  out['concurrent ADD experiment'] = xadd;
-  out['concurrent DEL experiment'] = xdel;
   host.close();
   dp.close();
   process.stdout.write(`${JSON.stringify(out)}\n`);
@@ -478,16 +436,12 @@ async function stepProfile(topo: Topology, node: Node, work: string): Promise<Ro
   const conc = await Promise.all(Array.from({ length: ROUNDS }, (_, r) => scratches(topo, `k${r}x`, CONC)));
   const pinRoot = `/sys/fs/bpf/${topo.prefix}steps`;
   const rows: Row[] = [];
-  // Run 1: the agent's steps as they are, then experiment A; run 2 (a new
-  // process, so the thread pool size applies): experiment B.
-  const runs = [
-    { experimentOnly: false, env: {}, tag: 'experiment A, one rtnetlink socket per host-side call: ' },
-    { experimentOnly: true, env: { UV_THREADPOOL_SIZE: '32' }, tag: 'experiment B, A + UV_THREADPOOL_SIZE=32: ' },
-  ];
+  // A process of its own, with the thread pool bin/hypha gives the agent.
+  const runs = [{ env: { UV_THREADPOOL_SIZE: '16' } }];
   try {
     for (const [k, run_] of runs.entries()) {
       const args: StepsArgs = {
-        pinRoot, stateDir: path.join(work, `steps-state-${k}`), cidr: node.podCidr, experimentOnly: run_.experimentOnly,
+        pinRoot, stateDir: path.join(work, `steps-state-${k}`), cidr: node.podCidr,
         seq: seq.map((x) => topo.netnsPath(x)), conc: conc.map((c) => c.map((x) => topo.netnsPath(x))),
       };
       const argsFile = path.join(work, 'steps-args.json');
@@ -495,8 +449,8 @@ async function stepProfile(topo: Topology, node: Node, work: string): Promise<Ro
       const r = await topo.exec(node, [NODE_BIN, '--no-warnings', path.join(REPO, 'bench/cni.ts'), '--steps-child', argsFile], { timeoutMs: 600_000, env: { ...process.env, ...run_.env } });
       const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as Record<string, StepSamples>;
       for (const [phase, steps] of Object.entries(out)) {
-        const [mode, op, experiment] = phase.split(' ') as [Mode, Op, string | undefined];
-        for (const [step, xs] of Object.entries(steps)) rows.push({ plugin: 'hypha', via: 'in-process', mode, op, step: `${experiment ? run_.tag : ''}${step}`, ...stats(xs) });
+        const [mode, op] = phase.split(' ') as [Mode, Op];
+        for (const [step, xs] of Object.entries(steps)) rows.push({ plugin: 'hypha', via: 'in-process', mode, op, step, ...stats(xs) });
       }
       rmSync(pinRoot, { recursive: true, force: true });
     }
@@ -636,11 +590,11 @@ try {
   process.stdout.write(`hypha ADD split (${ok.length} sequential, plugin debug log on): total ${part((i) => split['total']![i]!)} ms = `
     + `launcher+exec+loading ${part((i) => split['total']![i]! - split['plugin']![i]!)} + plugin work and socket round trip ${part((i) => split['plugin']![i]! - split['agent']![i]!)} + agent ${part((i) => split['agent']![i]!)}\n`);
   if (stepRows.length > 0) {
-    process.stdout.write('\nhypha ADD / DEL inside the agent, step by step (in-process, ms; experiments, not what the agent does: A: one rtnetlink socket per host-side call, B: A + UV_THREADPOOL_SIZE=32):\n');
+    process.stdout.write('\nhypha ADD / DEL inside the agent, step by step (in-process, ms):\n');
     for (const phase of ['sequential ADD', 'concurrent ADD', 'sequential DEL', 'concurrent DEL']) {
       process.stdout.write(`  ${phase}\n`);
       for (const r of stepRows.filter((x) => `${x.mode} ${x.op}` === phase)) {
-        process.stdout.write(`    ${(r.step ?? '').replace(/^experiment (\w), [^:]*: /, '$1: ').padEnd(58)} p50 ${String(r.p50_ms).padStart(7)}  p99 ${String(r.p99_ms).padStart(7)}  mean ${String(r.mean_ms).padStart(7)}  (${r.samples})\n`);
+        process.stdout.write(`    ${(r.step ?? '').padEnd(58)} p50 ${String(r.p50_ms).padStart(7)}  p99 ${String(r.p99_ms).padStart(7)}  mean ${String(r.mean_ms).padStart(7)}  (${r.samples})\n`);
       }
     }
   }
