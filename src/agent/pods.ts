@@ -86,14 +86,21 @@ export class Pods {
     return this.ipam.cidrs.length === 0 ? this.#cidrProblem : undefined;
   }
 
+  /** The node's pod CIDRs now. None (not given yet, or a claim the operator
+   *  refused): new pods wait (11); the pods that exist keep their addresses. */
   setPodCidrs(cidrs: string[], problems: string[]): void {
     const before = this.ipam.cidrs.join(',');
-    if (cidrs.length > 0) {
+    this.#cidrProblem = problems[0] ?? 'no pod CIDR yet';
+    try {
       this.ipam.setCidrs(cidrs);
-    } else {
-      this.#cidrProblem = problems[0] ?? 'no pod CIDR yet';
+    } catch (err) {
+      this.ipam.setCidrs([]);
+      this.#cidrProblem = (err as Error).message;
     }
-    if (this.ipam.cidrs.join(',') !== before) this.#o.log.info({ podCIDRs: this.ipam.cidrs, capacity: this.ipam.capacity }, 'pod CIDR set');
+    if (this.ipam.cidrs.join(',') !== before) {
+      if (this.ipam.cidrs.length > 0) this.#o.log.info({ podCIDRs: this.ipam.cidrs, capacity: this.ipam.capacity }, 'pod CIDR set');
+      else this.#o.log.warn({ reason: this.#cidrProblem }, 'no pod CIDR: new pods wait');
+    }
   }
 
   async start(): Promise<void> {

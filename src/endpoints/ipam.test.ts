@@ -20,6 +20,17 @@ test('next-fit: a released address comes back only after the others', () => {
   assert.deepEqual(got, ['10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6', '10.0.0.1']);
 });
 
+test('being told the same CIDRs again keeps the next-fit position', () => {
+  const ipam = new PodIpam(['10.0.0.0/29']);
+  const a = ipam.allocate('a');
+  ipam.release(a);
+  ipam.setCidrs(['10.0.0.0/29']);
+  assert.equal(ipam.allocate('b'), '10.0.0.2');
+  ipam.setCidrs([]);
+  assert.throws(() => ipam.allocate('c'), (e: unknown) => isIpamError(e, 'ENOCIDR'));
+  assert.equal(ipam.ownerOf('10.0.0.2'), 'b', 'held addresses stay held without a CIDR');
+});
+
 test('claimed addresses (from the store) are never given out', () => {
   const ipam = new PodIpam(['10.0.0.0/29']);
   ipam.claim('10.0.0.1', 'x');

@@ -85,6 +85,8 @@ export class PodIpam {
   /** Change the pod CIDRs. Addresses already held stay held (and outside a
    *  new CIDR they are never given out again once released). */
   setCidrs(cidrs: readonly string[]): void {
+    // The same CIDRs again (every node-table change says them): keep the cursor.
+    if (cidrs.length === this.#ranges.length && cidrs.every((c, i) => c === this.#ranges[i]?.cidr)) return;
     const ranges: Range[] = [];
     for (const [i, c] of cidrs.entries()) {
       const p = parseCidr4(`pod CIDR ${i}`, c);
