@@ -83,15 +83,30 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 
 	key.dir = HYPHA_CT_MASQ_OUT;
 	out = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
-	if (out && !hypha_ct_expired(out, now) && !hypha_ct_is_reopen(out, p) &&
-	    out->nat_addr2 == cfg->snat_addr) {
-		hypha_ct_refresh(out, p, now);
+	if (out && (hypha_ct_expired(out, now) || hypha_ct_is_reopen(out, p) || out->nat_addr2 != cfg->snat_addr))
+		out = NULL; /* a new flow on this tuple (or the node's address changed) */
+	if (out) {
 		/* The claim on the port lives as long as the flow does, also
-		 * when only this side speaks (UDP). */
+		 * when only this side speaks (UDP). If it was lost (evicted,
+		 * or timed out while only the other side spoke), it is taken
+		 * again for the same port when that is still free. */
 		hypha_ct_key4(&rkey, p->daddr, out->nat_addr2, dport, out->nat_port2, p->proto, HYPHA_CT_MASQ_IN);
 		in = bpf_map_lookup_elem(&hypha_ct4_v1, &rkey);
-		if (in)
+		if (in && !hypha_ct_expired(in, now) && in->nat_addr == p->saddr && in->nat_port == sport) {
 			hypha_ct_refresh(in, p, now);
+		} else {
+			if (in && hypha_ct_expired(in, now))
+				bpf_map_delete_elem(&hypha_ct4_v1, &rkey);
+			entry.nat_addr = p->saddr;
+			entry.nat_port = sport;
+			entry.flags = hypha_ct_next_flags(out->flags, p);
+			entry.expires = now + hypha_ct_lifetime(p->proto, entry.flags);
+			if (bpf_map_update_elem(&hypha_ct4_v1, &rkey, &entry, BPF_NOEXIST))
+				out = NULL; /* the port went to another flow: start over */
+		}
+	}
+	if (out) {
+		hypha_ct_refresh(out, p, now);
 		nat->saddr = out->nat_addr2;
 		nat->sport = out->nat_port2;
 		nat->what = HYPHA_NAT_SADDR | HYPHA_NAT_SPORT;
@@ -141,6 +156,15 @@ static __always_inline int hypha_masq_ingress(const struct hypha_pkt4 *p, struct
 	if (!in || hypha_ct_expired(in, now))
 		return HYPHA_LB_PASS;
 	hypha_ct_refresh(in, p, now);
+	/* A FIN or RST from outside closes the flow's other entry too. */
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (HYPHA_TCP_FIN | HYPHA_TCP_RST))) {
+		struct hypha_ct4_entry *out;
+
+		hypha_ct_key4(&key, in->nat_addr, p->saddr, in->nat_port, p->sport, p->proto, HYPHA_CT_MASQ_OUT);
+		out = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+		if (out)
+			hypha_ct_refresh(out, p, now);
+	}
 	nat->daddr = in->nat_addr;
 	nat->dport = in->nat_port;
 	nat->what = HYPHA_NAT_DADDR | HYPHA_NAT_DPORT;

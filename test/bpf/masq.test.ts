@@ -4,13 +4,13 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as native from '../../native/index.ts';
-import { ConfigFlags, CtDir, DropReason } from '../../src/abi/abi.gen.ts';
+import { ConfigFlags, CtDir, CtFlags, DropReason } from '../../src/abi/abi.gen.ts';
 import { endpointKeyCodec, endpointValueCodec } from '../../src/datapath/endpoints-reconciler.ts';
 import { IpcacheReconciler } from '../../src/datapath/ipcache-reconciler.ts';
 import type { ProgramName } from '../../src/datapath/loader.ts';
 import { compileNodes } from '../../src/nodes/compile.ts';
 import { type PacketSpec, type ParsedPacket, buildPacket, parsePacket } from '../lib/packet.ts';
-import { BpfHarness, TC_ACT_OK, TC_ACT_SHOT } from './harness.ts';
+import { BpfHarness, TC_ACT_OK, TC_ACT_SHOT, ctKey } from './harness.ts';
 
 const NODE_IP = '192.168.77.10';
 const POD = '10.244.0.5';
@@ -55,6 +55,21 @@ describe('masquerade (BPF_PROG_TEST_RUN)', () => {
     assert.deepEqual([reply.p.src, reply.p.sport, reply.p.dst, reply.p.dport, reply.p.ipChecksumOk, reply.p.l4ChecksumOk], [OUTSIDE, 443, POD, 40000, true, true]);
     const dirs = h.ct().map((e) => e.key.dir).sort();
     assert.deepEqual(dirs, [CtDir.MASQ_OUT, CtDir.MASQ_IN]);
+  });
+
+  test('a FIN from outside closes both of the flow\'s entries; a lost port claim is taken again', () => {
+    const syn = send('toNetdev', out({ sport: 40100 }));
+    const port = syn.p.sport!;
+    send('fromNetdev', { src: OUTSIDE, dst: NODE_IP, proto: 'tcp', sport: 443, dport: port, flags: ['FIN', 'ACK'] });
+    const closing = h.ct().filter((e) => (e.key.dir === CtDir.MASQ_OUT || e.key.dir === CtDir.MASQ_IN) && (e.key.sport === 40100 || e.key.dport === port));
+    assert.equal(closing.length, 2);
+    for (const e of closing) assert.ok(e.entry.flags & CtFlags.CLOSING, `${e.key.dir} entry closing`);
+    // The MASQ_IN claim disappears (evicted, say): the next packet claims the same port again.
+    const ins = h.ct().filter((e) => e.key.dir === CtDir.MASQ_IN && e.key.dport === port);
+    native.mapDelete(h.dp.map('hypha_ct4_v1'), ctKey.encode(ins[0]!.key));
+    const again = send('toNetdev', out({ sport: 40100, flags: ['ACK'] }));
+    assert.equal(again.p.sport, port);
+    assert.equal(send('fromNetdev', { src: OUTSIDE, dst: NODE_IP, proto: 'tcp', sport: 443, dport: port, flags: ['ACK'] }).p.dst, POD);
   });
 
   test('UDP is masqueraded too, a zero checksum stays zero', () => {
