@@ -65,10 +65,19 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 	dst = hypha_ipcache_lookup(p->daddr);
 	if (dst && (dst->flags & HYPHA_IPC_F_CLUSTER))
 		return HYPHA_LB_PASS;
+	/* A first fragment carries the ports, the rest of the datagram does
+	 * not: fragments are not translated yet (a documented limit), and
+	 * rather than leak the pod's address the datagram is refused, with a
+	 * reason, unless it answers a flow the outside opened. Later
+	 * fragments cannot be told apart and pass. */
+	if (p->frag == HYPHA_FRAG_FIRST && hypha_has_ports(p)) {
+		hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_INBOUND);
+		in = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+		return in && !hypha_ct_expired(in, now) ? HYPHA_LB_PASS : -HYPHA_DROP_FRAG_NOT_SUPPORTED;
+	}
 	/* TCP and UDP by their ports, ICMP echo requests by their identifier
-	 * (in the source port's place). Without either (other ICMP, later
-	 * fragments) there is nothing to map replies back by: not
-	 * masqueraded (a documented limit). */
+	 * (in the source port's place). Other ICMP has nothing to map replies
+	 * back by: not masqueraded. */
 	if (!hypha_masq_keyable(p, HYPHA_ECHO_REQUEST))
 		return HYPHA_LB_PASS;
 	if (!cfg->snat_addr)
