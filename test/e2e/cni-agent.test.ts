@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ValidateFunction } from 'ajv';
-import { TestAgent, eventually } from './lib/agent.ts';
+import { HYPHA_BIN, TestAgent, eventually } from './lib/agent.ts';
 import type { CniOutcome } from './lib/cni.ts';
 import { type Node, Topology } from './lib/topology.ts';
 
@@ -188,6 +188,7 @@ describe('the CNI plugin against a real agent', () => {
     const ns = await podNetns();
     assert.equal((await add('queued', ns)).exitCode, 0);
     await agent.stop();
+    assert.ok(existsSync(path.join(agent.cniDirs.confDir, '05-hypha.conflist')), 'a stopped agent leaves its conflist (a restart is not an uninstall)');
     const d = await del('queued', ns);
     assert.equal(d.exitCode, 0, 'DEL succeeds with the agent down');
     assert.equal(readdirSync(agent.cniDirs.delQueueDir).length, 1, 'one DEL queued on disk');
@@ -195,5 +196,15 @@ describe('the CNI plugin against a real agent', () => {
     await agent.start();
     await eventually('the queued DEL done', () => readdirSync(agent.cniDirs.delQueueDir).length === 0);
     assert.deepEqual(await holdings(), { veths: 0, map: 0, records: 0, routes: 0 });
+  });
+
+  test('hypha cni uninstall removes the conflist and keeps the plugin (DELs still work)', async () => {
+    // A runtime keeps the configuration a pod was added with (libcni's cache) for its DEL.
+    const conf = JSON.stringify(agent.plugin.netConf());
+    const r = await topo.exec(node, [HYPHA_BIN, 'cni', 'uninstall', '--conf-dir', agent.cniDirs.confDir]);
+    assert.match(r.stdout, /removed the Hypha conflist/);
+    assert.equal(existsSync(path.join(agent.cniDirs.confDir, '05-hypha.conflist')), false);
+    assert.ok(existsSync(agent.plugin.binary));
+    assert.equal((await del('after-uninstall', undefined, { stdin: conf })).exitCode, 0);
   });
 });
