@@ -172,7 +172,7 @@ export class Agent {
       sync.setNode(node);
       this.#writeDatapathConfig();
       this.#routing?.request();
-      void this.#nodes?.publishAddresses(node.addresses).catch((err: Error) => log.warn({ err: err.message }, 'addresses not published on the HyphaNode'));
+      this.#nodes?.setAddresses(node.addresses);
     });
     if (k8s) {
       const client = KubeClient.fromKubeconfig(k8s.kubeconfig);
@@ -206,7 +206,7 @@ export class Agent {
         this.#podMeta = new PodMetadata();
         this.#podMeta.start({ client, nodeName: this.cfg.node.name, log, hooks, silenceMs: k8s.silenceSeconds * 1000, resyncMs: k8s.resyncSeconds * 1000 });
       }
-      void this.#nodes.publishAddresses(this.#node.info.addresses).catch((err: Error) => log.warn({ err: err.message }, 'addresses not published on the HyphaNode'));
+      this.#nodes.setAddresses(this.#node.info.addresses);
     } else {
       this.#source = new FileSource(this.cfg.services.files, { log });
       this.#source.start((snap) => {

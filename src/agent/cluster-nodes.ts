@@ -52,6 +52,9 @@ export class ClusterNodesSource {
   #informer: Informer<ObjectMeta> | undefined;
   #synced = false;
   #published = '';
+  /** The addresses this node should have on its HyphaNode. */
+  #want: string[] = [];
+  #publishing: Promise<void> | undefined;
 
   constructor(opts: ClusterNodesOptions) {
     this.#o = opts;
@@ -78,6 +81,7 @@ export class ClusterNodesSource {
         this.#synced = true;
       } else if (e.type === 'delete') {
         this.#rows.delete(e.key);
+        if (e.key === this.#o.nodeName) this.#published = '';
         if (e.key === this.#o.nodeName) this.#own = { cidrs: [], problems: [`${mode === 'cluster-pool' ? 'HyphaNode' : 'Node'} ${e.key} was deleted`] };
       } else {
         this.#upsert(e.key, e.obj);
@@ -94,6 +98,13 @@ export class ClusterNodesSource {
       const own = podCidrsOf(obj as HyphaNodeObject, 'cluster-pool');
       this.#rows.set(key, { name: n.value.name, addresses: n.value.addresses.map((a) => a.ip), podCIDRs: own.cidrs });
       if (key === nodeName) {
+        // Our HyphaNode without our addresses (recreated by the operator,
+        // edited by hand): put them back.
+        const have = n.value.addresses.map((a) => a.ip);
+        if (this.#want.length > 0 && (have.length !== this.#want.length || have.some((a, i) => a !== this.#want[i]))) {
+          this.#published = '';
+          this.#republish();
+        }
         this.#own = { cidrs: own.cidrs, problems: own.cidrs.length > 0 ? [] : [n.value.ipam.operatorError ?? 'the operator has not given this node a pod CIDR yet', ...own.problems.map((p) => p.message)] };
       }
       return;
@@ -104,10 +115,42 @@ export class ClusterNodesSource {
     if (key === nodeName) this.#own = { cidrs: own.cidrs, problems: own.cidrs.length > 0 ? [] : ['Node spec.podCIDRs is empty (is kube-controller-manager allocating node CIDRs?)', ...own.problems.map((p) => p.message)] };
   }
 
+  #retry: NodeJS.Timeout | undefined;
+
+  /** This node's addresses: published on its HyphaNode now, again after a
+   *  failure (5 s later), and whenever the object turns up without them. */
+  setAddresses(addresses: string[]): void {
+    this.#want = [...addresses];
+    this.#republish();
+  }
+
+  #republish(): void {
+    if (this.#publishing) return;
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
+    this.#publishing = this.publishAddresses(this.#want)
+      .catch((err: Error) => {
+        this.#o.log.warn({ err: err.message, retrySeconds: 5 }, 'addresses not published on the HyphaNode');
+        this.#retry = setTimeout(() => {
+          this.#retry = undefined;
+          this.#republish();
+        }, 5000);
+        this.#retry.unref();
+      })
+      .finally(() => {
+        this.#publishing = undefined;
+        // Addresses that changed while a publish was in flight.
+        const want = JSON.stringify(this.#want.map((ip) => ({ type: 'InternalIP', ip })));
+        if (this.#want.length > 0 && this.#published !== want && this.#retry === undefined) this.#republish();
+      });
+  }
+
   /** Put this node's addresses on its HyphaNode (spec.addresses), creating
-   *  the object owned by the Node if it does not exist yet. Idempotent. */
+   *  the object owned by the Node if it does not exist yet. Idempotent; the
+   *  HyphaNode informer puts them back whenever the object lacks them. */
   async publishAddresses(addresses: string[]): Promise<void> {
     if (this.#o.mode !== 'cluster-pool' || addresses.length === 0) return;
+    this.#want = [...addresses];
     const want = addresses.map((ip) => ({ type: 'InternalIP', ip }));
     const wantKey = JSON.stringify(want);
     if (this.#published === wantKey) return;
@@ -141,6 +184,7 @@ export class ClusterNodesSource {
   }
 
   stop(): void {
+    clearTimeout(this.#retry);
     this.#informer?.stop();
   }
 }

@@ -102,9 +102,11 @@ export class Routing {
       this.#reported.add(p);
       this.#o.log.warn({ reason: p }, 'node table problem');
     }
-    await this.#o.routes.sync(c, { ...(self.addresses[0] ? { address: self.addresses[0] } : {}), ...(tunnelAddressOf(self.podCIDRs) ? { tunnelAddress: tunnelAddressOf(self.podCIDRs) } : {}) });
+    const tunnelAddress = tunnelAddressOf(self.podCIDRs);
+    const stats = await this.#o.routes.sync(c, { ...(self.addresses[0] ? { address: self.addresses[0] } : {}), ...(tunnelAddress ? { tunnelAddress } : {}) });
     await this.#o.ipcache.sync(c.ipcache);
-    this.#last = c;
+    // What the status shows is what the kernel was given.
+    this.#last = stats.waiting ? { ...c, routes: [], problems: [...c.problems, stats.waiting] } : c;
     this.#lastSync = new Date();
     this.#lastError = null;
     this.#o.synced?.(c);

@@ -24,6 +24,8 @@ export interface NodeRoutesOptions {
 export interface RouteSyncStats {
   added: number;
   removed: number;
+  /** Why no route could be made yet (VXLAN without this node's address). */
+  waiting?: string;
 }
 
 const routeKey = (r: Pick<Route, 'dst' | 'gateway'>): string => `${r.dst} via ${r.gateway ?? '-'}`;
@@ -40,10 +42,10 @@ export class NodeRoutes {
   /** Make the kernel match `c`. `local` is this node's underlay address and
    *  tunnel address (VXLAN mode). */
   async sync(c: CompiledNodes, local: { address?: string; tunnelAddress?: string }): Promise<RouteSyncStats> {
-    const stats = { added: 0, removed: 0 };
+    const stats: RouteSyncStats = { added: 0, removed: 0 };
     let tunnel: number | undefined;
     if (this.#o.mode === 'vxlan') {
-      if (!local.address) return stats; // no underlay address yet: nothing can be sent
+      if (!local.address) return { ...stats, waiting: 'this node has no address yet: the VXLAN tunnel cannot be set up' };
       tunnel = await this.#tunnel(local.address, local.tunnelAddress);
       // Peers first: a route over the tunnel is useless until its gateway's
       // MAC and that MAC's remote end are known (no learning, no flooding).

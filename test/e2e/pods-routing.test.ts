@@ -49,6 +49,17 @@ for (const mode of ['native', 'vxlan'] as const) {
       await c.applyService(np);
       await c.applySlice(np, Cluster.endpoints([pods.c!]), http);
       for (const a of c.agents) await a.waitForFrontends(['10.96.3.10:80/TCP'], 2, 30_000);
+      // Every agent has published its address and routes to the two others
+      // (the node table converges after the agents start, each on its own).
+      for (const [i, a] of c.agents.entries()) {
+        await eventually(`${c.nodes[i]!.name} routes to the other nodes`, async () => {
+          const st = JSON.parse((await a.http('/status')).body) as AgentStatus;
+          return st.routing?.routes.length === 2;
+        }, 30_000).catch((err: Error) => {
+          const lines = a.logs().filter((l) => /HyphaNode|routing|route|node table/.test(String(l.msg))).map((l) => `${String(l.msg)} ${l.err ?? l.reason ?? ''}`);
+          throw new Error(`${err.message}\nagent log: ${lines.join(' | ')}`);
+        });
+      }
     });
 
     after(async () => {
@@ -68,6 +79,14 @@ for (const mode of ['native', 'vxlan'] as const) {
         assert.equal(st.routing?.mode, mode);
       }
       assert.equal(new Set(cidrs).size, 3);
+      // Addresses taken off a HyphaNode (by hand, or a recreated object) are put back by its agent.
+      const n1 = c.nodes[0]!;
+      await custom().patchClusterCustomObject({ group: 'hypha.dev', version: 'v1alpha1', plural: 'hyphanodes', name: n1.name, body: { spec: { addresses: [] } } },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch));
+      await eventually(`${n1.name}'s agent put its address back`, async () => {
+        const hn = (await custom().getClusterCustomObject({ group: 'hypha.dev', version: 'v1alpha1', plural: 'hyphanodes', name: n1.name })) as { spec?: { addresses?: { ip: string }[] } };
+        return hn.spec?.addresses?.[0]?.ip === n1.ip;
+      }, 20_000);
       const prefixOf = (ip: string) => ip.split('.').slice(0, 3).join('.');
       for (const [name, pod] of Object.entries(pods)) {
         const i = c.nodes.indexOf(pod.node);
