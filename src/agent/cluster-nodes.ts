@@ -120,14 +120,17 @@ export class ClusterNodesSource {
   /** This node's addresses: published on its HyphaNode now, again after a
    *  failure (5 s later), and whenever the object turns up without them. */
   setAddresses(addresses: string[]): void {
+    // Only cluster-pool nodes have a HyphaNode of their own to keep.
+    if (this.#o.mode !== 'cluster-pool') return;
     this.#want = [...addresses];
     this.#republish();
   }
 
   #republish(): void {
-    if (this.#publishing) return;
+    if (this.#publishing || this.#want.length === 0) return;
     clearTimeout(this.#retry);
     this.#retry = undefined;
+    const sent = JSON.stringify(this.#want);
     this.#publishing = this.publishAddresses(this.#want)
       .catch((err: Error) => {
         this.#o.log.warn({ err: err.message, retrySeconds: 5 }, 'addresses not published on the HyphaNode');
@@ -140,8 +143,7 @@ export class ClusterNodesSource {
       .finally(() => {
         this.#publishing = undefined;
         // Addresses that changed while a publish was in flight.
-        const want = JSON.stringify(this.#want.map((ip) => ({ type: 'InternalIP', ip })));
-        if (this.#want.length > 0 && this.#published !== want && this.#retry === undefined) this.#republish();
+        if (this.#retry === undefined && JSON.stringify(this.#want) !== sent) this.#republish();
       });
   }
 
