@@ -72,6 +72,15 @@ describe('masquerade (BPF_PROG_TEST_RUN)', () => {
     assert.equal(send('fromNetdev', { src: OUTSIDE, dst: NODE_IP, proto: 'tcp', sport: 443, dport: port, flags: ['ACK'] }).p.dst, POD);
   });
 
+  test('the node\'s address changed: a flow\'s stored translation is not reused, the next packet gets the new address', () => {
+    const first = send('toNetdev', out({ sport: 40200 }));
+    assert.equal(first.p.src, NODE_IP);
+    h.config(cfg({ snat_addr: '192.168.77.99' }));
+    const next = send('toNetdev', out({ sport: 40200 }));
+    assert.equal(next.p.src, '192.168.77.99');
+    assert.equal(send('fromNetdev', { src: OUTSIDE, dst: '192.168.77.99', proto: 'tcp', sport: 443, dport: next.p.sport!, flags: ['SYN', 'ACK'] }).p.dst, POD);
+  });
+
   test('UDP is masqueraded too, a zero checksum stays zero', () => {
     const r = send('toNetdev', { src: POD, dst: OUTSIDE, proto: 'udp', sport: 5353, dport: 53, noUdpChecksum: true, payload: 'q' });
     assert.deepEqual([r.p.src, r.p.udpChecksum, r.p.ipChecksumOk], [NODE_IP, 0, true]);
