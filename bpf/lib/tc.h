@@ -30,6 +30,12 @@ static __always_inline int hypha_tc_parse4(struct __sk_buff *skb, struct hypha_p
 	return ret;
 }
 
+/* The mark bit from_pod sets on packets it handled (configurable). */
+static __always_inline __u32 hypha_seen_mark(const struct hypha_config *cfg)
+{
+	return cfg && cfg->seen_mark ? cfg->seen_mark : HYPHA_MARK_SEEN;
+}
+
 #define HYPHA_AF_INET 2
 #define HYPHA_IP_TTL_OFF (HYPHA_L3_OFF + offsetof(struct iphdr, ttl))
 
@@ -127,15 +133,15 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 					   enum hypha_lb_scope scope, int forward, int reverse, int mode)
 {
 	__u32 zero = 0;
-	struct hypha_config *cfg = NULL;
+	struct hypha_config *cfg = bpf_map_lookup_elem(&hypha_config_v3, &zero);
 	struct hypha_nat4 nat = {};
 	struct hypha_pkt4 p = {};
-	__u32 now;
+	__u32 now, seen = hypha_seen_mark(cfg);
 	int ret;
 
 	/* Already looked at by from_pod on this node (a pod talking to a
 	 * local pod): nothing left for to_pod to restore. */
-	if (!forward && (skb->mark & HYPHA_MARK_SEEN))
+	if (!forward && (skb->mark & seen))
 		return TC_ACT_OK;
 	ret = hypha_tc_parse4(skb, &p);
 	if (ret == HYPHA_PARSE_NOT_IPV4)
@@ -152,7 +158,6 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 	if (ret == HYPHA_LB_PASS && reverse)
 		ret = hypha_lb4_reverse(&p, &nat, now, mode & HYPHA_LB_SNAT_REMOTE);
 	if (ret == HYPHA_LB_PASS && forward) {
-		cfg = bpf_map_lookup_elem(&hypha_config_v2, &zero);
 		ret = hypha_lb4_new_flow(&p, scope, cfg ? cfg->loopback_addr : 0, cfg ? cfg->snat_addr : 0,
 					 mode, cfg, &nat, now);
 	}
@@ -161,8 +166,6 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 		if (ret == HYPHA_LB_NAT) {
 			ret = hypha_tc_nat4(skb, &p, &nat);
 			if (ret == 0) {
-				if (!cfg)
-					cfg = bpf_map_lookup_elem(&hypha_config_v2, &zero);
 				if (cfg && (cfg->flags & HYPHA_CFG_HOST_ROUTING)) {
 					int verdict = hypha_tc_redirect_local(skb, nat.daddr);
 
@@ -174,8 +177,6 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 		}
 	}
 	if (ret == HYPHA_LB_PASS && (mode & HYPHA_TC_NOTE_INBOUND)) {
-		if (!cfg)
-			cfg = bpf_map_lookup_elem(&hypha_config_v2, &zero);
 		if (cfg && (cfg->flags & HYPHA_CFG_MASQUERADE))
 			hypha_masq_note_inbound(&p, now);
 	}
@@ -185,15 +186,13 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 			ret = hypha_tc_forward(skb, &p, &nat);
 	}
 	if (ret == 0 && hook == HYPHA_HOOK_FROM_POD) {
-		if (!cfg)
-			cfg = bpf_map_lookup_elem(&hypha_config_v2, &zero);
 		if (cfg && (cfg->flags & HYPHA_CFG_HOST_ROUTING)) {
 			int verdict = hypha_tc_redirect_local(skb, (nat.what & HYPHA_NAT_DADDR) ? nat.daddr : p.daddr);
 
 			if (verdict)
 				return verdict;
 		}
-		skb->mark |= HYPHA_MARK_SEEN;
+		skb->mark |= seen;
 	}
 	return hypha_tc_exit(skb, ret, hook, &p, nat.svc_id);
 }
@@ -211,7 +210,7 @@ static __always_inline int hypha_tc_to_netdev(struct __sk_buff *skb)
 	ret = hypha_tc_parse4(skb, &p);
 	if (ret != HYPHA_PARSE_OK)
 		return TC_ACT_OK;
-	cfg = bpf_map_lookup_elem(&hypha_config_v2, &zero);
+	cfg = bpf_map_lookup_elem(&hypha_config_v3, &zero);
 	ret = hypha_masq_egress(&p, cfg, &nat, hypha_now());
 	if (ret == HYPHA_LB_NAT)
 		ret = hypha_tc_nat4(skb, &p, &nat);

@@ -110,13 +110,16 @@ export const SvcFlags = {
   TERMINATING_FALLBACK: 64,
 } as const;
 
-/** struct hypha_config (16 bytes) */
+/** struct hypha_config (24 bytes) */
 export interface Config {
   flags: number;
   loopback_addr: string;
   snat_addr: string;
   snat_port_min: number;
   snat_port_max: number;
+  nodeport_min: number;
+  nodeport_max: number;
+  seen_mark: number;
 }
 
 /** struct hypha_ct4_entry (28 bytes) */
@@ -227,13 +230,16 @@ export interface Lb4SvcVal {
 export const layouts = {
   hypha_config: {
     name: 'hypha_config',
-    size: 16,
+    size: 24,
     fields: [
       { name: 'flags', offset: 0, size: 4, kind: 'u32' },
       { name: 'loopback_addr', offset: 4, size: 4, kind: 'ip4' },
       { name: 'snat_addr', offset: 8, size: 4, kind: 'ip4' },
       { name: 'snat_port_min', offset: 12, size: 2, kind: 'u16' },
       { name: 'snat_port_max', offset: 14, size: 2, kind: 'u16' },
+      { name: 'nodeport_min', offset: 16, size: 2, kind: 'u16' },
+      { name: 'nodeport_max', offset: 18, size: 2, kind: 'u16' },
+      { name: 'seen_mark', offset: 20, size: 4, kind: 'u32' },
     ],
   },
   hypha_ct4_entry: {
@@ -377,7 +383,7 @@ export const layouts = {
 
 /** Map definitions as compiled (max_entries are defaults; the loader sets the installed sizes). */
 export const maps = {
-  hypha_config_v2: { name: 'hypha_config_v2', type: 'array', key: 'u32', value: 'hypha_config', maxEntries: 1, pinned: true },
+  hypha_config_v3: { name: 'hypha_config_v3', type: 'array', key: 'u32', value: 'hypha_config', maxEntries: 1, pinned: true },
   hypha_ct4_v1: { name: 'hypha_ct4_v1', type: 'lru_hash', key: 'hypha_ct4_key', value: 'hypha_ct4_entry', maxEntries: 262144, pinned: true },
   hypha_drops_v1: { name: 'hypha_drops_v1', type: 'percpu_array', key: 'u32', value: 'hypha_drop_counter', maxEntries: 256, pinned: true },
   hypha_endpoints_v1: { name: 'hypha_endpoints_v1', type: 'hash', key: 'ip4', value: 'hypha_endpoint', maxEntries: 16384, pinned: true },

@@ -36,7 +36,6 @@ import { ephemeralPorts, snatPortRange } from './snat-ports.ts';
 import type { AgentStatus, MapUsage } from './status.ts';
 
 /** Kubernetes' default --service-node-port-range. */
-const NODE_PORT_RANGE = { min: 30000, max: 32767 };
 /** VXLAN's overhead: outer Ethernet, IPv4, UDP and VXLAN headers. */
 const VXLAN_OVERHEAD = 50;
 
@@ -264,13 +263,16 @@ export class Agent {
    *  pod traffic. */
   #writeDatapathConfig(): void {
     const { bpf, routing } = this.cfg;
-    const ports = snatPortRange([NODE_PORT_RANGE, ephemeralPorts()]);
+    const ports = snatPortRange([bpf.nodePortRange, ephemeralPorts()]);
     this.#dp?.writeConfig({
       flags: (bpf.dropEvents ? ConfigFlags.DROP_EVENTS : 0) | (bpf.hostRouting ? ConfigFlags.HOST_ROUTING : 0) | (routing.masquerade ? ConfigFlags.MASQUERADE : 0),
       loopback_addr: bpf.loopbackAddress,
       snat_addr: this.nodeInfo().addresses[0] ?? '0.0.0.0',
       snat_port_min: ports.min,
       snat_port_max: ports.max,
+      nodeport_min: bpf.nodePortRange.min,
+      nodeport_max: bpf.nodePortRange.max,
+      seen_mark: bpf.mark,
     });
   }
 

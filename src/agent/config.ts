@@ -37,7 +37,13 @@ export interface RoutingConfig {
 export interface AgentConfig {
   node: { name: string; addresses: string[] };
   devices: { external?: string; externalMode: ExternalMode };
-  bpf: { pinRoot: string; mapSizes: MapSizes; loopbackAddress: string; dropEvents: boolean; hostRouting: boolean };
+  bpf: {
+    pinRoot: string; mapSizes: MapSizes; loopbackAddress: string; dropEvents: boolean; hostRouting: boolean;
+    /** The cluster's NodePort range (the API server's --service-node-port-range). */
+    nodePortRange: { min: number; max: number };
+    /** The skb->mark bit the programs set on pod packets they handled. */
+    mark: number;
+  };
   services: { files: string[] };
   /** Watch the API server (the kube-proxy replacement); absent: standalone, from files. */
   kubernetes?: { kubeconfig?: string; silenceSeconds: number; resyncSeconds: number };
@@ -91,6 +97,17 @@ const schema = {
         // Packets between pods of this node go straight from one veth to the
         // other (bpf_redirect_peer), past the node's IP stack and its netfilter.
         hostRouting: { type: 'boolean', default: true },
+        // Source NAT never keeps a client port in this range, and the node's
+        // own connections from it are tracked (their replies are not NodePort flows).
+        nodePortRange: {
+          type: 'object', additionalProperties: false, default: {},
+          properties: {
+            min: { type: 'integer', minimum: 1, maximum: 65535, default: 30000 },
+            max: { type: 'integer', minimum: 1, maximum: 65535, default: 32767 },
+          },
+        },
+        // One bit of skb->mark; pick another if a component on the node owns this one.
+        mark: { type: 'integer', minimum: 1, maximum: 0x80000000, default: 0x00400000 },
       },
     },
     services: {
@@ -223,6 +240,11 @@ export function parseConfig(data: unknown, baseDir = process.cwd()): AgentConfig
   }
   if (ipamMode !== 'static' && cfg.ipam.podCIDRs.length > 0) {
     throw new ConfigError(`config: ipam.podCIDRs: is only for ipam.mode static; with ${ipamMode} the pod CIDR comes from ${ipamMode === 'kubernetes' ? 'Node.spec.podCIDRs' : 'the operator (HyphaNode spec.ipam.podCIDRs)'}`);
+  }
+  const np = cfg.bpf.nodePortRange;
+  if (np.min > np.max) throw new ConfigError(`config: bpf.nodePortRange: min ${np.min} is above max ${np.max}`);
+  if ((cfg.bpf.mark & (cfg.bpf.mark - 1)) !== 0) {
+    throw new ConfigError(`config: bpf.mark: 0x${cfg.bpf.mark.toString(16)} must be a single bit (one of 0x1 ... 0x80000000)`);
   }
   if (ipamMode !== 'static' && !cfg.kubernetes) throw new ConfigError(`config: ipam.mode: ${JSON.stringify(ipamMode)} needs kubernetes (the pod CIDR is read from the API server)`);
   for (const k of ['socket', 'binDir', 'confDir', 'stateDir', 'delQueueDir'] as const) if (cfg.cni[k]) cfg.cni[k] = path.resolve(baseDir, cfg.cni[k]);

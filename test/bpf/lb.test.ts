@@ -378,7 +378,7 @@ describe('Service translation: flows over time', () => {
     const key = codec<{ value: string }>(scalarLayouts.ip4);
     const value = codec<{ ifindex: number; flags: number }>(layouts.hypha_endpoint);
     const endpoints = h.dp.map('hypha_endpoints_v1');
-    const cfg = { loopback_addr: '169.254.42.1', snat_addr: '192.168.77.10', snat_port_min: 0, snat_port_max: 0 };
+    const cfg = { loopback_addr: '169.254.42.1', snat_addr: '192.168.77.10', snat_port_min: 0, snat_port_max: 0, nodeport_min: 0, nodeport_max: 0, seen_mark: 0 };
     h.service(svc('web'), [slice('web', [WEB[0]!])]);
     for (const ip of [WEB[0]!, CLIENT]) mapUpdate(endpoints, key.encode({ value: ip }), value.encode({ ifindex: 4242, flags: 0 }));
     try {
@@ -411,9 +411,9 @@ describe('Service translation: flows over time', () => {
     const got: ReturnType<typeof ev.decode>[] = [];
     const rb = ringbufOpen(h.dp.map('hypha_events_v1'), (d) => got.push(ev.decode(d)));
     try {
-      h.config({ flags: 1, loopback_addr: '169.254.42.1', snat_addr: '192.168.77.10', snat_port_min: 0, snat_port_max: 0 });
+      h.config({ flags: 1, loopback_addr: '169.254.42.1', snat_addr: '192.168.77.10', snat_port_min: 0, snat_port_max: 0, nodeport_min: 0, nodeport_max: 0, seen_mark: 0 });
       h.run('fromPod', buildPacket(tcp({ dst: '10.96.0.20', sport: 49500 })));
-      h.config({ flags: 0, loopback_addr: '169.254.42.1', snat_addr: '192.168.77.10', snat_port_min: 0, snat_port_max: 0 });
+      h.config({ flags: 0, loopback_addr: '169.254.42.1', snat_addr: '192.168.77.10', snat_port_min: 0, snat_port_max: 0, nodeport_min: 0, nodeport_max: 0, seen_mark: 0 });
       for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
     } finally {
       close(rb);

@@ -16,7 +16,7 @@ const NODE_IP = '192.168.77.10';
 const POD = '10.244.0.5';
 const OUTSIDE = '203.0.113.9';
 const cfg = (over: { flags?: number; snat_addr?: string; snat_port_min?: number; snat_port_max?: number } = {}) => ({
-  flags: ConfigFlags.MASQUERADE, loopback_addr: '169.254.42.1', snat_addr: NODE_IP, snat_port_min: 61000, snat_port_max: 65535, ...over,
+  flags: ConfigFlags.MASQUERADE, loopback_addr: '169.254.42.1', snat_addr: NODE_IP, snat_port_min: 61000, snat_port_max: 65535, nodeport_min: 0, nodeport_max: 0, seen_mark: 0, ...over,
 });
 
 describe('masquerade (BPF_PROG_TEST_RUN)', () => {

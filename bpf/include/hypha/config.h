@@ -14,8 +14,14 @@ enum hypha_config_flags {
 /* skb->mark bit from_pod sets on every packet it has handled, so to_pod on
  * the same node skips a lookup from_pod already made. A mark never leaves the
  * node's network namespace: a veth scrubs it when the packet crosses into
- * another namespace, and it is not carried on a wire. */
+ * another namespace, and it is not carried on a wire. The agent configures
+ * the bit (seen_mark; another component may own this one); 0 in the config
+ * means this default. */
 #define HYPHA_MARK_SEEN 0x00400000
+
+/* The NodePort range when the config gives none (Kubernetes' default). */
+#define HYPHA_NODEPORT_MIN 30000
+#define HYPHA_NODEPORT_MAX 32767
 
 /* Source NAT ports when the config gives none: above the default ephemeral
  * range (32768-60999) and the NodePort range (30000-32767). */
@@ -39,7 +45,15 @@ struct hypha_config {
 	 * NodePort use. 0, 0: HYPHA_SNAT_PORT_MIN/MAX. */
 	__u16 snat_port_min;
 	__u16 snat_port_max;
+	/* The cluster's NodePort range: a source port in it is never kept by
+	 * a source NAT (the reply would look like a new NodePort flow), and
+	 * the node's own connections from such ports are tracked so their
+	 * replies are not taken for one. 0, 0: HYPHA_NODEPORT_MIN/MAX. */
+	__u16 nodeport_min;
+	__u16 nodeport_max;
+	/* The skb->mark bit(s) of HYPHA_MARK_SEEN; 0: that default. */
+	__u32 seen_mark;
 };
-HYPHA_ASSERT_SIZE(struct hypha_config, 16);
+HYPHA_ASSERT_SIZE(struct hypha_config, 24);
 
 #endif /* HYPHA_CONFIG_H */

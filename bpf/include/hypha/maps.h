@@ -82,14 +82,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_events_v1 SEC(".maps");
 
-/* v2: snat_port_min/max took the place of the padding. */
+/* v2: snat_port_min/max took the place of the padding. v3: the NodePort
+ * range and the mark bit. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct hypha_config);
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hypha_config_v2 SEC(".maps");
+} hypha_config_v3 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
