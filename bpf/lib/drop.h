@@ -23,7 +23,7 @@ static __always_inline void hypha_account_drop(enum hypha_drop_reason reason, __
 		c->bytes += len;
 	}
 
-	cfg = bpf_map_lookup_elem(&hypha_config_v2, &zero);
+	cfg = bpf_map_lookup_elem(&hypha_config_v3, &zero);
 	if (!cfg || !(cfg->flags & HYPHA_CFG_DROP_EVENTS))
 		return;
 	e = bpf_ringbuf_reserve(&hypha_events_v1, sizeof(*e), 0);

@@ -52,7 +52,7 @@ int hypha_xdp_nodeport(struct xdp_md *ctx)
 	ret = hypha_lb4_established(&p, &nat, now, 1);
 	if (ret == HYPHA_LB_PASS)
 		ret = hypha_lb4_new_flow(&p, HYPHA_SCOPE_EXTERNAL, 0, 0, HYPHA_LB_PUNT_REMOTE,
-					 bpf_map_lookup_elem(&hypha_config_v2, &zero), &nat, now);
+					 bpf_map_lookup_elem(&hypha_config_v3, &zero), &nat, now);
 	if (ret == HYPHA_LB_PUNT)
 		return XDP_PASS;
 	if (ret == HYPHA_LB_NAT)

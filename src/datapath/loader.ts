@@ -287,7 +287,7 @@ export class Datapath {
   }
 
   writeConfig(cfg: Config): void {
-    native.mapUpdate(this.map('hypha_config_v2'), u32.encode({ value: 0 }), configCodec.encode(cfg));
+    native.mapUpdate(this.map('hypha_config_v3'), u32.encode({ value: 0 }), configCodec.encode(cfg));
   }
 
   close(): void {
