@@ -14,6 +14,7 @@
         "src/obj.c",
         "src/map.c",
         "src/prog.c",
+        "src/sweep.c",
         "src/link.c",
         "src/ringbuf.c",
         "src/netns.c",

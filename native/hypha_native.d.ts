@@ -87,6 +87,36 @@ export interface MapDump {
   count: number;
 }
 
+export interface SweepOptions {
+  /** Byte offset, in the swept map's value, of a u32 deadline: seconds of
+   * CLOCK_MONOTONIC_COARSE (bpf_ktime_get_coarse_ns() / 1e9), compared with
+   * wrap-around. An entry whose deadline is past is nominated. */
+  expiresOffset: number;
+  /** Entries per BPF_MAP_LOOKUP_BATCH call, 1..2^20 (default 4096). */
+  batch?: number;
+  /** Nominated keys per program run, 1..the keys map's size (default: its size). */
+  perRun?: number;
+}
+
+export interface SweepResult {
+  /** entries read (a map that changes meanwhile may show one twice or not at all) */
+  visited: number;
+  /** entries whose deadline was past when read: handed to the program */
+  nominated: number;
+  /** the sum of the program's return values */
+  deleted: number;
+  /** BPF_MAP_LOOKUP_BATCH calls */
+  lookups: number;
+  /** program runs */
+  runs: number;
+  /** the longest single kernel call (lookup, key update or run), wall clock */
+  maxCallNs: number;
+  /** the longest program run, as the kernel timed it */
+  maxRunNs: number;
+  /** the whole sweep, wall clock */
+  durationNs: number;
+}
+
 export interface TestRunOptions {
   data: Uint8Array;
   /** Runs (default 1); durationNs is the average per run. */
@@ -262,6 +292,16 @@ export interface HyphaNative {
   /** mapDump on a worker thread (on its own dup of the map fd, so close(map) meanwhile
    * is safe); rejects, never throws. */
   mapDumpAsync(map: MapHandle): Promise<MapDump>;
+  /** Delete expired entries in bounded steps, on a worker thread (own dups of the
+   * fds): read `map` with BPF_MAP_LOOKUP_BATCH, `batch` entries per call, nominate
+   * the entries whose deadline is past, write up to `perRun` of their keys at
+   * indexes 0..n-1 of `keys` (an array map whose value is one of map's keys) and
+   * test-run `prog` with a 64-byte input starting with n (u32, host order). The
+   * program must re-check and delete each nominee itself (a nomination comes from a
+   * copy that may be stale) and return how many it deleted. Per-CPU maps are
+   * refused. Rejects, never throws; a failure after some runs carries `visited` and
+   * `deleted` (what was done before it). */
+  mapSweepAsync(map: MapHandle, keys: MapHandle, prog: ProgHandle, opts: SweepOptions): Promise<SweepResult>;
 
   // programs
   /** BPF_PROG_TEST_RUN, synchronously. Signals are held off on this thread while it

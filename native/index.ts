@@ -61,6 +61,7 @@ export const {
   mapDeleteBatch,
   mapDump,
   mapDumpAsync,
+  mapSweepAsync,
   progTestRun,
   progTestRunAsync,
   progInfo,

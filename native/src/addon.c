@@ -12,7 +12,8 @@ static napi_value init(napi_env env, napi_value exports)
 	if (!hy_export(env, exports, "close", js_close) || !obj_register(env, exports) ||
 	    !map_register(env, exports) || !prog_register(env, exports) ||
 	    !link_register(env, exports) || !ringbuf_register(env, exports) ||
-	    !netlink_register(env, exports) || !constants_register(env, exports))
+	    !netlink_register(env, exports) || !constants_register(env, exports) ||
+	    !sweep_register(env, exports))
 		return NULL;
 	return exports;
 }

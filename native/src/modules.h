@@ -4,6 +4,7 @@
 #define HYPHA_MODULES_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <node_api.h>
 
 #include "handles.h"
@@ -15,11 +16,18 @@ bool link_register(napi_env env, napi_value exports);
 bool ringbuf_register(napi_env env, napi_value exports);
 bool netlink_register(napi_env env, napi_value exports);
 bool constants_register(napi_env env, napi_value exports);
+bool sweep_register(napi_env env, napi_value exports);
 
 /* A map handle owning fd (closed on failure). op names the call that produced fd. */
 napi_value map_handle_from_fd(napi_env env, int fd, const char *op);
 /* A program handle owning fd (closed on failure). */
 napi_value prog_handle_from_fd(napi_env env, int fd);
+
+struct bpf_test_run_opts;
+/* BPF_PROG_TEST_RUN with signals held off (retried on EINTR); data_room and
+ * ctx_room are the output room, restored in opts before every try. 0 or -1 and
+ * errno. Safe on any thread. */
+int hy_test_run(int fd, struct bpf_test_run_opts *opts, uint32_t data_room, uint32_t ctx_room);
 
 /* dup() with O_CLOEXEC; -1 and errno on failure. */
 int hy_dup(int fd);

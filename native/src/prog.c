@@ -50,7 +50,7 @@ static struct prog_handle *get_prog(napi_env env, napi_value v, const char *fn)
  * signal pending. Signals are blocked on this thread for the duration (they are
  * delivered right after), and a run interrupted anyway (e.g. by io_uring task work)
  * is retried a few times. Side effects of an interrupted partial run remain. */
-static int test_run(int fd, struct bpf_test_run_opts *opts, uint32_t data_room, uint32_t ctx_room)
+int hy_test_run(int fd, struct bpf_test_run_opts *opts, uint32_t data_room, uint32_t ctx_room)
 {
 	sigset_t all, old;
 	int ret, tries = 0;
@@ -151,7 +151,7 @@ static napi_value js_prog_test_run(napi_env env, napi_callback_info info)
 	opts.ctx_size_out = want_ctx_out ? ctx_out_size : 0;
 	opts.repeat = (int)a.repeat;
 	opts.flags = a.flags;
-	if (test_run(p->fd, &opts, data_out_size, want_ctx_out ? ctx_out_size : 0)) {
+	if (hy_test_run(p->fd, &opts, data_out_size, want_ctx_out ? ctx_out_size : 0)) {
 		int err = errno;
 		napi_value e;
 
@@ -222,7 +222,7 @@ static void run_execute(napi_env env, void *data)
 {
 	struct run_work *w = data;
 
-	w->ret = test_run(w->fd, &w->opts, w->data_room, 0);
+	w->ret = hy_test_run(w->fd, &w->opts, w->data_room, 0);
 	w->err = w->ret ? errno : 0;
 }
 
