@@ -44,14 +44,31 @@ const PROGRAMS = {
   ctGc: { object: 'tc/ct_gc.o', name: 'hypha_ct_gc' },
 } as const;
 
+/** The conntrack GC program's scratch map: the keys one run re-checks and
+ *  deletes. Defined next to the program (bpf/tc/ct_gc.c), not in the shared
+ *  ABI; test/bpf/ct-gc.test.ts checks this name and its layout against the
+ *  object's BTF. Its size bounds a run; the lookup batch defaults to it. */
+export const CT_GC_KEYS_MAP = 'hypha_ct_gc_keys_v1';
+
+const CT_EXPIRES_OFFSET = layouts.hypha_ct4_entry.fields.find((f) => f.name === 'expires')!.offset;
+const CT_GC_MAX_BATCH = 1 << 20;
+
 /** One conntrack garbage-collection pass (see bpf/tc/ct_gc.c). */
 export interface ConntrackGcResult {
   /** entries the pass found timed out and deleted */
   deleted: number;
-  /** entries left after the pass */
+  /** entries left after the pass (visited - deleted) */
   entries: number;
+  /** entries read; a map that changes meanwhile may show one twice or not at all */
+  visited: number;
+  /** lookup batches (BPF_MAP_LOOKUP_BATCH calls) */
+  batches: number;
+  /** runs of the delete program */
+  runs: number;
   /** how long the pass took (off the JS thread) */
   ms: number;
+  /** the longest single kernel call of the pass (a batch or a run) */
+  maxCallMs: number;
 }
 
 export type ProgramName = keyof typeof PROGRAMS;
@@ -276,14 +293,33 @@ export class Datapath {
     return new BpfMapIO(name, this.map(name));
   }
 
-  /** Delete every timed-out conntrack entry, in the kernel, in one pass, on
-   *  a worker thread (about 130 ns per entry: a 1M-entry map takes ~0.1 s). */
-  async collectConntrack(): Promise<ConntrackGcResult> {
-    const start = performance.now();
-    const r = await native.progTestRunAsync(this.programs.ctGc, { data: new Uint8Array(64) });
-    // {deleted, visited} in host byte order, as a Uint32Array reads them.
-    const [deleted = 0, visited = 0] = new Uint32Array(r.dataOut.slice(0, 8).buffer);
-    return { deleted, entries: visited - deleted, ms: performance.now() - start };
+  /** Delete every timed-out conntrack entry, on a worker thread, in bounded
+   *  steps (native mapSweepAsync): lookup batches of `batch` entries (default:
+   *  the scratch map's size, 4096) nominate the timed-out ones, and runs of
+   *  hypha_ct_gc delete each nominee that is still timed out in the kernel. */
+  async collectConntrack(opts: { batch?: number } = {}): Promise<ConntrackGcResult> {
+    const { batch } = opts;
+    if (batch !== undefined && (!Number.isInteger(batch) || batch < 1 || batch > CT_GC_MAX_BATCH)) {
+      throw new DatapathError('EINVALID', `conntrack GC batch ${batch} is not an integer in 1..${CT_GC_MAX_BATCH}`);
+    }
+    const keys = native.openPinnedMap(path.join(this.pinRoot, CT_GC_KEYS_MAP));
+    try {
+      const r = await native.mapSweepAsync(this.map('hypha_ct4_v1'), keys, this.programs.ctGc, {
+        expiresOffset: CT_EXPIRES_OFFSET,
+        batch: batch ?? native.mapInfo(keys).maxEntries,
+      });
+      return {
+        deleted: r.deleted,
+        entries: Math.max(0, r.visited - r.deleted),
+        visited: r.visited,
+        batches: r.lookups,
+        runs: r.runs,
+        ms: r.durationNs / 1e6,
+        maxCallMs: r.maxCallNs / 1e6,
+      };
+    } finally {
+      native.close(keys);
+    }
   }
 
   writeConfig(cfg: Config): void {
