@@ -20,6 +20,8 @@ struct hypha_abi {
 	struct hypha_endpoint endpoint;
 	struct hypha_ipcache_key ipcache_key;
 	struct hypha_ipcache_val ipcache_val;
+	struct hypha_frag4_key frag_key;
+	struct hypha_frag4_ports frag_ports;
 	enum hypha_ipcache_flags ipcache_flags;
 	enum hypha_endpoint_flags endpoint_flags;
 	enum hypha_lb_scope scope;

@@ -15,8 +15,8 @@
 #include "csum.h"
 
 #define HYPHA_ICMP_QUOTE 28	/* IP header without options + 8 bytes */
-#define HYPHA_ICMP_DEST_UNREACH 3
 #define HYPHA_ICMP_PORT_UNREACH 3
+#define HYPHA_ICMP_FRAG_NEEDED 4
 
 /* linux/icmp.h pulls in libc headers that do not exist for the BPF target. */
 struct hypha_icmphdr {
@@ -36,7 +36,7 @@ _Static_assert(sizeof(struct hypha_icmp4_frame) == 70, "ICMP reject frame is 70 
 
 /* Fill f from the original Ethernet header and quote (already in f). */
 static __always_inline void hypha_icmp4_finish(struct hypha_icmp4_frame *f, const struct ethhdr *orig_eth,
-					       const struct hypha_pkt4 *p)
+					       const struct hypha_pkt4 *p, __u8 code, __u16 mtu)
 {
 	__builtin_memcpy(f->eth.h_dest, orig_eth->h_source, ETH_ALEN);
 	__builtin_memcpy(f->eth.h_source, orig_eth->h_dest, ETH_ALEN);
@@ -56,14 +56,17 @@ static __always_inline void hypha_icmp4_finish(struct hypha_icmp4_frame *f, cons
 	f->ip.check = hypha_csum_buf(&f->ip, sizeof(f->ip));
 
 	f->icmp.type = HYPHA_ICMP_DEST_UNREACH;
-	f->icmp.code = HYPHA_ICMP_PORT_UNREACH;
+	f->icmp.code = code;
 	f->icmp.checksum = 0;
-	f->icmp.unused = 0;
+	/* fragmentation needed: the next hop's MTU in the low half (RFC 1191) */
+	f->icmp.unused = bpf_htonl(mtu);
 	f->icmp.checksum = hypha_csum_buf(&f->icmp, sizeof(f->icmp) + HYPHA_ICMP_QUOTE);
 }
 
-/* Returns bpf_redirect()'s verdict, or a negative drop reason. */
-static __always_inline int hypha_tc_reject4(struct __sk_buff *skb, const struct hypha_pkt4 *p)
+/* Returns bpf_redirect()'s verdict, or a negative drop reason. code: port
+ * unreachable (reject) or fragmentation needed (with the MTU). */
+static __always_inline int hypha_tc_icmp4_answer(struct __sk_buff *skb, const struct hypha_pkt4 *p, __u8 code,
+						 __u16 mtu)
 {
 	struct hypha_icmp4_frame f = {};
 	struct ethhdr orig_eth;
@@ -73,11 +76,16 @@ static __always_inline int hypha_tc_reject4(struct __sk_buff *skb, const struct 
 	if (bpf_skb_load_bytes(skb, 0, &orig_eth, sizeof(orig_eth)) ||
 	    bpf_skb_load_bytes(skb, HYPHA_L3_OFF, f.quote, HYPHA_ICMP_QUOTE))
 		return -HYPHA_DROP_REJECT_FAILED;
-	hypha_icmp4_finish(&f, &orig_eth, p);
+	hypha_icmp4_finish(&f, &orig_eth, p, code, mtu);
 	if (bpf_skb_change_tail(skb, sizeof(f), 0) ||
 	    bpf_skb_store_bytes(skb, 0, &f, sizeof(f), BPF_F_RECOMPUTE_CSUM | BPF_F_INVALIDATE_HASH))
 		return -HYPHA_DROP_REJECT_FAILED;
 	return bpf_redirect(skb->ifindex, 0);
+}
+
+static __always_inline int hypha_tc_reject4(struct __sk_buff *skb, const struct hypha_pkt4 *p)
+{
+	return hypha_tc_icmp4_answer(skb, p, HYPHA_ICMP_PORT_UNREACH, 0);
 }
 
 /* Returns XDP_TX, or a negative drop reason. */
@@ -95,7 +103,7 @@ static __always_inline int hypha_xdp_reject4(struct xdp_md *ctx, const struct hy
 		return -HYPHA_DROP_REJECT_FAILED;
 	__builtin_memcpy(&orig_eth, data, sizeof(orig_eth));
 	__builtin_memcpy(f.quote, data + sizeof(struct ethhdr), HYPHA_ICMP_QUOTE);
-	hypha_icmp4_finish(&f, &orig_eth, p);
+	hypha_icmp4_finish(&f, &orig_eth, p, HYPHA_ICMP_PORT_UNREACH, 0);
 
 	/* Resize to exactly the frame: shrink at the tail, grow at the head
 	 * (XDP guarantees headroom, not tailroom). */

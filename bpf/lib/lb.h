@@ -125,16 +125,64 @@ static __always_inline void hypha_lb4_snat(const struct hypha_ct4_entry *ct, str
 	}
 }
 
-/* An established flow of a Service: the backend conntrack recorded, even if
- * that backend, or the whole Service, is gone since (kube-proxy's conntrack
- * keeps NATed flows too). Only packets with ports that are not fragments. */
+/* The reply entry of a flow, from its SERVICE entry (key: the client's tuple). */
+static __always_inline void hypha_lb4_reply_key(struct hypha_ct4_key *k, const struct hypha_pkt4 *p,
+						const struct hypha_ct4_entry *ct)
+{
+	hypha_ct_key4(k, ct->nat_addr, (ct->flags & HYPHA_CT_F_SNAT_ADDR) ? ct->nat_addr2 : p->saddr,
+		      ct->nat_port, ct->nat_port2, p->proto, HYPHA_CT_REPLY);
+}
+
+/* Is the backend a flow was sent to still the right one for a packet of it?
+ * It may have left the Service, the Service may be gone (its backends go
+ * with it), or its address may now belong to another Service (another
+ * frontend id): then the flow is re-selected, as Cilium does. A backend
+ * that is only terminating keeps its open flows, but a new connection on
+ * the tuple (a SYN) goes elsewhere. (Backends are per frontend: their ids
+ * are never shared between Services, and a reused id names another pod.) */
+static __always_inline int hypha_lb4_backend_valid(const struct hypha_ct4_entry *ct, const struct hypha_pkt4 *p)
+{
+	const struct hypha_lb4_backend *b;
+	__u32 id = ct->backend_id;
+
+	b = bpf_map_lookup_elem(&hypha_lb4_backends_v1, &id);
+	if (!b || b->svc_id != ct->svc_id || b->addr != ct->nat_addr || b->port != ct->nat_port)
+		return 0;
+	if ((b->flags & HYPHA_BACKEND_F_TERMINATING) && p->proto == IPPROTO_TCP &&
+	    (p->tcp_flags & (HYPHA_TCP_SYN | HYPHA_TCP_ACK)) == HYPHA_TCP_SYN)
+		return 0;
+	return 1;
+}
+
+/* A FIN or RST seen by one of a flow's entries closes the other too: each
+ * entry sees only its own direction, and a reply entry left open would keep
+ * its tuple for the established lifetime after the flow is gone. */
+static __always_inline void hypha_ct_close_peer(const struct hypha_ct4_key *k, const struct hypha_pkt4 *p,
+						__u32 now)
+{
+	struct hypha_ct4_entry *peer = bpf_map_lookup_elem(&hypha_ct4_v1, k);
+
+	if (peer)
+		hypha_ct_refresh(peer, p, now);
+}
+
+static __always_inline int hypha_ct_closes(const struct hypha_pkt4 *p)
+{
+	return p->proto == IPPROTO_TCP && (p->tcp_flags & (HYPHA_TCP_FIN | HYPHA_TCP_RST));
+}
+
+/* An established flow of a Service: the backend conntrack recorded, while
+ * that backend still serves it (hypha_lb4_backend_valid); otherwise the old
+ * reply entry goes and the packet is handled as a new flow. Packets with
+ * ports: whole datagrams, first fragments, and later fragments whose first
+ * was seen. */
 static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, struct hypha_nat4 *nat, __u32 now,
 						 int punt_remote)
 {
 	struct hypha_ct4_entry *ct;
-	struct hypha_ct4_key key;
+	struct hypha_ct4_key key, rkey;
 
-	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE)
+	if (!hypha_has_ports(p))
 		return HYPHA_LB_PASS;
 	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_SERVICE);
 	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
@@ -142,7 +190,15 @@ static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, str
 		return HYPHA_LB_PASS;
 	if (punt_remote && (ct->flags & HYPHA_CT_F_REMOTE))
 		return HYPHA_LB_PUNT;
+	hypha_lb4_reply_key(&rkey, p, ct);
+	if (!hypha_lb4_backend_valid(ct, p)) {
+		bpf_map_delete_elem(&hypha_ct4_v1, &rkey);
+		bpf_map_delete_elem(&hypha_ct4_v1, &key);
+		return HYPHA_LB_PASS;
+	}
 	hypha_ct_refresh(ct, p, now);
+	if (hypha_ct_closes(p))
+		hypha_ct_close_peer(&rkey, p, now);
 	nat->svc_id = ct->svc_id;
 	nat->daddr = ct->nat_addr;
 	nat->dport = ct->nat_port;
@@ -150,6 +206,55 @@ static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, str
 	nat->forward = !!(ct->flags & HYPHA_CT_F_REMOTE);
 	hypha_lb4_snat(ct, nat);
 	return HYPHA_LB_NAT;
+}
+
+static __always_inline int hypha_port_in(__be16 port, __u16 min, __u16 max)
+{
+	__u16 p = bpf_ntohs(port);
+
+	return p >= min && p <= max;
+}
+
+static __always_inline int hypha_nodeport_range(const struct hypha_config *cfg, __be16 port)
+{
+	if (cfg && cfg->nodeport_min && cfg->nodeport_max >= cfg->nodeport_min)
+		return hypha_port_in(port, cfg->nodeport_min, cfg->nodeport_max);
+	return hypha_port_in(port, HYPHA_NODEPORT_MIN, HYPHA_NODEPORT_MAX);
+}
+
+/* A reply to the node's own connection from a port in the NodePort range
+ * (its ephemeral range may overlap it): noted on the way out (to_netdev),
+ * so the answer is not taken for a new NodePort flow. */
+static __always_inline int hypha_lb4_host_reply(const struct hypha_pkt4 *p, __u32 now)
+{
+	struct hypha_ct4_entry *ct;
+	struct hypha_ct4_key key;
+
+	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_HOST);
+	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	if (!ct || hypha_ct_expired(ct, now))
+		return 0;
+	hypha_ct_refresh(ct, p, now);
+	return 1;
+}
+
+/* Is this a reply of a tracked flow (reverse translation, or the node's own
+ * connection)? XDP asks before it takes a packet for a new flow, and leaves
+ * such replies to tc. */
+static __always_inline int hypha_lb4_is_reply(const struct hypha_pkt4 *p, __u32 now)
+{
+	struct hypha_ct4_entry *ct;
+	struct hypha_ct4_key key;
+
+	if (!hypha_has_ports(p))
+		return 0;
+	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_REPLY);
+	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	if (ct && !hypha_ct_expired(ct, now))
+		return 1;
+	key.dir = HYPHA_CT_HOST;
+	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	return ct && !hypha_ct_expired(ct, now);
 }
 
 /* A packet to a Service frontend that is not (or no longer) a tracked flow:
@@ -168,12 +273,13 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 	__u8 flags;
 
 	if (!hypha_has_ports(p)) {
-		/* Later fragments carry no ports, other protocols have none:
-		 * neither can be translated. Refuse them only when they are
-		 * aimed at a Service address; anything else is not ours. */
+		/* A later fragment whose first was not seen carries no ports,
+		 * other protocols have none: neither can be translated. Refuse
+		 * them only when they are aimed at a Service address; anything
+		 * else is not ours. */
 		if (!hypha_lb4_is_vip(p->daddr))
 			return HYPHA_LB_PASS;
-		return p->frag == HYPHA_FRAG_LATER ? -HYPHA_DROP_FRAG_NOT_SUPPORTED
+		return p->frag == HYPHA_FRAG_LATER ? -HYPHA_DROP_FRAG_NOT_FOUND
 						   : -HYPHA_DROP_UNSUPPORTED_L4;
 	}
 
@@ -186,9 +292,15 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 		return HYPHA_LB_PASS;
 	}
 	nat->svc_id = svc->svc_id;
-	/* First fragment: the rest of the datagram could not follow it. */
-	if (p->frag != HYPHA_FRAG_NONE)
-		return -HYPHA_DROP_FRAG_NOT_SUPPORTED;
+	/* A later fragment starts no flow: its first fragment did (and the
+	 * flow would have been found), or was lost. */
+	if (p->frag == HYPHA_FRAG_LATER)
+		return -HYPHA_DROP_FRAG_NOT_FOUND;
+	/* The reply of the node's own connection from a port that is also a
+	 * NodePort: not a new flow. */
+	if (scope == HYPHA_SCOPE_EXTERNAL && (svc->flags & HYPHA_SVC_F_NODEPORT) &&
+	    hypha_lb4_host_reply(p, now))
+		return HYPHA_LB_PASS;
 
 	if (svc->count == 0)
 		return (svc->flags & HYPHA_SVC_F_LOCAL_ONLY) ? -HYPHA_DROP_NO_LOCAL_BACKEND
@@ -244,9 +356,14 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 	entry.flags = flags;
 	entry.expires = now + hypha_ct_lifetime(p->proto, flags);
 	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
-	if (ct && !hypha_ct_expired(ct, now) &&
-	    (ct->nat_addr != p->daddr || ct->nat_port != p->dport ||
-	     ct->nat_addr2 != p->saddr || ct->nat_port2 != p->sport)) {
+	if (((flags & HYPHA_CT_F_REMOTE) && hypha_nodeport_range(cfg, p->sport)) ||
+	    (ct && !hypha_ct_expired(ct, now) &&
+	     (ct->nat_addr != p->daddr || ct->nat_port != p->dport ||
+	      ct->nat_addr2 != p->saddr || ct->nat_port2 != p->sport))) {
+		/* A client port in the NodePort range is never kept towards
+		 * another node: the backend's answer to node:port would look
+		 * like a new NodePort flow (Cilium keeps the port only outside
+		 * that range too). */
 		/* The tuple the backend would see belongs to a flow of another
 		 * frontend that has not timed out (one client port, two
 		 * Services, one backend): move this flow to a free source port,
@@ -290,7 +407,7 @@ static __always_inline int hypha_lb4_reverse(const struct hypha_pkt4 *p, struct 
 	struct hypha_ct4_entry *ct;
 	struct hypha_ct4_key key;
 
-	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE)
+	if (!hypha_has_ports(p))
 		return HYPHA_LB_PASS;
 	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_REPLY);
 	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
@@ -309,6 +426,12 @@ static __always_inline int hypha_lb4_reverse(const struct hypha_pkt4 *p, struct 
 		return HYPHA_LB_PASS;
 	}
 	hypha_ct_refresh(ct, p, now);
+	if (hypha_ct_closes(p)) {
+		/* the SERVICE entry, keyed by the client's original tuple */
+		hypha_ct_key4(&key, ct->nat_addr2, ct->nat_addr, ct->nat_port2, ct->nat_port, p->proto,
+			      HYPHA_CT_SERVICE);
+		hypha_ct_close_peer(&key, p, now);
+	}
 	nat->forward = !!(ct->flags & HYPHA_CT_F_REMOTE);
 	nat->saddr = ct->nat_addr;
 	nat->sport = ct->nat_port;

@@ -13,10 +13,8 @@
  * ICMP echo of the given direction (requests leave, replies come back). */
 static __always_inline int hypha_masq_keyable(const struct hypha_pkt4 *p, __u8 echo)
 {
-	if (p->frag != HYPHA_FRAG_NONE)
-		return 0;
 	if (p->proto == IPPROTO_ICMP)
-		return p->icmp_echo == echo;
+		return p->frag == HYPHA_FRAG_NONE && p->icmp_echo == echo;
 	return hypha_has_ports(p);
 }
 
@@ -65,16 +63,11 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 	dst = hypha_ipcache_lookup(p->daddr);
 	if (dst && (dst->flags & HYPHA_IPC_F_CLUSTER))
 		return HYPHA_LB_PASS;
-	/* A first fragment carries the ports, the rest of the datagram does
-	 * not: fragments are not translated yet (a documented limit), and
-	 * rather than leak the pod's address the datagram is refused, with a
-	 * reason, unless it answers a flow the outside opened. Later
-	 * fragments cannot be told apart and pass. */
-	if (p->frag == HYPHA_FRAG_FIRST && hypha_has_ports(p)) {
-		hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_INBOUND);
-		in = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
-		return in && !hypha_ct_expired(in, now) ? HYPHA_LB_PASS : -HYPHA_DROP_FRAG_NOT_SUPPORTED;
-	}
+	/* A later fragment whose first was not seen has no ports to be
+	 * translated by: refused with a reason rather than sent with the
+	 * pod's address. (A fragmented ICMP echo is not masqueraded.) */
+	if (p->frag == HYPHA_FRAG_LATER && !p->frag_ports && p->proto != IPPROTO_ICMP)
+		return -HYPHA_DROP_FRAG_NOT_FOUND;
 	/* TCP and UDP by their ports, ICMP echo requests by their identifier
 	 * (in the source port's place). Other ICMP has nothing to map replies
 	 * back by: not masqueraded. */
@@ -122,6 +115,10 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 		return HYPHA_LB_NAT;
 	}
 
+	/* A later fragment starts nothing: its first fragment's flow is
+	 * gone (timed out or evicted in between). */
+	if (p->frag == HYPHA_FRAG_LATER)
+		return -HYPHA_DROP_FRAG_NOT_FOUND;
 	/* Only a flow the pod opens is masqueraded: a TCP segment other than
 	 * a SYN without a translation belongs to a connection opened from
 	 * outside (or before the agent was there), and leaves as it is. */
@@ -190,7 +187,7 @@ static __always_inline void hypha_masq_note_inbound(const struct hypha_pkt4 *p, 
 	struct hypha_ct4_entry *e, entry = {};
 	struct hypha_ct4_key key;
 
-	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE)
+	if (!hypha_has_ports(p))
 		return;
 	src = hypha_ipcache_lookup(p->saddr);
 	if (src && (src->flags & HYPHA_IPC_F_CLUSTER))

@@ -106,9 +106,22 @@ static __always_inline int hypha_tc_nat4_ports(struct __sk_buff *skb, const stru
 	return ret;
 }
 
+/* A later fragment: no L4 header, only the addresses change (the L4
+ * checksum, in the first fragment, covers them and was fixed there). */
+static __always_inline int hypha_tc_nat4_l3(struct __sk_buff *skb, const struct hypha_pkt4 *p,
+					    const struct hypha_nat4 *n)
+{
+	struct hypha_nat4 a = *n;
+
+	a.what &= HYPHA_NAT_SADDR | HYPHA_NAT_DADDR;
+	return hypha_tc_nat4_icmp(skb, p, &a);
+}
+
 static __always_inline int hypha_tc_nat4(struct __sk_buff *skb, const struct hypha_pkt4 *p,
 					 const struct hypha_nat4 *n)
 {
+	if (p->frag == HYPHA_FRAG_LATER)
+		return hypha_tc_nat4_l3(skb, p, n);
 	if (p->proto == IPPROTO_ICMP)
 		return hypha_tc_nat4_icmp(skb, p, n);
 	return hypha_tc_nat4_ports(skb, p, n);
@@ -127,6 +140,18 @@ static __always_inline int hypha_xdp_nat4(struct xdp_md *ctx, const struct hypha
 
 	if ((void *)(ip + 1) > data_end)
 		return -HYPHA_DROP_NAT_FAILED;
+	if (p->frag == HYPHA_FRAG_LATER) {
+		/* no L4 header: addresses only */
+		if (n->what & HYPHA_NAT_SADDR) {
+			hypha_csum_replace4(&ip->check, ip->saddr, n->saddr);
+			ip->saddr = n->saddr;
+		}
+		if (n->what & HYPHA_NAT_DADDR) {
+			hypha_csum_replace4(&ip->check, ip->daddr, n->daddr);
+			ip->daddr = n->daddr;
+		}
+		return 0;
+	}
 	l4 = (void *)ip + (ip->ihl * 4);
 	if (l4 + sizeof(struct tcphdr) > data_end && p->proto == IPPROTO_TCP)
 		return -HYPHA_DROP_NAT_FAILED;

@@ -41,13 +41,16 @@ struct hypha_pkt4 {
 	__u8 frag;
 	__u8 ihl_bytes;
 	__u16 l4_off;
-	__u16 pad;
+	__be16 ip_id;
 	__u32 len;
 	/* ICMP echo request or reply (not a fragment): its identifier, which
 	 * masquerade maps as it maps ports. */
 	__be16 icmp_id;
 	__u8 icmp_echo;		/* HYPHA_ICMP_ECHO_REQUEST / _REPLY, 0 otherwise */
-	__u8 pad2;
+	__u8 icmp_err;		/* an ICMP error (unreachable, time exceeded, parameter problem) */
+	__u8 frag_ports;	/* a later fragment whose ports came from its first (frag.h) */
+	__u8 df;		/* don't fragment */
+	__u16 pad;
 };
 
 #define HYPHA_ICMP_ECHO_REQUEST 8
@@ -55,6 +58,9 @@ struct hypha_pkt4 {
 /* icmp_echo values: the type + 1, so 0 means "not an echo". */
 #define HYPHA_ECHO_REQUEST (HYPHA_ICMP_ECHO_REQUEST + 1)
 #define HYPHA_ECHO_REPLY (HYPHA_ICMP_ECHO_REPLY + 1)
+#define HYPHA_ICMP_DEST_UNREACH 3
+#define HYPHA_ICMP_TIME_EXCEEDED 11
+#define HYPHA_ICMP_PARAMETERPROB 12
 
 static __always_inline int hypha_parse4(void *data, void *data_end, struct hypha_pkt4 *p)
 {
@@ -82,9 +88,11 @@ static __always_inline int hypha_parse4(void *data, void *data_end, struct hypha
 	p->sport = 0;
 	p->dport = 0;
 	p->tcp_flags = 0;
+	p->ip_id = ip->id;
 	p->len = data_end - data;
 
 	frag_off = bpf_ntohs(ip->frag_off);
+	p->df = !!(frag_off & 0x4000);
 	if (frag_off & 0x1fff)
 		p->frag = HYPHA_FRAG_LATER;
 	else if (frag_off & 0x2000)
@@ -120,14 +128,19 @@ static __always_inline int hypha_parse4(void *data, void *data_end, struct hypha
 		if (ih[0] == HYPHA_ICMP_ECHO_REQUEST || ih[0] == HYPHA_ICMP_ECHO_REPLY) {
 			p->icmp_echo = ih[0] + 1;
 			p->icmp_id = *(__be16 *)(ih + 4);
+		} else if (ih[0] == HYPHA_ICMP_DEST_UNREACH || ih[0] == HYPHA_ICMP_TIME_EXCEEDED ||
+			   ih[0] == HYPHA_ICMP_PARAMETERPROB) {
+			p->icmp_err = 1;
 		}
 	}
 	return HYPHA_PARSE_OK;
 }
 
+/* TCP or UDP whose ports are known: not a later fragment, unless its first
+ * fragment was seen and told us the ports (frag.h). */
 static __always_inline int hypha_has_ports(const struct hypha_pkt4 *p)
 {
-	return p->frag != HYPHA_FRAG_LATER &&
+	return (p->frag != HYPHA_FRAG_LATER || p->frag_ports) &&
 	       (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP);
 }
 

@@ -20,9 +20,18 @@ static __always_inline __u16 hypha_snat_port(const struct hypha_config *cfg, __u
 	return min + (h + i * 7919) % (max - min + 1);
 }
 
+/* Does a claim hold the same translation (the same flow's)? */
+static __always_inline int hypha_ct_same_mapping(const struct hypha_ct4_entry *a, const struct hypha_ct4_entry *b)
+{
+	return a->nat_addr == b->nat_addr && a->nat_port == b->nat_port &&
+	       a->nat_addr2 == b->nat_addr2 && a->nat_port2 == b->nat_port2;
+}
+
 /* Claim a port: key is the reply-side entry with everything but dport set;
- * dport is varied over the range from hash h. A timed-out holder of a port
- * is removed first. Returns 0 with key->dport the claimed port, or
+ * dport is varied over the range from hash h (the same flow tries the same
+ * ports in the same order, so it finds its own claim first). A timed-out
+ * holder of a port is removed first; a claim holding the same translation
+ * is this flow's and is reused. Returns 0 with key->dport the claimed port, or
  * -HYPHA_DROP_NAT_NO_PORT when every try is taken. */
 static __always_inline int hypha_snat_claim(struct hypha_ct4_key *key, const struct hypha_ct4_entry *entry,
 					    const struct hypha_config *cfg, __u32 h, __u32 now)
@@ -33,6 +42,13 @@ static __always_inline int hypha_snat_claim(struct hypha_ct4_key *key, const str
 	for (i = 0; i < HYPHA_SNAT_TRIES; i++) {
 		key->dport = bpf_htons(hypha_snat_port(cfg, h, i));
 		ct = bpf_map_lookup_elem(&hypha_ct4_v1, key);
+		if (ct && hypha_ct_same_mapping(ct, entry)) {
+			/* This flow's own earlier claim (a reopened or
+			 * re-selected flow): keep its port. */
+			if (!bpf_map_update_elem(&hypha_ct4_v1, key, entry, BPF_EXIST))
+				return 0;
+			continue;
+		}
 		if (ct) {
 			if (!hypha_ct_expired(ct, now))
 				continue;

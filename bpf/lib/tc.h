@@ -11,6 +11,8 @@
 #include "icmp.h"
 #include "drop.h"
 #include "masq.h"
+#include "frag.h"
+#include "icmp_err.h"
 
 /* Headers live in the linear part of nearly every skb; when a parse runs out
  * of linear data but the packet is longer, pull the headers in and retry.
@@ -42,26 +44,36 @@ static __always_inline __u32 hypha_seen_mark(const struct hypha_config *cfg)
 /* Forward a rewritten packet ourselves: it came in on the external device
  * and goes to another node (or back to an outside client), with one of this
  * node's addresses as its source, which the stack would drop as a martian.
- * Route it with a FIB lookup, decrement the TTL as a router does, and send
- * it out; when the next hop's MAC is not known yet, the kernel resolves it
- * (bpf_redirect_neigh). */
-static __always_inline int hypha_tc_forward(struct __sk_buff *skb, const struct hypha_pkt4 *p,
-					    const struct hypha_nat4 *n)
+ * Route it with a FIB lookup (before the rewrite: a packet too big for the
+ * next hop is answered with its header as the sender sent it), decrement
+ * the TTL as a router does, and send it out; when the next hop's MAC is not
+ * known yet, the kernel resolves it (bpf_redirect_neigh). */
+static __always_inline int hypha_tc_fib(struct __sk_buff *skb, const struct hypha_pkt4 *p,
+					const struct hypha_nat4 *n, struct bpf_fib_lookup *fib, __u32 *mtu)
 {
-	struct bpf_fib_lookup fib = {};
-	__u8 ttl;
 	int rc;
 
-	fib.family = HYPHA_AF_INET;
-	fib.l4_protocol = p->proto;
-	fib.sport = (n->what & HYPHA_NAT_SPORT) ? n->sport : p->sport;
-	fib.dport = (n->what & HYPHA_NAT_DPORT) ? n->dport : p->dport;
-	fib.ipv4_src = (n->what & HYPHA_NAT_SADDR) ? n->saddr : p->saddr;
-	fib.ipv4_dst = (n->what & HYPHA_NAT_DADDR) ? n->daddr : p->daddr;
-	fib.ifindex = skb->ifindex;
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	fib->family = HYPHA_AF_INET;
+	fib->l4_protocol = p->proto;
+	fib->sport = (n->what & HYPHA_NAT_SPORT) ? n->sport : p->sport;
+	fib->dport = (n->what & HYPHA_NAT_DPORT) ? n->dport : p->dport;
+	fib->ipv4_src = (n->what & HYPHA_NAT_SADDR) ? n->saddr : p->saddr;
+	fib->ipv4_dst = (n->what & HYPHA_NAT_DADDR) ? n->daddr : p->daddr;
+	fib->ifindex = skb->ifindex;
+	rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
-		return -HYPHA_DROP_FIB_FAILED;
+		return rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? (*mtu = fib->mtu_result, -HYPHA_DROP_FRAG_NEEDED)
+							   : -HYPHA_DROP_FIB_FAILED;
+	*mtu = 0;
+	if (bpf_check_mtu(skb, fib->ifindex, mtu, 0, 0) == BPF_MTU_CHK_RET_FRAG_NEEDED)
+		return -HYPHA_DROP_FRAG_NEEDED;
+	return rc;
+}
+
+static __always_inline int hypha_tc_send(struct __sk_buff *skb, const struct bpf_fib_lookup *fib, int rc)
+{
+	__u8 ttl;
+
 	if (bpf_skb_load_bytes(skb, HYPHA_IP_TTL_OFF, &ttl, 1) || ttl <= 1)
 		return -HYPHA_DROP_FIB_FAILED;
 	if (bpf_l3_csum_replace(skb, HYPHA_IP_CSUM_OFF, bpf_htons(ttl << 8), bpf_htons((ttl - 1) << 8), 2))
@@ -70,14 +82,35 @@ static __always_inline int hypha_tc_forward(struct __sk_buff *skb, const struct 
 	if (bpf_skb_store_bytes(skb, HYPHA_IP_TTL_OFF, &ttl, 1, 0))
 		return -HYPHA_DROP_NAT_FAILED;
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = { .nh_family = HYPHA_AF_INET, .ipv4_nh = fib.ipv4_dst };
+		struct bpf_redir_neigh nh = { .nh_family = HYPHA_AF_INET, .ipv4_nh = fib->ipv4_dst };
 
-		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+		return bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
 	}
-	if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) ||
-	    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0))
+	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0))
 		return -HYPHA_DROP_NAT_FAILED;
-	return bpf_redirect(fib.ifindex, 0);
+	return bpf_redirect(fib->ifindex, 0);
+}
+
+/* Too big for the next hop: with DF set, answer "fragmentation needed" with
+ * its MTU from this node's address the packet was sent to (path-MTU
+ * discovery through NodePorts); without DF (which the stack would fragment)
+ * or for an ICMP error (never answered with one), drop it. Counted as
+ * HYPHA_DROP_FRAG_NEEDED either way. */
+static __always_inline int hypha_tc_too_big(struct __sk_buff *skb, const struct hypha_pkt4 *p, enum hypha_hook hook,
+					    __u32 mtu, __u32 svc_id)
+{
+	int verdict;
+
+	hypha_account_drop(HYPHA_DROP_FRAG_NEEDED, skb->len, hook, skb->ifindex, p, svc_id);
+	if (!p->df || p->icmp_err || !mtu)
+		return TC_ACT_SHOT;
+	verdict = hypha_tc_icmp4_answer(skb, p, HYPHA_ICMP_FRAG_NEEDED, mtu > 0xffff ? 0xffff : mtu);
+	if (verdict < 0) {
+		hypha_account_drop(-verdict, skb->len, hook, skb->ifindex, p, svc_id);
+		return TC_ACT_SHOT;
+	}
+	return verdict;
 }
 
 /* A packet from a pod to a pod on this node: straight into the destination
@@ -101,7 +134,7 @@ static __always_inline int hypha_tc_redirect_local(struct __sk_buff *skb, hypha_
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
-static __always_inline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hypha_hook hook,
+static __noinline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hypha_hook hook,
 					 const struct hypha_pkt4 *p, __u32 svc_id)
 {
 	enum hypha_drop_reason reason;
@@ -125,6 +158,82 @@ static __always_inline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hy
 #define HYPHA_TC_MASQ_REPLIES (1 << 8)	/* external device: replies to masqueraded pod flows */
 #define HYPHA_TC_NOTE_INBOUND (1 << 9)	/* to a pod: note flows opened from outside the cluster */
 
+/* Which ICMP error translations a hook makes (icmp_err.h): where the
+ * packet it answers was translated the other way. */
+static __always_inline int hypha_tc_icmp_err_which(int forward, int reverse, int mode)
+{
+	int which = 0;
+
+	if (forward)
+		which |= HYPHA_ICMP_ERR_SERVICE;
+	if (reverse)
+		which |= (mode & HYPHA_LB_SNAT_REMOTE) ? HYPHA_ICMP_ERR_REPLY_REMOTE : HYPHA_ICMP_ERR_REPLY;
+	if (mode & HYPHA_TC_MASQ_REPLIES)
+		which |= HYPHA_ICMP_ERR_MASQ_IN;
+	return which;
+}
+
+/* hypha_lb4_new_flow as a function of its own (its stack is not the main
+ * path's); scope_mode: mode << 1 | scope. */
+static __noinline int hypha_tc_new_flow(const struct hypha_pkt4 *p, struct hypha_nat4 *nat,
+					const struct hypha_config *cfg, int scope_mode, __u32 now)
+{
+	return hypha_lb4_new_flow(p, scope_mode & 1, cfg ? cfg->loopback_addr : 0, cfg ? cfg->snat_addr : 0,
+				  scope_mode >> 1, cfg, nat, now);
+}
+
+/* Rewrite a packet and forward it ourselves (see hypha_tc_fib). A function
+ * of its own: the FIB lookup's state stays off the main path's stack. */
+static __noinline int hypha_tc_nat_forward(struct __sk_buff *skb, const struct hypha_pkt4 *p,
+					   const struct hypha_nat4 *nat, enum hypha_hook hook, __u32 seen)
+{
+	struct bpf_fib_lookup fib = {};
+	__u32 mtu = 0;
+	int rc, ret;
+
+	rc = hypha_tc_fib(skb, p, nat, &fib, &mtu);
+	if (rc == -HYPHA_DROP_FRAG_NEEDED)
+		return hypha_tc_too_big(skb, p, hook, mtu, nat->svc_id);
+	if (rc < 0)
+		return hypha_tc_exit(skb, rc, hook, p, nat->svc_id);
+	ret = hypha_tc_nat4(skb, p, nat);
+	if (ret == 0) {
+		/* Forwarded by us: to_netdev must not take it for the node's
+		 * own traffic. */
+		skb->mark |= seen;
+		ret = hypha_tc_send(skb, &fib, rc);
+	}
+	return hypha_tc_exit(skb, ret, hook, p, nat->svc_id);
+}
+
+/* An ICMP error: translated if it is about one of our flows (icmp_err.h),
+ * then delivered like the flow's packets are. */
+static __noinline int hypha_tc_icmp_err_path(struct __sk_buff *skb, const struct hypha_pkt4 *p, enum hypha_hook hook,
+					     int which, const struct hypha_config *cfg)
+{
+	struct hypha_nat4 nat = {};
+	int ret, rc;
+
+	ret = hypha_tc_icmp_err(skb, p, which, &nat, hypha_now());
+	if (ret != HYPHA_LB_DONE)
+		return hypha_tc_exit(skb, ret, hook, p, 0);
+	ret = 0;
+	if (nat.forward) {
+		struct bpf_fib_lookup fib = {};
+		__u32 mtu = 0;
+
+		rc = hypha_tc_fib(skb, p, &nat, &fib, &mtu);
+		/* an ICMP error too big to forward is not answered */
+		ret = rc < 0 ? (rc == -HYPHA_DROP_FRAG_NEEDED ? -HYPHA_DROP_FIB_FAILED : rc) : hypha_tc_send(skb, &fib, rc);
+	} else if ((nat.what & HYPHA_NAT_DADDR) && cfg && (cfg->flags & HYPHA_CFG_HOST_ROUTING)) {
+		int verdict = hypha_tc_redirect_local(skb, nat.daddr);
+
+		if (verdict)
+			return verdict;
+	}
+	return hypha_tc_exit(skb, ret, hook, p, nat.svc_id);
+}
+
 /* scope: where the traffic comes from; forward: translate new and tracked
  * flows to frontends; reverse: restore frontends on replies; mode: see
  * hypha_lb4_new_flow (HYPHA_LB_SNAT_REMOTE on the external device) and
@@ -143,24 +252,30 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 	 * local pod): nothing left for to_pod to restore. */
 	if (!forward && (skb->mark & seen))
 		return TC_ACT_OK;
+	/* A VLAN-tagged frame (the kernel moved the tag into the skb) is for
+	 * a VLAN device on top of this one: left to it, as XDP leaves it. */
+	if (skb->vlan_present)
+		return TC_ACT_OK;
 	ret = hypha_tc_parse4(skb, &p);
 	if (ret == HYPHA_PARSE_NOT_IPV4)
 		return TC_ACT_OK;
 	if (ret < 0)
 		return hypha_tc_exit(skb, ret, hook, NULL, 0);
-
-	/* Most likely first: a packet of a tracked flow (either direction)
-	 * costs one or two lookups; only new flows reach the Service map. */
 	now = hypha_now();
 	ret = HYPHA_LB_PASS;
+
+	if (p.icmp_err)
+		return hypha_tc_icmp_err_path(skb, &p, hook, hypha_tc_icmp_err_which(forward, reverse, mode), cfg);
+
+	hypha_frag_track(&p);
+	/* Most likely first: a packet of a tracked flow (either direction)
+	 * costs one or two lookups; only new flows reach the Service map. */
 	if (forward)
 		ret = hypha_lb4_established(&p, &nat, now, 0);
 	if (ret == HYPHA_LB_PASS && reverse)
 		ret = hypha_lb4_reverse(&p, &nat, now, mode & HYPHA_LB_SNAT_REMOTE);
-	if (ret == HYPHA_LB_PASS && forward) {
-		ret = hypha_lb4_new_flow(&p, scope, cfg ? cfg->loopback_addr : 0, cfg ? cfg->snat_addr : 0,
-					 mode, cfg, &nat, now);
-	}
+	if (ret == HYPHA_LB_PASS && forward)
+		ret = hypha_tc_new_flow(&p, &nat, cfg, (mode << 1) | scope, now);
 	if (ret == HYPHA_LB_PASS && (mode & HYPHA_TC_MASQ_REPLIES)) {
 		ret = hypha_masq_ingress(&p, &nat, now);
 		if (ret == HYPHA_LB_NAT) {
@@ -181,9 +296,9 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 			hypha_masq_note_inbound(&p, now);
 	}
 	if (ret == HYPHA_LB_NAT) {
+		if (nat.forward)
+			return hypha_tc_nat_forward(skb, &p, &nat, hook, seen);
 		ret = hypha_tc_nat4(skb, &p, &nat);
-		if (ret == 0 && nat.forward)
-			ret = hypha_tc_forward(skb, &p, &nat);
 	}
 	if (ret == 0 && hook == HYPHA_HOOK_FROM_POD) {
 		if (cfg && (cfg->flags & HYPHA_CFG_HOST_ROUTING)) {
@@ -197,21 +312,59 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 	return hypha_tc_exit(skb, ret, hook, &p, nat.svc_id);
 }
 
+/* The node's own connection from a port in the NodePort range, on its way
+ * out: note it (keyed as its replies arrive) so they are not taken for new
+ * NodePort flows. TCP from its SYN on, UDP from any datagram; packets of
+ * translated flows carry the mark and are not the node's own. */
+static __always_inline void hypha_tc_note_host(struct __sk_buff *skb, const struct hypha_pkt4 *p,
+					       const struct hypha_config *cfg, __u32 now)
+{
+	struct hypha_ct4_entry *e, entry = {};
+	struct hypha_ct4_key key;
+
+	if (!hypha_has_ports(p) || p->frag != HYPHA_FRAG_NONE || !hypha_nodeport_range(cfg, p->sport) ||
+	    (skb->mark & hypha_seen_mark(cfg)) || bpf_map_lookup_elem(&hypha_endpoints_v1, &p->saddr))
+		return;
+	hypha_ct_key4(&key, p->daddr, p->saddr, p->dport, p->sport, p->proto, HYPHA_CT_HOST);
+	e = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	if (e && !hypha_ct_expired(e, now)) {
+		hypha_ct_refresh(e, p, now);
+		return;
+	}
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (HYPHA_TCP_SYN | HYPHA_TCP_ACK)) != HYPHA_TCP_SYN)
+		return;
+	entry.flags = hypha_ct_next_flags(0, p);
+	entry.expires = now + hypha_ct_lifetime(p->proto, entry.flags);
+	bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY);
+}
+
 /* tc egress of the external device: masquerade of pod traffic that leaves
- * the cluster. Anything this program cannot parse is not a pod's and passes. */
+ * the cluster, ICMP errors pods send about masqueraded flows, and notes of
+ * the node's own connections from NodePort-range ports. Anything this
+ * program cannot parse is not a pod's and passes. */
 static __always_inline int hypha_tc_to_netdev(struct __sk_buff *skb)
 {
-	__u32 zero = 0;
+	__u32 zero = 0, now = hypha_now();
 	struct hypha_config *cfg;
 	struct hypha_nat4 nat = {};
 	struct hypha_pkt4 p = {};
 	int ret;
 
+	if (skb->vlan_present)
+		return TC_ACT_OK;
 	ret = hypha_tc_parse4(skb, &p);
 	if (ret != HYPHA_PARSE_OK)
 		return TC_ACT_OK;
 	cfg = bpf_map_lookup_elem(&hypha_config_v3, &zero);
-	ret = hypha_masq_egress(&p, cfg, &nat, hypha_now());
+	if (p.icmp_err) {
+		if (!cfg || !(cfg->flags & HYPHA_CFG_MASQUERADE))
+			return TC_ACT_OK;
+		ret = hypha_tc_icmp_err(skb, &p, HYPHA_ICMP_ERR_MASQ_OUT, &nat, now);
+		return hypha_tc_exit(skb, ret == HYPHA_LB_DONE ? 0 : ret, HYPHA_HOOK_TO_NETDEV, &p, 0);
+	}
+	hypha_frag_track(&p);
+	hypha_tc_note_host(skb, &p, cfg, now);
+	ret = hypha_masq_egress(&p, cfg, &nat, now);
 	if (ret == HYPHA_LB_NAT)
 		ret = hypha_tc_nat4(skb, &p, &nat);
 	return hypha_tc_exit(skb, ret, HYPHA_HOOK_TO_NETDEV, &p, 0);

@@ -9,6 +9,7 @@
 #include "lib/nat.h"
 #include "lib/icmp.h"
 #include "lib/drop.h"
+#include "lib/frag.h"
 
 static __always_inline int hypha_xdp_exit(struct xdp_md *ctx, int ret, const struct hypha_pkt4 *p,
 					  __u32 svc_id)
@@ -48,8 +49,17 @@ int hypha_xdp_nodeport(struct xdp_md *ctx)
 	/* No hairpin from outside: the client is never its own backend. A flow
 	 * to a backend on another node is left to the tc program (PUNT): it can
 	 * forward the source-NATed packet past the stack. */
+	/* VLAN-tagged frames belong to a VLAN device on top of this one (tc
+	 * leaves them alone too); ICMP errors are translated by tc. */
+	if (p.icmp_err)
+		return XDP_PASS;
+	hypha_frag_track(&p);
 	now = hypha_now();
 	ret = hypha_lb4_established(&p, &nat, now, 1);
+	/* A reply of a flow tc forwards (or of the node's own connection) is
+	 * never a new flow, whatever port it comes to. */
+	if (ret == HYPHA_LB_PASS && hypha_lb4_is_reply(&p, now))
+		return XDP_PASS;
 	if (ret == HYPHA_LB_PASS)
 		ret = hypha_lb4_new_flow(&p, HYPHA_SCOPE_EXTERNAL, 0, 0, HYPHA_LB_PUNT_REMOTE,
 					 bpf_map_lookup_elem(&hypha_config_v3, &zero), &nat, now);

@@ -22,6 +22,7 @@ export const CtDir = {
   MASQ_OUT: 3,
   MASQ_IN: 4,
   INBOUND: 5,
+  HOST: 6,
 } as const;
 
 /** enum hypha_ct_flags */
@@ -50,6 +51,8 @@ export const DropReason = {
   NAT_NO_PORT: 12,
   NO_SNAT_ADDR: 13,
   FIB_FAILED: 14,
+  FRAG_NOT_FOUND: 15,
+  FRAG_NEEDED: 16,
   MAX: 255,
 } as const;
 
@@ -69,6 +72,8 @@ export const DropReasonText: Record<number, string> = {
   12: "no free source port for a source NAT (clashing tuple, masquerade)",
   13: "outside traffic to a backend on another node, no node address to source it from",
   14: "no route to forward a packet to another node or back out",
+  15: "later fragment of a Service flow whose first fragment was not seen (lost or out of order)",
+  16: "answered with ICMP fragmentation needed (or dropped without DF): too big for the next hop",
 };
 
 /** enum hypha_endpoint_flags */
@@ -168,6 +173,20 @@ export interface DropEvent {
 export interface Endpoint {
   ifindex: number;
   flags: number;
+}
+
+/** struct hypha_frag4_key (12 bytes) */
+export interface Frag4Key {
+  saddr: string;
+  daddr: string;
+  id: number;
+  proto: number;
+}
+
+/** struct hypha_frag4_ports (4 bytes) */
+export interface Frag4Ports {
+  sport: number;
+  dport: number;
 }
 
 /** struct hypha_ipcache_key (8 bytes) */
@@ -304,6 +323,25 @@ export const layouts = {
       { name: 'flags', offset: 4, size: 4, kind: 'u32' },
     ],
   },
+  hypha_frag4_key: {
+    name: 'hypha_frag4_key',
+    size: 12,
+    fields: [
+      { name: 'saddr', offset: 0, size: 4, kind: 'ip4' },
+      { name: 'daddr', offset: 4, size: 4, kind: 'ip4' },
+      { name: 'id', offset: 8, size: 2, kind: 'be16' },
+      { name: 'proto', offset: 10, size: 1, kind: 'u8' },
+      { name: 'pad', offset: 11, size: 1, kind: 'pad' },
+    ],
+  },
+  hypha_frag4_ports: {
+    name: 'hypha_frag4_ports',
+    size: 4,
+    fields: [
+      { name: 'sport', offset: 0, size: 2, kind: 'be16' },
+      { name: 'dport', offset: 2, size: 2, kind: 'be16' },
+    ],
+  },
   hypha_ipcache_key: {
     name: 'hypha_ipcache_key',
     size: 8,
@@ -388,6 +426,7 @@ export const maps = {
   hypha_drops_v1: { name: 'hypha_drops_v1', type: 'percpu_array', key: 'u32', value: 'hypha_drop_counter', maxEntries: 256, pinned: true },
   hypha_endpoints_v1: { name: 'hypha_endpoints_v1', type: 'hash', key: 'ip4', value: 'hypha_endpoint', maxEntries: 16384, pinned: true },
   hypha_events_v1: { name: 'hypha_events_v1', type: 'ringbuf', key: null, value: null, maxEntries: 262144, pinned: true },
+  hypha_frag4_v1: { name: 'hypha_frag4_v1', type: 'lru_hash', key: 'hypha_frag4_key', value: 'hypha_frag4_ports', maxEntries: 8192, pinned: true },
   hypha_ipcache_v1: { name: 'hypha_ipcache_v1', type: 'lpm_trie', key: 'hypha_ipcache_key', value: 'hypha_ipcache_val', maxEntries: 65536, pinned: true },
   hypha_lb4_affinity_v1: { name: 'hypha_lb4_affinity_v1', type: 'lru_hash', key: 'hypha_lb4_affinity_key', value: 'hypha_lb4_affinity_val', maxEntries: 65536, pinned: true },
   hypha_lb4_backends_v1: { name: 'hypha_lb4_backends_v1', type: 'hash', key: 'u32', value: 'hypha_lb4_backend', maxEntries: 65536, pinned: true },

@@ -168,13 +168,13 @@ describe('masquerade (BPF_PROG_TEST_RUN)', () => {
     assert.equal(h.ct().filter((e) => e.key.dir === CtDir.INBOUND).length, 1);
   });
 
-  test('a first fragment of a pod\'s datagram to the outside is refused with a reason, not sent with the pod\'s address', () => {
-    const before = h.drops().FRAG_NOT_SUPPORTED ?? 0;
-    const r = send('toNetdev', { src: POD, dst: OUTSIDE, proto: 'udp', sport: 5400, dport: 53, payload: 'x'.repeat(64), moreFragments: true });
+  test('a later fragment of a pod\'s datagram to the outside whose first was not seen is refused with a reason, not sent with the pod\'s address', () => {
+    const before = h.drops().FRAG_NOT_FOUND ?? 0;
+    const r = send('toNetdev', { src: POD, dst: OUTSIDE, proto: 'udp', sport: 5400, dport: 53, payload: 'x'.repeat(64), fragOffset: 100 });
     assert.equal(r.verdict, TC_ACT_SHOT);
-    assert.equal(h.drops().FRAG_NOT_SUPPORTED, before + 1);
+    assert.equal(h.drops().FRAG_NOT_FOUND, before + 1);
     // Inside the cluster fragments are none of masquerade's business.
-    assert.equal(send('toNetdev', { src: POD, dst: '10.244.1.7', proto: 'udp', sport: 5400, dport: 53, payload: 'x', moreFragments: true }).verdict, TC_ACT_OK);
+    assert.equal(send('toNetdev', { src: POD, dst: '10.244.1.7', proto: 'udp', sport: 5400, dport: 53, payload: 'x', fragOffset: 100 }).verdict, TC_ACT_OK);
   });
 
   test('a packet to the node that is not a reply of a masqueraded flow is left alone', () => {

@@ -33,6 +33,8 @@ enum __attribute__((packed)) hypha_ct_dir {
 	HYPHA_CT_MASQ_IN = 4,	/* outside -> node:port, as the reply arrives: the pod it goes to */
 	HYPHA_CT_INBOUND = 5,	/* pod -> outside, keyed as the pod answers a flow the outside opened:
 				 * its replies leave unmasqueraded */
+	HYPHA_CT_HOST = 6,	/* outside -> node, keyed as the reply to the node's own connection
+				 * from a port in the NodePort range arrives: not a NodePort flow */
 };
 _Static_assert(sizeof(enum hypha_ct_dir) == 1, "ct dir is one byte");
 

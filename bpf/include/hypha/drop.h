@@ -24,6 +24,8 @@ enum hypha_drop_reason {
 	HYPHA_DROP_NAT_NO_PORT = 12,		/* no free source port for a source NAT (clashing tuple, masquerade) */
 	HYPHA_DROP_NO_SNAT_ADDR = 13,		/* outside traffic to a backend on another node, no node address to source it from */
 	HYPHA_DROP_FIB_FAILED = 14,		/* no route to forward a packet to another node or back out */
+	HYPHA_DROP_FRAG_NOT_FOUND = 15,		/* later fragment of a Service flow whose first fragment was not seen (lost or out of order) */
+	HYPHA_DROP_FRAG_NEEDED = 16,		/* answered with ICMP fragmentation needed (or dropped without DF): too big for the next hop */
 	HYPHA_DROP_MAX = 255,
 };
 
@@ -33,6 +35,12 @@ static __always_inline int hypha_drop_is_reject(enum hypha_drop_reason r)
 {
 	return r == HYPHA_DROP_NO_BACKEND || r == HYPHA_DROP_NO_LOCAL_BACKEND ||
 	       r == HYPHA_DROP_UNKNOWN_SERVICE_PORT;
+}
+
+/* Reasons answered with ICMP fragmentation needed (path-MTU discovery). */
+static __always_inline int hypha_drop_is_frag_needed(enum hypha_drop_reason r)
+{
+	return r == HYPHA_DROP_FRAG_NEEDED;
 }
 
 /* Attachment point that saw the packet. */

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "endpoint.h"
 #include "ipcache.h"
+#include "frag.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -67,6 +68,16 @@ struct {
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_ct4_v1 SEC(".maps");
+
+/* Datagrams being fragmented: the ports their first fragment carried, for
+ * the later ones (frag.h). Entries are small and short-lived; LRU makes room. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct hypha_frag4_key);
+	__type(value, struct hypha_frag4_ports);
+	__uint(max_entries, 8192);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_frag4_v1 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
