@@ -32,3 +32,25 @@ test('a failing pass is logged and retried at the slowest pace, never thrown', a
   assert.equal(calls, 1);
   assert.equal(gc.last, undefined);
 });
+
+test('a pass is reported with its batches and the next interval, and logged with them', async () => {
+  const lines: Record<string, unknown>[] = [];
+  const log = pino({ level: 'debug' }, { write: (l: string) => lines.push(JSON.parse(l) as Record<string, unknown>) });
+  const seen: { batches: number; next: number }[] = [];
+  const result = { deleted: 500, entries: 99_500, visited: 100_000, batches: 25, runs: 1, ms: 42.04, maxCallMs: 1.26 };
+  const gc = new ConntrackGc({
+    collect: async () => result,
+    capacity: 100_000, limits, log,
+    hooks: { pass: (r, next) => seen.push({ batches: r.batches, next }) },
+  });
+  gc.start();
+  await new Promise((r) => setImmediate(r));
+  gc.stop();
+  assert.deepEqual(seen, [{ batches: 25, next: 10 }], 'a quiet pass doubles the first interval (5 s)');
+  assert.equal(gc.last?.runs, 1);
+  const line = lines.find((l) => l.msg === 'conntrack garbage collected');
+  assert.deepEqual(
+    line && [line.deleted, line.entries, line.batches, line.runs, line.ms, line.maxCallMs, line.nextSeconds],
+    [500, 99_500, 25, 1, 42, 1.3, 10],
+  );
+});

@@ -1,6 +1,7 @@
-// Conntrack garbage collection on an adaptive timer. Each pass runs in the
-// kernel (Datapath.collectConntrack, bpf/tc/ct_gc.c); this decides when the
-// next one runs. A pass that deletes much of the map means entries die
+// Conntrack garbage collection on an adaptive timer. Each pass runs off the
+// JS thread in bounded kernel calls (Datapath.collectConntrack, bpf/tc/ct_gc.c:
+// lookup batches and delete runs of at most 4096 entries); this decides when
+// the next one runs. A pass that deletes much of the map means entries die
 // faster than the interval: the next pass comes sooner, down to minSeconds.
 // A pass that finds little doubles the interval, up to maxSeconds. (Cilium's
 // agent adapts its conntrack GC interval the same way.)
@@ -23,6 +24,8 @@ export function nextGcInterval(current: number, deleted: number, capacity: numbe
   const scaled = share > 0 ? current * Math.min(2, TARGET_DELETED_SHARE / share) : current * 2;
   return Math.min(limits.maxSeconds, Math.max(limits.minSeconds, scaled));
 }
+
+const round1 = (n: number): number => Math.round(n * 10) / 10;
 
 export interface CtGcHooks {
   /** after every pass, with the interval chosen for the next */
@@ -68,7 +71,10 @@ export class ConntrackGc {
       this.last = { ...r, at: new Date(), nextSeconds: this.#interval };
       this.#hooks.pass?.(r, this.#interval);
       this.#log[r.deleted > this.#capacity * TARGET_DELETED_SHARE ? 'info' : 'debug'](
-        { deleted: r.deleted, entries: r.entries, ms: Math.round(r.ms * 10) / 10, nextSeconds: Math.round(this.#interval * 10) / 10 },
+        {
+          deleted: r.deleted, entries: r.entries, batches: r.batches, runs: r.runs,
+          ms: round1(r.ms), maxCallMs: round1(r.maxCallMs), nextSeconds: round1(this.#interval),
+        },
         'conntrack garbage collected',
       );
     } catch (err) {
