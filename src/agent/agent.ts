@@ -15,6 +15,7 @@ import { IPCACHE_MAP, IpcacheReconciler } from '../datapath/ipcache-reconciler.t
 import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../datapath/lb-reconciler.ts';
 import { Datapath } from '../datapath/loader.ts';
 import { NodeRoutes } from '../datapath/node-routes.ts';
+import { RpFilter } from '../datapath/rp-filter.ts';
 import { Rtnl } from '../datapath/rtnl.ts';
 import { KubeClient } from '../k8s/client.ts';
 import type { ClusterNode } from '../nodes/compile.ts';
@@ -59,6 +60,7 @@ export class Agent {
   #metrics: Metrics | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
   #ctGc: ConntrackGc | undefined;
+  #rpFilter: RpFilter | undefined;
   #externalMode: 'xdp' | 'tc' | undefined;
   #externalMtu = 1500;
   #lbReady = false;
@@ -99,6 +101,9 @@ export class Agent {
   async start(): Promise<void> {
     const log = this.#log;
     const { bpf, cni, routing } = this.cfg;
+    // Host sysctls first: refused, the agent has changed nothing.
+    this.#rpFilter = new RpFilter({ manage: this.cfg.sysctl.manageRpFilter, log });
+    this.#rpFilter.ensure();
     const dp = await Datapath.load({ pinRoot: bpf.pinRoot, mapSizes: bpf.mapSizes, log });
     this.#dp = dp;
     this.#writeDatapathConfig();
@@ -219,6 +224,7 @@ export class Agent {
     await this.#maybeReady();
 
     this.#resyncTimer = setInterval(() => {
+      this.#rpFilter?.recheck();
       this.#node.update({ fromDevice: deviceAddresses(this.cfg.devices.external) });
       this.#writeDatapathConfig();
       sync.requestFullSync();

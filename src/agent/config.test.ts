@@ -72,3 +72,10 @@ test('loadConfig names the file, and says what is wrong with it', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('sysctl.manageRpFilter: on unless turned off; a non-boolean is named', () => {
+  assert.equal(parseConfig(base, '/etc/hypha').sysctl.manageRpFilter, true);
+  assert.equal(parseConfig({ ...base, sysctl: { manageRpFilter: false } }, '/etc/hypha').sysctl.manageRpFilter, false);
+  rejects({ ...base, sysctl: { manageRpFilter: 'no' } }, /^config: sysctl\.manageRpFilter: "no" must be boolean$/);
+  rejects({ ...base, sysctl: { ipForward: true } }, /sysctl\.ipForward: is not a known setting/);
+});

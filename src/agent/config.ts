@@ -53,6 +53,8 @@ export interface AgentConfig {
   routing: RoutingConfig;
   listen: { address: string; port: number };
   log: { level: string };
+  /** Host settings the agent may change (in its own network namespace). */
+  sysctl: { manageRpFilter: boolean };
 }
 
 const ipv4 = '^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}$';
@@ -186,6 +188,14 @@ const schema = {
     log: {
       type: 'object', additionalProperties: false, default: {},
       properties: { level: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal'], default: 'info' } },
+    },
+    sysctl: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        // Turn net.ipv4.conf.all.rp_filter off when it is on (the kernel uses
+        // the larger of it and a device's value); false: refuse to start instead.
+        manageRpFilter: { type: 'boolean', default: true },
+      },
     },
   },
 } as const;

@@ -6,6 +6,7 @@ import { writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
 import type { Datapath } from './loader.ts';
+import { deviceRpFilterOff } from './rp-filter.ts';
 
 /** Our tc filters' handle and priority: 0x4859 is "HY". */
 export const TC_HANDLE = 0x4859;
@@ -62,8 +63,9 @@ export class Devices {
     // Replies get their frontend back as the source on this device's ingress:
     // reverse-path filtering would drop a Service address, and a NodePort
     // reply carries one of the node's own addresses, which the stack drops as
-    // a martian unless the device accepts local sources.
-    setSysctl(`/proc/sys/net/ipv4/conf/${ifname}/rp_filter`, '0', this.#log);
+    // a martian unless the device accepts local sources. (The kernel filters
+    // with the larger of this and conf.all.rp_filter: see rp-filter.ts.)
+    deviceRpFilterOff(ifname, this.#log);
     setSysctl(`/proc/sys/net/ipv4/conf/${ifname}/accept_local`, '1', this.#log);
     this.#log?.debug({ device: ifname, ifindex }, 'pod device attached');
     return ifindex;

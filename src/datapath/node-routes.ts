@@ -7,6 +7,7 @@
 import type { Logger } from 'pino';
 import type { CompiledNodes } from '../nodes/compile.ts';
 import { tunnelMacOf } from '../nodes/compile.ts';
+import { deviceRpFilterOff } from './rp-filter.ts';
 import { type Route, Rtnl, isRtnlError } from './rtnl.ts';
 
 /** rtm_protocol of routes to other nodes' pod CIDRs (pods' own routes use 0x48). */
@@ -106,6 +107,11 @@ export class NodeRoutes {
         await this.#rtnl.addrAdd(dev.index, `${tunnelAddress}/32`);
       }
     }
+    // Outside traffic another node forwards to a pod here arrives on the
+    // tunnel with that node's address as its source, which is not routed via
+    // the tunnel: a strict `default` (what the device started with) drops it.
+    const old = deviceRpFilterOff(VXLAN_DEVICE, this.#o.log);
+    if (old !== undefined) this.#o.log.info({ device: VXLAN_DEVICE, old }, 'tunnel device: rp_filter turned off');
     if (!dev.up) await this.#rtnl.linkSetUp(dev.index);
     return dev.index;
   }
