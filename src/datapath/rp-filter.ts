@@ -49,8 +49,8 @@ function refusal(value: string): RpFilterError {
   const name = sysctlName(RP_FILTER_ALL);
   const mode = MODES[value] ? ` (${MODES[value]})` : '';
   return new RpFilterError(name, value,
-    `${name} is ${value}${mode}: the kernel filters with the larger of it and each device's rp_filter, so replies Hypha sends out of pod devices ` +
-    `with a Service, node or loopback source would be dropped; set it to 0 (sysctl -w ${name}=0) or let the agent do it (${MANAGE_OPTION}: true)`);
+    `${name} is ${value}${mode}: the kernel filters with the larger of it and each device's rp_filter, so replies from pods that Hypha ` +
+    `gives a Service, node or loopback source would be dropped; set it to 0 (sysctl -w ${name}=0) or let the agent do it (${MANAGE_OPTION}: true)`);
 }
 
 export interface RpFilterOptions {
