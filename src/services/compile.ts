@@ -87,10 +87,7 @@ function endpointsFor(port: ServicePort, slices: readonly EndpointSlice[], node:
     const sp = slice.ports.find((p) => p.name === port.name && p.protocol === port.protocol);
     if (!sp) continue;
     for (const ep of slice.endpoints) {
-      // Ready and not terminating: takes new flows. Serving and terminating:
-      // kept for its open flows, and the fallback when nothing is ready.
-      // Anything else (not ready, not terminating) is not a backend.
-      if (!(ep.ready && !ep.terminating) && !(ep.serving && ep.terminating)) continue;
+      if (!ep.serving && !ep.ready) continue;
       const cand = candidate(ep.address, sp.port, ep, node);
       const prev = byKey.get(cand.key);
       // The same endpoint in two slices (a slice being replaced): the most

