@@ -141,7 +141,7 @@ export class Agent {
     const adopted = this.#table.adoptPinned(await this.#lb.readIds());
     log.info({ reconciler: 'lb', ...adopted }, 'adopted ids from pinned maps');
     const k8s = this.cfg.kubernetes;
-    this.#sync = new LbSync({ table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics, gated: k8s !== undefined });
+    this.#sync = new LbSync({ table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics, gated: k8s !== undefined, externalIPs: this.cfg.services.externalIPs });
 
     // Pods: endpoints reconciled and the CNI socket open before anything
     // else can take time, so DELs the runtime sends are served at once.
@@ -325,6 +325,7 @@ export class Agent {
       lastFullSync: s?.lastFullSync?.toISOString() ?? null,
       lastError: s?.lastError ?? null,
       services: s?.services ?? 0,
+      notServed: this.#sync?.notServed() ?? [],
       maps: this.#mapUsage(),
       conntrackGc: gc ? { deleted: gc.deleted, entries: gc.entries, ms: gc.ms, at: gc.at.toISOString(), nextSeconds: gc.nextSeconds } : null,
       devices: { external: this.cfg.devices.external ?? null, externalMode: this.#externalMode ?? null, pods: this.#pods?.manager.records().map((e) => e.hostIfname) ?? [] },

@@ -44,7 +44,11 @@ export interface AgentConfig {
     /** The skb->mark bit the programs set on pod packets they handled. */
     mark: number;
   };
-  services: { files: string[] };
+  services: {
+    files: string[];
+    /** allowedCIDRs unset: any ExternalIP is served (kube-proxy's behaviour); set: only those inside. */
+    externalIPs: { allowedCIDRs?: string[] };
+  };
   /** Watch the API server (the kube-proxy replacement); absent: standalone, from files. */
   kubernetes?: { kubeconfig?: string; silenceSeconds: number; resyncSeconds: number };
   sync: { resyncSeconds: number; conntrackGcMaxSeconds: number };
@@ -114,7 +118,15 @@ const schema = {
     },
     services: {
       type: 'object', additionalProperties: false, default: {},
-      properties: { files: { type: 'array', items: { type: 'string', minLength: 1 }, default: [] } },
+      properties: {
+        files: { type: 'array', items: { type: 'string', minLength: 1 }, default: [] },
+        // spec.externalIPs is any address a Service's editor writes (CVE-2020-8554):
+        // limit it to these prefixes ([] serves none). Unset: any, as kube-proxy does.
+        externalIPs: {
+          type: 'object', additionalProperties: false, default: {},
+          properties: { allowedCIDRs: { type: 'array', items: { type: 'string', pattern: cidr4 } } },
+        },
+      },
     },
     kubernetes: {
       type: 'object', additionalProperties: false,

@@ -3,16 +3,29 @@
 //    recompiles only those and writes only the entries that changed;
 //  - a full resync on start, on a slow timer and after any failure re-reads
 //    the maps and repairs whatever drifted;
-//  - a failure is retried with capped exponential backoff, never fatal.
+//  - a failure is retried with capped exponential backoff, never fatal;
+//  - a frontend a Service asks for and does not get (refused to it in favour
+//    of another Service, IPv6-only, no node address, ExternalIP outside the
+//    allowed CIDRs) is logged once when it starts and when it ends, and
+//    listed by notServed() for the status.
 import type { Logger } from 'pino';
 import { collectGarbage } from './gc.ts';
 import type { LbReconciler } from '../datapath/lb-reconciler.ts';
 import { ReconcileError } from '../datapath/reconciler.ts';
-import { type CompileLimits, type CompiledService, DEFAULT_LIMITS, compileService } from '../services/compile.ts';
+import { CidrSet } from '../services/cidr-set.ts';
+import { type CompileLimits, type CompiledService, DEFAULT_LIMITS, type NotServed, compileService } from '../services/compile.ts';
 import type { LbTable } from '../services/lb-table.ts';
 import { type EndpointSlice, type NodeInfo, type Service, serviceKey } from '../services/model.ts';
 import type { Problem } from '../services/problems.ts';
 import type { Metrics } from './metrics.ts';
+
+/** One frontend a Service asks for that is not programmed (status document). */
+export interface NotServedEntry extends NotServed {
+  service: string;
+}
+
+/** Samples of frontends named in one log line. */
+const LOG_SAMPLES = 10;
 
 export interface SyncStatus {
   lastSync?: Date;
@@ -41,6 +54,8 @@ export class LbSync {
   readonly #slicesOf = new Map<string, Set<string>>();
   readonly #dirty = new Set<string>();
   readonly #reported = new Set<string>();
+  /** service -> its not-served frontends as last logged, by kind, frontend and reason */
+  readonly #notServedLogged = new Map<string, Map<string, NotServed>>();
   #flushTimer: NodeJS.Timeout | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
   #backoff = BACKOFF_MIN_MS;
@@ -54,14 +69,24 @@ export class LbSync {
   /** Resolvers waiting for the next completed flush (tests, cold-start timing). */
   #waiters: (() => void)[] = [];
 
-  constructor(opts: { table: LbTable; reconciler: LbReconciler; node: NodeInfo; log: Logger; metrics?: Metrics; limits?: CompileLimits; gated?: boolean }) {
+  constructor(opts: {
+    table: LbTable; reconciler: LbReconciler; node: NodeInfo; log: Logger; metrics?: Metrics; limits?: CompileLimits; gated?: boolean;
+    /** services.externalIPs of the agent's config: allowedCIDRs unset means any. */
+    externalIPs?: { allowedCIDRs?: string[] };
+  }) {
     this.#gated = opts.gated ?? false;
     this.#table = opts.table;
     this.#rec = opts.reconciler;
     this.#node = opts.node;
     this.#log = opts.log;
     this.#metrics = opts.metrics;
-    this.#limits = opts.limits ?? DEFAULT_LIMITS;
+    const allowed = opts.externalIPs?.allowedCIDRs;
+    this.#limits = { ...(opts.limits ?? DEFAULT_LIMITS), ...(allowed ? { allowedExternalIPs: new CidrSet(allowed) } : {}) };
+  }
+
+  /** Every frontend a Service asks for and is not programmed, with the reason. */
+  notServed(): NotServedEntry[] {
+    return [...this.#table.notServed()];
   }
 
   setNode(node: NodeInfo): void {
@@ -167,6 +192,33 @@ export class LbSync {
     this.#metrics?.objectProblems.inc({ kind: p.object.split(' ')[0] ?? kind });
   }
 
+  /** Log what stopped or started being served among the Services a flush
+   *  touched: one line per reason (a Node going away is one line, not one
+   *  per NodePort), never again while nothing changes. */
+  #logNotServed(touched: Iterable<string>): void {
+    const started = new Map<string, NotServedEntry[]>();
+    const ended: NotServedEntry[] = [];
+    for (const key of touched) {
+      const now = new Map((this.#table.rendered(key)?.notServed ?? []).map((n) => [JSON.stringify([n.kind, n.frontend, n.reason]), n]));
+      const was = this.#notServedLogged.get(key) ?? new Map<string, NotServed>();
+      for (const [id, n] of now) {
+        if (was.has(id)) continue;
+        let list = started.get(n.reason);
+        if (!list) started.set(n.reason, (list = []));
+        list.push({ service: key, ...n });
+      }
+      for (const [id, n] of was) if (!now.has(id)) ended.push({ service: key, ...n });
+      if (now.size > 0) this.#notServedLogged.set(key, now);
+      else this.#notServedLogged.delete(key);
+    }
+    const sample = (l: NotServedEntry[]) => l.slice(0, LOG_SAMPLES).map((n) => `${n.service} ${n.kind} ${n.frontend}`);
+    for (const [reason, list] of started) {
+      const services = [...new Set(list.map((n) => n.service))];
+      this.#log.warn({ reason, frontends: list.length, services: services.length, sample: sample(list) }, `not served: ${reason}`);
+    }
+    if (ended.length > 0) this.#log.info({ frontends: ended.length, sample: sample(ended) }, 'frontends no longer refused (served now, or no longer asked for)');
+  }
+
   #compile(key: string): CompiledService | undefined {
     const svc = this.#services.get(key);
     if (!svc) return undefined;
@@ -183,20 +235,30 @@ export class LbSync {
       let upserts = 0;
       let deletes = 0;
       let n = 0;
-      for (const key of dirty) {
+      const touched = new Set<string>();
+      // Services that lost a frontend to another one are compiled again in
+      // the same flush (the table keeps no compiled form of them).
+      const queue = [...dirty];
+      for (let i = 0; i < queue.length; i++) {
+        const key = queue[i]!;
         // A large batch (a cold start) collects as it goes, so its garbage
         // does not pile up in memory (see gc.ts).
         if (++n % GC_EVERY === 0) collectGarbage();
         // Recompiling and re-rendering a Service costs microseconds; only
         // entries whose value changed are written.
         const update = this.#table.set(key, this.#compile(key));
-        for (const k of update.services) for (const p of this.#table.rendered(k)?.problems ?? []) this.#reportOnce(p, 'Service');
+        for (const k of update.services) {
+          touched.add(k);
+          for (const p of this.#table.rendered(k)?.problems ?? []) this.#reportOnce(p, 'Service');
+        }
+        queue.push(...update.stale);
         if (!full) {
           const s = this.#rec.apply(update);
           upserts += s.upserts;
           deletes += s.deletes;
         }
       }
+      this.#logNotServed(touched);
       if (full) {
         if (dirty.length >= GC_EVERY) collectGarbage();
         const s = await this.#rec.resync(this.#table);

@@ -1,6 +1,7 @@
 // The agent's status document: what GET /status returns and `hypha status`
 // prints. Declared once, here, for both (as JSON: dates are ISO strings).
 import type { InformerPhase } from '../k8s/informer.ts';
+import type { NotServedEntry } from './lb-sync.ts';
 import type { PodsStatus } from './pods.ts';
 import type { RoutingStatus } from './routing.ts';
 
@@ -32,6 +33,10 @@ export interface AgentStatus {
   lastFullSync: string | null;
   lastError: string | null;
   services: number;
+  /** Frontends Services ask for that this node does not program, and why
+   *  (another Service owns the address, IPv6-only, no node address for
+   *  NodePorts, ExternalIP outside services.externalIPs.allowedCIDRs). */
+  notServed: NotServedEntry[];
   maps: MapUsage[];
   conntrackGc: { deleted: number; entries: number; ms: number; at: string; nextSeconds: number } | null;
   devices: { external: string | null; externalMode: string | null; pods: string[] };

@@ -111,6 +111,9 @@ function ago(iso: string | null): string {
   return s < 120 ? `${s}s ago` : `${Math.round(s / 60)}m ago`;
 }
 
+/** Not-served frontends listed by `hypha status` (all of them with --json). */
+const NOT_SERVED_SHOWN = 20;
+
 function printStatus(st: AgentStatus): void {
   const line = (k: string, v: string): void => {
     process.stdout.write(`${k.padEnd(12)}${v}\n`);
@@ -126,6 +129,13 @@ function printStatus(st: AgentStatus): void {
   }
   line('ready', `${st.ready ? 'yes' : 'NO'}; ${st.services} Services; last sync ${ago(st.lastSync)}, last full sync ${ago(st.lastFullSync)}`);
   if (st.lastError) line('last error', st.lastError);
+  // Older agents send no notServed.
+  const notServed = st.notServed ?? [];
+  if (notServed.length > 0) {
+    line('not served', `${notServed.length} frontend${notServed.length === 1 ? '' : 's'} asked for by Services and not programmed:`);
+    for (const n of notServed.slice(0, NOT_SERVED_SHOWN)) line('', `${n.service} ${n.kind} ${n.frontend}: ${n.reason}`);
+    if (notServed.length > NOT_SERVED_SHOWN) line('', `... and ${notServed.length - NOT_SERVED_SHOWN} more (hypha status --json)`);
+  }
   for (const m of st.maps) {
     line('map', `${m.map.padEnd(24)} ${String(m.entries).padStart(9)} / ${String(m.capacity).padEnd(9)} ${((100 * m.entries) / Math.max(m.capacity, 1)).toFixed(1)}%`);
   }

@@ -1,7 +1,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SCOPE_EXTERNAL, SCOPE_INTERNAL, compileService } from './compile.ts';
+import { CidrSet } from './cidr-set.ts';
+import { DEFAULT_LIMITS, REASON_IPV6, REASON_NO_NODE_ADDRESS, SCOPE_EXTERNAL, SCOPE_INTERNAL, compileService } from './compile.ts';
 import { slice, svc } from './fixtures.ts';
+import { normalizeEndpointSlice } from './normalize.ts';
 
 const node = { name: 'node-a', addresses: ['192.168.77.10'] };
 
@@ -35,6 +37,22 @@ describe('compileService', () => {
   test('not-ready, not-serving endpoints are ignored', () => {
     const c = compileService(svc('web'), [slice('web', [{ ip: '10.0.0.9', ready: false, serving: false }])], node);
     assert.deepEqual(c.frontends[0]?.backends, []);
+  });
+
+  test('a lone terminating endpoint with serving unset (as the API server stores it) takes the flows', () => {
+    const raw = {
+      metadata: { name: 'web-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4', ports: [{ name: 'http', port: 8080 }],
+      endpoints: [{ addresses: ['10.0.0.2'], conditions: { ready: false, terminating: true }, nodeName: 'node-a' }],
+    };
+    const sl = normalizeEndpointSlice(raw).value!;
+    const c = compileService(svc('web'), [sl], node);
+    assert.deepEqual(c.frontends[0]?.scopes[0], { scope: 0, slots: ['10.0.0.2:8080'], localOnly: false, terminatingFallback: true });
+  });
+
+  test('an endpoint neither ready nor terminating is no backend, even serving (kube-proxy\'s rule)', () => {
+    const c = compileService(svc('web'), [slice('web', ['10.0.0.1', { ip: '10.0.0.9', ready: false, serving: true, terminating: false }])], node);
+    assert.deepEqual(c.frontends[0]?.backends.map((b) => b.key), ['10.0.0.1:8080']);
   });
 
   test('several slices merge; an endpoint in two slices counts once', () => {
@@ -83,6 +101,51 @@ describe('compileService', () => {
       ['ClusterIP', '10.96.0.10:80/TCP', 1], ['ExternalIP', '198.51.100.1:80/TCP', 2], ['LoadBalancer', '203.0.113.7:80/TCP', 2],
     ]);
     assert.deepEqual(c.vips, ['10.96.0.10', '198.51.100.1', '203.0.113.7']);
+  });
+
+  test('an IPv6-only Service is skipped and its frontends listed as not served', () => {
+    const s = svc('v6', {
+      type: 'NodePort', clusterIPs: [], ipv6ClusterIPs: ['fd00::10'], ipv6Only: true,
+      ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }],
+    });
+    const c = compileService(s, [slice('v6', ['10.0.0.1'])], node);
+    assert.equal(c.skipped, REASON_IPV6);
+    assert.deepEqual(c.frontends, []);
+    assert.deepEqual(c.notServed, [
+      { frontend: '[fd00::10]:80/TCP', kind: 'ClusterIP', reason: REASON_IPV6 },
+      { frontend: '*:30080/TCP', kind: 'NodePort', reason: REASON_IPV6 },
+    ]);
+  });
+
+  test('NodePorts on a node without an address are listed as not served; the ClusterIP still is', () => {
+    const s = svc('np', { type: 'NodePort', ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }] });
+    const c = compileService(s, [slice('np', ['10.0.0.1'])], { name: 'node-a', addresses: [] });
+    assert.deepEqual(c.frontends.map((f) => f.key), ['10.96.0.10:80/TCP']);
+    assert.deepEqual(c.notServed, [{ frontend: '*:30080/TCP', kind: 'NodePort', reason: REASON_NO_NODE_ADDRESS }]);
+    assert.deepEqual(compileService(s, [], node).notServed, [], 'with an address, nothing to say');
+  });
+
+  test('ExternalIPs outside services.externalIPs.allowedCIDRs: no frontend, no Service address, listed with the reason', () => {
+    const s = svc('web', { externalIPs: ['198.51.100.1', '8.8.8.8'] });
+    const limits = { ...DEFAULT_LIMITS, allowedExternalIPs: new CidrSet(['198.51.100.0/24']) };
+    const c = compileService(s, [slice('web', ['10.0.0.1'])], node, limits);
+    assert.deepEqual(c.frontends.map((f) => f.key), ['10.96.0.10:80/TCP', '198.51.100.1:80/TCP']);
+    assert.deepEqual(c.vips, ['10.96.0.10', '198.51.100.1']);
+    assert.deepEqual(c.notServed, [{ frontend: '8.8.8.8:80/TCP', kind: 'ExternalIP', reason: '8.8.8.8 is outside services.externalIPs.allowedCIDRs (198.51.100.0/24)' }]);
+    const none = compileService(s, [], node, { ...DEFAULT_LIMITS, allowedExternalIPs: new CidrSet([]) });
+    assert.deepEqual(none.frontends.map((f) => f.kind), ['ClusterIP'], 'an empty list serves no ExternalIP');
+    assert.equal(compileService(s, [], node).frontends.length, 3, 'unset: any (kube-proxy)');
+  });
+
+  test('an ExternalIP on the node\'s address is a frontend but not a Service address (the node keeps its other ports)', () => {
+    const c = compileService(svc('web', { externalIPs: ['192.168.77.10'] }), [], node);
+    assert.ok(c.frontends.some((f) => f.key === '192.168.77.10:80/TCP'));
+    assert.deepEqual(c.vips, ['10.96.0.10']);
+  });
+
+  test('its own ClusterIP listed as an ExternalIP is one frontend (the ClusterIP)', () => {
+    const c = compileService(svc('web', { externalIPs: ['10.96.0.10'] }), [], node);
+    assert.deepEqual(c.frontends.map((f) => [f.key, f.kind]), [['10.96.0.10:80/TCP', 'ClusterIP']]);
   });
 
   test('session affinity carries its timeout', () => {

@@ -5,10 +5,17 @@
 //    ClusterIPs, node addresses at the NodePort, ExternalIPs, LoadBalancer IPs;
 //  - the endpoints of a Service port are found through the slices' port of
 //    the same name (the endpoints controller has resolved named targetPorts);
-//  - ready endpoints take new flows; when none is ready, serving-but-
-//    terminating ones do (graceful termination); the rest take none;
+//  - ready (and not terminating) endpoints take new flows; when none is,
+//    serving-and-terminating ones do (graceful termination); the rest take
+//    none (conditions as kube-proxy reads them: see normalize.ts);
 //  - internalTrafficPolicy Local limits ClusterIP traffic to this node's
-//    endpoints, externalTrafficPolicy Local limits traffic from outside.
+//    endpoints, externalTrafficPolicy Local limits traffic from outside;
+//  - what a Service asks for and this node cannot serve (an IPv6-only
+//    Service, NodePorts on a node without an address, ExternalIPs outside
+//    services.externalIPs.allowedCIDRs) is listed in notServed with the reason.
+// Which of two Services claiming one address gets it is settled across all
+// Services by the LB table (frontend-owners.ts), not here.
+import type { CidrSet } from './cidr-set.ts';
 import type { Endpoint, EndpointSlice, NodeInfo, Protocol, Service, ServicePort } from './model.ts';
 import { serviceKey } from './model.ts';
 import { type Problem, problem } from './problems.ts';
@@ -54,22 +61,47 @@ export interface CompiledFrontend {
   backends: CompiledBackend[];
 }
 
+/** A frontend a Service asks for that is not programmed, and why. */
+export interface NotServed {
+  /** 'addr:port/PROTO'; '*:port/PROTO' for a NodePort with no node address. */
+  frontend: string;
+  kind: FrontendKind;
+  reason: string;
+}
+
+/** An address a Service claims as a whole (every port): its ClusterIPs and
+ *  LoadBalancer IPs belong to it, which ExternalIPs of others cannot take. */
+export interface ClaimedAddress {
+  addr: string;
+  kind: FrontendKind;
+}
+
 export interface CompiledService {
   key: string;
   frontends: CompiledFrontend[];
   /** Addresses owned by the Service (not node addresses): traffic to them on another port is refused. */
   vips: string[];
+  /** ClusterIPs, LoadBalancer IPs and (allowed) ExternalIPs, port-independent. */
+  addresses: ClaimedAddress[];
+  /** Orders two claimants of one frontend: the older Service, then the lower key, wins. */
+  created: string;
   problems: Problem[];
-  /** Why nothing is programmed for a Service the datapath leaves alone (headless, ExternalName). */
+  notServed: NotServed[];
+  /** Why nothing is programmed for a Service the datapath leaves alone (headless, ExternalName, IPv6-only). */
   skipped?: string;
 }
 
 export interface CompileLimits {
   /** The slot count is 16 bits wide. */
   maxBackendsPerFrontend: number;
+  /** services.externalIPs.allowedCIDRs: ExternalIPs outside are not served. Unset: any. */
+  allowedExternalIPs?: CidrSet;
 }
 
 export const DEFAULT_LIMITS: CompileLimits = { maxBackendsPerFrontend: 65535 };
+
+export const REASON_IPV6 = 'IPv6-only Service: the datapath serves IPv4 only';
+export const REASON_NO_NODE_ADDRESS = 'this node has no address to serve NodePorts on (its Node object is gone or lists no IPv4 InternalIP/ExternalIP)';
 
 export function frontendKey(addr: string, port: number, protocol: Protocol): string {
   return `${addr}:${port}/${protocol}`;
@@ -87,7 +119,10 @@ function endpointsFor(port: ServicePort, slices: readonly EndpointSlice[], node:
     const sp = slice.ports.find((p) => p.name === port.name && p.protocol === port.protocol);
     if (!sp) continue;
     for (const ep of slice.endpoints) {
-      if (!ep.serving && !ep.ready) continue;
+      // Ready and not terminating: takes new flows. Serving and terminating:
+      // kept for its open flows, and the fallback when nothing is ready.
+      // Anything else (not ready, not terminating) is not a backend.
+      if (!(ep.ready && !ep.terminating) && !(ep.serving && ep.terminating)) continue;
       const cand = candidate(ep.address, sp.port, ep, node);
       const prev = byKey.get(cand.key);
       // The same endpoint in two slices (a slice being replaced): the most
@@ -124,15 +159,42 @@ export function compileService(
   limits: CompileLimits = DEFAULT_LIMITS,
 ): CompiledService {
   const key = serviceKey(svc.namespace, svc.name);
-  const out: CompiledService = { key, frontends: [], vips: [], problems: [] };
+  const out: CompiledService = { key, frontends: [], vips: [], addresses: [], created: svc.created ?? '', problems: [], notServed: [] };
   const obj = `Service ${key}`;
   if (svc.type === 'ExternalName') return { ...out, skipped: 'ExternalName Services are resolved by DNS' };
   if (svc.headless) return { ...out, skipped: 'headless Services are resolved by DNS' };
+  const nodePorts = (svc.type === 'NodePort' || svc.type === 'LoadBalancer') ? svc.ports.filter((p) => p.nodePort > 0) : [];
+  if (svc.ipv6Only) {
+    for (const ip of svc.ipv6ClusterIPs ?? []) {
+      for (const p of svc.ports) out.notServed.push({ frontend: `[${ip}]:${p.port}/${p.protocol}`, kind: 'ClusterIP', reason: REASON_IPV6 });
+    }
+    // ipFamilies [IPv6] before the API server has given it an address.
+    if ((svc.ipv6ClusterIPs ?? []).length === 0) out.notServed.push({ frontend: 'ipFamilies [IPv6]', kind: 'ClusterIP', reason: REASON_IPV6 });
+    for (const p of nodePorts) out.notServed.push({ frontend: `*:${p.nodePort}/${p.protocol}`, kind: 'NodePort', reason: REASON_IPV6 });
+    return { ...out, skipped: REASON_IPV6 };
+  }
 
-  const external: { addr: string; kind: FrontendKind }[] = svc.externalIPs.map((a) => ({ addr: a, kind: 'ExternalIP' }));
+  const external: { addr: string; kind: FrontendKind }[] = [];
+  const allowed = limits.allowedExternalIPs;
+  for (const a of svc.externalIPs) {
+    if (allowed && !allowed.has(a)) {
+      for (const p of svc.ports) {
+        out.notServed.push({ frontend: frontendKey(a, p.port, p.protocol), kind: 'ExternalIP', reason: `${a} is outside services.externalIPs.allowedCIDRs (${allowed})` });
+      }
+      continue;
+    }
+    external.push({ addr: a, kind: 'ExternalIP' });
+  }
   if (svc.type === 'LoadBalancer') external.push(...svc.loadBalancerIPs.map((a) => ({ addr: a, kind: 'LoadBalancer' as const })));
-  out.vips = [...new Set([...svc.clusterIPs, ...external.map((e) => e.addr)])].sort();
+  // A node's own address is never a Service address: an ExternalIP on it
+  // must not make the node refuse its other ports.
+  out.vips = [...new Set([...svc.clusterIPs, ...external.map((e) => e.addr)])].filter((a) => !node.addresses.includes(a)).sort();
+  out.addresses = [...svc.clusterIPs.map((addr) => ({ addr, kind: 'ClusterIP' as const })), ...external];
+  if (nodePorts.length > 0 && node.addresses.length === 0) {
+    for (const p of nodePorts) out.notServed.push({ frontend: `*:${p.nodePort}/${p.protocol}`, kind: 'NodePort', reason: REASON_NO_NODE_ADDRESS });
+  }
   const affinityTimeout = svc.sessionAffinity === 'ClientIP' ? svc.affinityTimeoutSeconds : 0;
+  const seen = new Set<string>();
 
   svc.ports.forEach((port, i) => {
     if (port.protocol === 'SCTP') {
@@ -155,10 +217,11 @@ export function compileService(
     const cluster = scopeEntry(SCOPE_INTERNAL, all, false);
     const ext = scopeEntry(SCOPE_EXTERNAL, all, svc.externalTrafficPolicy === 'Local');
     const add = (addr: string, p: number, kind: FrontendKind, scopes: ScopeEntry[]): void => {
-      out.frontends.push({
-        key: frontendKey(addr, p, port.protocol), addr, port: p, protocol: port.protocol, kind,
-        portName: port.name, affinityTimeout, scopes, backends,
-      });
+      const fk = frontendKey(addr, p, port.protocol);
+      // Its own ClusterIP listed again as an ExternalIP: one frontend, the first kind.
+      if (seen.has(fk)) return;
+      seen.add(fk);
+      out.frontends.push({ key: fk, addr, port: p, protocol: port.protocol, kind, portName: port.name, affinityTimeout, scopes, backends });
     };
     for (const ip of svc.clusterIPs) add(ip, port.port, 'ClusterIP', [internal]);
     if ((svc.type === 'NodePort' || svc.type === 'LoadBalancer') && port.nodePort > 0) {

@@ -46,11 +46,14 @@ describe('LbTable', () => {
     assert.equal(t.backendIds.size, 0);
   });
 
-  test('a frontend claimed twice stays with the first Service; the second takes over when it goes', () => {
+  test('a frontend claimed twice stays with the same Service whatever the order; the other takes over when it goes', () => {
     const t = new LbTable(big);
     t.set('default/a', compileService(svc('a'), [slice('a', ['10.0.0.1'])], node));
     const second = t.set('default/b', compileService(svc('b'), [slice('b', ['10.0.0.2'])], node));
-    assert.match(t.rendered('default/b')?.problems[0]?.message ?? '', /frontend ClusterIP: "10.96.0.10:80\/TCP" is already served by Service default\/a/);
+    assert.deepEqual(t.rendered('default/b')?.notServed, [
+      { frontend: '10.96.0.10:80/TCP', kind: 'ClusterIP', reason: '10.96.0.10:80/TCP is also the ClusterIP of Service default/a, which sorts first' },
+    ]);
+    assert.deepEqual([...t.notServed()].map((n) => n.service), ['default/b']);
     assert.equal(after(second).backends.length, 0);
     const handover = t.set('default/a', undefined);
     assert.deepEqual(handover.services.sort(), ['default/a', 'default/b']);
@@ -58,6 +61,67 @@ describe('LbTable', () => {
     const afterKeys = new Set(after(handover).services.map((e) => JSON.stringify(e.key)));
     const deleted = before(handover).services.filter((e) => !afterKeys.has(JSON.stringify(e.key)));
     assert.ok(!deleted.some((e) => e.key.dport === 0), 'the shared VIP marker is not deleted');
+  });
+
+  test('CVE-2020-8554: an ExternalIP never keeps another Service\'s ClusterIP, across a delete and recreate', () => {
+    const t = new LbTable(big);
+    const a = () => compileService(svc('a', { created: '2024-02-01T00:00:00Z' }), [slice('a', ['10.0.0.1'])], node);
+    const b = () => compileService(svc('b', { clusterIPs: ['10.96.0.20'], externalIPs: ['10.96.0.10'], created: '2024-01-01T00:00:00Z' }), [slice('b', ['10.0.0.2'])], node);
+    const servedBy = (): string | undefined => {
+      const owner = [...t.renderedServices()].find((r) => r.frontends.some((f) => f.key === '10.96.0.10:80/TCP'));
+      return owner?.key;
+    };
+    t.set('default/a', a());
+    t.set('default/b', b());
+    assert.equal(servedBy(), 'default/a');
+    assert.deepEqual(t.rendered('default/b')?.notServed, [
+      { frontend: '10.96.0.10:80/TCP', kind: 'ExternalIP', reason: 'address 10.96.0.10 is the ClusterIP of Service default/a' },
+    ]);
+    const gone = t.set('default/a', undefined);
+    assert.deepEqual(gone.stale, [], 'B was waiting: the table re-renders it itself');
+    assert.equal(servedBy(), 'default/b', 'nobody owns the address: the ExternalIP is served');
+    // A comes back with the same ClusterIP: it waits for B, which the caller must compile again.
+    const back = t.set('default/a', a());
+    assert.deepEqual(back.stale, ['default/b']);
+    assert.equal(servedBy(), 'default/b', 'still B until it is set again (never both)');
+    assert.match(t.rendered('default/a')?.notServed[0]?.reason ?? '', /being handed over from Service default\/b/);
+    const handover = t.set('default/b', b());
+    assert.deepEqual(handover.stale, []);
+    assert.equal(servedBy(), 'default/a');
+    assert.deepEqual(t.rendered('default/a')?.notServed, []);
+    assert.deepEqual(after(handover).backends.filter((x) => x.value.addr === '10.0.0.1').length, 1, "A's backend is programmed in the same change");
+    assert.equal(t.rendered('default/b')?.notServed.length, 1);
+  });
+
+  test('the same Services in any order give the same entries', () => {
+    const services = [
+      compileService(svc('a'), [slice('a', ['10.0.0.1'])], node),
+      compileService(svc('b', { clusterIPs: ['10.96.0.20'], externalIPs: ['10.96.0.10', '198.51.100.1'] }), [slice('b', ['10.0.0.2'])], node),
+      compileService(svc('c', { clusterIPs: ['10.96.0.30'], externalIPs: ['198.51.100.1'] }), [slice('c', ['10.0.0.3'])], node),
+      compileService(svc('d', { clusterIPs: ['10.96.0.40'], type: 'NodePort', ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }] }), [slice('d', ['10.0.0.4'])], node),
+      compileService(svc('e', { clusterIPs: ['10.96.0.50'], externalIPs: ['192.168.77.10'], ports: [{ name: 'http', protocol: 'TCP', port: 30080, targetPort: 8080, nodePort: 0 }] }), [slice('e', ['10.0.0.5'])], node),
+    ];
+    const orders = [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3], [1, 2, 0, 3, 4]];
+    let first: string | undefined;
+    for (const order of orders) {
+      const t = new LbTable(big);
+      const queue = order.map((i) => services[i]!);
+      // What a caller does with stale Services: set them again.
+      while (queue.length > 0) {
+        const c = queue.shift()!;
+        for (const k of t.set(c.key, c).stale) queue.push(services.find((s) => s.key === k)!);
+      }
+      const owners = [...t.renderedServices()].flatMap((r) => r.frontends.map((f) => `${f.key}=${r.key}`)).sort();
+      const refused = [...t.notServed()].map((n) => `${n.frontend}=${n.service}`).sort();
+      const view = JSON.stringify({ owners, refused, markers: t.usage });
+      if (first === undefined) first = view;
+      assert.equal(view, first, `order ${order.join(',')}`);
+    }
+    const { owners, refused } = JSON.parse(first!) as { owners: string[]; refused: string[] };
+    assert.ok(owners.includes('10.96.0.10:80/TCP=default/a'));
+    assert.ok(owners.includes('198.51.100.1:80/TCP=default/b'), 'same created time: the lower name');
+    assert.ok(owners.includes('192.168.77.10:30080/TCP=default/d'), 'the NodePort over an ExternalIP on the node address');
+    assert.deepEqual(refused, ['10.96.0.10:80/TCP=default/b', '192.168.77.10:30080/TCP=default/e', '198.51.100.1:80/TCP=default/c']);
   });
 
   test('a Service that does not fit the maps is not programmed at all, and others are untouched', () => {

@@ -1,8 +1,13 @@
 // The load balancer's in-memory table: every compiled Service, turned into
 // the map entries it needs, with ids assigned and conflicts settled.
-//  - A frontend (address:port/protocol) belongs to one Service: the first to
-//    claim it. A later claimant is reported and waits; it takes over when the
-//    owner lets go.
+//  - A frontend (address:port/protocol) belongs to one Service, the one
+//    FrontendOwners picks from every claim, whatever order they came in:
+//    API-allocated addresses (ClusterIPs, NodePorts, LoadBalancer IPs) over
+//    ExternalIPs, then the older Service. A refused claim is listed in the
+//    Service's notServed and waits; it is served when the owner lets go.
+//  - A change that takes a frontend from a Service the table holds no
+//    compiled form of names it in `stale`: the caller compiles and sets it
+//    again (until then the new owner waits; nothing is served twice).
 //  - A Service address (VIP) gets one marker entry however many Services and
 //    ports share it; the marker goes when the last one does.
 //  - A Service whose entries would not fit the maps is not programmed at all
@@ -11,7 +16,8 @@
 // large cluster holds millions of them.
 import { BackendFlags, SvcFlags } from '../abi/abi.gen.ts';
 import { type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
-import { type CompiledFrontend, type CompiledService, type FrontendKind, frontendKey } from './compile.ts';
+import { type CompiledFrontend, type CompiledService, type FrontendKind, type NotServed, frontendKey } from './compile.ts';
+import { FrontendOwners } from './frontend-owners.ts';
 import { IdAllocator, IdPool } from './ids.ts';
 import { type Problem, problem } from './problems.ts';
 
@@ -39,6 +45,9 @@ export interface RenderedService {
   vips: string[];
   entries: LbEntries;
   problems: Problem[];
+  /** Frontends it asks for and does not have: compiled ones (IPv6, no node
+   *  address, ExternalIP outside the allowed CIDRs) and refused claims. */
+  notServed: NotServed[];
   skipped?: string;
 }
 
@@ -47,6 +56,9 @@ export interface RenderedService {
 export interface LbUpdate extends LbChange {
   /** Services whose rendering changed (the one set, and any that took over a frontend). */
   services: string[];
+  /** Services that lost a frontend to this change and must be compiled and
+   *  set again (the table keeps no compiled form of them). */
+  stale: string[];
 }
 
 const PROTO = { TCP: 6, UDP: 17, SCTP: 132 } as const;
@@ -89,6 +101,7 @@ export class LbTable implements LbEntrySource {
   readonly #owner = new Map<string, string>();
   readonly #waiters = new Map<string, Set<string>>();
   readonly #markerRefs = new Map<string, Set<string>>();
+  readonly owners = new FrontendOwners();
   #usedServices = 0;
   #usedBackends = 0;
   #usedNames = 0;
@@ -144,23 +157,45 @@ export class LbTable implements LbEntrySource {
 
   /** Set (or with undefined, remove) one Service. */
   set(key: string, compiled: CompiledService | undefined): LbUpdate {
-    const update: LbUpdate = { before: emptyEntries(), after: emptyEntries(), services: [] };
+    const update: LbUpdate = { before: emptyEntries(), after: emptyEntries(), services: [], stale: [] };
     const old: RenderedService[] = [];
+    const changed = this.owners.set(
+      key,
+      (compiled?.frontends ?? []).map((f) => ({ frontend: f.key, addr: f.addr, kind: f.kind })),
+      compiled?.addresses ?? [],
+      compiled?.created ?? '',
+    );
     const freed = this.#unrender(key, update, old);
     this.#waiting.delete(key);
     if (compiled) this.#render(key, compiled, update, old);
-    // Frontends this Service let go of go to the next claimant, oldest first.
-    for (const fk of freed) {
+    // Others whose verdict changed: re-rendered here when their compiled
+    // form is at hand (they were waiting), else handed back as stale.
+    const rerender = (w: string, waiting: CompiledService): void => {
+      freed.push(...this.#unrender(w, update, old));
+      this.#waiting.delete(w);
+      this.#render(w, waiting, update, old);
+    };
+    for (const w of changed) {
+      const waiting = this.#waiting.get(w);
+      if (waiting) rerender(w, waiting);
+      else if (this.#rendered.has(w)) update.stale.push(w);
+    }
+    // A frontend let go of goes to the claimant its owner is now.
+    for (let i = 0; i < freed.length; i++) {
+      const fk = freed[i]!;
       for (const w of [...(this.#waiters.get(fk) ?? [])]) {
         const waiting = this.#waiting.get(w);
-        if (w === key || this.#owner.has(fk) || !waiting) continue;
-        this.#unrender(w, update, old);
-        this.#waiting.delete(w);
-        this.#render(w, waiting, update, old);
+        if (this.#owner.has(fk) || !waiting || !this.owners.verdict(w, fk).granted) continue;
+        rerender(w, waiting);
       }
     }
     this.#releaseIds(old);
     return update;
+  }
+
+  /** Every frontend asked for and not programmed, by Service. */
+  *notServed(): IterableIterator<{ service: string } & NotServed> {
+    for (const r of this.#rendered.values()) for (const n of r.notServed) yield { service: r.key, ...n };
   }
 
   /** Drop ids adopted from pinned maps that nothing uses (call after the first full sync). */
@@ -182,7 +217,7 @@ export class LbTable implements LbEntrySource {
 
   #unrender(key: string, update: LbUpdate, old: RenderedService[]): string[] {
     const r = this.#rendered.get(key);
-    for (const set of this.#waiters.values()) set.delete(key);
+    for (const [fk, set] of this.#waiters) if (set.delete(key) && set.size === 0) this.#waiters.delete(fk);
     if (!r) return [];
     old.push(r);
     this.#rendered.delete(key);
@@ -209,13 +244,18 @@ export class LbTable implements LbEntrySource {
   }
 
   #render(key: string, compiled: CompiledService, update: LbUpdate, old: RenderedService[]): void {
-    const r: RenderedService = { key, frontends: [], vips: [], entries: emptyEntries(), problems: [...compiled.problems], skipped: compiled.skipped };
+    const r: RenderedService = {
+      key, frontends: [], vips: [], entries: emptyEntries(), problems: [...compiled.problems], notServed: [...compiled.notServed], skipped: compiled.skipped,
+    };
     const obj = `Service ${key}`;
     const claimed: CompiledFrontend[] = [];
     for (const f of compiled.frontends) {
+      const verdict = this.owners.verdict(key, f.key);
       const owner = this.#owner.get(f.key);
-      if (owner !== undefined && owner !== key) {
-        r.problems.push(problem(obj, `frontend ${f.kind}`, f.key, `is already served by Service ${owner}; waiting for it to be released`));
+      if (!verdict.granted || (owner !== undefined && owner !== key)) {
+        // Refused, or ours but still held by the Service it was taken from
+        // (being handed over within this change).
+        r.notServed.push({ frontend: f.key, kind: f.kind, reason: verdict.granted ? `being handed over from Service ${owner}` : verdict.reason });
         let w = this.#waiters.get(f.key);
         if (!w) this.#waiters.set(f.key, (w = new Set()));
         w.add(key);

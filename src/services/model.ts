@@ -36,6 +36,13 @@ export interface Service {
   affinityTimeoutSeconds: number;
   externalTrafficPolicy: TrafficPolicy;
   internalTrafficPolicy: TrafficPolicy;
+  /** metadata.creationTimestamp (RFC 3339); '' or absent when unknown. Two
+   *  Services claiming one frontend are ordered by it (then by name). */
+  created?: string;
+  /** IPv6 cluster IPs: the datapath serves IPv4 only, so these are reported, not served. */
+  ipv6ClusterIPs?: string[];
+  /** spec.ipFamilies is [IPv6], or every cluster IP is IPv6: nothing of it is served. */
+  ipv6Only?: boolean;
 }
 
 export interface EndpointPort {
@@ -47,8 +54,11 @@ export interface EndpointPort {
 export interface Endpoint {
   /** The endpoint's address: the API lists addresses, and consumers use the first. */
   address: string;
+  /** conditions.ready; unset means true (discovery/v1). */
   ready: boolean;
+  /** conditions.serving; unset means true, as kube-proxy reads it. */
   serving: boolean;
+  /** conditions.terminating; unset means false. */
   terminating: boolean;
   nodeName: string;
   zone: string;

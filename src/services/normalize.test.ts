@@ -46,6 +46,23 @@ describe('normalizeService', () => {
     assert.deepEqual(v6.value?.clusterIPs, ['10.96.0.11']);
   });
 
+  test('IPv6-only Services are marked (ipFamilies [IPv6], or only IPv6 cluster IPs); dual-stack keeps its IPv4 family', () => {
+    const only = normalizeService({ ...base, spec: { ...base.spec, clusterIP: 'fd00::10', clusterIPs: ['fd00::10'], ipFamilies: ['IPv6'] } });
+    assert.deepEqual([only.value?.clusterIPs, only.value?.ipv6ClusterIPs, only.value?.ipv6Only], [[], ['fd00::10'], true]);
+    const unallocated = normalizeService({ ...base, spec: { ports: base.spec.ports, ipFamilies: ['IPv6'] } });
+    assert.equal(unallocated.value?.ipv6Only, true);
+    const dual = normalizeService({ ...base, spec: { ...base.spec, clusterIPs: ['10.96.0.10', 'fd00::10'], ipFamilies: ['IPv4', 'IPv6'] } });
+    assert.deepEqual([dual.value?.clusterIPs, dual.value?.ipv6Only], [['10.96.0.10'], undefined]);
+    assert.equal(normalizeService({ ...base, spec: { ...base.spec, clusterIP: 'None', ipFamilies: ['IPv6'] } }).value?.ipv6Only, undefined, 'headless: DNS serves it');
+    assert.match(normalizeService({ ...base, spec: { ...base.spec, ipFamilies: ['IPv7'] } }).problems[0]?.message ?? '', /spec\.ipFamilies\[0\]: "IPv7" is not one of IPv4, IPv6/);
+  });
+
+  test('the creation time is kept (it orders two Services claiming one frontend)', () => {
+    const { value } = normalizeService({ ...base, metadata: { ...base.metadata, creationTimestamp: '2024-05-01T10:00:00Z' } });
+    assert.equal(value?.created, '2024-05-01T10:00:00Z');
+    assert.equal(normalizeService(base).value?.created, '');
+  });
+
   test('LoadBalancer status IPs and named target ports', () => {
     const { value } = normalizeService({
       ...base,
@@ -65,15 +82,27 @@ describe('normalizeEndpointSlice', () => {
     ports, endpoints,
   });
 
-  test('conditions default the way the API documents them', () => {
-    const { value } = normalizeEndpointSlice(sliceRaw([
+  test('conditions unset: ready and serving true, terminating false (discovery/v1, as kube-proxy reads them)', () => {
+    const { value, problems } = normalizeEndpointSlice(sliceRaw([
       { addresses: ['10.0.0.1'] },
       { addresses: ['10.0.0.2'], conditions: { ready: false, serving: true, terminating: true } },
       { addresses: ['10.0.0.3'], conditions: { ready: false } },
+      // A lone terminating endpoint whose serving condition was never set: still serving.
+      { addresses: ['10.0.0.4'], conditions: { ready: false, terminating: true } },
+      { addresses: ['10.0.0.5'], conditions: { ready: null, serving: null, terminating: null } },
+      { addresses: ['10.0.0.6'], conditions: { ready: false, serving: false, terminating: true } },
     ]));
-    assert.deepEqual(value?.endpoints.map((e) => [e.ready, e.serving, e.terminating]), [
-      [true, true, false], [false, true, true], [false, false, false],
+    assert.deepEqual(problems, []);
+    assert.deepEqual(value?.endpoints.map((e) => [e.address, e.ready, e.serving, e.terminating]), [
+      ['10.0.0.1', true, true, false], ['10.0.0.2', false, true, true], ['10.0.0.3', false, true, false],
+      ['10.0.0.4', false, true, true], ['10.0.0.5', true, true, false], ['10.0.0.6', false, false, true],
     ]);
+  });
+
+  test('a condition that is not a boolean drops that endpoint, naming the field', () => {
+    const { value, problems } = normalizeEndpointSlice(sliceRaw([{ addresses: ['10.0.0.1'], conditions: { serving: 'yes' } }, { addresses: ['10.0.0.2'] }]));
+    assert.deepEqual(value?.endpoints.map((e) => e.address), ['10.0.0.2']);
+    assert.equal(problems[0]?.message, 'EndpointSlice shop/web-1: endpoints[0].conditions.serving: "yes" is not a boolean');
   });
 
   test('an endpoint address that is not an IP drops that endpoint only, and says which', () => {
@@ -88,9 +117,12 @@ describe('normalizeEndpointSlice', () => {
     assert.match(problems[0]?.message ?? '', /ports\[0\]\.port: 70000 is not a valid port number/);
   });
 
-  test('a slice without the service-name label is refused', () => {
-    const { value, problems } = normalizeEndpointSlice({ metadata: { name: 'x' }, addressType: 'IPv4' });
-    assert.equal(value, undefined);
-    assert.match(problems[0]?.message ?? '', /metadata.labels\["kubernetes.io\/service-name"\]: \(missing\) is required/);
+  test('a slice without the service-name label is ignored without a problem (kube-proxy skips it too)', () => {
+    for (const labels of [undefined, {}, { 'kubernetes.io/service-name': '' }, { app: 'web' }]) {
+      const n = normalizeEndpointSlice({ metadata: { name: 'x', namespace: 'shop', ...(labels ? { labels } : {}) }, addressType: 'IPv4', endpoints: [{ addresses: ['10.0.0.1'] }] });
+      assert.equal(n.value, undefined);
+      assert.deepEqual(n.problems, []);
+      assert.equal(n.ignored, 'EndpointSlice shop/x has no kubernetes.io/service-name label');
+    }
   });
 });

@@ -43,6 +43,9 @@ export interface Normalized<T> {
   value?: T;
   /** Every problem found, including ones that only dropped a part (an endpoint). */
   problems: Problem[];
+  /** Set when the object is not ours to serve and is left alone without a
+   *  problem (an EndpointSlice without the service-name label). */
+  ignored?: string;
 }
 
 export function normalizeService(raw: unknown): Normalized<Service> {
@@ -67,14 +70,24 @@ export function normalizeService(raw: unknown): Normalized<Service> {
   const rawIPs = Array.isArray(spec.clusterIPs) ? spec.clusterIPs : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
   const headless = rawIPs[0] === 'None';
   const clusterIPs: string[] = [];
+  const ipv6ClusterIPs: string[] = [];
   if (!headless && type !== 'ExternalName') {
     rawIPs.forEach((ip, i) => {
       const field = Array.isArray(spec.clusterIPs) ? `spec.clusterIPs[${i}]` : 'spec.clusterIP';
       if (typeof ip === 'string' && isIPv4(ip)) clusterIPs.push(ip);
-      else if (typeof ip === 'string' && isIPv6(ip)) return; // IPv6 datapath is not built yet; the IPv4 family still works
+      // The IPv6 datapath is not built yet: kept aside to be reported; the IPv4 family still works.
+      else if (typeof ip === 'string' && isIPv6(ip)) ipv6ClusterIPs.push(ip);
       else if (ip !== '' && ip !== undefined) bad(field, ip, 'is not a valid IP address');
     });
   }
+  const ipFamilies: string[] = [];
+  arr(spec.ipFamilies).forEach((f, i) => {
+    if (f === 'IPv4' || f === 'IPv6') ipFamilies.push(f);
+    else bad(`spec.ipFamilies[${i}]`, f, 'is not one of IPv4, IPv6');
+  });
+  // Only IPv6 asked for, or only IPv6 given: nothing of this Service is IPv4.
+  const ipv6Only = !headless && type !== 'ExternalName' && clusterIPs.length === 0 &&
+    (ipv6ClusterIPs.length > 0 || (ipFamilies.length > 0 && ipFamilies.every((f) => f === 'IPv6')));
 
   const ports: ServicePort[] = [];
   const seen = new Set<string>();
@@ -164,6 +177,9 @@ export function normalizeService(raw: unknown): Normalized<Service> {
       affinityTimeoutSeconds,
       externalTrafficPolicy,
       internalTrafficPolicy,
+      created: str(meta.creationTimestamp) ?? '',
+      ...(ipv6ClusterIPs.length > 0 ? { ipv6ClusterIPs } : {}),
+      ...(ipv6Only ? { ipv6Only } : {}),
     },
   };
 }
@@ -179,7 +195,9 @@ export function normalizeEndpointSlice(raw: unknown): Normalized<EndpointSlice> 
   const labels = isObj(meta.labels) ? meta.labels : {};
   const serviceName = str(labels[SERVICE_NAME_LABEL]);
   if (!serviceName) {
-    return { problems: [problem(obj, `metadata.labels["${SERVICE_NAME_LABEL}"]`, labels[SERVICE_NAME_LABEL], 'is required')] };
+    // Slices made by hand or by other controllers for their own use: no
+    // Service to attach them to. kube-proxy skips them silently, and so do we.
+    return { problems: [], ignored: `${obj} has no ${SERVICE_NAME_LABEL} label` };
   }
   const addressType = raw.addressType;
   if (addressType !== 'IPv4' && addressType !== 'IPv6' && addressType !== 'FQDN') {
@@ -209,10 +227,19 @@ export function normalizeEndpointSlice(raw: unknown): Normalized<EndpointSlice> 
       }
     }
     const cond = isObj(e.conditions) ? e.conditions : {};
-    // API semantics: unknown readiness counts as ready; serving defaults to ready.
-    const ready = cond.ready !== false;
-    const serving = cond.serving === undefined || cond.serving === null ? ready : cond.serving === true;
-    const terminating = cond.terminating === true;
+    // discovery/v1: ready and serving unset mean true (kube-proxy reads serving
+    // so too), terminating unset means false.
+    const flag = (name: 'ready' | 'serving' | 'terminating', unset: boolean): boolean | undefined => {
+      const v = cond[name];
+      if (v === undefined || v === null) return unset;
+      if (typeof v === 'boolean') return v;
+      problems.push(problem(obj, `${f}.conditions.${name}`, v, 'is not a boolean'));
+      return undefined;
+    };
+    const ready = flag('ready', true);
+    const serving = flag('serving', true);
+    const terminating = flag('terminating', false);
+    if (ready === undefined || serving === undefined || terminating === undefined) return;
     endpoints.push({
       address: addresses[0] as string,
       ready,
