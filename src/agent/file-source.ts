@@ -47,6 +47,7 @@ function addObjects(value: unknown, into: Snapshot): void {
       if (n.value) into.services.push(n.value);
     } else if (kind === 'EndpointSlice') {
       const n = normalizeEndpointSlice(obj);
+      // n.ignored (no service-name label): not a Service's slice, skipped silently.
       into.problems.push(...n.problems);
       if (n.value) into.slices.push(n.value);
     }

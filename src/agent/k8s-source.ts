@@ -88,6 +88,9 @@ export class K8sSource {
       if (e.type === 'synced') return synced(slices);
       if (e.type === 'delete') return sync.setSlice(e.key, undefined);
       const n = normalizeEndpointSlice(e.obj);
+      // A slice without the service-name label is no Service's: left alone
+      // without a warning, as kube-proxy does (and forgotten if it lost the label).
+      if (n.ignored) log.debug({ slice: e.key }, n.ignored);
       sync.report(n.problems);
       sync.setSlice(e.key, n.value);
     });
