@@ -179,6 +179,34 @@ function removeStalePins(pinRoot: string, log?: Logger): void {
   }
 }
 
+/** BPF_F_NO_COMMON_LRU: per-CPU LRU lists. The conntrack map had them until
+ *  its capacity had to hold for one busy CPU (issue 11): each CPU evicted from
+ *  its own max_entries / CPUs share. libbpf cannot reuse a pin whose flags
+ *  differ, so the old map's entries are read, its pin removed, and the
+ *  entries written into the new map once it exists: open flows keep going
+ *  across the upgrade. */
+const BPF_F_NO_COMMON_LRU = 1 << 1;
+
+function carryOverRetiredCt(pinRoot: string, log?: Logger): MapDump | undefined {
+  const file = pinPath(pinRoot, SIZED_MAPS.ct);
+  let handle: MapHandle;
+  try {
+    handle = native.openPinnedMap(file);
+  } catch (err) {
+    if (native.hasNativeCode(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+  try {
+    if ((native.mapInfo(handle).flags & BPF_F_NO_COMMON_LRU) === 0) return undefined;
+    const dump = native.mapDump(handle);
+    rmSync(file, { force: true });
+    log?.info({ map: SIZED_MAPS.ct, entries: dump.count }, 'conntrack map with per-CPU LRU lists replaced by one with a shared list');
+    return dump;
+  } finally {
+    native.close(handle);
+  }
+}
+
 /** Open the maps pinned under pinRoot (for tools that only read, like `hypha service list`). */
 export function openPinnedMaps(pinRoot = DEFAULT_PIN_ROOT): Map<MapName, MapHandle> {
   const out = new Map<MapName, MapHandle>();
@@ -223,6 +251,7 @@ export class Datapath {
     // One name per frontend: never more than the services map holds.
     maxEntries.hypha_lb4_names_v1 = sizes.services;
     Datapath.#checkPinned(pinRoot, maxEntries);
+    const carried = carryOverRetiredCt(pinRoot, opts.log);
 
     const programs: Partial<Record<ProgramName, ProgHandle>> = {};
     for (const [prog, spec] of Object.entries(PROGRAMS) as [ProgramName, (typeof PROGRAMS)[ProgramName]][]) {
@@ -246,6 +275,11 @@ export class Datapath {
       opts.log?.debug({ program: spec.name }, 'program loaded');
     }
     const maps = openPinnedMaps(pinRoot);
+    if (carried && carried.count > 0) {
+      const ct = maps.get(SIZED_MAPS.ct);
+      if (ct) native.mapUpdateBatch(ct, carried.keys, carried.values, carried.count, 'any');
+      opts.log?.info({ map: SIZED_MAPS.ct, entries: carried.count }, 'conntrack entries carried over into the shared-LRU map');
+    }
     for (const name of Object.keys(mapDefs) as MapName[]) {
       if (!maps.has(name)) throw new DatapathError('ENOENT', `map ${name} was not pinned under ${pinRoot}`);
     }

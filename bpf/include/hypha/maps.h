@@ -56,16 +56,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_lb4_affinity_v1 SEC(".maps");
 
-/* Per-CPU LRU lists (BPF_F_NO_COMMON_LRU): every new flow writes two entries,
- * and the shared LRU list's lock was the largest cost of a new connection
- * under load (perf: bpf_lru_pop_free and its irqsave spinlock). Each CPU
- * evicts from its own share of max_entries. */
+/* One LRU list shared by all CPUs. Per-CPU lists (BPF_F_NO_COMMON_LRU) are
+ * cheaper per new flow (no shared lock in bpf_lru_pop_free), but split the
+ * capacity: on a 64-CPU node each CPU may hold max_entries / 64, and a busy
+ * CPU evicts its own idle flows (a lost reply entry breaks the connection)
+ * while the map is mostly empty. The shared list keeps max_entries for
+ * whichever CPU needs them; bench-lb measures both (capacity rows). The
+ * loader carries the entries of an older per-CPU map over (loader.ts). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct hypha_ct4_key);
 	__type(value, struct hypha_ct4_entry);
 	__uint(max_entries, 262144);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_ct4_v1 SEC(".maps");
 
