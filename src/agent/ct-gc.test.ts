@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import { ConntrackGc, nextGcInterval } from './ct-gc.ts';
+import { ConntrackGc, nextGcInterval, pauseAfter } from './ct-gc.ts';
 
 const limits = { minSeconds: 1, maxSeconds: 60 };
 
@@ -15,6 +15,13 @@ test('a quiet pass at most doubles the interval, up to the maximum', () => {
   assert.equal(nextGcInterval(10, 1_000, 100_000, limits), 20);
   assert.equal(nextGcInterval(40, 0, 100_000, limits), 60);
   assert.equal(nextGcInterval(10, 10_000, 100_000, limits), 10);
+});
+
+test('the pause is at least twice the pass, within the maximum', () => {
+  assert.equal(pauseAfter(1, 800, limits), 1.6, 'a 0.8 s pass: at least 1.6 s before the next');
+  assert.equal(pauseAfter(10, 800, limits), 10);
+  assert.equal(pauseAfter(1, 40_000, limits), 60);
+  assert.equal(pauseAfter(1, 100, limits), 1);
 });
 
 test('a failing pass is logged and retried at the slowest pace, never thrown', async () => {

@@ -4,7 +4,10 @@
 // the next one runs. A pass that deletes much of the map means entries die
 // faster than the interval: the next pass comes sooner, down to minSeconds.
 // A pass that finds little doubles the interval, up to maxSeconds. (Cilium's
-// agent adapts its conntrack GC interval the same way.)
+// agent adapts its conntrack GC interval the same way.) The pause is also at
+// least twice the last pass, so GC of a huge map takes at most a third of a
+// CPU however busy the node is (a bounded-batch pass over a million entries
+// takes a few tenths of a second).
 import type { Logger } from 'pino';
 import type { ConntrackGcResult } from '../datapath/loader.ts';
 
@@ -26,6 +29,14 @@ export function nextGcInterval(current: number, deleted: number, capacity: numbe
 }
 
 const round1 = (n: number): number => Math.round(n * 10) / 10;
+
+/** The pause after a pass is at least this many times the pass's own length. */
+const MIN_PAUSE_PER_PASS = 2;
+
+/** The pause after a pass of passMs milliseconds, from nextGcInterval's choice. Pure. */
+export function pauseAfter(next: number, passMs: number, limits: CtGcLimits): number {
+  return Math.min(limits.maxSeconds, Math.max(next, (passMs / 1000) * MIN_PAUSE_PER_PASS));
+}
 
 export interface CtGcHooks {
   /** after every pass, with the interval chosen for the next */
@@ -67,7 +78,7 @@ export class ConntrackGc {
     if (this.#stopped) return;
     try {
       const r = await this.#collect();
-      this.#interval = nextGcInterval(this.#interval, r.deleted, this.#capacity, this.#limits);
+      this.#interval = pauseAfter(nextGcInterval(this.#interval, r.deleted, this.#capacity, this.#limits), r.ms, this.#limits);
       this.last = { ...r, at: new Date(), nextSeconds: this.#interval };
       this.#hooks.pass?.(r, this.#interval);
       this.#log[r.deleted > this.#capacity * TARGET_DELETED_SHARE ? 'info' : 'debug'](
