@@ -356,14 +356,16 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 	entry.flags = flags;
 	entry.expires = now + hypha_ct_lifetime(p->proto, flags);
 	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
-	if (((flags & HYPHA_CT_F_REMOTE) && hypha_nodeport_range(cfg, p->sport)) ||
+	if ((flags & HYPHA_CT_F_REMOTE) ||
 	    (ct && !hypha_ct_expired(ct, now) &&
 	     (ct->nat_addr != p->daddr || ct->nat_port != p->dport ||
 	      ct->nat_addr2 != p->saddr || ct->nat_port2 != p->sport))) {
-		/* A client port in the NodePort range is never kept towards
-		 * another node: the backend's answer to node:port would look
-		 * like a new NodePort flow (Cilium keeps the port only outside
-		 * that range too). */
+		/* A flow source-NATed to the node towards another node never
+		 * keeps the client's port: in the NodePort range the backend's
+		 * answer to node:port would look like a new NodePort flow, in
+		 * the node's ephemeral range it could meet the node's own
+		 * connection to the same backend. It gets a port from the
+		 * source-NAT range, which the agent keeps clear of both. */
 		/* The tuple the backend would see belongs to a flow of another
 		 * frontend that has not timed out (one client port, two
 		 * Services, one backend): move this flow to a free source port,
