@@ -1,12 +1,18 @@
 // Backend for traffic tests, run inside a pod (or node, or host) netns.
 //
 //   node echo-server.ts --name b1 --port 8080[,8081...] [--udp | --both] [--host 0.0.0.0] [--peer]
+//                       [--peer-port] [--sink] [--udp-answer-bytes n]
 //
 // With --peer the greeting is `<name> <client address>` (what the server sees
-// as the source: a masqueraded client shows the node's address).
+// as the source: a masqueraded client shows the node's address); --peer-port
+// adds the source port (`<name> <address>:<port>`).
 // TCP: on each connection writes `<name>\n` at once, then echoes every byte it
 // receives (a client can hold a long-lived stream and check every byte comes back).
-// UDP: answers every datagram with `<name>\n`.
+// With --sink it echoes nothing: it counts what it receives and, when the
+// client half-closes, answers `<name> <bytes received>\n` and closes.
+// UDP: answers every datagram with `<name>\n`. With --udp-answer-bytes n the
+// answer is `<greeting> <bytes received>\n` padded with '.' to n bytes (a large
+// answer, fragmented on its way back; and the size of the request as it arrived).
 // Prints `{"ready":true,...}` on stdout once every socket listens; exits 0 on
 // SIGTERM/SIGINT, 1 (with a JSON error line) when a socket cannot be opened.
 
@@ -22,6 +28,12 @@ export interface EchoServerOptions {
   host: string;
   /** Greet with `<name> <peer address>`. */
   peer?: boolean;
+  /** Greet with `<name> <peer address>:<peer port>`. */
+  peerPort?: boolean;
+  /** TCP: count, do not echo; answer the count after the client's FIN. */
+  sink?: boolean;
+  /** UDP: answer `<greeting> <request bytes>` padded to this many bytes. */
+  udpAnswerBytes?: number;
 }
 
 export interface EchoServer {
@@ -44,7 +56,15 @@ export function parsePorts(value: string): number[] {
 
 /** Listen on every port; resolves once all sockets are bound. */
 export async function startEchoServer(opts: EchoServerOptions): Promise<EchoServer> {
-  const greet = (peer: string | undefined): string => (opts.peer ? `${opts.name} ${peer ?? '?'}\n` : `${opts.name}\n`);
+  const greet = (peer: string | undefined, port?: number): string =>
+    opts.peerPort ? `${opts.name} ${peer ?? '?'}:${port ?? '?'}\n` : opts.peer ? `${opts.name} ${peer ?? '?'}\n` : `${opts.name}\n`;
+  const udpAnswer = (msg: Buffer, peer: string, port: number): string | Buffer => {
+    if (opts.udpAnswerBytes === undefined) return greet(peer, port);
+    const line = `${greet(peer, port).slice(0, -1)} ${msg.length}\n`;
+    const b = Buffer.alloc(Math.max(opts.udpAnswerBytes, Buffer.byteLength(line)), '.');
+    b.write(line);
+    return b;
+  };
   const closers: Array<() => Promise<void>> = [];
   try {
     for (const port of opts.ports) {
@@ -55,8 +75,16 @@ export async function startEchoServer(opts: EchoServerOptions): Promise<EchoServ
           sock.once('close', () => conns.delete(sock));
           sock.setNoDelay(true);
           sock.on('error', () => {}); // resets are the client's business
-          sock.write(greet(sock.remoteAddress?.replace(/^::ffff:/, '')));
-          sock.pipe(sock);
+          sock.write(greet(sock.remoteAddress?.replace(/^::ffff:/, ''), sock.remotePort));
+          if (opts.sink) {
+            let received = 0;
+            sock.on('data', (d: Buffer) => {
+              received += d.length;
+            });
+            sock.on('end', () => sock.end(`${opts.name} ${received}\n`));
+          } else {
+            sock.pipe(sock);
+          }
         });
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);
@@ -75,8 +103,8 @@ export async function startEchoServer(opts: EchoServerOptions): Promise<EchoServ
       }
       if (opts.udp) {
         const sock = dgram.createSocket('udp4');
-        sock.on('message', (_msg, rinfo) => {
-          sock.send(greet(rinfo.address), rinfo.port, rinfo.address);
+        sock.on('message', (msg, rinfo) => {
+          sock.send(udpAnswer(msg, rinfo.address, rinfo.port), rinfo.port, rinfo.address);
         });
         await new Promise<void>((resolve, reject) => {
           sock.once('error', reject);
@@ -106,6 +134,9 @@ function parseCli(argv: string[]): EchoServerOptions {
       both: { type: 'boolean', default: false },
       host: { type: 'string', default: '0.0.0.0' },
       peer: { type: 'boolean', default: false },
+      'peer-port': { type: 'boolean', default: false },
+      sink: { type: 'boolean', default: false },
+      'udp-answer-bytes': { type: 'string' },
     },
     strict: true,
   });
@@ -113,7 +144,15 @@ function parseCli(argv: string[]): EchoServerOptions {
     throw new UsageError('--name is required (one line of text)');
   }
   if (values.port === undefined) throw new UsageError('--port is required');
+  const answer = values['udp-answer-bytes'];
+  const udpAnswerBytes = answer === undefined ? undefined : Number(answer);
+  if (udpAnswerBytes !== undefined && (!Number.isInteger(udpAnswerBytes) || udpAnswerBytes < 0 || udpAnswerBytes > 65507)) {
+    throw new UsageError(`--udp-answer-bytes "${answer}" must be a whole number of bytes from 0 to 65507`);
+  }
   return {
+    peerPort: values['peer-port'],
+    sink: values.sink,
+    ...(udpAnswerBytes === undefined ? {} : { udpAnswerBytes }),
     name: values.name,
     ports: parsePorts(values.port),
     tcp: values.both || !values.udp,
