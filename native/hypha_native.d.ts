@@ -111,10 +111,15 @@ export interface SweepResult {
   runs: number;
   /** the longest single kernel call (lookup, key update or run), wall clock */
   maxCallNs: number;
+  /** the most CPU time (this thread's) one kernel call took: what it held a CPU
+   * for, without the time it waited for one on a busy machine */
+  maxCallCpuNs: number;
   /** the longest program run, as the kernel timed it */
   maxRunNs: number;
   /** the whole sweep, wall clock */
   durationNs: number;
+  /** the whole sweep, CPU time of the thread that ran it (user and kernel) */
+  cpuNs: number;
 }
 
 export interface TestRunOptions {

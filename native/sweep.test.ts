@@ -83,6 +83,7 @@ describe('mapSweepAsync', () => {
     assert.equal(r.runs, Math.ceil(dead / PER_RUN), 'runs are full but for the last');
     assert.ok(r.lookups >= N / 1000 && r.lookups <= N / 1000 + 10, `lookups: ${r.lookups}`);
     assert.ok(r.maxCallNs > 0 && r.maxCallNs <= r.durationNs && r.maxRunNs > 0, JSON.stringify(r));
+    assert.ok(r.maxCallCpuNs > 0 && r.maxCallCpuNs <= r.cpuNs && r.cpuNs <= r.durationNs + 1e6, JSON.stringify(r));
     const left = keysOf(timed);
     assert.equal(left.size, N - dead);
     for (let i = 0; i < N; i++) assert.equal(left.has(i), !expired(i), `entry ${i}`);

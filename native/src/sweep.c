@@ -49,17 +49,33 @@ struct sweep_work {
 	/* results */
 	uint64_t visited, nominated, deleted;
 	uint32_t lookups, runs;
-	uint64_t max_call_ns, max_run_ns, total_ns;
+	uint64_t max_call_ns, max_call_cpu_ns, max_run_ns, total_ns, cpu_ns;
 	int err; /* positive errno on failure */
 	const char *op;
 };
 
-static uint64_t mono_ns(void)
+static uint64_t clock_ns(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(clock, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mono_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
+}
+
+/* When a kernel call started: wall clock, and this thread's CPU time (which
+ * leaves out the time it waited for a CPU on a busy machine). */
+struct call_start {
+	uint64_t wall, cpu;
+};
+
+static struct call_start call_begin(void)
+{
+	return (struct call_start){ mono_ns(), clock_ns(CLOCK_THREAD_CPUTIME_ID) };
 }
 
 /* What bpf_ktime_get_coarse_ns() / 1e9 reads in the kernel. */
@@ -71,12 +87,14 @@ static uint32_t coarse_seconds(void)
 	return (uint32_t)ts.tv_sec;
 }
 
-static void note_call(struct sweep_work *w, uint64_t start)
+static void note_call(struct sweep_work *w, struct call_start start)
 {
-	uint64_t ns = mono_ns() - start;
+	uint64_t wall = mono_ns() - start.wall, cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - start.cpu;
 
-	if (ns > w->max_call_ns)
-		w->max_call_ns = ns;
+	if (wall > w->max_call_ns)
+		w->max_call_ns = wall;
+	if (cpu > w->max_call_cpu_ns)
+		w->max_call_cpu_ns = cpu;
 }
 
 static bool is_unsupported(int err)
@@ -89,7 +107,7 @@ static bool sweep_flush(struct sweep_work *w, const uint32_t *idx, const void *k
 {
 	uint8_t data[SWEEP_DATA_LEN] = { 0 };
 	uint32_t done = n;
-	uint64_t start = mono_ns();
+	struct call_start start = call_begin();
 	LIBBPF_OPTS(bpf_map_batch_opts, bopts);
 	LIBBPF_OPTS(bpf_test_run_opts, ropts);
 
@@ -112,7 +130,7 @@ static bool sweep_flush(struct sweep_work *w, const uint32_t *idx, const void *k
 	ropts.data_in = data;
 	ropts.data_size_in = sizeof(data);
 	ropts.repeat = 1;
-	start = mono_ns();
+	start = call_begin();
 	if (hy_test_run(w->prog_fd, &ropts, 0, 0)) {
 		w->err = errno;
 		w->op = "bpf_prog_test_run_opts";
@@ -137,7 +155,7 @@ static void sweep_execute(napi_env env, void *data)
 	uint8_t *values = malloc((size_t)chunk * w->map.value_len);
 	uint8_t *nominated = malloc((size_t)w->per_run * w->map.key_size);
 	uint32_t count = 0;
-	uint64_t begin = mono_ns(), start;
+	struct call_start begin = call_begin(), start;
 	int cur = 0, err;
 	bool first = true;
 	LIBBPF_OPTS(bpf_map_batch_opts, opts);
@@ -151,7 +169,7 @@ static void sweep_execute(napi_env env, void *data)
 		idx[i] = i;
 	for (;;) {
 		n = chunk;
-		start = mono_ns();
+		start = call_begin();
 		err = bpf_map_lookup_batch(w->map_fd, first ? NULL : tok[cur], tok[cur ^ 1], keys, values,
 					   &n, &opts)
 			      ? errno
@@ -205,7 +223,8 @@ static void sweep_execute(napi_env env, void *data)
 	if (!w->err && count)
 		sweep_flush(w, idx, nominated, count);
 out:
-	w->total_ns = mono_ns() - begin;
+	w->total_ns = mono_ns() - begin.wall;
+	w->cpu_ns = clock_ns(CLOCK_THREAD_CPUTIME_ID) - begin.cpu;
 	free(tok[0]);
 	free(tok[1]);
 	free(idx);
@@ -233,8 +252,10 @@ static bool sweep_counts(napi_env env, napi_value obj, const struct sweep_work *
 	       hy_set_double(env, obj, "deleted", (double)w->deleted) &&
 	       hy_set_u32(env, obj, "lookups", w->lookups) && hy_set_u32(env, obj, "runs", w->runs) &&
 	       hy_set_double(env, obj, "maxCallNs", (double)w->max_call_ns) &&
+	       hy_set_double(env, obj, "maxCallCpuNs", (double)w->max_call_cpu_ns) &&
 	       hy_set_double(env, obj, "maxRunNs", (double)w->max_run_ns) &&
-	       hy_set_double(env, obj, "durationNs", (double)w->total_ns);
+	       hy_set_double(env, obj, "durationNs", (double)w->total_ns) &&
+	       hy_set_double(env, obj, "cpuNs", (double)w->cpu_ns);
 }
 
 static void sweep_complete(napi_env env, napi_status status, void *data)
@@ -302,7 +323,8 @@ static bool sweep_check(napi_env env, const char *fn, struct sweep_work *w)
 }
 
 /* mapSweepAsync(map, keys, prog, {expiresOffset, batch?, perRun?})
- *   -> Promise<{visited, nominated, deleted, lookups, runs, maxCallNs, maxRunNs, durationNs}> */
+ *   -> Promise<{visited, nominated, deleted, lookups, runs, maxCallNs, maxCallCpuNs, maxRunNs,
+ *               durationNs, cpuNs}> */
 static napi_value js_map_sweep_async_impl(napi_env env, napi_callback_info info)
 {
 	const char *fn = "mapSweepAsync";

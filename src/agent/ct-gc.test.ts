@@ -44,7 +44,7 @@ test('a pass is reported with its batches and the next interval, and logged with
   const lines: Record<string, unknown>[] = [];
   const log = pino({ level: 'debug' }, { write: (l: string) => lines.push(JSON.parse(l) as Record<string, unknown>) });
   const seen: { batches: number; next: number }[] = [];
-  const result = { deleted: 500, entries: 99_500, visited: 100_000, batches: 25, runs: 1, ms: 42.04, maxCallMs: 1.26 };
+  const result = { deleted: 500, entries: 99_500, visited: 100_000, batches: 25, runs: 1, ms: 42.04, cpuMs: 40.1, maxCallMs: 1.26 };
   const gc = new ConntrackGc({
     collect: async () => result,
     capacity: 100_000, limits, log,
@@ -57,7 +57,7 @@ test('a pass is reported with its batches and the next interval, and logged with
   assert.equal(gc.last?.runs, 1);
   const line = lines.find((l) => l.msg === 'conntrack garbage collected');
   assert.deepEqual(
-    line && [line.deleted, line.entries, line.batches, line.runs, line.ms, line.maxCallMs, line.nextSeconds],
-    [500, 99_500, 25, 1, 42, 1.3, 10],
+    line && [line.deleted, line.entries, line.batches, line.runs, line.ms, line.cpuMs, line.maxCallMs, line.nextSeconds],
+    [500, 99_500, 25, 1, 42, 40.1, 1.3, 10],
   );
 });

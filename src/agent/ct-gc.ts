@@ -84,7 +84,7 @@ export class ConntrackGc {
       this.#log[r.deleted > this.#capacity * TARGET_DELETED_SHARE ? 'info' : 'debug'](
         {
           deleted: r.deleted, entries: r.entries, batches: r.batches, runs: r.runs,
-          ms: round1(r.ms), maxCallMs: round1(r.maxCallMs), nextSeconds: round1(this.#interval),
+          ms: round1(r.ms), cpuMs: round1(r.cpuMs), maxCallMs: round1(r.maxCallMs), nextSeconds: round1(this.#interval),
         },
         'conntrack garbage collected',
       );

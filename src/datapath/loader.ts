@@ -67,7 +67,10 @@ export interface ConntrackGcResult {
   runs: number;
   /** how long the pass took (off the JS thread) */
   ms: number;
-  /** the longest single kernel call of the pass (a batch or a run) */
+  /** CPU time the pass took (the worker thread's, mostly in the kernel) */
+  cpuMs: number;
+  /** CPU time of the longest single kernel call of the pass (a batch or a
+   *  run): how long GC held a CPU at a stretch */
   maxCallMs: number;
 }
 
@@ -349,7 +352,8 @@ export class Datapath {
         batches: r.lookups,
         runs: r.runs,
         ms: r.durationNs / 1e6,
-        maxCallMs: r.maxCallNs / 1e6,
+        cpuMs: r.cpuNs / 1e6,
+        maxCallMs: r.maxCallCpuNs / 1e6,
       };
     } finally {
       native.close(keys);

@@ -89,7 +89,7 @@ describe('conntrack GC over a map that needs many batches', () => {
     assert.deepEqual([r.deleted, r.entries, r.visited], [dead, N - dead, N]);
     assert.ok(r.batches >= Math.ceil(N / BATCH), `${r.batches} lookup batches of at most ${BATCH}`);
     assert.equal(r.runs, Math.ceil(dead / BATCH), 'delete runs of at most 4 096 keys');
-    assert.ok(r.maxCallMs > 0 && r.maxCallMs <= r.ms, `longest call ${r.maxCallMs} ms of ${r.ms} ms`);
+    assert.ok(r.maxCallMs > 0 && r.maxCallMs <= r.cpuMs, `longest call ${r.maxCallMs} ms of ${r.cpuMs} ms CPU`);
 
     const left = native.mapDump(dp.map('hypha_ct4_v1'));
     assert.equal(left.count, N - dead);
