@@ -62,6 +62,19 @@ function best(cs: Iterable<Contender>): Contender | undefined {
 
 const owning = (kind: FrontendKind): boolean => kind === 'ClusterIP' || kind === 'LoadBalancer';
 
+function sameClaims(c: Claimant, frontends: readonly FrontendClaim[], addresses: readonly ClaimedAddress[]): boolean {
+  if (c.frontends.length !== frontends.length || c.addresses.length !== addresses.length) return false;
+  for (let i = 0; i < frontends.length; i++) {
+    const a = c.frontends[i]!;
+    const b = frontends[i]!;
+    if (a.frontend !== b.frontend || a.kind !== b.kind) return false;
+  }
+  for (let i = 0; i < addresses.length; i++) {
+    if (c.addresses[i]!.addr !== addresses[i]!.addr || c.addresses[i]!.kind !== addresses[i]!.kind) return false;
+  }
+  return true;
+}
+
 export class FrontendOwners {
   readonly #claimants = new Map<string, Claimant>();
   /** frontend -> service -> kind (the best-ranked, if a Service claims it twice) */
@@ -86,6 +99,8 @@ export class FrontendOwners {
    *  Services whose verdict on some frontend changed, sorted. */
   set(service: string, frontends: readonly FrontendClaim[], addresses: readonly ClaimedAddress[], created: string): string[] {
     const old = this.#claimants.get(service);
+    // The common change (endpoints moved) claims the same as before.
+    if (old && old.created === created && sameClaims(old, frontends, addresses)) return [];
     const touched = new Set<string>();
     const addrs = new Set<string>();
     for (const f of [...(old?.frontends ?? []), ...frontends]) touched.add(f.frontend);
