@@ -126,6 +126,55 @@ export interface ParsedPacket {
   udpChecksum?: number;
   icmp?: { type: number; code: number; checksumOk: boolean; id?: number; quoted?: { src: string; dst: string; proto: number; sport: number; dport: number } };
   length: number;
+  /** An 802.1Q (0x8100) or 802.1ad (0x88a8) tag: its VLAN id and the ethertype behind it (IPv4 behind a tag is parsed too). */
+  vlan?: { id: number; ethType: number };
+  /** ICMP errors (types 3, 4, 5, 11, 12): the quoted packet, as far as the frame holds it. */
+  inner?: InnerPacket;
+}
+
+/** The packet an ICMP error quotes; fields are set only when their bytes are in the frame. */
+export interface InnerPacket {
+  src: string;
+  dst: string;
+  proto: number;
+  ttl: number;
+  /** header length in bytes (IHL * 4) */
+  ihl: number;
+  /** the quoted header's total length field (the original datagram's, not the quote's) */
+  totalLength: number;
+  ipChecksumOk: boolean;
+  sport?: number;
+  dport?: number;
+  udpChecksum?: number;
+  /** quoted ICMP: type, and the identifier of an echo */
+  icmpType?: number;
+  icmpId?: number;
+  /** bytes of the quote present in the frame */
+  length: number;
+}
+
+export const ICMP_ERROR_TYPES: readonly number[] = [3, 4, 5, 11, 12];
+
+function parseInner(buf: Uint8Array, q: number): InnerPacket | undefined {
+  if (q + 20 > buf.length) return undefined;
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const ihl = (buf[q]! & 15) * 4;
+  const inner: InnerPacket = {
+    src: uintToIp4(dv.getUint32(q + 12)), dst: uintToIp4(dv.getUint32(q + 16)), proto: buf[q + 9]!, ttl: buf[q + 8]!,
+    ihl, totalLength: dv.getUint16(q + 2), ipChecksumOk: ihl >= 20 && q + ihl <= buf.length && onesSum(buf, q, q + ihl) === 0xffff,
+    length: buf.length - q,
+  };
+  const l4 = q + ihl;
+  if (ihl < 20 || (dv.getUint16(q + 6) & 0x1fff) !== 0) return inner;
+  if ((inner.proto === TCP || inner.proto === UDP) && l4 + 4 <= buf.length) {
+    inner.sport = dv.getUint16(l4);
+    inner.dport = dv.getUint16(l4 + 2);
+    if (inner.proto === UDP && l4 + 8 <= buf.length) inner.udpChecksum = dv.getUint16(l4 + 6);
+  } else if (inner.proto === ICMP && l4 + 1 <= buf.length) {
+    inner.icmpType = buf[l4]!;
+    if ((inner.icmpType === 0 || inner.icmpType === 8) && l4 + 6 <= buf.length) inner.icmpId = dv.getUint16(l4 + 4);
+  }
+  return inner;
 }
 
 function mac(b: Uint8Array, o: number): string {
@@ -138,8 +187,13 @@ export function parsePacket(buf: Uint8Array): ParsedPacket {
     dstMac: mac(buf, 0), srcMac: mac(buf, 6), ethType: dv.getUint16(12),
     src: '', dst: '', proto: 0, ttl: 0, ipChecksumOk: false, length: buf.length,
   };
-  if (out.ethType !== 0x0800) return out;
-  const ip = 14;
+  let ip = 14;
+  if ((out.ethType === 0x8100 || out.ethType === 0x88a8) && buf.length >= 18) {
+    out.vlan = { id: dv.getUint16(14) & 0xfff, ethType: dv.getUint16(16) };
+    ip = 18;
+  }
+  // Not IPv4, or cut inside the IP header: only the Ethernet fields.
+  if ((out.vlan?.ethType ?? out.ethType) !== 0x0800 || buf.length < ip + 20) return out;
   const ihl = (buf[ip]! & 15) * 4;
   const total = dv.getUint16(ip + 2);
   out.src = uintToIp4(dv.getUint32(ip + 12));
@@ -151,29 +205,31 @@ export function parsePacket(buf: Uint8Array): ParsedPacket {
   const l4len = total - ihl;
   const srcN = dv.getUint32(ip + 12);
   const dstN = dv.getUint32(ip + 16);
-  if (out.proto === TCP) {
+  // L4 fields are read only when their bytes are in the frame (a later fragment cut short has none).
+  if (out.proto === TCP && l4 + 4 <= buf.length) {
     out.sport = dv.getUint16(l4);
     out.dport = dv.getUint16(l4 + 2);
     out.tcpFlags = (Object.keys(FLAG_BITS) as TcpFlag[]).filter((f) => buf[l4 + 13]! & FLAG_BITS[f]);
     out.l4ChecksumOk = onesSum(buf, l4, l4 + l4len, pseudo(srcN, dstN, TCP, l4len)) === 0xffff;
-  } else if (out.proto === UDP) {
+  } else if (out.proto === UDP && l4 + 8 <= buf.length) {
     out.sport = dv.getUint16(l4);
     out.dport = dv.getUint16(l4 + 2);
     out.udpChecksum = dv.getUint16(l4 + 6);
     out.l4ChecksumOk = out.udpChecksum === 0 || onesSum(buf, l4, l4 + l4len, pseudo(srcN, dstN, UDP, l4len)) === 0xffff;
-  } else if (out.proto === ICMP) {
+  } else if (out.proto === ICMP && l4 + 4 <= buf.length) {
     const type = buf[l4]!;
     const icmp: NonNullable<ParsedPacket['icmp']> = { type, code: buf[l4 + 1]!, checksumOk: onesSum(buf, l4, l4 + l4len) === 0xffff };
-    if (type === 8 || type === 0) icmp.id = dv.getUint16(l4 + 4);
-    if (type === 3 && l4len >= 8 + 28) {
-      const q = l4 + 8;
-      const qihl = (buf[q]! & 15) * 4;
+    if ((type === 8 || type === 0) && l4 + 6 <= buf.length) icmp.id = dv.getUint16(l4 + 4);
+    const q = l4 + 8;
+    const qihl = (buf[q]! & 15) * 4;
+    if (type === 3 && l4len >= 8 + 28 && q + qihl + 4 <= buf.length) {
       icmp.quoted = {
         src: uintToIp4(dv.getUint32(q + 12)), dst: uintToIp4(dv.getUint32(q + 16)), proto: buf[q + 9]!,
         sport: dv.getUint16(q + qihl), dport: dv.getUint16(q + qihl + 2),
       };
     }
     out.icmp = icmp;
+    if (ICMP_ERROR_TYPES.includes(type)) out.inner = parseInner(buf, q);
   }
   return out;
 }
