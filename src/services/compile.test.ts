@@ -143,9 +143,11 @@ describe('compileService', () => {
     assert.deepEqual(c.vips, ['10.96.0.10']);
   });
 
-  test('its own ClusterIP listed as an ExternalIP is one frontend (the ClusterIP)', () => {
+  test('its own ClusterIP or LoadBalancer IP listed as an ExternalIP is one frontend, of the allocated kind', () => {
     const c = compileService(svc('web', { externalIPs: ['10.96.0.10'] }), [], node);
-    assert.deepEqual(c.frontends.map((f) => [f.key, f.kind]), [['10.96.0.10:80/TCP', 'ClusterIP']]);
+    assert.deepEqual(c.frontends.map((f) => [f.key, f.kind, f.scopes.map((x) => x.scope)]), [['10.96.0.10:80/TCP', 'ClusterIP', [SCOPE_INTERNAL, SCOPE_EXTERNAL]]]);
+    const lb = compileService(svc('web', { type: 'LoadBalancer', externalIPs: ['203.0.113.7'], loadBalancerIPs: ['203.0.113.7'] }), [], node);
+    assert.deepEqual(lb.frontends.map((f) => [f.key, f.kind]), [['10.96.0.10:80/TCP', 'ClusterIP'], ['203.0.113.7:80/TCP', 'LoadBalancer']]);
   });
 
   test('session affinity carries its timeout', () => {

@@ -16,6 +16,7 @@
 // Which of two Services claiming one address gets it is settled across all
 // Services by the LB table (frontend-owners.ts), not here.
 import type { CidrSet } from './cidr-set.ts';
+import { CLAIM_RANK } from './frontend-owners.ts';
 import type { Endpoint, EndpointSlice, NodeInfo, Protocol, Service, ServicePort } from './model.ts';
 import { serviceKey } from './model.ts';
 import { type Problem, problem } from './problems.ts';
@@ -194,7 +195,7 @@ export function compileService(
     for (const p of nodePorts) out.notServed.push({ frontend: `*:${p.nodePort}/${p.protocol}`, kind: 'NodePort', reason: REASON_NO_NODE_ADDRESS });
   }
   const affinityTimeout = svc.sessionAffinity === 'ClientIP' ? svc.affinityTimeoutSeconds : 0;
-  const seen = new Set<string>();
+  const seen = new Map<string, CompiledFrontend>();
 
   svc.ports.forEach((port, i) => {
     if (port.protocol === 'SCTP') {
@@ -218,10 +219,19 @@ export function compileService(
     const ext = scopeEntry(SCOPE_EXTERNAL, all, svc.externalTrafficPolicy === 'Local');
     const add = (addr: string, p: number, kind: FrontendKind, scopes: ScopeEntry[]): void => {
       const fk = frontendKey(addr, p, port.protocol);
-      // Its own ClusterIP listed again as an ExternalIP: one frontend, the first kind.
-      if (seen.has(fk)) return;
-      seen.add(fk);
-      out.frontends.push({ key: fk, addr, port: p, protocol: port.protocol, kind, portName: port.name, affinityTimeout, scopes, backends });
+      // Its own ClusterIP (or LoadBalancer IP) listed again as an ExternalIP:
+      // one frontend, of the kind the API server allocated, that outside
+      // traffic reaches too.
+      const had = seen.get(fk);
+      if (had) {
+        if (CLAIM_RANK[kind] < CLAIM_RANK[had.kind]) had.kind = kind;
+        const outside = scopes.find((x) => x.scope === SCOPE_EXTERNAL);
+        if (outside && !had.scopes.some((x) => x.scope === SCOPE_EXTERNAL)) had.scopes = [...had.scopes, outside];
+        return;
+      }
+      const f: CompiledFrontend = { key: fk, addr, port: p, protocol: port.protocol, kind, portName: port.name, affinityTimeout, scopes, backends };
+      seen.set(fk, f);
+      out.frontends.push(f);
     };
     for (const ip of svc.clusterIPs) add(ip, port.port, 'ClusterIP', [internal]);
     if ((svc.type === 'NodePort' || svc.type === 'LoadBalancer') && port.nodePort > 0) {
