@@ -34,6 +34,16 @@ struct hypha_icmp4_frame {
 } __attribute__((packed));
 _Static_assert(sizeof(struct hypha_icmp4_frame) == 70, "ICMP reject frame is 70 bytes");
 
+/* May an ICMP error go to this source? Never to 0/8, loopback, multicast,
+ * 240/4 or the broadcast address (RFC 1812 4.3.2.7): such a "client" is
+ * forged or broken, and from XDP an answer would be a reflection. */
+static __always_inline int hypha_icmp_answerable(hypha_ip4_t saddr)
+{
+	__u32 first = bpf_ntohl(saddr) >> 24;
+
+	return first != 0 && first != 127 && first < 224;
+}
+
 /* Fill f from the original Ethernet header and quote (already in f). */
 static __always_inline void hypha_icmp4_finish(struct hypha_icmp4_frame *f, const struct ethhdr *orig_eth,
 					       const struct hypha_pkt4 *p, __u8 code, __u16 mtu)

@@ -283,6 +283,12 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 						   : -HYPHA_DROP_UNSUPPORTED_L4;
 	}
 
+	/* A later fragment starts no flow: its first fragment did (and the
+	 * flow would have been found), or was lost. It is never answered
+	 * either (no ICMP error about a non-first fragment, RFC 1122). */
+	if (p->frag == HYPHA_FRAG_LATER)
+		return hypha_lb4_is_vip(p->daddr) ? -HYPHA_DROP_FRAG_NOT_FOUND : HYPHA_LB_PASS;
+
 	svc = hypha_lb4_lookup(p->daddr, p->dport, p->proto, scope, 0);
 	if (!svc) {
 		/* A Service address on a port it does not serve is refused at
@@ -292,10 +298,6 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 		return HYPHA_LB_PASS;
 	}
 	nat->svc_id = svc->svc_id;
-	/* A later fragment starts no flow: its first fragment did (and the
-	 * flow would have been found), or was lost. */
-	if (p->frag == HYPHA_FRAG_LATER)
-		return -HYPHA_DROP_FRAG_NOT_FOUND;
 	/* The reply of the node's own connection from a port that is also a
 	 * NodePort: not a new flow. */
 	if (scope == HYPHA_SCOPE_EXTERNAL && (svc->flags & HYPHA_SVC_F_NODEPORT) &&

@@ -100,17 +100,16 @@ static __always_inline int hypha_tc_send(struct __sk_buff *skb, const struct bpf
 static __always_inline int hypha_tc_too_big(struct __sk_buff *skb, const struct hypha_pkt4 *p, enum hypha_hook hook,
 					    __u32 mtu, __u32 svc_id)
 {
+	__u32 len = skb->len;
 	int verdict;
 
-	hypha_account_drop(HYPHA_DROP_FRAG_NEEDED, skb->len, hook, skb->ifindex, p, svc_id);
-	if (!p->df || p->icmp_err || !mtu)
-		return TC_ACT_SHOT;
-	verdict = hypha_tc_icmp4_answer(skb, p, HYPHA_ICMP_FRAG_NEEDED, mtu > 0xffff ? 0xffff : mtu);
-	if (verdict < 0) {
-		hypha_account_drop(-verdict, skb->len, hook, skb->ifindex, p, svc_id);
+	if (!p->df || p->icmp_err || !mtu || !hypha_icmp_answerable(p->saddr)) {
+		hypha_account_drop(HYPHA_DROP_FRAG_NEEDED, len, hook, skb->ifindex, p, svc_id);
 		return TC_ACT_SHOT;
 	}
-	return verdict;
+	verdict = hypha_tc_icmp4_answer(skb, p, HYPHA_ICMP_FRAG_NEEDED, mtu > 0xffff ? 0xffff : mtu);
+	hypha_account_drop(verdict < 0 ? -verdict : HYPHA_DROP_FRAG_NEEDED, len, hook, skb->ifindex, p, svc_id);
+	return verdict < 0 ? TC_ACT_SHOT : verdict;
 }
 
 /* A packet from a pod to a pod on this node: straight into the destination
@@ -143,15 +142,17 @@ static __noinline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hypha_h
 	if (ret >= 0)
 		return ret == TC_ACT_REDIRECT ? TC_ACT_REDIRECT : TC_ACT_OK;
 	reason = -ret;
-	hypha_account_drop(reason, skb->len, hook, skb->ifindex, p, svc_id);
-	if (!hypha_drop_is_reject(reason))
-		return TC_ACT_SHOT;
-	verdict = hypha_tc_reject4(skb, p);
-	if (verdict < 0) {
-		hypha_account_drop(-verdict, skb->len, hook, skb->ifindex, p, svc_id);
-		return TC_ACT_SHOT;
+	if (hypha_drop_is_reject(reason) && p && hypha_icmp_answerable(p->saddr)) {
+		__u32 len = skb->len;
+
+		/* One packet, one reason: the refusal, or REJECT_FAILED when
+		 * its answer could not be built (the event names the Service). */
+		verdict = hypha_tc_reject4(skb, p);
+		hypha_account_drop(verdict < 0 ? -verdict : reason, len, hook, skb->ifindex, p, svc_id);
+		return verdict < 0 ? TC_ACT_SHOT : verdict;
 	}
-	return verdict;
+	hypha_account_drop(reason, skb->len, hook, skb->ifindex, p, svc_id);
+	return TC_ACT_SHOT;
 }
 
 /* tc-only modes, next to hypha_lb4_new_flow's. */

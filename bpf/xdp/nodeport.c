@@ -21,15 +21,14 @@ static __always_inline int hypha_xdp_exit(struct xdp_md *ctx, int ret, const str
 	if (ret >= 0)
 		return XDP_PASS;
 	reason = -ret;
-	hypha_account_drop(reason, len, HYPHA_HOOK_XDP, ctx->ingress_ifindex, p, svc_id);
-	if (!hypha_drop_is_reject(reason))
-		return XDP_DROP;
-	verdict = hypha_xdp_reject4(ctx, p);
-	if (verdict < 0) {
-		hypha_account_drop(-verdict, len, HYPHA_HOOK_XDP, ctx->ingress_ifindex, p, svc_id);
-		return XDP_DROP;
+	if (hypha_drop_is_reject(reason) && p && hypha_icmp_answerable(p->saddr)) {
+		/* one packet, one reason (see hypha_tc_exit) */
+		verdict = hypha_xdp_reject4(ctx, p);
+		hypha_account_drop(verdict < 0 ? -verdict : reason, len, HYPHA_HOOK_XDP, ctx->ingress_ifindex, p, svc_id);
+		return verdict < 0 ? XDP_DROP : verdict;
 	}
-	return verdict;
+	hypha_account_drop(reason, len, HYPHA_HOOK_XDP, ctx->ingress_ifindex, p, svc_id);
+	return XDP_DROP;
 }
 
 SEC("xdp")

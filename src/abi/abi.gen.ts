@@ -68,7 +68,7 @@ export const DropReasonText: Record<number, string> = {
   8: "slot names a backend that is absent (map inconsistent)",
   9: "conntrack entry could not be written",
   10: "packet rewrite helper failed",
-  11: "ICMP reject could not be built",
+  11: "ICMP answer could not be built (counted instead of the reason it answers)",
   12: "no free source port for a source NAT (clashing tuple, masquerade)",
   13: "outside traffic to a backend on another node, no node address to source it from",
   14: "no route to forward a packet to another node or back out",

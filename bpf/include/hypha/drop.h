@@ -20,7 +20,7 @@ enum hypha_drop_reason {
 	HYPHA_DROP_BACKEND_MISSING = 8,		/* slot names a backend that is absent (map inconsistent) */
 	HYPHA_DROP_CT_CREATE_FAILED = 9,	/* conntrack entry could not be written */
 	HYPHA_DROP_NAT_FAILED = 10,		/* packet rewrite helper failed */
-	HYPHA_DROP_REJECT_FAILED = 11,		/* ICMP reject could not be built */
+	HYPHA_DROP_REJECT_FAILED = 11,		/* ICMP answer could not be built (counted instead of the reason it answers) */
 	HYPHA_DROP_NAT_NO_PORT = 12,		/* no free source port for a source NAT (clashing tuple, masquerade) */
 	HYPHA_DROP_NO_SNAT_ADDR = 13,		/* outside traffic to a backend on another node, no node address to source it from */
 	HYPHA_DROP_FIB_FAILED = 14,		/* no route to forward a packet to another node or back out */
@@ -30,7 +30,9 @@ enum hypha_drop_reason {
 };
 
 /* Reasons answered with ICMP destination unreachable (port unreachable),
- * like kube-proxy's REJECT rules: the client fails at once. */
+ * like kube-proxy's REJECT rules: the client fails at once. A source no ICMP
+ * error may go to (broadcast, multicast, 0/8, loopback) gets no answer: the
+ * packet is dropped under the same reason. */
 static __always_inline int hypha_drop_is_reject(enum hypha_drop_reason r)
 {
 	return r == HYPHA_DROP_NO_BACKEND || r == HYPHA_DROP_NO_LOCAL_BACKEND ||
