@@ -38,7 +38,13 @@ export class BpfHarness {
 
   static async create(): Promise<BpfHarness> {
     const pinRoot = `/sys/fs/bpf/hypha-test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-    const dp = await Datapath.load({ pinRoot, mapSizes: { services: 4096, backends: 4096, affinity: 4096, ct: 16384 } });
+    let dp: Datapath;
+    try {
+      dp = await Datapath.load({ pinRoot, mapSizes: { services: 4096, backends: 4096, affinity: 4096, ct: 16384 } });
+    } catch (err) {
+      rmSync(pinRoot, { recursive: true, force: true }); // a load that failed half-way leaves no pins behind
+      throw err;
+    }
     const h = new BpfHarness(dp, pinRoot);
     h.config({ flags: 0, loopback_addr: '169.254.42.1', snat_addr: '192.168.77.10', snat_port_min: 0, snat_port_max: 0, nodeport_min: 0, nodeport_max: 0, seen_mark: 0 });
     return h;
