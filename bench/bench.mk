@@ -1,13 +1,22 @@
 # Benchmark load tools and the kube-proxy peer generators (bench/tools, bench/peers).
 BENCH_BUILD := bench/build
 BENCH_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Wno-unused-parameter -pthread
-BENCH_TOOLS := $(BENCH_BUILD)/connrate $(BENCH_BUILD)/acceptd
+BENCH_TOOLS := $(BENCH_BUILD)/connrate $(BENCH_BUILD)/acceptd $(BENCH_BUILD)/synflows
 
 BUILD_TARGETS += $(BENCH_TOOLS)
 
 $(BENCH_BUILD)/%: bench/tools/%.c
 	@mkdir -p $(dir $@)
 	gcc $(BENCH_CFLAGS) -o $@ $< -lm
+
+# The datapath's objects as they were before issue 11, for bench-ct's
+# comparison: the conntrack map with per-CPU LRU lists (BPF_F_NO_COMMON_LRU;
+# bpf/include/hypha/maps.h). Loaded only by the bench, under its own pin roots.
+CT_PERCPU_DIR := $(BENCH_BUILD)/ct-percpu-lru
+CT_PERCPU_OBJECTS := $(patsubst bpf/%.c,$(CT_PERCPU_DIR)/%.o,$(filter-out bpf/abi.c,$(BPF_SOURCES)))
+$(CT_PERCPU_DIR)/%.o: bpf/%.c $(BPF_HEADERS) bpf/bpf.mk bench/bench.mk | $(APT_STAMP)
+	@mkdir -p $(dir $@)
+	clang $(BPF_CFLAGS) -DHYPHA_CT_PERCPU_LRU -c $< -o $@
 
 .PHONY: bench-tools test-bench-peers
 bench-tools: $(BENCH_TOOLS)
@@ -17,8 +26,9 @@ bench-tools: $(BENCH_TOOLS)
 # file at a time so the measured connection rates do not share the CPU with other
 # tests). HYPHA_PEERS_SECONDS / HYPHA_PEERS_CONCURRENCY tune the rate runs. The
 # namespaces are test/e2e/lib/topology.ts's, whose nodes need the fabric's XDP object.
-test-bench-peers: $(BENCH_TOOLS) bpf/build/test/xdp_pass.o
-	$(NODE) --test --test-concurrency=1 bench/peers/*.test.ts
+# bench/ct-capacity.test.ts: bench-ct's counting, on small maps, for both LRU layouts.
+test-bench-peers: $(BENCH_TOOLS) bpf/build/test/xdp_pass.o $(BPF_OBJECTS) $(CT_PERCPU_OBJECTS) bpffs
+	$(NODE) --test --test-concurrency=1 bench/peers/*.test.ts bench/ct-capacity.test.ts
 
 # The floor program of bench-lb: a tc program that only returns.
 $(BENCH_BUILD)/floor.o: bench/bpf/floor.c | $(APT_STAMP)
@@ -30,9 +40,22 @@ BUILD_TARGETS += $(BENCH_BUILD)/floor.o
 # 100 000 Services, Hypha next to kube-proxy's iptables (nft and legacy) and
 # nftables rulesets in the same run; bench/results/lb-scaling.{json,png}.
 # Takes about half an hour. BENCH_ARGS passes options (--services, --runs ...).
+# Runs bench-ct first.
 .PHONY: bench-lb
-bench-lb: build bpffs
+bench-lb: build bpffs bench-ct
 	$(NODE) bench/lb-scaling.ts $(BENCH_ARGS)
+
+# `make bench-ct`: conntrack capacity for one busy CPU. N TCP flows (SYNs
+# through hypha_from_pod to a ClusterIP with 8 backends, distinct client
+# tuples) on one CPU into the default 262 144-entry map: how many keep both
+# entries, with the shared LRU list, with the per-CPU lists it replaced (also
+# at a 64-CPU node's per-CPU share), and with netfilter conntrack in a
+# namespace behind kube-proxy's nftables rules; bench/results/ct-capacity.
+# {json,png}. The script pins itself to one CPU (taskset). About a minute.
+# BENCH_CT_ARGS passes options (--flows, --cpu).
+.PHONY: bench-ct
+bench-ct: build bpffs $(CT_PERCPU_OBJECTS)
+	$(NODE) bench/ct-capacity.ts $(BENCH_CT_ARGS)
 
 # `make bench-control`: the agent against a real kube-apiserver: EndpointSlice
 # change to datapath latency, cold sync time and peak RSS for 1 000 to 25 000

@@ -68,6 +68,9 @@ struct {
 	__type(key, struct hypha_ct4_key);
 	__type(value, struct hypha_ct4_entry);
 	__uint(max_entries, 262144);
+#ifdef HYPHA_CT_PERCPU_LRU	/* bench-ct's build of the layout before issue 11 */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+#endif
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_ct4_v1 SEC(".maps");
 
