@@ -177,10 +177,11 @@ static __always_inline int hypha_ct_closes(const struct hypha_pkt4 *p)
  * ports: whole datagrams, first fragments, and later fragments whose first
  * was seen. */
 static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, struct hypha_nat4 *nat, __u32 now,
-						 int punt_remote)
+						 int punt_remote, const struct hypha_config *cfg)
 {
 	struct hypha_ct4_entry *ct;
 	struct hypha_ct4_key key, rkey;
+	__u8 gen = cfg ? (__u8)cfg->lb_generation : 0;
 
 	if (!hypha_has_ports(p))
 		return HYPHA_LB_PASS;
@@ -190,15 +191,26 @@ static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, str
 		return HYPHA_LB_PASS;
 	if (punt_remote && (ct->flags & HYPHA_CT_F_REMOTE))
 		return HYPHA_LB_PUNT;
-	hypha_lb4_reply_key(&rkey, p, ct);
-	if (!hypha_lb4_backend_valid(ct, p)) {
-		bpf_map_delete_elem(&hypha_ct4_v1, &rkey);
-		bpf_map_delete_elem(&hypha_ct4_v1, &key);
-		return HYPHA_LB_PASS;
+	/* The backend is looked up again only when it may have changed: the
+	 * load-balancer maps changed since this flow's last check, a new
+	 * connection on the tuple (SYN), or once a second anyway (when the
+	 * entry's lifetime moves on; a byte of generation could wrap). */
+	if (unlikely(ct->lb_gen != gen || (p->tcp_flags & HYPHA_TCP_SYN) ||
+		     ct->expires != now + hypha_ct_lifetime(p->proto, hypha_ct_next_flags(ct->flags, p)))) {
+		if (!hypha_lb4_backend_valid(ct, p)) {
+			hypha_lb4_reply_key(&rkey, p, ct);
+			bpf_map_delete_elem(&hypha_ct4_v1, &rkey);
+			bpf_map_delete_elem(&hypha_ct4_v1, &key);
+			return HYPHA_LB_PASS;
+		}
+		if (ct->lb_gen != gen)
+			ct->lb_gen = gen;
 	}
 	hypha_ct_refresh(ct, p, now);
-	if (hypha_ct_closes(p))
+	if (unlikely(hypha_ct_closes(p))) {
+		hypha_lb4_reply_key(&rkey, p, ct);
 		hypha_ct_close_peer(&rkey, p, now);
+	}
 	nat->svc_id = ct->svc_id;
 	nat->daddr = ct->nat_addr;
 	nat->dport = ct->nat_port;
@@ -387,6 +399,7 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 	}
 
 	/* The service entry: where this flow goes, and its new source. */
+	entry.lb_gen = cfg ? (__u8)cfg->lb_generation : 0;
 	entry.nat_addr = b->addr;
 	entry.nat_port = b->port;
 	entry.nat_addr2 = loopback;

@@ -133,14 +133,14 @@ static __always_inline int hypha_tc_redirect_local(struct __sk_buff *skb, hypha_
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
-static __noinline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hypha_hook hook,
-					 const struct hypha_pkt4 *p, __u32 svc_id)
+/* The drop path of hypha_tc_exit, a function of its own: the reject frame
+ * it builds stays off the main path's stack. */
+static __noinline int hypha_tc_drop(struct __sk_buff *skb, int ret, enum hypha_hook hook,
+				    const struct hypha_pkt4 *p, __u32 svc_id)
 {
 	enum hypha_drop_reason reason;
 	int verdict;
 
-	if (ret >= 0)
-		return ret == TC_ACT_REDIRECT ? TC_ACT_REDIRECT : TC_ACT_OK;
 	reason = -ret;
 	if (hypha_drop_is_reject(reason) && p && hypha_icmp_answerable(p->saddr)) {
 		__u32 len = skb->len;
@@ -153,6 +153,14 @@ static __noinline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hypha_h
 	}
 	hypha_account_drop(reason, skb->len, hook, skb->ifindex, p, svc_id);
 	return TC_ACT_SHOT;
+}
+
+static __always_inline int hypha_tc_exit(struct __sk_buff *skb, int ret, enum hypha_hook hook,
+					 const struct hypha_pkt4 *p, __u32 svc_id)
+{
+	if (ret >= 0)
+		return ret == TC_ACT_REDIRECT ? TC_ACT_REDIRECT : TC_ACT_OK;
+	return hypha_tc_drop(skb, ret, hook, p, svc_id);
 }
 
 /* tc-only modes, next to hypha_lb4_new_flow's. */
@@ -272,7 +280,7 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 	/* Most likely first: a packet of a tracked flow (either direction)
 	 * costs one or two lookups; only new flows reach the Service map. */
 	if (forward)
-		ret = hypha_lb4_established(&p, &nat, now, 0);
+		ret = hypha_lb4_established(&p, &nat, now, 0, cfg);
 	if (ret == HYPHA_LB_PASS && reverse)
 		ret = hypha_lb4_reverse(&p, &nat, now, mode & HYPHA_LB_SNAT_REMOTE);
 	if (ret == HYPHA_LB_PASS && forward)

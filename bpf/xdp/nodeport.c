@@ -34,6 +34,7 @@ static __always_inline int hypha_xdp_exit(struct xdp_md *ctx, int ret, const str
 SEC("xdp")
 int hypha_xdp_nodeport(struct xdp_md *ctx)
 {
+	const struct hypha_config *cfg;
 	struct hypha_nat4 nat = {};
 	struct hypha_pkt4 p = {};
 	__u32 now, zero = 0;
@@ -54,14 +55,14 @@ int hypha_xdp_nodeport(struct xdp_md *ctx)
 		return XDP_PASS;
 	hypha_frag_track(&p);
 	now = hypha_now();
-	ret = hypha_lb4_established(&p, &nat, now, 1);
+	cfg = bpf_map_lookup_elem(&hypha_config_v3, &zero);
+	ret = hypha_lb4_established(&p, &nat, now, 1, cfg);
 	/* A reply of a flow tc forwards (or of the node's own connection) is
 	 * never a new flow, whatever port it comes to. */
 	if (ret == HYPHA_LB_PASS && hypha_lb4_is_reply(&p, now))
 		return XDP_PASS;
 	if (ret == HYPHA_LB_PASS)
-		ret = hypha_lb4_new_flow(&p, HYPHA_SCOPE_EXTERNAL, 0, 0, HYPHA_LB_PUNT_REMOTE,
-					 bpf_map_lookup_elem(&hypha_config_v3, &zero), &nat, now);
+		ret = hypha_lb4_new_flow(&p, HYPHA_SCOPE_EXTERNAL, 0, 0, HYPHA_LB_PUNT_REMOTE, cfg, &nat, now);
 	if (ret == HYPHA_LB_PUNT)
 		return XDP_PASS;
 	if (ret == HYPHA_LB_NAT)

@@ -115,7 +115,7 @@ export const SvcFlags = {
   TERMINATING_FALLBACK: 64,
 } as const;
 
-/** struct hypha_config (24 bytes) */
+/** struct hypha_config (28 bytes) */
 export interface Config {
   flags: number;
   loopback_addr: string;
@@ -125,6 +125,7 @@ export interface Config {
   nodeport_min: number;
   nodeport_max: number;
   seen_mark: number;
+  lb_generation: number;
 }
 
 /** struct hypha_ct4_entry (28 bytes) */
@@ -134,6 +135,7 @@ export interface Ct4Entry {
   nat_port: number;
   nat_port2: number;
   flags: number;
+  lb_gen: number;
   svc_id: number;
   backend_id: number;
   expires: number;
@@ -249,7 +251,7 @@ export interface Lb4SvcVal {
 export const layouts = {
   hypha_config: {
     name: 'hypha_config',
-    size: 24,
+    size: 28,
     fields: [
       { name: 'flags', offset: 0, size: 4, kind: 'u32' },
       { name: 'loopback_addr', offset: 4, size: 4, kind: 'ip4' },
@@ -259,6 +261,7 @@ export const layouts = {
       { name: 'nodeport_min', offset: 16, size: 2, kind: 'u16' },
       { name: 'nodeport_max', offset: 18, size: 2, kind: 'u16' },
       { name: 'seen_mark', offset: 20, size: 4, kind: 'u32' },
+      { name: 'lb_generation', offset: 24, size: 4, kind: 'u32' },
     ],
   },
   hypha_ct4_entry: {
@@ -270,7 +273,8 @@ export const layouts = {
       { name: 'nat_port', offset: 8, size: 2, kind: 'be16' },
       { name: 'nat_port2', offset: 10, size: 2, kind: 'be16' },
       { name: 'flags', offset: 12, size: 1, kind: 'u8' },
-      { name: 'pad', offset: 13, size: 3, kind: 'pad' },
+      { name: 'lb_gen', offset: 13, size: 1, kind: 'u8' },
+      { name: 'pad', offset: 14, size: 2, kind: 'pad' },
       { name: 'svc_id', offset: 16, size: 4, kind: 'u32' },
       { name: 'backend_id', offset: 20, size: 4, kind: 'u32' },
       { name: 'expires', offset: 24, size: 4, kind: 'u32' },

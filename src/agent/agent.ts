@@ -137,7 +137,7 @@ export class Agent {
     });
     this.#ctGc.start();
     this.#table = new LbTable({ services: bpf.mapSizes.services, backends: bpf.mapSizes.backends });
-    this.#lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP), names: dp.mapIO(NAMES_MAP) });
+    this.#lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP), names: dp.mapIO(NAMES_MAP), changed: () => dp.bumpLbGeneration() });
     const adopted = this.#table.adoptPinned(await this.#lb.readIds());
     log.info({ reconciler: 'lb', ...adopted }, 'adopted ids from pinned maps');
     const k8s = this.cfg.kubernetes;

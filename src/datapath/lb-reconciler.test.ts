@@ -55,6 +55,20 @@ describe('LbReconciler', () => {
     assert.equal(masterCount(m.services.inner as MemoryMapIO, '10.96.0.10', 80), 3);
   });
 
+  test('the changed hook runs after a pass that wrote or deleted entries, and not after one that did nothing', async () => {
+    const m = maps();
+    const t = new LbTable({ services: 100, backends: 100 });
+    let bumps = 0;
+    const r = new LbReconciler({ ...m, changed: () => bumps++ });
+    r.apply(t.set('default/web', compileService(svc('web'), [slice('web', ['10.0.0.1', '10.0.0.2'])], node)));
+    assert.equal(bumps, 1);
+    r.apply(t.set('default/web', compileService(svc('web'), [slice('web', ['10.0.0.1', '10.0.0.2'])], node)));
+    await r.resync(t);
+    assert.equal(bumps, 1, 'nothing changed: no bump');
+    r.apply(t.set('default/web', compileService(svc('web'), [slice('web', ['10.0.0.1'])], node)));
+    assert.equal(bumps, 2, 'a backend left');
+  });
+
   test('a failing phase stops the plan before the masters switch; a resync then converges', async () => {
     const m = maps();
     const t = new LbTable({ services: 100, backends: 100 });

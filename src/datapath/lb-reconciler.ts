@@ -24,6 +24,9 @@ export interface LbMaps {
   backends: MapIO;
   /** Frontend names for tools; optional so tests can leave it out. */
   names?: MapIO;
+  /** Called after a pass that wrote or deleted entries: the datapath's
+   *  lb_generation is bumped so open flows re-check their backend. */
+  changed?: () => void;
 }
 
 function addFlat(into: Map<Bytes, Bytes | undefined>, flat: readonly string[], keep: boolean): void {
@@ -45,9 +48,11 @@ export function desiredOf(e: LbEntries): Desired {
 export class LbReconciler {
   readonly family: MapFamilyReconciler;
   readonly #names: boolean;
+  readonly #changed: (() => void) | undefined;
 
   constructor(maps: LbMaps) {
     this.#names = maps.names !== undefined;
+    this.#changed = maps.changed;
     this.family = new MapFamilyReconciler('lb', [
       ...(maps.names ? [{ io: maps.names, upsertPhase: () => 1, deletePhase: () => 6 }] : []),
       { io: maps.backends, upsertPhase: () => 1, deletePhase: () => 6 },
@@ -91,7 +96,12 @@ export class LbReconciler {
       before.delete(NAMES_MAP);
       after.delete(NAMES_MAP);
     }
-    return this.family.execute(this.family.planChange(before, after));
+    return this.#notify(this.family.execute(this.family.planChange(before, after)));
+  }
+
+  #notify(stats: ApplyStats): ApplyStats {
+    if (stats.upserts + stats.deletes > 0) this.#changed?.();
+    return stats;
   }
 
   /** Re-read the maps and make them equal the whole table: repairs drift and
@@ -100,13 +110,13 @@ export class LbReconciler {
   async resync(table: LbEntrySource): Promise<ApplyStats> {
     await this.family.refresh();
     try {
-      return this.family.execute(this.family.planFull((emit) => {
+      return this.#notify(this.family.execute(this.family.planFull((emit) => {
         table.forEachEntry((services, backends, names) => {
           for (let i = 0; i < services.length; i += 2) emit(SERVICES_MAP, services[i] as string, services[i + 1] as string);
           for (let i = 0; i < backends.length; i += 2) emit(BACKENDS_MAP, backends[i] as string, backends[i + 1] as string);
           if (this.#names) for (let i = 0; i < names.length; i += 2) emit(NAMES_MAP, names[i] as string, names[i + 1] as string);
         });
-      }));
+      })));
     } finally {
       this.family.release();
     }

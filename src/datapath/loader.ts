@@ -360,8 +360,23 @@ export class Datapath {
     }
   }
 
-  writeConfig(cfg: Config): void {
-    native.mapUpdate(this.map('hypha_config_v3'), u32.encode({ value: 0 }), configCodec.encode(cfg));
+  /** The programs' runtime settings. lb_generation is the datapath's own
+   *  (bumpLbGeneration): kept as it is in the map, whatever cfg says. */
+  writeConfig(cfg: Omit<Config, 'lb_generation'>): void {
+    const map = this.map('hypha_config_v3');
+    const current = native.mapLookup(map, u32.encode({ value: 0 }));
+    const lb_generation = current ? configCodec.decode(current).lb_generation : 0;
+    native.mapUpdate(map, u32.encode({ value: 0 }), configCodec.encode({ ...cfg, lb_generation }));
+  }
+
+  /** After a change to the load-balancer maps: open flows re-check their
+   *  backend at their next packet (bpf/lib/lb.h). */
+  bumpLbGeneration(): void {
+    const map = this.map('hypha_config_v3');
+    const current = native.mapLookup(map, u32.encode({ value: 0 }));
+    if (!current) return;
+    const cfg = configCodec.decode(current);
+    native.mapUpdate(map, u32.encode({ value: 0 }), configCodec.encode({ ...cfg, lb_generation: (cfg.lb_generation + 1) >>> 0 }));
   }
 
   close(): void {

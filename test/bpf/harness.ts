@@ -33,7 +33,7 @@ export class BpfHarness {
     this.dp = dp;
     this.pinRoot = pinRoot;
     this.table = new LbTable({ services: 4096, backends: 4096 });
-    this.lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP), names: dp.mapIO(NAMES_MAP) });
+    this.lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP), names: dp.mapIO(NAMES_MAP), changed: () => dp.bumpLbGeneration() });
   }
 
   static async create(): Promise<BpfHarness> {
@@ -50,7 +50,7 @@ export class BpfHarness {
     return h;
   }
 
-  config(cfg: Config): void {
+  config(cfg: Omit<Config, 'lb_generation'>): void {
     this.dp.writeConfig(cfg);
   }
 

@@ -53,7 +53,11 @@ struct hypha_config {
 	__u16 nodeport_max;
 	/* The skb->mark bit(s) of HYPHA_MARK_SEEN; 0: that default. */
 	__u32 seen_mark;
+	/* Bumped by the agent after every change to the load-balancer maps: a
+	 * flow whose conntrack entry was checked under another generation
+	 * re-checks that its backend still serves it (lb.h). */
+	__u32 lb_generation;
 };
-HYPHA_ASSERT_SIZE(struct hypha_config, 24);
+HYPHA_ASSERT_SIZE(struct hypha_config, 28);
 
 #endif /* HYPHA_CONFIG_H */

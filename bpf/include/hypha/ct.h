@@ -67,7 +67,8 @@ struct hypha_ct4_entry {
 	__be16 nat_port;		/* SERVICE: backend port; REPLY: frontend port (new source port) */
 	__be16 nat_port2;		/* SNAT_PORT: SERVICE: new source port; REPLY: client port (new destination port) */
 	enum hypha_ct_flags flags;
-	__u8 pad[3];
+	__u8 lb_gen;			/* SERVICE: low byte of the config's lb_generation when the backend was last checked */
+	__u8 pad[2];
 	__u32 svc_id;
 	__u32 backend_id;
 	__u32 expires;			/* seconds, bpf_ktime_get_coarse_ns() based */
