@@ -3,7 +3,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { KubeClient, isAlreadyExists } from '../../../src/k8s/client.ts';
+import { KubeApiError, KubeClient, isAlreadyExists } from '../../../src/k8s/client.ts';
 import { REPO_ROOT } from './apiserver.ts';
 
 export const CRD_DIR = path.join(REPO_ROOT, 'deploy/crds');
@@ -63,6 +63,54 @@ export async function installCrds(kubeconfig: string, opts: { crds?: Crd[]; time
       }
     }
     return crds.map((c) => c.metadata.name);
+  } finally {
+    client.close();
+  }
+}
+
+/** deploy/hyphaidentities-policy.yaml: HyphaIdentity objects refuse every update. */
+export const IDENTITY_POLICY = path.join(REPO_ROOT, 'deploy/hyphaidentities-policy.yaml');
+
+/**
+ * Install the ValidatingAdmissionPolicy (and its binding) that makes
+ * HyphaIdentity objects immutable, and wait until it is enforced: a probe
+ * identity's label change is refused (the API server compiles and starts a
+ * policy a moment after it is created). The CRDs must be installed first.
+ */
+export async function installIdentityPolicy(kubeconfig: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+  const client = KubeClient.fromKubeconfig(kubeconfig, { userAgent: 'hypha-e2e' });
+  const paths: Record<string, string> = {
+    ValidatingAdmissionPolicy: '/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies',
+    ValidatingAdmissionPolicyBinding: '/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings',
+  };
+  const probe = '/apis/hypha.dev/v1alpha1/hyphaidentities/65535';
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  try {
+    for (const doc of parseAllDocuments(readFileSync(IDENTITY_POLICY, 'utf8')).map((d) => d.toJS() as { kind: string; metadata: { name: string } })) {
+      const collection = paths[doc.kind];
+      if (!collection) throw new Error(`${IDENTITY_POLICY}: unexpected kind ${doc.kind}`);
+      try {
+        await client.create(collection, doc);
+      } catch (err) {
+        if (!isAlreadyExists(err)) throw err;
+      }
+    }
+    await client.create('/apis/hypha.dev/v1alpha1/hyphaidentities', {
+      apiVersion: 'hypha.dev/v1alpha1', kind: 'HyphaIdentity', metadata: { name: '65535' }, spec: { namespace: 'hypha-policy-probe', podLabels: {}, namespaceLabels: {} },
+    }).catch((err: unknown) => {
+      if (!isAlreadyExists(err)) throw err;
+    });
+    let n = 0;
+    for (;;) {
+      const refused = await client.mergePatch(probe, { metadata: { labels: { probe: String(n++) } } }).then(() => false, (err: unknown) => {
+        if (err instanceof KubeApiError && (err.statusCode === 403 || err.statusCode === 422)) return true;
+        throw err;
+      });
+      if (refused) break;
+      if (Date.now() > deadline) throw new Error('the HyphaIdentity update policy is not enforced in time');
+      await sleep(200);
+    }
+    await client.delete(probe);
   } finally {
     client.close();
   }
