@@ -15,6 +15,7 @@ describe('operator config', () => {
       kubernetes: { silenceSeconds: 90, resyncSeconds: 600 },
       leaderElection: { namespace: 'kube-system', name: 'hypha-operator', identity: 'op-1', leaseDurationSeconds: 15, renewDeadlineSeconds: 10, retryPeriodSeconds: 2 },
       sync: { resyncSeconds: 300 },
+      identity: { gc: { graceSeconds: 900, intervalSeconds: 60 } },
       listen: { address: '0.0.0.0', port: 9891 },
       log: { level: 'info' },
     });
@@ -37,6 +38,7 @@ describe('operator config', () => {
       [{ ipam: pool, leaderElection: { namespace: 'Kube_System' } }, /^config: leaderElection\.namespace: "Kube_System" is not a valid Kubernetes name/],
       [{ ipam: pool, listen: { port: 70000 } }, /^config: listen\.port: 70000 must be <= 65535$/],
       [{ ipam: pool, leaderelection: {} }, /^config: leaderelection: is not a known setting$/],
+      [{ ipam: pool, identity: { gc: { graceSeconds: 0 } } }, /^config: identity\.gc\.graceSeconds: 0 must be >= 1$/],
     ];
     for (const [data, message] of cases) {
       assert.throws(() => parseOperatorConfig(data), (err: unknown) => {

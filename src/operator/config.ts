@@ -26,6 +26,8 @@ export interface OperatorConfig {
   };
   /** resyncSeconds: a full reconcile pass this often, whatever the watches say. */
   sync: { resyncSeconds: number };
+  /** The identity collector: identities no pod has used for graceSeconds are deleted (checked every intervalSeconds). */
+  identity: { gc: { graceSeconds: number; intervalSeconds: number } };
   listen: { address: string; port: number };
   log: { level: string };
 }
@@ -73,6 +75,18 @@ const schema = {
     sync: {
       type: 'object', additionalProperties: false, default: {},
       properties: { resyncSeconds: { type: 'number', minimum: 1, maximum: 86400, default: 300 } },
+    },
+    identity: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        gc: {
+          type: 'object', additionalProperties: false, default: {},
+          properties: {
+            graceSeconds: { type: 'number', minimum: 1, maximum: 7 * 86400, default: 900 },
+            intervalSeconds: { type: 'number', minimum: 0.1, maximum: 3600, default: 60 },
+          },
+        },
+      },
     },
     listen: {
       type: 'object', additionalProperties: false, default: {},

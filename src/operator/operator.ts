@@ -22,6 +22,7 @@ import {
 } from '../k8s/hyphanode.ts';
 import { Informer, type ObjectMeta } from '../k8s/informer.ts';
 import type { OperatorConfig } from './config.ts';
+import { IdentityGc } from './identity-gc.ts';
 import { LeaderElector } from './leader.ts';
 import { type OperatorMetrics, createOperatorMetrics } from './metrics.ts';
 import { type NodeRow, type Plan, type Write, planHyphaNodes } from './plan.ts';
@@ -56,6 +57,7 @@ export class Operator {
   #client: KubeClient | undefined;
   #informers: Informer<ObjectMeta>[] = [];
   #elector: LeaderElector | undefined;
+  #identityGc: IdentityGc | undefined;
   #server: Server | undefined;
   #passTimer: NodeJS.Timeout | undefined;
   #passDueMs = Infinity;
@@ -148,6 +150,9 @@ export class Operator {
     });
     metrics.isLeader.set(0);
     this.#elector.start();
+    // Identities no pod uses are collected by the leader (src/operator/identity-gc.ts).
+    this.#identityGc = new IdentityGc({ client, cfg: cfg.identity.gc, log, registry: metrics.registry, informerOpts, acting: () => this.#acting() });
+    this.#identityGc.start();
     this.#resyncTimer = setInterval(() => this.#schedule(0), cfg.sync.resyncSeconds * 1000);
     await synced;
   }
@@ -343,8 +348,9 @@ export class Operator {
       pool: this.cfg.ipam.clusterPool ?? null,
       synced: this.synced,
       objects: { nodes: this.#nodes.size, hyphanodes: this.#hyphaNodes.size },
-      informers: this.#informers.map((i) => i.status),
+      informers: [...this.#informers.map((i) => i.status), ...(this.#identityGc?.informerStatus() ?? [])],
       lastPass: this.#last ?? null,
+      identities: this.#identityGc?.status() ?? null,
     };
   }
 
@@ -354,6 +360,7 @@ export class Operator {
     this.#halt();
     clearInterval(this.#resyncTimer);
     await this.#pass;
+    await this.#identityGc?.stop();
     for (const i of this.#informers) i.stop();
     if (opts.release === false) await this.#elector?.stop();
     else await this.#elector?.release();
