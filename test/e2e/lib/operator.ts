@@ -17,6 +17,8 @@ export interface OperatorOptions {
   ipam: { mode: 'cluster-pool'; clusterPool: { cidrs: string[]; maskSize: number } } | { mode: 'kubernetes' };
   leaderElection?: { leaseDurationSeconds?: number; renewDeadlineSeconds?: number; retryPeriodSeconds?: number; name?: string; namespace?: string };
   resyncSeconds?: number;
+  /** identity.gc (the operator's defaults when unset). */
+  identityGc?: { graceSeconds?: number; intervalSeconds?: number };
 }
 
 export class TestOperator {
@@ -37,6 +39,7 @@ export class TestOperator {
       ipam: opts.ipam,
       leaderElection: { identity: opts.identity, ...opts.leaderElection },
       sync: { resyncSeconds: opts.resyncSeconds ?? 30 },
+      ...(opts.identityGc ? { identity: { gc: opts.identityGc } } : {}),
       listen: { address: '127.0.0.1', port: opts.port },
       log: { level: 'info' },
     }));
