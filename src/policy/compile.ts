@@ -126,10 +126,6 @@ function sortedKeys(labels: Record<string, string>): string {
   return JSON.stringify(Object.keys(labels).sort().map((k) => [k, labels[k]]));
 }
 
-function entryKey(identity: number | 'any', proto: Proto, ports: PortRange | 'any'): string {
-  return `${identity}|${proto}|${ports === 'any' ? 'any' : `${ports.from}-${ports.to}`}`;
-}
-
 function compareProvenance(a: Provenance, b: Provenance): number {
   const idx = (v: number | 'all'): number => (v === 'all' ? -1 : v);
   return (a.policy < b.policy ? -1 : a.policy > b.policy ? 1 : 0) ||
@@ -145,28 +141,42 @@ export function compareEntries(a: Entry, b: Entry): number {
     from(a.ports) - from(b.ports) || to(a.ports) - to(b.ports);
 }
 
-/** Entries of one endpoint and direction, merged by key. */
+const PROTO_INDEX: Record<Proto, number> = PROTO_ORDER;
+
+/** Entries of one endpoint and direction, merged by key: (identity) then
+ *  (protocol, port range) as one number, so adding allocates only new entries. */
 class EntrySet {
-  readonly #byKey = new Map<string, Entry>();
+  readonly #byIdentity = new Map<number | 'any', Map<number, Entry>>();
+  #size = 0;
 
   add(identity: number | 'any', proto: Proto, ports: PortRange | 'any', prov: Provenance): void {
-    const k = entryKey(identity, proto, ports);
-    const e = this.#byKey.get(k);
+    let m = this.#byIdentity.get(identity);
+    if (!m) this.#byIdentity.set(identity, (m = new Map()));
+    const k = PROTO_INDEX[proto] * 0x100000000 + (ports === 'any' ? 0xffffffff : ports.from * 0x10000 + ports.to);
+    const e = m.get(k);
     if (e) e.because.push(prov);
-    else this.#byKey.set(k, { identity, proto, ports, because: [prov] });
+    else {
+      m.set(k, { identity, proto, ports, because: [prov] });
+      this.#size++;
+    }
   }
 
   get size(): number {
-    return this.#byKey.size;
+    return this.#size;
   }
 
   entries(): Entry[] {
-    const out = [...this.#byKey.values()];
-    for (const e of out) {
-      e.because.sort(compareProvenance);
-      // One rule can reach one key twice (two peers selecting one identity
-      // are two provenances; the very same provenance is kept once).
-      e.because = e.because.filter((p, i, all) => i === 0 || compareProvenance(all[i - 1]!, p) !== 0);
+    const out: Entry[] = [];
+    for (const m of this.#byIdentity.values()) {
+      for (const e of m.values()) {
+        if (e.because.length > 1) {
+          e.because.sort(compareProvenance);
+          // Two peers of one rule selecting one identity are two provenances;
+          // the very same provenance (from two routes) is kept once.
+          e.because = e.because.filter((p, i, all) => i === 0 || compareProvenance(all[i - 1]!, p) !== 0);
+        }
+        out.push(e);
+      }
     }
     return out.sort(compareEntries);
   }
@@ -373,43 +383,62 @@ export function compilePolicies(tables: PolicyTables, options: CompileOptions = 
     if (!l) byNamespace.set(e.namespace, (l = []));
     l.push(e);
   }
-  interface Acc {
-    sets: Record<Direction, EntrySet>;
-    selectedBy: Record<Direction, string[]>;
+  // Per endpoint and direction: the policies that select it for certain
+  // (deny + their allows) and those that may (deny only), by index.
+  interface Selection {
+    certain: Record<Direction, number[]>;
+    maybe: Record<Direction, number[]>;
   }
-  const acc = new Map<string, Acc>();
+  const selection = new Map<string, Selection>();
   for (const e of endpoints) {
-    acc.set(endpointKey(e), { sets: { ingress: new EntrySet(), egress: new EntrySet() }, selectedBy: { ingress: [], egress: [] } });
+    selection.set(endpointKey(e), { certain: { ingress: [], egress: [] }, maybe: { ingress: [], egress: [] } });
     if (!identityById.has(e.identity)) {
       report(problem(`Endpoint ${endpointKey(e)}`, 'identity', e.identity,
         `is not a known identity: its labels are unknown, so every policy of namespace ${e.namespace} that might select it ` +
           'is applied as deny, and only policies selecting every pod of the namespace allow'));
     }
   }
-
-  for (const pol of policies) {
-    const nsEndpoints = byNamespace.get(pol.namespace) ?? [];
-    if (nsEndpoints.length === 0) continue;
+  policies.forEach((pol, pi) => {
     const sel: LabelSelector | 'unreadable' = pol.podSelector;
     const selectsAll = sel !== 'unreadable' && isEmptySelector(sel);
-    // certain: the policy selects it (deny + allows); maybe: it might (deny only).
-    const certain: Endpoint[] = [];
-    const maybe: Endpoint[] = [];
-    for (const e of nsEndpoints) {
+    for (const e of byNamespace.get(pol.namespace) ?? []) {
       const id = identityById.get(e.identity);
-      if (selectsAll) certain.push(e);
-      else if (sel === 'unreadable' || !id) maybe.push(e);
-      else if (matches(sel, id.podLabels)) certain.push(e);
+      const s = selection.get(endpointKey(e))!;
+      const kind = selectsAll ? s.certain : sel === 'unreadable' || !id ? s.maybe : matches(sel, id.podLabels) ? s.certain : undefined;
+      if (kind) for (const dir of pol.policyTypes) kind[dir].push(pi);
     }
-    if (certain.length === 0 && maybe.length === 0) continue;
-    for (const dir of pol.policyTypes) {
-      for (const e of [...certain, ...maybe]) acc.get(endpointKey(e))!.selectedBy[dir].push(policyKey(pol));
-      if (certain.length === 0) continue;
-      const compiled = compileDirection(pol, dir);
-      for (const e of certain) {
-        const set = acc.get(endpointKey(e))!.sets[dir];
-        for (const t of compiled.templates) set.add(t.identity, t.proto, t.ports, t.prov);
-        for (const t of compiled.named) {
+  });
+
+  // Endpoints selected alike (replicas of one workload, above all) get the
+  // same entries: computed once per selection, and shared (read-only).
+  const compiledDirs = new Map<string, CompiledDirection>();
+  const compiledDir = (pi: number, dir: Direction): CompiledDirection => {
+    const key = `${pi}/${dir}`;
+    let c = compiledDirs.get(key);
+    if (!c) compiledDirs.set(key, (c = compileDirection(policies[pi]!, dir)));
+    return c;
+  };
+  const allowHost = options.allowHostIngress ?? true;
+  const max = options.maxEntriesPerDirection;
+  const hostEntry = (): Entry => ({
+    identity: IDENTITY_HOST, proto: 'any', ports: 'any',
+    because: [{ policy: '', direction: 'ingress', rule: -1, peer: 'all', port: 'all', implicit: 'host' }],
+  });
+  const shared = new Map<string, DirectionPolicy>();
+  const OPEN: DirectionPolicy = { enforced: false, entries: [], selectedBy: [] };
+  const direction = (e: Endpoint, s: Selection, dir: Direction): DirectionPolicy => {
+    const certain = s.certain[dir];
+    const maybe = s.maybe[dir];
+    if (certain.length === 0 && maybe.length === 0) return { ...OPEN, entries: [], selectedBy: [] };
+    const named = certain.some((pi) => compiledDir(pi, dir).named.length > 0);
+    const sig = `${dir} ${certain.join(',')} ${maybe.join(',')}${named ? ` ${JSON.stringify(e.ports)}` : ''}`;
+    let result = shared.get(sig);
+    if (!result) {
+      const set = new EntrySet();
+      for (const pi of certain) {
+        const c = compiledDir(pi, dir);
+        for (const t of c.templates) set.add(t.identity, t.proto, t.ports, t.prov);
+        for (const t of c.named) {
           const seen = new Set<number>();
           for (const np of e.ports) {
             if (np.name !== t.name || np.protocol !== t.proto || seen.has(np.port)) continue;
@@ -418,39 +447,27 @@ export function compilePolicies(tables: PolicyTables, options: CompileOptions = 
           }
         }
       }
+      const selectedBy = [...new Set([...certain, ...maybe].map((pi) => policyKey(policies[pi]!)))].sort();
+      result = { enforced: true, entries: set.entries(), selectedBy };
+      if (max !== undefined && result.entries.length > max) {
+        result.overflow = result.entries.length;
+        result.entries = [];
+      }
+      // Kubernetes never lets policy restrict the node's own traffic to its
+      // pods, so the host entry stays even when the rest overflowed.
+      if (dir === 'ingress' && allowHost) result.entries = [...result.entries, hostEntry()].sort(compareEntries);
+      shared.set(sig, result);
     }
-  }
-
-  // ---- output ----
-  const allowHost = options.allowHostIngress ?? true;
-  const max = options.maxEntriesPerDirection;
+    if (result.overflow !== undefined) {
+      report(problem(`Endpoint ${endpointKey(e)}`, `${dir} entries`, result.overflow,
+        `exceed the ${max} entries one direction can hold: none are programmed and ${dir} traffic is denied (policies: ${result.selectedBy.join(', ')})`));
+    }
+    return result;
+  };
   const out: EndpointPolicy[] = endpoints.map((e) => {
     const key = endpointKey(e);
-    const a = acc.get(key)!;
-    const direction = (dir: Direction): DirectionPolicy => {
-      const selectedBy = [...new Set(a.selectedBy[dir])].sort();
-      const enforced = selectedBy.length > 0;
-      if (!enforced) return { enforced, entries: [], selectedBy };
-      const entries = a.sets[dir].entries();
-      const result: DirectionPolicy = { enforced, entries, selectedBy };
-      if (max !== undefined && entries.length > max) {
-        report(problem(`Endpoint ${key}`, `${dir} entries`, entries.length,
-          `exceed the ${max} entries one direction can hold: none are programmed and ${dir} traffic is denied (policies: ${selectedBy.join(', ')})`));
-        result.entries = [];
-        result.overflow = entries.length;
-      }
-      if (dir === 'ingress' && allowHost) {
-        const host: Entry = {
-          identity: IDENTITY_HOST, proto: 'any', ports: 'any',
-          because: [{ policy: '', direction: 'ingress', rule: -1, peer: 'all', port: 'all', implicit: 'host' }],
-        };
-        const same = result.entries.find((x) => x.identity === IDENTITY_HOST && x.proto === 'any' && x.ports === 'any');
-        if (same) same.because.unshift(host.because[0]!);
-        else result.entries = [...result.entries, host].sort(compareEntries);
-      }
-      return result;
-    };
-    return { key, endpoint: e, ingress: direction('ingress'), egress: direction('egress') };
+    const s = selection.get(key)!;
+    return { key, endpoint: e, ingress: direction(e, s, 'ingress'), egress: direction(e, s, 'egress') };
   });
   return { endpoints: out, cidrs, problems };
 }

@@ -164,6 +164,7 @@ export interface Entry {
   because: Provenance[];
 }
 
+/** Endpoints selected alike share one DirectionPolicy object: read-only. */
 export interface DirectionPolicy {
   /** Selected by some policy with this policy type: default deny, entries allow. */
   enforced: boolean;
