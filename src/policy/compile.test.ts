@@ -321,6 +321,30 @@ describe('compilePolicies: several policies, failing closed', () => {
     assert.equal(c.problems[0]!.message, 'Endpoint x/a: ingress entries: 18 exceed the 10 entries one direction can hold: none are programmed and ingress traffic is denied (policies: x/wide)');
   });
 
+  test('identities outside the cluster range, or one id with two label sets, match no selector (reported)', () => {
+    const identities = [
+      ...k.identities.filter((i) => i.id !== k.id('x/b')),
+      { id: k.id('x/b'), namespace: 'x', podLabels: { pod: 'b' }, namespaceLabels: { ns: 'x' } },
+      { id: k.id('x/b'), namespace: 'x', podLabels: { pod: 'b', role: 'admin' }, namespaceLabels: { ns: 'x' } },
+      { id: 1, namespace: 'x', podLabels: { pod: 'b' }, namespaceLabels: {} },
+      { id: CIDR_IDENTITY_BASE + 5, namespace: 'x', podLabels: { pod: 'b' }, namespaceLabels: {} },
+    ];
+    const c = compile([policy('x', 'p', { podSelector: {}, ingress: [{ from: [{ podSelector: { matchLabels: { pod: 'b' } } }] }] })], k.endpoints, identities);
+    assert.deepEqual(keys(get(c, 'x/a').ingress.entries), []);
+    assert.deepEqual(c.problems.map((p) => p.message).filter((m) => m.startsWith('Identity')), [
+      `Identity ${k.id('x/b')}: id: ${k.id('x/b')} names two different label sets: no selector matches it, and its endpoints are treated as unknown`,
+      'Identity 1: id: 1 is outside the cluster identity range 256-16777215 (reserved below, CIDR identities above): no selector matches it',
+      `Identity ${CIDR_IDENTITY_BASE + 5}: id: ${CIDR_IDENTITY_BASE + 5} is outside the cluster identity range 256-16777215 (reserved below, CIDR identities above): no selector matches it`,
+    ]);
+    assert.deepEqual([get(c, 'x/b').ingress.enforced, keys(get(c, 'x/b').ingress.entries)], [true, []], 'x/b itself: unknown labels, denied');
+  });
+
+  test('an endpoint listed twice is compiled once (reported)', () => {
+    const c = compile([], [...k.endpoints, k.endpoints[0]!]);
+    assert.equal(c.endpoints.length, 9);
+    assert.deepEqual(c.problems.map((p) => p.message), ['Endpoint x/a: name: "a" is listed twice: only the first is compiled']);
+  });
+
   test('output is sorted and independent of input order', () => {
     const ps = [
       policy('x', 'b', { podSelector: {}, ingress: [{ from: [{ namespaceSelector: {} }], ports: [{ port: 81 }, { port: 80, protocol: 'UDP' }] }] }),

@@ -35,6 +35,8 @@ import { comparePrefix4, type Prefix4, parsePrefix, prefixWithin } from './cidr.
 import {
   CIDR_IDENTITY_BASE,
   type CidrIdentity,
+  CLUSTER_IDENTITY_MAX,
+  CLUSTER_IDENTITY_MIN,
   type Direction,
   type DirectionPolicy,
   type Endpoint,
@@ -215,10 +217,26 @@ export function compilePolicies(tables: PolicyTables, options: CompileOptions = 
   const policies = [...tables.policies].sort((a, b) => (policyKey(a) < policyKey(b) ? -1 : policyKey(a) > policyKey(b) ? 1 : 0));
 
   // ---- identities, grouped by namespace and namespace labels ----
+  // An id outside the cluster range, or one id given two label sets, cannot
+  // be matched against selectors safely: it is left out (matches nothing).
   const identityById = new Map<number, Identity>();
-  const groups = new Map<string, NamespaceGroup>();
+  const duplicated = new Set<number>();
   for (const id of tables.identities) {
+    if (!Number.isInteger(id.id) || id.id < CLUSTER_IDENTITY_MIN || id.id > CLUSTER_IDENTITY_MAX) {
+      report(problem(`Identity ${id.id}`, 'id', id.id,
+        `is outside the cluster identity range ${CLUSTER_IDENTITY_MIN}-${CLUSTER_IDENTITY_MAX} (reserved below, CIDR identities above): no selector matches it`));
+      continue;
+    }
+    const prev = identityById.get(id.id);
+    if (prev && (prev.namespace !== id.namespace || sortedKeys(prev.podLabels) !== sortedKeys(id.podLabels) || sortedKeys(prev.namespaceLabels) !== sortedKeys(id.namespaceLabels))) {
+      duplicated.add(id.id);
+      report(problem(`Identity ${id.id}`, 'id', id.id, 'names two different label sets: no selector matches it, and its endpoints are treated as unknown'));
+    }
     identityById.set(id.id, id);
+  }
+  for (const d of duplicated) identityById.delete(d);
+  const groups = new Map<string, NamespaceGroup>();
+  for (const id of [...identityById.values()].sort((a, b) => a.id - b.id)) {
     const gk = `${id.namespace}\n${sortedKeys(id.namespaceLabels)}`;
     let g = groups.get(gk);
     if (!g) {
@@ -376,7 +394,14 @@ export function compilePolicies(tables: PolicyTables, options: CompileOptions = 
   };
 
   // ---- which endpoints each policy selects ----
-  const endpoints = [...tables.endpoints].sort((a, b) => (endpointKey(a) < endpointKey(b) ? -1 : endpointKey(a) > endpointKey(b) ? 1 : 0));
+  const endpoints: Endpoint[] = [];
+  for (const e of [...tables.endpoints].sort((a, b) => (endpointKey(a) < endpointKey(b) ? -1 : endpointKey(a) > endpointKey(b) ? 1 : 0))) {
+    if (endpoints.length > 0 && endpointKey(endpoints[endpoints.length - 1]!) === endpointKey(e)) {
+      report(problem(`Endpoint ${endpointKey(e)}`, 'name', e.name, 'is listed twice: only the first is compiled'));
+      continue;
+    }
+    endpoints.push(e);
+  }
   const byNamespace = new Map<string, Endpoint[]>();
   for (const e of endpoints) {
     let l = byNamespace.get(e.namespace);

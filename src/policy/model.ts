@@ -19,6 +19,9 @@ export const IDENTITY_UNMANAGED = 3;
 export const IDENTITY_HEALTH = 4;
 export const IDENTITY_REMOTE_NODE = 6;
 export const CIDR_IDENTITY_BASE = 1 << 24;
+/** Cluster identities (allocated by the operator) lie in this range, as Cilium's do. */
+export const CLUSTER_IDENTITY_MIN = 256;
+export const CLUSTER_IDENTITY_MAX = CIDR_IDENTITY_BASE - 1;
 
 export const RESERVED_IDENTITIES: Readonly<Record<number, string>> = {
   [IDENTITY_HOST]: 'host',
