@@ -7,6 +7,9 @@ import { codec } from '../../src/abi/codec.ts';
 import { readDrops } from '../../src/datapath/drops.ts';
 import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../../src/datapath/lb-reconciler.ts';
 import { Datapath, type ProgramName } from '../../src/datapath/loader.ts';
+import { endpointKeyCodec, endpointValueCodec } from '../../src/datapath/endpoints-reconciler.ts';
+import { IpcacheReconciler } from '../../src/datapath/ipcache-reconciler.ts';
+import { compileNodes } from '../../src/nodes/compile.ts';
 import { compileService } from '../../src/services/compile.ts';
 import type { EndpointSlice, NodeInfo, Service } from '../../src/services/model.ts';
 import { LbTable } from '../../src/services/lb-table.ts';
@@ -86,6 +89,20 @@ export class BpfHarness {
     const m = this.dp.map(name);
     const { keys, count } = native.mapDump(m);
     if (count > 0) native.mapDeleteBatch(m, keys, count);
+  }
+
+  /** Pods on this node (the endpoints map, as the CNI path writes it). */
+  localPods(ips: readonly string[], firstIfindex = 4242): void {
+    ips.forEach((ip, i) => native.mapUpdate(this.dp.map('hypha_endpoints_v1'), endpointKeyCodec.encode({ value: ip }), endpointValueCodec.encode({ ifindex: firstIfindex + i, flags: 0 })));
+  }
+
+  /** The cluster as the ipcache sees it: this node (NODE, 10.244.0.0/24), node-b (192.168.77.11, 10.244.1.0/24), the Service range. */
+  async twoNodeIpcache(): Promise<void> {
+    const nodes = compileNodes([
+      { name: 'node-a', addresses: [NODE.addresses[0]!], podCIDRs: ['10.244.0.0/24'] },
+      { name: 'node-b', addresses: ['192.168.77.11'], podCIDRs: ['10.244.1.0/24'] },
+    ], { mode: 'native', self: 'node-a', clusterCIDRs: ['10.96.0.0/12'] });
+    await new IpcacheReconciler(this.dp.mapIO('hypha_ipcache_v1')).sync(nodes.ipcache);
   }
 
   close(): void {

@@ -6,9 +6,7 @@ import assert from 'node:assert/strict';
 import * as native from '../../native/index.ts';
 import { ConfigFlags, CtDir, CtFlags, DropReason } from '../../src/abi/abi.gen.ts';
 import { endpointKeyCodec, endpointValueCodec } from '../../src/datapath/endpoints-reconciler.ts';
-import { IpcacheReconciler } from '../../src/datapath/ipcache-reconciler.ts';
 import type { ProgramName } from '../../src/datapath/loader.ts';
-import { compileNodes } from '../../src/nodes/compile.ts';
 import { type PacketSpec, type ParsedPacket, buildPacket, parsePacket } from '../lib/packet.ts';
 import { BpfHarness, TC_ACT_OK, TC_ACT_SHOT, ctKey } from './harness.ts';
 
@@ -29,12 +27,8 @@ describe('masquerade (BPF_PROG_TEST_RUN)', () => {
 
   before(async () => {
     h = await BpfHarness.create();
-    native.mapUpdate(h.dp.map('hypha_endpoints_v1'), endpointKeyCodec.encode({ value: POD }), endpointValueCodec.encode({ ifindex: 4242, flags: 0 }));
-    const nodes = compileNodes([
-      { name: 'node-a', addresses: [NODE_IP], podCIDRs: ['10.244.0.0/24'] },
-      { name: 'node-b', addresses: ['192.168.77.11'], podCIDRs: ['10.244.1.0/24'] },
-    ], { mode: 'native', self: 'node-a', clusterCIDRs: ['10.96.0.0/12'] });
-    await new IpcacheReconciler(h.dp.mapIO('hypha_ipcache_v1')).sync(nodes.ipcache);
+    h.localPods([POD]);
+    await h.twoNodeIpcache();
   });
   after(() => h?.close());
   beforeEach(() => {

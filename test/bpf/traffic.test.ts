@@ -10,10 +10,6 @@ import type { ProgramName } from '../../src/datapath/loader.ts';
 import { ConfigFlags, CtDir, CtFlags } from '../../src/abi/abi.gen.ts';
 import { ip4ToUint, uintToIp4 } from '../../src/abi/codec.ts';
 import { type PacketSpec, type ParsedPacket, buildPacket, onesSum, parsePacket } from '../lib/packet.ts';
-import * as native from '../../native/index.ts';
-import { endpointKeyCodec, endpointValueCodec } from '../../src/datapath/endpoints-reconciler.ts';
-import { IpcacheReconciler } from '../../src/datapath/ipcache-reconciler.ts';
-import { compileNodes } from '../../src/nodes/compile.ts';
 import { BpfHarness, TC_ACT_OK, XDP_PASS } from './harness.ts';
 
 const CLIENT = '10.244.0.5';
@@ -132,12 +128,8 @@ describe('real traffic (BPF_PROG_TEST_RUN)', () => {
   let h: BpfHarness;
   before(async () => {
     h = await BpfHarness.create();
-    native.mapUpdate(h.dp.map('hypha_endpoints_v1'), endpointKeyCodec.encode({ value: CLIENT }), endpointValueCodec.encode({ ifindex: 4242, flags: 0 }));
-    const nodes = compileNodes([
-      { name: 'node-a', addresses: [NODE_IP], podCIDRs: ['10.244.0.0/24'] },
-      { name: 'node-b', addresses: ['192.168.77.11'], podCIDRs: ['10.244.1.0/24'] },
-    ], { mode: 'native', self: 'node-a', clusterCIDRs: ['10.96.0.0/12'] });
-    await new IpcacheReconciler(h.dp.mapIO('hypha_ipcache_v1')).sync(nodes.ipcache);
+    h.localPods([CLIENT]);
+    await h.twoNodeIpcache();
   });
   after(() => h?.close());
   beforeEach(() => {
