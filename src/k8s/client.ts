@@ -204,6 +204,10 @@ export class KubeClient {
   readonly server: URL;
   readonly #creds: KubeCredentials;
   readonly #agent: Agent;
+  /** Watches hold their connection for minutes: a pool of their own, so they
+   *  never take the sockets requests wait for (with maxSockets watches, every
+   *  request would queue forever). */
+  readonly #watchAgent: Agent;
   readonly #userAgent: string;
   readonly #fieldManager: string;
 
@@ -212,14 +216,14 @@ export class KubeClient {
     this.server = new URL(creds.server);
     this.#userAgent = opts.userAgent ?? 'hypha-agent';
     this.#fieldManager = opts.fieldManager ?? this.#userAgent;
-    this.#agent = new Agent({
-      keepAlive: true,
-      maxSockets: 8,
+    const tls = {
       ...(creds.ca ? { ca: creds.ca } : {}),
       ...(creds.cert ? { cert: creds.cert } : {}),
       ...(creds.key ? { key: creds.key } : {}),
       rejectUnauthorized: !creds.insecureSkipTlsVerify,
-    });
+    };
+    this.#agent = new Agent({ keepAlive: true, maxSockets: 8, ...tls });
+    this.#watchAgent = new Agent({ keepAlive: true, ...tls });
   }
 
   /** From a kubeconfig file, or the pod's service account when `file` is undefined. */
@@ -360,7 +364,7 @@ export class KubeClient {
       finished = true;
       done(err);
     };
-    const req = request(url, { agent: this.#agent, headers: this.#headers() }, (res) => {
+    const req = request(url, { agent: this.#watchAgent, headers: this.#headers() }, (res) => {
       if (res.statusCode !== 200) {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -405,5 +409,6 @@ export class KubeClient {
 
   close(): void {
     this.#agent.destroy();
+    this.#watchAgent.destroy();
   }
 }

@@ -159,6 +159,24 @@ describe('identities against a real API server', () => {
     });
   });
 
+  test('an allocator on a client that also holds more watches than its request pool has sockets (an agent has 8) still gets answers', async () => {
+    const c = KubeClient.fromKubeconfig(cp.hostKubeconfigPath, { userAgent: 'hypha-e2e-watches' });
+    clients.push(c);
+    const watches = Array.from({ length: 10 }, () => c.watch(HYPHAIDENTITIES_PATH, { timeoutSeconds: 60 }, () => {}, () => {}));
+    try {
+      let timer: NodeJS.Timeout | undefined;
+      const got = await Promise.race([
+        new IdentityAllocator({ store: new KubeIdentityStore(c) }).allocate({ namespace: 'watches', podLabels: { app: 'w' }, namespaceLabels: {} }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('no answer in 10 s: the requests wait behind the watches')), 10_000);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      assert.equal(got.outcome, 'created');
+    } finally {
+      for (const w of watches) w.abort();
+    }
+  });
+
   test('a restarted allocator (new client, nothing cached) finds every set\'s identity and creates nothing', async () => {
     const before = await liveIdentities();
     const fresh = allocator();
