@@ -11,7 +11,7 @@ import { ConfigFlags } from '../abi/abi.gen.ts';
 import { Devices } from '../datapath/devices.ts';
 import { readDrops } from '../datapath/drops.ts';
 import { ENDPOINTS_MAP, EndpointsMap } from '../datapath/endpoints-reconciler.ts';
-import { IPCACHE_MAP, IpcacheReconciler } from '../datapath/ipcache-reconciler.ts';
+import { IPCACHE_MAP } from '../datapath/ipcache-reconciler.ts';
 import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../datapath/lb-reconciler.ts';
 import { Datapath } from '../datapath/loader.ts';
 import { NodeRoutes } from '../datapath/node-routes.ts';
@@ -25,6 +25,7 @@ import { ClusterNodesSource } from './cluster-nodes.ts';
 import type { AgentConfig } from './config.ts';
 import { ConntrackGc } from './ct-gc.ts';
 import { FileSource } from './file-source.ts';
+import { AgentIdentities, IdentityIpcache } from './identities.ts';
 import { K8sSource } from './k8s-source.ts';
 import { LbSync } from './lb-sync.ts';
 import { type Metrics, createMetrics } from './metrics.ts';
@@ -56,6 +57,7 @@ export class Agent {
   #k8s: K8sSource | undefined;
   #nodes: ClusterNodesSource | undefined;
   #podMeta: PodMetadata | undefined;
+  #identities: AgentIdentities | undefined;
   #server: Server | undefined;
   #metrics: Metrics | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
@@ -148,6 +150,7 @@ export class Agent {
     if (cni.enabled) {
       const pods = new Pods({
         cfg: cni, devices, endpoints: new EndpointsMap(dp.mapIO(ENDPOINTS_MAP)), rtnl, mtu: () => this.#podMtu(), log, registry: metrics.registry,
+        onEndpointsChange: () => this.#identities?.endpointsChanged(),
         ...(process.env.HYPHA_TEST_ADD_PAUSE_FILE ? { afterStep: pauseWhileFileExists(process.env.HYPHA_TEST_ADD_PAUSE_FILE) } : {}),
       });
       this.#pods = pods;
@@ -159,7 +162,8 @@ export class Agent {
       self: () => this.#self(),
       clusterCIDRs: routing.clusterCIDRs,
       routes: new NodeRoutes(rtnl, { mode: routing.mode, vxlan: routing.vxlan, mtu: this.#externalMtu, log }),
-      ipcache: new IpcacheReconciler(dp.mapIO(IPCACHE_MAP)),
+      // Node and pod identities with the nodes' entries (src/agent/identities.ts).
+      ipcache: new IdentityIpcache(dp.mapIO(IPCACHE_MAP), { identities: () => this.#identities, log }),
       log,
     });
     if (!k8s) this.#routing.setNodes(routing.nodes.map((n) => ({ name: n.name, addresses: n.addresses, podCIDRs: n.podCIDRs })));
@@ -168,7 +172,10 @@ export class Agent {
       ready: () => this.#ready,
       status: () => this.status(),
       registry: metrics.registry,
-      documents: { '/endpoints': () => this.#pods?.list((ns, name) => this.#podMeta?.get(ns, name)) ?? [] },
+      documents: {
+        '/endpoints': () => this.#pods?.list((ns, name) => this.#podMeta?.get(ns, name)) ?? [],
+        '/identities': () => this.#identities?.list() ?? [],
+      },
     });
 
     const sync = this.#sync;
@@ -211,6 +218,14 @@ export class Agent {
         this.#podMeta.start({ client, nodeName: this.cfg.node.name, log, hooks, silenceMs: k8s.silenceSeconds * 1000, resyncMs: k8s.resyncSeconds * 1000 });
       }
       this.#nodes.setAddresses(this.#node.info.addresses);
+      // Security identities: this node's pods', and every pod address's for the ipcache.
+      this.#identities = new AgentIdentities({
+        client, nodeName: this.cfg.node.name, log, registry: metrics.registry, hooks,
+        silenceMs: k8s.silenceSeconds * 1000, resyncMs: k8s.resyncSeconds * 1000,
+        endpoints: () => this.#pods?.manager.records() ?? [],
+        onChange: () => this.#routing?.request(),
+      });
+      this.#identities.start();
     } else {
       this.#source = new FileSource(this.cfg.services.files, { log });
       this.#source.start((snap) => {
@@ -310,7 +325,7 @@ export class Agent {
   status(): AgentStatus {
     const s = this.#sync?.status;
     const gc = this.#ctGc?.last;
-    const informers = [...(this.#k8s?.status() ?? []), ...(this.#nodes?.status() ?? []), ...(this.#podMeta?.status() ?? [])];
+    const informers = [...(this.#k8s?.status() ?? []), ...(this.#nodes?.status() ?? []), ...(this.#podMeta?.status() ?? []), ...(this.#identities?.status() ?? [])];
     return {
       node: this.nodeInfo(),
       ready: this.#ready,
@@ -342,6 +357,7 @@ export class Agent {
     this.#k8s?.stop();
     this.#nodes?.stop();
     this.#podMeta?.stop();
+    this.#identities?.stop();
     this.#client?.close();
     this.#sync?.stop();
     await this.#routing?.stop();

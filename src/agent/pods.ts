@@ -30,6 +30,8 @@ export interface PodsOptions {
   registry: Registry;
   /** Test hook between ADD's steps (HYPHA_TEST_ADD_PAUSE_FILE). */
   afterStep?: (step: string) => Promise<void>;
+  /** An endpoint was added or removed (identities follow the endpoints). */
+  onEndpointsChange?: () => void;
 }
 
 export interface PodsStatus {
@@ -76,6 +78,7 @@ export class Pods {
         eps.set(n);
         used.set({ state: 'used' }, this.ipam.used);
         used.set({ state: 'capacity' }, this.ipam.capacity);
+        opts.onEndpointsChange?.();
       },
       ...(opts.afterStep ? { afterStep: opts.afterStep } : {}),
     });

@@ -1,6 +1,6 @@
 // The ipcache map (LPM: prefix -> identity, node, flags): which addresses are
 // inside the cluster. Owns that one map; desired entries come from the nodes
-// compiler (src/nodes/compile.ts).
+// compiler (src/nodes/compile.ts), with identities (src/identity/ipcache.ts).
 import { IpcacheFlags, type IpcacheKey, type IpcacheVal, layouts } from '../abi/abi.gen.ts';
 import { codec } from '../abi/codec.ts';
 import type { IpcacheEntry } from '../nodes/compile.ts';
@@ -31,7 +31,7 @@ export class IpcacheReconciler {
         for (const e of entries) {
           const [addr = '0.0.0.0', len = '32'] = e.cidr.split('/');
           emit(IPCACHE_MAP, toBytes(ipcacheKeyCodec.encode({ prefixlen: Number(len), addr })),
-            toBytes(ipcacheValCodec.encode({ identity: 0, node_addr: e.nodeAddr || '0.0.0.0', flags: ipcacheFlags(e.flags) })));
+            toBytes(ipcacheValCodec.encode({ identity: e.identity ?? 0, node_addr: e.nodeAddr || '0.0.0.0', flags: ipcacheFlags(e.flags) })));
         }
       }));
     } finally {

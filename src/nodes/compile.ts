@@ -45,6 +45,8 @@ export interface TunnelPeer {
 export interface IpcacheEntry {
   cidr: string;
   nodeAddr: string;
+  /** Security identity (src/identity): unset here, 0 in the map ("none"). */
+  identity?: number;
   flags: { cluster: boolean; pod: boolean; node: boolean; local: boolean };
 }
 
