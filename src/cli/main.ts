@@ -186,6 +186,15 @@ endpoint
   .option('--json', 'machine-readable output')
   .action(async (opts: { agent: string; stateDir: string; pinRoot: string; json?: boolean }) => (await import('./endpoints.ts')).listEndpoints(opts));
 
+const identity = program.command('identity').description('security identities (the numbers policy is enforced by)');
+identity
+  .command('list')
+  .description('reserved identities, every HyphaIdentity of the cluster, and how many of this node\'s pods have each (asks the agent)')
+  .option('--agent <url>', 'agent endpoint', 'http://127.0.0.1:9890')
+  .option('--local', 'only identities of pods on this node')
+  .option('--json', 'machine-readable output')
+  .action(async (opts: { agent: string; local?: boolean; json?: boolean }) => (await import('./identities.ts')).listIdentities(opts));
+
 const cni = program.command('cni').description('the CNI plugin\'s installation');
 cni
   .command('uninstall')
