@@ -7,6 +7,7 @@ import { stringify } from 'yaml';
 import * as native from '../../../native/index.ts';
 import { type Ct4Entry, type Ct4Key, layouts } from '../../../src/abi/abi.gen.ts';
 import { codec, scalarLayouts } from '../../../src/abi/codec.ts';
+import { ipcacheKeyCodec, ipcacheValCodec } from '../../../src/datapath/ipcache-reconciler.ts';
 import { describeLbMaps, type FrontendView } from '../../../src/datapath/lb-view.ts';
 import { openPinnedMaps } from '../../../src/datapath/loader.ts';
 import { CniPlugin, cniWiring } from './cni.ts';
@@ -192,6 +193,23 @@ export class TestAgent {
     try {
       const { keys, values, count } = native.mapDump(h);
       return new Map(Array.from({ length: count }, (_, i) => [keyC.decode(keys, i * keyC.layout.size).value, valC.decode(values, i * valC.layout.size).ifindex]));
+    } finally {
+      native.close(h);
+    }
+  }
+
+  /** The ipcache as pinned: 'a.b.c.d/n' -> identity, node address, flags. */
+  ipcache(): Map<string, { identity: number; nodeAddr: string; flags: number }> {
+    const h = native.openPinnedMap(path.join(this.opts.pinRoot, 'hypha_ipcache_v1'));
+    try {
+      const { keys, values, count } = native.mapDump(h);
+      const out = new Map<string, { identity: number; nodeAddr: string; flags: number }>();
+      for (let i = 0; i < count; i++) {
+        const k = ipcacheKeyCodec.decode(keys, i * ipcacheKeyCodec.layout.size);
+        const v = ipcacheValCodec.decode(values, i * ipcacheValCodec.layout.size);
+        out.set(`${k.addr}/${k.prefixlen}`, { identity: v.identity, nodeAddr: v.node_addr, flags: v.flags });
+      }
+      return out;
     } finally {
       native.close(h);
     }
