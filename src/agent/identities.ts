@@ -108,6 +108,8 @@ interface LocalSet {
 const ALLOCATE_CONCURRENCY = 4;
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 60_000;
+/** Longest wait before the ipcache hears of a change (changes within it make one sync). */
+const NOTIFY_MS = 50;
 
 export class AgentIdentities {
   readonly #o: AgentIdentitiesOptions;
@@ -128,6 +130,7 @@ export class AgentIdentities {
   #state: 'probing' | 'off' | 'on' | 'stopped' = 'probing';
   #probeTimer: NodeJS.Timeout | undefined;
   #reconcileTimer: NodeJS.Timeout | undefined;
+  #notifyTimer: NodeJS.Timeout | undefined;
   #inFlight = 0;
   readonly #reported = new Set<string>();
   readonly #metrics: { allocations: Counter<'outcome'>; duration: Histogram };
@@ -199,7 +202,7 @@ export class AgentIdentities {
       if (off && this.#state !== 'off') {
         this.#log.info({ retrySeconds: retry / 1000 }, 'HyphaIdentity is not served (deploy/crds/hyphaidentities.yaml not installed): pod identities off; the ipcache has node identities only');
         this.#state = 'off';
-        this.#o.onChange();
+        this.#notify();
       } else if (!off) {
         this.#log.warn({ err: (err as Error).message, retrySeconds: retry / 1000 }, 'cannot tell whether HyphaIdentity is served; asking again');
       }
@@ -286,7 +289,7 @@ export class AgentIdentities {
       const w = this.cache.winner(l.key);
       if (w && w.id !== l.id && this.#informers[0]?.status.phase === 'watching') this.#request(l, l.id);
     }
-    this.#o.onChange();
+    this.#notify();
   }
 
   #identityGone(name: string): void {
@@ -298,7 +301,17 @@ export class AgentIdentities {
       this.#log.warn({ identity: id, namespace: l.set.namespace, labels: l.set.podLabels }, 'identity of pods on this node was deleted; allocating it again');
       this.#request(l, id);
     }
-    this.#o.onChange();
+    this.#notify();
+  }
+
+  /** Tell the ipcache, at most every NOTIFY_MS: each sync reads and diffs the
+   *  whole map, and a large cluster's pods start and stop many times a second. */
+  #notify(): void {
+    if (this.#notifyTimer || this.#isStopped()) return;
+    this.#notifyTimer = setTimeout(() => {
+      this.#notifyTimer = undefined;
+      this.#o.onChange();
+    }, NOTIFY_MS);
   }
 
   /** This node's endpoints changed (the CNI plugin added or removed a pod). */
@@ -312,7 +325,7 @@ export class AgentIdentities {
     this.#reconcileTimer = setTimeout(() => {
       this.#reconcileTimer = undefined;
       this.#reconcile();
-      this.#o.onChange();
+      this.#notify();
     }, 5);
   }
 
@@ -398,7 +411,7 @@ export class AgentIdentities {
       delete l.prefer;
       this.cache.upsert(a.identity);
       this.#log.info({ identity: l.id, outcome: a.outcome, namespace: l.set.namespace, labels: l.set.podLabels, pods: l.pods.size }, 'identity of pods on this node');
-      this.#o.onChange();
+      this.#notify();
     } catch (err) {
       this.#metrics.allocations.inc({ outcome: 'error' });
       if (gen !== l.generation || this.#local.get(canonicalLabelSet(l.set)) !== l) return;
@@ -487,6 +500,7 @@ export class AgentIdentities {
     this.#state = 'stopped';
     clearTimeout(this.#probeTimer);
     clearTimeout(this.#reconcileTimer);
+    clearTimeout(this.#notifyTimer);
     for (const l of this.#local.values()) clearTimeout(l.retryTimer);
     for (const i of this.#informers) i.stop();
   }

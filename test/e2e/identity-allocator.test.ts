@@ -7,7 +7,8 @@
 // ones pods use.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -90,6 +91,24 @@ describe('identities against a real API server', () => {
       return true;
     });
     await assert.rejects(client.mergePatch(hyphaIdentityPath(300), { metadata: { finalizers: ['example.com/keep'] } }), /immutable/);
+    // kubectl's view: the object as a meta.k8s.io Table.
+    const table = await new Promise<{ columnDefinitions: { name: string }[]; rows: { cells: unknown[] }[] }>((resolve, reject) => {
+      const req = request(new URL(hyphaIdentityPath(300), cp.hostUrl), {
+        ca: readFileSync(cp.pki.caCert), cert: readFileSync(cp.pki.adminCert), key: readFileSync(cp.pki.adminKey),
+        headers: { accept: 'application/json;as=Table;v=v1;g=meta.k8s.io' },
+      }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          body += c;
+        });
+        res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(body) as never) : reject(new Error(`${res.statusCode}: ${body}`))));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.deepEqual(table.columnDefinitions.map((c) => c.name), ['Name', 'Namespace', 'Pod Labels', 'Labels Key', 'Age']);
+    assert.deepEqual(table.rows[0]?.cells.slice(0, 4), ['300', 'crd', '{"app":"web"}', labelsKey(set)]);
     const now = await client.get<HyphaIdentityObject>(hyphaIdentityPath(300));
     assert.equal(now.metadata.resourceVersion, obj.metadata.resourceVersion, 'still at its creation revision');
     await client.delete(hyphaIdentityPath(300));
