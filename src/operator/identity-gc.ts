@@ -72,7 +72,7 @@ export class IdentityGc {
   #pass: Promise<void> | undefined;
   #stopped = false;
   #last: IdentityGcStatus['lastPass'] = null;
-  readonly #m: { identities: Gauge<'state'>; collected: Counter<'reason'>; kept: Counter<'reason'>; passes: Counter<'result'> };
+  readonly #m: { identities: Gauge<'state'>; allocated: Counter; collected: Counter<'reason'>; kept: Counter<'reason'>; passes: Counter<'result'> };
 
   constructor(opts: IdentityGcOptions) {
     this.#o = opts;
@@ -82,6 +82,7 @@ export class IdentityGc {
     const r = [opts.registry];
     this.#m = {
       identities: new Gauge({ name: 'hypha_operator_identities', help: 'HyphaIdentities by state as of the last collector pass (in-use, unused, duplicate)', labelNames: ['state'], registers: r }),
+      allocated: new Counter({ name: 'hypha_operator_identities_allocated_total', help: 'HyphaIdentities created (by any allocator) since this operator listed them', registers: r }),
       collected: new Counter({ name: 'hypha_operator_identities_collected_total', help: 'HyphaIdentities deleted by the collector, by reason (unused, duplicate)', labelNames: ['reason'], registers: r }),
       kept: new Counter({ name: 'hypha_operator_identities_kept_total', help: 'Collection candidates kept after the check against the API server, by reason (pod-found, winner, changed)', labelNames: ['reason'], registers: r }),
       passes: new Counter({ name: 'hypha_operator_identity_gc_passes_total', help: 'Collector passes, by result (ok, error)', labelNames: ['result'], registers: r }),
@@ -122,7 +123,10 @@ export class IdentityGc {
         return;
       }
       const before = this.#identities.get(n.value.id);
-      if (!before || before.uid !== n.value.uid) this.#firstSeen.set(n.value.id, this.#now());
+      if (!before || before.uid !== n.value.uid) {
+        this.#firstSeen.set(n.value.id, this.#now());
+        if (this.#synced.has('identities')) this.#m.allocated.inc();
+      }
       this.#identities.set(n.value.id, n.value);
     });
     namespaces.start((e) => {

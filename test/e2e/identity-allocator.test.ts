@@ -236,6 +236,7 @@ describe('identities against a real API server', () => {
     });
     await operator.start();
     await eventually('operator leads', async () => await operator!.metric('hypha_operator_is_leader') === 1, 15_000);
+    await eventually('the collector has listed', async () => (JSON.parse((await operator!.http('/status')).body) as { identities?: { synced?: boolean } }).identities?.synced === true);
     // A set allocated for a pod the operator has not seen yet (an agent is faster than the operator's watch).
     const late = (await a.allocate(set('late'))).identity;
     await pod('late-1', 'late');
@@ -248,6 +249,7 @@ describe('identities against a real API server', () => {
     assert.equal(await exists(late.id), true, 'its pod came right after it');
     assert.equal(await operator.metric('hypha_operator_identities_collected_total', { reason: 'unused' }), 1);
     assert.equal(await operator.metric('hypha_operator_identities_collected_total', { reason: 'duplicate' }), 1);
+    assert.equal(await operator.metric('hypha_operator_identities_allocated_total'), 1, 'the late one, created after the operator listed');
     process.stderr.write(`# unused identity collected ${Math.round(tookMs)} ms after the operator led (grace ${GRACE_SECONDS} s)\n`);
 
     // The last pod of a set goes: its identity is collected a grace period later.
