@@ -11,13 +11,20 @@
 
 static __always_inline __u16 hypha_snat_port(const struct hypha_config *cfg, __u32 h, __u32 i)
 {
-	__u32 min = HYPHA_SNAT_PORT_MIN, max = HYPHA_SNAT_PORT_MAX;
+	__u32 min = HYPHA_SNAT_PORT_MIN, max = HYPHA_SNAT_PORT_MAX, min2 = 0, n1, n2 = 0, k;
 
 	if (cfg && cfg->snat_port_min && cfg->snat_port_max >= cfg->snat_port_min) {
 		min = cfg->snat_port_min;
 		max = cfg->snat_port_max;
+		if (cfg->snat_port_min2 && cfg->snat_port_max2 >= cfg->snat_port_min2) {
+			min2 = cfg->snat_port_min2;
+			n2 = cfg->snat_port_max2 - min2 + 1;
+		}
 	}
-	return min + (h + i * 7919) % (max - min + 1);
+	n1 = max - min + 1;
+	/* One sequence over both runs, as if they were one. */
+	k = (h + i * 7919) % (n1 + n2);
+	return k < n1 ? min + k : min2 + (k - n1);
 }
 
 /* Does a claim hold the same translation (the same flow's)? */

@@ -115,7 +115,7 @@ export const SvcFlags = {
   TERMINATING_FALLBACK: 64,
 } as const;
 
-/** struct hypha_config (28 bytes) */
+/** struct hypha_config (32 bytes) */
 export interface Config {
   flags: number;
   loopback_addr: string;
@@ -126,6 +126,8 @@ export interface Config {
   nodeport_max: number;
   seen_mark: number;
   lb_generation: number;
+  snat_port_min2: number;
+  snat_port_max2: number;
 }
 
 /** struct hypha_ct4_entry (28 bytes) */
@@ -251,7 +253,7 @@ export interface Lb4SvcVal {
 export const layouts = {
   hypha_config: {
     name: 'hypha_config',
-    size: 28,
+    size: 32,
     fields: [
       { name: 'flags', offset: 0, size: 4, kind: 'u32' },
       { name: 'loopback_addr', offset: 4, size: 4, kind: 'ip4' },
@@ -262,6 +264,8 @@ export const layouts = {
       { name: 'nodeport_max', offset: 18, size: 2, kind: 'u16' },
       { name: 'seen_mark', offset: 20, size: 4, kind: 'u32' },
       { name: 'lb_generation', offset: 24, size: 4, kind: 'u32' },
+      { name: 'snat_port_min2', offset: 28, size: 2, kind: 'u16' },
+      { name: 'snat_port_max2', offset: 30, size: 2, kind: 'u16' },
     ],
   },
   hypha_ct4_entry: {

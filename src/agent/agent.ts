@@ -34,7 +34,7 @@ import { PodMetadata } from './pod-metadata.ts';
 import { Pods } from './pods.ts';
 import { Routing } from './routing.ts';
 import { serverPort, startServer } from './server.ts';
-import { ephemeralPorts, snatPortRange } from './snat-ports.ts';
+import { ephemeralPorts, snatPortRanges } from './snat-ports.ts';
 import type { AgentStatus, MapUsage } from './status.ts';
 
 /** Kubernetes' default --service-node-port-range. */
@@ -284,13 +284,15 @@ export class Agent {
    *  pod traffic. */
   #writeDatapathConfig(): void {
     const { bpf, routing } = this.cfg;
-    const ports = snatPortRange([bpf.nodePortRange, ephemeralPorts()]);
+    const [ports, second] = snatPortRanges([bpf.nodePortRange, ephemeralPorts()]);
     this.#dp?.writeConfig({
       flags: (bpf.dropEvents ? ConfigFlags.DROP_EVENTS : 0) | (bpf.hostRouting ? ConfigFlags.HOST_ROUTING : 0) | (routing.masquerade ? ConfigFlags.MASQUERADE : 0),
       loopback_addr: bpf.loopbackAddress,
       snat_addr: this.nodeInfo().addresses[0] ?? '0.0.0.0',
       snat_port_min: ports.min,
       snat_port_max: ports.max,
+      snat_port_min2: second?.min ?? 0,
+      snat_port_max2: second?.max ?? 0,
       nodeport_min: bpf.nodePortRange.min,
       nodeport_max: bpf.nodePortRange.max,
       seen_mark: bpf.mark,

@@ -93,6 +93,11 @@ export class DatapathError extends Error {
 }
 
 export const configCodec = codec<Config>(layouts.hypha_config);
+
+/** What writeConfig takes: the config map's value without the datapath's own
+ *  lb_generation; the second source-NAT run is optional. */
+export type DatapathConfig = Omit<Config, 'lb_generation' | 'snat_port_min2' | 'snat_port_max2'> &
+  Partial<Pick<Config, 'snat_port_min2' | 'snat_port_max2'>>;
 const u32 = codec<{ value: number }>(scalarLayouts.u32);
 
 /** A MapIO over a real BPF map. */
@@ -362,11 +367,11 @@ export class Datapath {
 
   /** The programs' runtime settings. lb_generation is the datapath's own
    *  (bumpLbGeneration): kept as it is in the map, whatever cfg says. */
-  writeConfig(cfg: Omit<Config, 'lb_generation'>): void {
+  writeConfig(cfg: DatapathConfig): void {
     const map = this.map('hypha_config_v3');
     const current = native.mapLookup(map, u32.encode({ value: 0 }));
     const lb_generation = current ? configCodec.decode(current).lb_generation : 0;
-    native.mapUpdate(map, u32.encode({ value: 0 }), configCodec.encode({ ...cfg, lb_generation }));
+    native.mapUpdate(map, u32.encode({ value: 0 }), configCodec.encode({ snat_port_min2: 0, snat_port_max2: 0, ...cfg, lb_generation }));
   }
 
   /** After a change to the load-balancer maps: open flows re-check their

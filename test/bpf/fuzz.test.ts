@@ -145,7 +145,7 @@ const ODD = ['0.0.0.0', '255.255.255.255', '224.0.0.5', '127.0.0.1', '240.0.0.1'
 const NODEPORT_RANGE: [number, number] = [30000, 32767];
 const EPHEMERAL_RANGE: [number, number] = [32768, 60999];
 
-const CONFIG: Omit<Config, 'lb_generation'> = {
+const CONFIG: import('../../src/datapath/loader.ts').DatapathConfig = {
   flags: ConfigFlags.MASQUERADE, loopback_addr: LOOPBACK, snat_addr: NODE_IP, snat_port_min: 61000, snat_port_max: 65535,
   nodeport_min: NODEPORT_RANGE[0], nodeport_max: NODEPORT_RANGE[1], seen_mark: 0,
 };

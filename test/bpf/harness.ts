@@ -6,7 +6,7 @@ import { CtDir, type Config, type Ct4Entry, type Ct4Key, layouts } from '../../s
 import { codec } from '../../src/abi/codec.ts';
 import { readDrops } from '../../src/datapath/drops.ts';
 import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../../src/datapath/lb-reconciler.ts';
-import { Datapath, type ProgramName } from '../../src/datapath/loader.ts';
+import { Datapath, type DatapathConfig, type ProgramName } from '../../src/datapath/loader.ts';
 import { endpointKeyCodec, endpointValueCodec } from '../../src/datapath/endpoints-reconciler.ts';
 import { IpcacheReconciler } from '../../src/datapath/ipcache-reconciler.ts';
 import { compileNodes } from '../../src/nodes/compile.ts';
@@ -53,7 +53,7 @@ export class BpfHarness {
     return h;
   }
 
-  config(cfg: Omit<Config, 'lb_generation'>): void {
+  config(cfg: DatapathConfig): void {
     this.dp.writeConfig(cfg);
   }
 

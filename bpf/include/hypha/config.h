@@ -57,7 +57,12 @@ struct hypha_config {
 	 * flow whose conntrack entry was checked under another generation
 	 * re-checks that its backend still serves it (lb.h). */
 	__u32 lb_generation;
+	/* A second run of source-NAT ports (0, 0: none): the agent gives the
+	 * free runs on both sides of the NodePort and ephemeral ranges, so a
+	 * busy client's clashing tuples do not run out of ports. */
+	__u16 snat_port_min2;
+	__u16 snat_port_max2;
 };
-HYPHA_ASSERT_SIZE(struct hypha_config, 28);
+HYPHA_ASSERT_SIZE(struct hypha_config, 32);
 
 #endif /* HYPHA_CONFIG_H */
