@@ -120,6 +120,15 @@ describe('masquerade (BPF_PROG_TEST_RUN)', () => {
     }
   });
 
+  test('two SNAT runs are one sequence: ports come from both, each claimed once, then NAT_NO_PORT', () => {
+    h.config({ ...cfg({ snat_port_min: 62000, snat_port_max: 62001 }), snat_port_min2: 1100, snat_port_max2: 1101 });
+    const ports = [2001, 2002, 2003, 2004].map((sport) => send('toNetdev', out({ sport })).p.sport);
+    assert.deepEqual(ports.sort(), [1100, 1101, 62000, 62001]);
+    const before = h.drops().NAT_NO_PORT ?? 0;
+    assert.equal(send('toNetdev', out({ sport: 2005 })).verdict, TC_ACT_SHOT);
+    assert.equal(h.drops().NAT_NO_PORT, before + 1);
+  });
+
   test('a narrow SNAT range: ports are claimed once each, and when every try is taken the packet is dropped with NAT_NO_PORT', () => {
     h.config(cfg({ snat_port_min: 62000, snat_port_max: 62001 }));
     const a = send('toNetdev', out({ sport: 1001 }));
