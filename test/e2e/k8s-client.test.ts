@@ -112,7 +112,7 @@ describe('API client writes against a real API server', () => {
 
   describe('the HyphaNode CRD', () => {
     before(async () => {
-      assert.deepEqual(await installCrds(cp.hostKubeconfigPath), ['hyphanodes.hypha.dev']);
+      assert.ok((await installCrds(cp.hostKubeconfigPath)).includes('hyphanodes.hypha.dev'));
       // Installing again (an upgrade) replaces it and is established at once.
       await installCrds(cp.hostKubeconfigPath);
     });
