@@ -7,17 +7,19 @@
 // policies and rules that produced it. No Kubernetes client types, so every
 // consumer can be tested with literals.
 
+import { RESERVED_IDENTITIES as RESERVED } from '../identity/labels.ts';
+
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 export type Direction = 'ingress' | 'egress';
 
-// Reserved identities (Cilium's numbers). Cluster identities are allocated
-// by the operator above these; CIDR identities (ipBlock prefixes) are local
-// to a node and start at CIDR_IDENTITY_BASE.
-export const IDENTITY_HOST = 1;
-export const IDENTITY_WORLD = 2;
-export const IDENTITY_UNMANAGED = 3;
-export const IDENTITY_HEALTH = 4;
-export const IDENTITY_REMOTE_NODE = 6;
+// Reserved identities (Cilium's numbers), as src/identity defines them.
+// Cluster identities are allocated above these; CIDR identities (ipBlock
+// prefixes) are local to a node and start at CIDR_IDENTITY_BASE.
+export const IDENTITY_HOST = RESERVED.host;
+export const IDENTITY_WORLD = RESERVED.world;
+export const IDENTITY_UNMANAGED = RESERVED.unmanaged;
+export const IDENTITY_HEALTH = RESERVED.health;
+export const IDENTITY_REMOTE_NODE = RESERVED['remote-node'];
 export const CIDR_IDENTITY_BASE = 1 << 24;
 /** Cluster identities (allocated by the operator) lie in this range, as Cilium's do. */
 export const CLUSTER_IDENTITY_MIN = 256;
