@@ -79,3 +79,13 @@ test('sysctl.manageRpFilter: on unless turned off; a non-boolean is named', () =
   rejects({ ...base, sysctl: { manageRpFilter: 'no' } }, /^config: sysctl\.manageRpFilter: "no" must be boolean$/);
   rejects({ ...base, sysctl: { ipForward: true } }, /sysctl\.ipForward: is not a known setting/);
 });
+
+test('bpf.nodePortRange and bpf.mark: defaults, and bad values named with the field', () => {
+  const cfg = parseConfig(base, '/etc/hypha');
+  assert.deepEqual(cfg.bpf.nodePortRange, { min: 30000, max: 32767 });
+  assert.equal(cfg.bpf.mark, 0x00400000);
+  rejects({ ...base, bpf: { nodePortRange: { min: 32000, max: 31000 } } }, /bpf\.nodePortRange: min 32000 is above max 31000/);
+  rejects({ ...base, bpf: { nodePortRange: { min: 0 } } }, /bpf\.nodePortRange\.min/);
+  rejects({ ...base, bpf: { mark: 0x300 } }, /bpf\.mark: 0x300 must be a single bit/);
+  rejects({ ...base, bpf: { mark: 0 } }, /bpf\.mark/);
+});
