@@ -59,16 +59,21 @@ static __always_inline int hypha_ct_is_reused_reply(const struct hypha_ct4_entry
 	       (p->tcp_flags & (HYPHA_TCP_SYN | HYPHA_TCP_ACK)) == (HYPHA_TCP_SYN | HYPHA_TCP_ACK);
 }
 
-static __always_inline void hypha_ct_refresh(struct hypha_ct4_entry *e,
-					     const struct hypha_pkt4 *p, __u32 now)
+/* Store what a packet makes of an entry, writing only what changed. */
+static __always_inline void hypha_ct_store(struct hypha_ct4_entry *e, __u8 flags, __u32 expires)
 {
-	__u8 flags = hypha_ct_next_flags(e->flags, p);
-	__u32 expires = now + hypha_ct_lifetime(p->proto, flags);
-
 	if (flags != e->flags)
 		e->flags = flags;
 	if (expires != e->expires)
 		e->expires = expires;
+}
+
+static __always_inline void hypha_ct_refresh(struct hypha_ct4_entry *e,
+					     const struct hypha_pkt4 *p, __u32 now)
+{
+	__u8 flags = hypha_ct_next_flags(e->flags, p);
+
+	hypha_ct_store(e, flags, now + hypha_ct_lifetime(p->proto, flags));
 }
 
 static __always_inline void hypha_ct_key4(struct hypha_ct4_key *k, hypha_ip4_t saddr,

@@ -181,7 +181,8 @@ static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, str
 {
 	struct hypha_ct4_entry *ct;
 	struct hypha_ct4_key key, rkey;
-	__u8 gen = cfg ? (__u8)cfg->lb_generation : 0;
+	__u8 gen = cfg ? (__u8)cfg->lb_generation : 0, flags;
+	__u32 expires;
 
 	if (!hypha_has_ports(p))
 		return HYPHA_LB_PASS;
@@ -195,8 +196,9 @@ static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, str
 	 * load-balancer maps changed since this flow's last check, a new
 	 * connection on the tuple (SYN), or once a second anyway (when the
 	 * entry's lifetime moves on; a byte of generation could wrap). */
-	if (unlikely(ct->lb_gen != gen || (p->tcp_flags & HYPHA_TCP_SYN) ||
-		     ct->expires != now + hypha_ct_lifetime(p->proto, hypha_ct_next_flags(ct->flags, p)))) {
+	flags = hypha_ct_next_flags(ct->flags, p);
+	expires = now + hypha_ct_lifetime(p->proto, flags);
+	if (unlikely(ct->lb_gen != gen || (p->tcp_flags & HYPHA_TCP_SYN) || ct->expires != expires)) {
 		if (!hypha_lb4_backend_valid(ct, p)) {
 			hypha_lb4_reply_key(&rkey, p, ct);
 			bpf_map_delete_elem(&hypha_ct4_v1, &rkey);
@@ -206,7 +208,7 @@ static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, str
 		if (ct->lb_gen != gen)
 			ct->lb_gen = gen;
 	}
-	hypha_ct_refresh(ct, p, now);
+	hypha_ct_store(ct, flags, expires);
 	if (unlikely(hypha_ct_closes(p))) {
 		hypha_lb4_reply_key(&rkey, p, ct);
 		hypha_ct_close_peer(&rkey, p, now);
@@ -250,9 +252,9 @@ static __always_inline int hypha_lb4_host_reply(const struct hypha_pkt4 *p, __u3
 	return 1;
 }
 
-/* Is this a reply of a tracked flow (reverse translation, or the node's own
- * connection)? XDP asks before it takes a packet for a new flow, and leaves
- * such replies to tc. */
+/* Is this a reply of a translated flow? XDP asks before it takes a packet
+ * for a new flow, and leaves such replies to tc. (Replies to the node's own
+ * connections are recognised in hypha_lb4_new_flow, on every hook.) */
 static __always_inline int hypha_lb4_is_reply(const struct hypha_pkt4 *p, __u32 now)
 {
 	struct hypha_ct4_entry *ct;
@@ -261,10 +263,6 @@ static __always_inline int hypha_lb4_is_reply(const struct hypha_pkt4 *p, __u32 
 	if (!hypha_has_ports(p))
 		return 0;
 	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_REPLY);
-	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
-	if (ct && !hypha_ct_expired(ct, now))
-		return 1;
-	key.dir = HYPHA_CT_HOST;
 	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
 	return ct && !hypha_ct_expired(ct, now);
 }

@@ -116,11 +116,15 @@ static __always_inline int hypha_tc_too_big(struct __sk_buff *skb, const struct 
  * pod's namespace (bpf_redirect_peer), past the node's IP stack, with the
  * TTL decremented as the routing it skips would. Returns the verdict, or 0
  * to let the stack route the packet (not a local pod, or disabled). */
-static __always_inline int hypha_tc_redirect_local(struct __sk_buff *skb, hypha_ip4_t daddr)
+static __always_inline int hypha_tc_redirect_local(struct __sk_buff *skb, const struct hypha_config *cfg,
+						   hypha_ip4_t daddr)
 {
-	struct hypha_endpoint *ep = bpf_map_lookup_elem(&hypha_endpoints_v1, &daddr);
+	struct hypha_endpoint *ep;
 	__u8 ttl;
 
+	if (!cfg || !(cfg->flags & HYPHA_CFG_HOST_ROUTING))
+		return 0;
+	ep = bpf_map_lookup_elem(&hypha_endpoints_v1, &daddr);
 	if (!ep || ep->ifindex == skb->ifindex)
 		return 0;
 	if (bpf_skb_load_bytes(skb, HYPHA_IP_TTL_OFF, &ttl, 1) || ttl <= 1)
@@ -234,8 +238,8 @@ static __noinline int hypha_tc_icmp_err_path(struct __sk_buff *skb, const struct
 		rc = hypha_tc_fib(skb, p, &nat, &fib, &mtu);
 		/* an ICMP error too big to forward is not answered */
 		ret = rc < 0 ? (rc == -HYPHA_DROP_FRAG_NEEDED ? -HYPHA_DROP_FIB_FAILED : rc) : hypha_tc_send(skb, &fib, rc);
-	} else if ((nat.what & HYPHA_NAT_DADDR) && cfg && (cfg->flags & HYPHA_CFG_HOST_ROUTING)) {
-		int verdict = hypha_tc_redirect_local(skb, nat.daddr);
+	} else if (nat.what & HYPHA_NAT_DADDR) {
+		int verdict = hypha_tc_redirect_local(skb, cfg, nat.daddr);
 
 		if (verdict)
 			return verdict;
@@ -290,12 +294,10 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 		if (ret == HYPHA_LB_NAT) {
 			ret = hypha_tc_nat4(skb, &p, &nat);
 			if (ret == 0) {
-				if (cfg && (cfg->flags & HYPHA_CFG_HOST_ROUTING)) {
-					int verdict = hypha_tc_redirect_local(skb, nat.daddr);
+				int verdict = hypha_tc_redirect_local(skb, cfg, nat.daddr);
 
-					if (verdict)
-						return verdict;
-				}
+				if (verdict)
+					return verdict;
 			}
 			return hypha_tc_exit(skb, ret, hook, &p, 0);
 		}
@@ -310,12 +312,10 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 		ret = hypha_tc_nat4(skb, &p, &nat);
 	}
 	if (ret == 0 && hook == HYPHA_HOOK_FROM_POD) {
-		if (cfg && (cfg->flags & HYPHA_CFG_HOST_ROUTING)) {
-			int verdict = hypha_tc_redirect_local(skb, (nat.what & HYPHA_NAT_DADDR) ? nat.daddr : p.daddr);
+		int verdict = hypha_tc_redirect_local(skb, cfg, (nat.what & HYPHA_NAT_DADDR) ? nat.daddr : p.daddr);
 
-			if (verdict)
-				return verdict;
-		}
+		if (verdict)
+			return verdict;
 		skb->mark |= seen;
 	}
 	return hypha_tc_exit(skb, ret, hook, &p, nat.svc_id);

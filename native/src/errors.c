@@ -1,5 +1,6 @@
 /* Building JS errors with code, errno and op. */
 #include "errors.h"
+#include "args.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -202,4 +203,12 @@ napi_value hy_reject_pending(napi_env env)
 		return NULL;
 	}
 	return promise;
+}
+
+void hy_settle(napi_env env, napi_deferred deferred, napi_value value, napi_value error)
+{
+	if (value)
+		napi_resolve_deferred(env, deferred, value);
+	else
+		napi_reject_deferred(env, deferred, error ? error : hy_undefined(env));
 }

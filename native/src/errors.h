@@ -46,6 +46,10 @@ void hy_napi_failed(napi_env env, napi_status status, const char *what);
  * promise, so callers see one failure path. NULL if even that fails. */
 napi_value hy_reject_pending(napi_env env);
 
+/* End an async call's promise: resolved with value, or (value NULL) rejected
+ * with error, or with undefined when no error object could be made. */
+void hy_settle(napi_env env, napi_deferred deferred, napi_value value, napi_value error);
+
 /* Attach a string property (e.g. verifierLog) to an error object; best effort. */
 void hy_error_set_string(napi_env env, napi_value err, const char *key, const char *value);
 void hy_error_set_number(napi_env env, napi_value err, const char *key, double value);

@@ -747,10 +747,7 @@ static void dump_complete(napi_env env, napi_status status, void *data)
 			napi_get_and_clear_last_exception(env, &error);
 		}
 	}
-	if (result)
-		napi_resolve_deferred(env, w->deferred, result);
-	else
-		napi_reject_deferred(env, w->deferred, error ? error : hy_undefined(env));
+	hy_settle(env, w->deferred, result, error);
 	dump_reset(&w->r);
 	napi_delete_async_work(env, w->work);
 	free(w);

@@ -491,10 +491,7 @@ static void transact_complete(napi_env env, napi_status status, void *data)
 				      (int)status);
 	else if (!(out = build_replies(env, w)))
 		napi_get_and_clear_last_exception(env, &error);
-	if (out)
-		napi_resolve_deferred(env, w->deferred, out);
-	else
-		napi_reject_deferred(env, w->deferred, error ? error : hy_undefined(env));
+	hy_settle(env, w->deferred, out, error);
 	handle_busy_end(env, &w->nl->h); /* a close() meanwhile closes the socket now */
 	napi_delete_async_work(env, w->work);
 	transact_free(w);

@@ -245,10 +245,7 @@ static void run_complete(napi_env env, napi_status status, void *data)
 		out = NULL;
 		napi_get_and_clear_last_exception(env, &error);
 	}
-	if (out)
-		napi_resolve_deferred(env, w->deferred, out);
-	else
-		napi_reject_deferred(env, w->deferred, error ? error : hy_undefined(env));
+	hy_settle(env, w->deferred, out, error);
 	napi_delete_async_work(env, w->work);
 	run_work_free(w);
 }

@@ -368,20 +368,24 @@ export class Datapath {
   /** The programs' runtime settings. lb_generation is the datapath's own
    *  (bumpLbGeneration): kept as it is in the map, whatever cfg says. */
   writeConfig(cfg: DatapathConfig): void {
-    const map = this.map('hypha_config_v3');
-    const current = native.mapLookup(map, u32.encode({ value: 0 }));
-    const lb_generation = current ? configCodec.decode(current).lb_generation : 0;
-    native.mapUpdate(map, u32.encode({ value: 0 }), configCodec.encode({ snat_port_min2: 0, snat_port_max2: 0, ...cfg, lb_generation }));
+    const lb_generation = this.#readConfig()?.lb_generation ?? 0;
+    this.#storeConfig({ snat_port_min2: 0, snat_port_max2: 0, ...cfg, lb_generation });
   }
 
   /** After a change to the load-balancer maps: open flows re-check their
    *  backend at their next packet (bpf/lib/lb.h). */
   bumpLbGeneration(): void {
-    const map = this.map('hypha_config_v3');
-    const current = native.mapLookup(map, u32.encode({ value: 0 }));
-    if (!current) return;
-    const cfg = configCodec.decode(current);
-    native.mapUpdate(map, u32.encode({ value: 0 }), configCodec.encode({ ...cfg, lb_generation: (cfg.lb_generation + 1) >>> 0 }));
+    const cfg = this.#readConfig();
+    if (cfg) this.#storeConfig({ ...cfg, lb_generation: (cfg.lb_generation + 1) >>> 0 });
+  }
+
+  #readConfig(): Config | undefined {
+    const v = native.mapLookup(this.map('hypha_config_v3'), u32.encode({ value: 0 }));
+    return v ? configCodec.decode(v) : undefined;
+  }
+
+  #storeConfig(cfg: Config): void {
+    native.mapUpdate(this.map('hypha_config_v3'), u32.encode({ value: 0 }), configCodec.encode(cfg));
   }
 
   close(): void {
