@@ -6,7 +6,7 @@ import { CtDir, type Config, type Ct4Entry, type Ct4Key, layouts } from '../../s
 import { codec } from '../../src/abi/codec.ts';
 import { readDrops } from '../../src/datapath/drops.ts';
 import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../../src/datapath/lb-reconciler.ts';
-import { Datapath, type DatapathConfig, type ProgramName } from '../../src/datapath/loader.ts';
+import { Datapath, type DatapathConfig, type ProgramName, configCodec } from '../../src/datapath/loader.ts';
 import { endpointKeyCodec, endpointValueCodec } from '../../src/datapath/endpoints-reconciler.ts';
 import { IpcacheReconciler } from '../../src/datapath/ipcache-reconciler.ts';
 import { compileNodes } from '../../src/nodes/compile.ts';
@@ -55,6 +55,11 @@ export class BpfHarness {
 
   config(cfg: DatapathConfig): void {
     this.dp.writeConfig(cfg);
+  }
+
+  /** The config map's value as the programs see it. */
+  configValue(): Config {
+    return configCodec.decode(native.mapLookup(this.dp.map('hypha_config_v3'), new Uint8Array(4))!);
   }
 
   /** Program (or with slices undefined, remove) one Service through the real path. */

@@ -201,6 +201,19 @@ describe('real traffic (BPF_PROG_TEST_RUN)', () => {
       assert.equal(send('toPod', { src: DNS_BACKEND, dst: CLIENT, proto: 'udp', sport: 5353, dport: 5300 }).p.src, DNS_BACKEND);
     });
 
+    test('a change to the load-balancer maps bumps the generation; the next packet of an open flow re-checks under it', () => {
+      const before = h.configValue().lb_generation;
+      send('fromPod', tcp({ sport: 41500 }));
+      const entry = () => h.ctService(CLIENT, 41500, '10.96.0.10', 80)!;
+      assert.equal(entry().lb_gen, before & 0xff, 'a new flow is checked under the current generation');
+      const dst = entry().nat_addr;
+      h.service(svc('web'), [slice('web', WEB.filter((w) => w !== dst))]);
+      assert.equal(h.configValue().lb_generation, before + 1);
+      const moved = send('fromPod', tcp({ sport: 41500, flags: ['ACK'] })).p.dst;
+      assert.notEqual(moved, dst);
+      assert.equal(entry().lb_gen, (before + 1) & 0xff, 'and remembers the generation it was checked under');
+    });
+
     test('a terminating backend keeps its open TCP flow, but a new SYN on the tuple goes to a backend still ready', () => {
       const port = [...Array(60).keys()].map((i) => 41000 + i).find((p) => send('fromPod', tcp({ sport: p })).p.dst === WEB[0]);
       assert.ok(port);
