@@ -22,6 +22,13 @@ struct hypha_abi {
 	struct hypha_ipcache_val ipcache_val;
 	struct hypha_frag4_key frag_key;
 	struct hypha_frag4_ports frag_ports;
+	struct hypha_policy_key policy_key;
+	struct hypha_policy_val policy_val;
+	struct hypha_policy_ep policy_ep;
+	struct hypha_policy_cidr_val policy_cidr_val;
+	enum hypha_policy_dir policy_dir;
+	enum hypha_policy_flags policy_flags;
+	enum hypha_policy_ep_flags policy_ep_flags;
 	enum hypha_ipcache_flags ipcache_flags;
 	enum hypha_endpoint_flags endpoint_flags;
 	enum hypha_lb_scope scope;

@@ -6,9 +6,11 @@
 #include "hypha/maps.h"
 #include "parse.h"
 
-static __always_inline void hypha_account_drop(enum hypha_drop_reason reason, __u32 len,
-					       enum hypha_hook hook, __u32 ifindex,
-					       const struct hypha_pkt4 *p, __u32 svc_id)
+/* identities: a policy drop's source and destination identity (0: none). */
+static __always_inline void hypha_account_drop_ids(enum hypha_drop_reason reason, __u32 len,
+						   enum hypha_hook hook, __u32 ifindex,
+						   const struct hypha_pkt4 *p, __u32 svc_id,
+						   __u32 src_identity, __u32 dst_identity)
 {
 	__u32 key = reason;
 	struct hypha_drop_counter *c;
@@ -23,7 +25,7 @@ static __always_inline void hypha_account_drop(enum hypha_drop_reason reason, __
 		c->bytes += len;
 	}
 
-	cfg = bpf_map_lookup_elem(&hypha_config_v3, &zero);
+	cfg = bpf_map_lookup_elem(&hypha_config_v4, &zero);
 	if (!cfg || !(cfg->flags & HYPHA_CFG_DROP_EVENTS))
 		return;
 	e = bpf_ringbuf_reserve(&hypha_events_v1, sizeof(*e), 0);
@@ -40,8 +42,17 @@ static __always_inline void hypha_account_drop(enum hypha_drop_reason reason, __
 	e->hook = hook;
 	e->pad = 0;
 	e->svc_id = svc_id;
+	e->src_identity = src_identity;
+	e->dst_identity = dst_identity;
 	e->pad2 = 0;
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void hypha_account_drop(enum hypha_drop_reason reason, __u32 len,
+					       enum hypha_hook hook, __u32 ifindex,
+					       const struct hypha_pkt4 *p, __u32 svc_id)
+{
+	hypha_account_drop_ids(reason, len, hook, ifindex, p, svc_id, 0, 0);
 }
 
 #endif /* HYPHA_LIB_DROP_H */

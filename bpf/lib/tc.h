@@ -255,7 +255,7 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 					   enum hypha_lb_scope scope, int forward, int reverse, int mode)
 {
 	__u32 zero = 0;
-	struct hypha_config *cfg = bpf_map_lookup_elem(&hypha_config_v3, &zero);
+	struct hypha_config *cfg = bpf_map_lookup_elem(&hypha_config_v4, &zero);
 	struct hypha_nat4 nat = {};
 	struct hypha_pkt4 p = {};
 	__u32 now, seen = hypha_seen_mark(cfg);
@@ -364,7 +364,7 @@ static __always_inline int hypha_tc_to_netdev(struct __sk_buff *skb)
 	ret = hypha_tc_parse4(skb, &p);
 	if (ret != HYPHA_PARSE_OK)
 		return TC_ACT_OK;
-	cfg = bpf_map_lookup_elem(&hypha_config_v3, &zero);
+	cfg = bpf_map_lookup_elem(&hypha_config_v4, &zero);
 	if (p.icmp_err) {
 		if (!cfg || !(cfg->flags & HYPHA_CFG_MASQUERADE))
 			return TC_ACT_OK;

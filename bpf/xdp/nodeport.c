@@ -55,7 +55,7 @@ int hypha_xdp_nodeport(struct xdp_md *ctx)
 		return XDP_PASS;
 	hypha_frag_track(&p);
 	now = hypha_now();
-	cfg = bpf_map_lookup_elem(&hypha_config_v3, &zero);
+	cfg = bpf_map_lookup_elem(&hypha_config_v4, &zero);
 	ret = hypha_lb4_established(&p, &nat, now, 1, cfg);
 	/* A reply of a flow tc forwards (or of the node's own connection) is
 	 * never a new flow, whatever port it comes to. */

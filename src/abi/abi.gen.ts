@@ -13,6 +13,7 @@ export const ConfigFlags = {
   DROP_EVENTS: 1,
   HOST_ROUTING: 2,
   MASQUERADE: 4,
+  POLICY: 8,
 } as const;
 
 /** enum hypha_ct_dir */
@@ -23,6 +24,7 @@ export const CtDir = {
   MASQ_IN: 4,
   INBOUND: 5,
   HOST: 6,
+  POLICY: 7,
 } as const;
 
 /** enum hypha_ct_flags */
@@ -53,6 +55,8 @@ export const DropReason = {
   FIB_FAILED: 14,
   FRAG_NOT_FOUND: 15,
   FRAG_NEEDED: 16,
+  POLICY_EGRESS: 17,
+  POLICY_INGRESS: 18,
   MAX: 255,
 } as const;
 
@@ -74,6 +78,8 @@ export const DropReasonText: Record<number, string> = {
   14: "no route to forward a packet to another node or back out",
   15: "later fragment of a Service flow whose first fragment was not seen (lost or out of order)",
   16: "answered with ICMP fragmentation needed (or dropped without DF): too big for the next hop",
+  17: "NetworkPolicy: the source pod's egress policy allows no such flow",
+  18: "NetworkPolicy: the destination pod's ingress policy allows no such flow",
 };
 
 /** enum hypha_endpoint_flags */
@@ -104,6 +110,24 @@ export const LbScope = {
   EXTERNAL: 1,
 } as const;
 
+/** enum hypha_policy_dir */
+export const PolicyDir = {
+  INGRESS: 1,
+  EGRESS: 2,
+} as const;
+
+/** enum hypha_policy_ep_flags */
+export const PolicyEpFlags = {
+  INGRESS: 1,
+  EGRESS: 2,
+  F__WIDTH: 255,
+} as const;
+
+/** enum hypha_policy_flags */
+export const PolicyFlags = {
+  ALLOW: 1,
+} as const;
+
 /** enum hypha_svc_flags */
 export const SvcFlags = {
   AFFINITY: 1,
@@ -115,7 +139,7 @@ export const SvcFlags = {
   TERMINATING_FALLBACK: 64,
 } as const;
 
-/** struct hypha_config (32 bytes) */
+/** struct hypha_config (40 bytes) */
 export interface Config {
   flags: number;
   loopback_addr: string;
@@ -128,6 +152,7 @@ export interface Config {
   lb_generation: number;
   snat_port_min2: number;
   snat_port_max2: number;
+  policy_generation: number;
 }
 
 /** struct hypha_ct4_entry (28 bytes) */
@@ -138,6 +163,7 @@ export interface Ct4Entry {
   nat_port2: number;
   flags: number;
   lb_gen: number;
+  pol_gen: number;
   svc_id: number;
   backend_id: number;
   expires: number;
@@ -159,7 +185,7 @@ export interface DropCounter {
   bytes: bigint;
 }
 
-/** struct hypha_drop_event (40 bytes) */
+/** struct hypha_drop_event (48 bytes) */
 export interface DropEvent {
   ts_ns: bigint;
   reason: number;
@@ -171,6 +197,8 @@ export interface DropEvent {
   proto: number;
   hook: number;
   svc_id: number;
+  src_identity: number;
+  dst_identity: number;
 }
 
 /** struct hypha_endpoint (8 bytes) */
@@ -250,10 +278,37 @@ export interface Lb4SvcVal {
   affinity_timeout: number;
 }
 
+/** struct hypha_policy_cidr_val (4 bytes) */
+export interface PolicyCidrVal {
+  identity: number;
+}
+
+/** struct hypha_policy_ep (8 bytes) */
+export interface PolicyEp {
+  identity: number;
+  flags: number;
+}
+
+/** struct hypha_policy_key (16 bytes) */
+export interface PolicyKey {
+  prefixlen: number;
+  ep_addr: string;
+  identity: number;
+  dir: number;
+  proto: number;
+  dport: number;
+}
+
+/** struct hypha_policy_val (4 bytes) */
+export interface PolicyVal {
+  flags: number;
+  proxy_port: number;
+}
+
 export const layouts = {
   hypha_config: {
     name: 'hypha_config',
-    size: 32,
+    size: 40,
     fields: [
       { name: 'flags', offset: 0, size: 4, kind: 'u32' },
       { name: 'loopback_addr', offset: 4, size: 4, kind: 'ip4' },
@@ -266,6 +321,8 @@ export const layouts = {
       { name: 'lb_generation', offset: 24, size: 4, kind: 'u32' },
       { name: 'snat_port_min2', offset: 28, size: 2, kind: 'u16' },
       { name: 'snat_port_max2', offset: 30, size: 2, kind: 'u16' },
+      { name: 'policy_generation', offset: 32, size: 4, kind: 'u32' },
+      { name: 'pad', offset: 36, size: 4, kind: 'pad' },
     ],
   },
   hypha_ct4_entry: {
@@ -278,7 +335,8 @@ export const layouts = {
       { name: 'nat_port2', offset: 10, size: 2, kind: 'be16' },
       { name: 'flags', offset: 12, size: 1, kind: 'u8' },
       { name: 'lb_gen', offset: 13, size: 1, kind: 'u8' },
-      { name: 'pad', offset: 14, size: 2, kind: 'pad' },
+      { name: 'pol_gen', offset: 14, size: 1, kind: 'u8' },
+      { name: 'pad', offset: 15, size: 1, kind: 'pad' },
       { name: 'svc_id', offset: 16, size: 4, kind: 'u32' },
       { name: 'backend_id', offset: 20, size: 4, kind: 'u32' },
       { name: 'expires', offset: 24, size: 4, kind: 'u32' },
@@ -307,7 +365,7 @@ export const layouts = {
   },
   hypha_drop_event: {
     name: 'hypha_drop_event',
-    size: 40,
+    size: 48,
     fields: [
       { name: 'ts_ns', offset: 0, size: 8, kind: 'u64' },
       { name: 'reason', offset: 8, size: 4, kind: 'u32' },
@@ -320,7 +378,9 @@ export const layouts = {
       { name: 'hook', offset: 29, size: 1, kind: 'u8' },
       { name: 'pad', offset: 30, size: 2, kind: 'pad' },
       { name: 'svc_id', offset: 32, size: 4, kind: 'u32' },
-      { name: 'pad2', offset: 36, size: 4, kind: 'pad' },
+      { name: 'src_identity', offset: 36, size: 4, kind: 'u32' },
+      { name: 'dst_identity', offset: 40, size: 4, kind: 'u32' },
+      { name: 'pad2', offset: 44, size: 4, kind: 'pad' },
     ],
   },
   hypha_endpoint: {
@@ -425,11 +485,48 @@ export const layouts = {
       { name: 'affinity_timeout', offset: 12, size: 4, kind: 'u32' },
     ],
   },
+  hypha_policy_cidr_val: {
+    name: 'hypha_policy_cidr_val',
+    size: 4,
+    fields: [
+      { name: 'identity', offset: 0, size: 4, kind: 'u32' },
+    ],
+  },
+  hypha_policy_ep: {
+    name: 'hypha_policy_ep',
+    size: 8,
+    fields: [
+      { name: 'identity', offset: 0, size: 4, kind: 'u32' },
+      { name: 'flags', offset: 4, size: 1, kind: 'u8' },
+      { name: 'pad', offset: 5, size: 3, kind: 'pad' },
+    ],
+  },
+  hypha_policy_key: {
+    name: 'hypha_policy_key',
+    size: 16,
+    fields: [
+      { name: 'prefixlen', offset: 0, size: 4, kind: 'u32' },
+      { name: 'ep_addr', offset: 4, size: 4, kind: 'ip4' },
+      { name: 'identity', offset: 8, size: 4, kind: 'u32' },
+      { name: 'dir', offset: 12, size: 1, kind: 'u8' },
+      { name: 'proto', offset: 13, size: 1, kind: 'u8' },
+      { name: 'dport', offset: 14, size: 2, kind: 'be16' },
+    ],
+  },
+  hypha_policy_val: {
+    name: 'hypha_policy_val',
+    size: 4,
+    fields: [
+      { name: 'flags', offset: 0, size: 1, kind: 'u8' },
+      { name: 'pad', offset: 1, size: 1, kind: 'pad' },
+      { name: 'proxy_port', offset: 2, size: 2, kind: 'be16' },
+    ],
+  },
 } as const satisfies Record<string, Layout>;
 
 /** Map definitions as compiled (max_entries are defaults; the loader sets the installed sizes). */
 export const maps = {
-  hypha_config_v3: { name: 'hypha_config_v3', type: 'array', key: 'u32', value: 'hypha_config', maxEntries: 1, pinned: true },
+  hypha_config_v4: { name: 'hypha_config_v4', type: 'array', key: 'u32', value: 'hypha_config', maxEntries: 1, pinned: true },
   hypha_ct4_v1: { name: 'hypha_ct4_v1', type: 'lru_hash', key: 'hypha_ct4_key', value: 'hypha_ct4_entry', maxEntries: 262144, pinned: true },
   hypha_drops_v1: { name: 'hypha_drops_v1', type: 'percpu_array', key: 'u32', value: 'hypha_drop_counter', maxEntries: 256, pinned: true },
   hypha_endpoints_v1: { name: 'hypha_endpoints_v1', type: 'hash', key: 'ip4', value: 'hypha_endpoint', maxEntries: 16384, pinned: true },
@@ -440,6 +537,9 @@ export const maps = {
   hypha_lb4_backends_v1: { name: 'hypha_lb4_backends_v1', type: 'hash', key: 'u32', value: 'hypha_lb4_backend', maxEntries: 65536, pinned: true },
   hypha_lb4_names_v1: { name: 'hypha_lb4_names_v1', type: 'hash', key: 'u32', value: 'hypha_lb4_svc_name', maxEntries: 65536, pinned: true },
   hypha_lb4_services_v1: { name: 'hypha_lb4_services_v1', type: 'hash', key: 'hypha_lb4_svc_key', value: 'hypha_lb4_svc_val', maxEntries: 65536, pinned: true },
+  hypha_policy_cidr_v1: { name: 'hypha_policy_cidr_v1', type: 'lpm_trie', key: 'hypha_ipcache_key', value: 'hypha_policy_cidr_val', maxEntries: 16384, pinned: true },
+  hypha_policy_eps_v1: { name: 'hypha_policy_eps_v1', type: 'hash', key: 'ip4', value: 'hypha_policy_ep', maxEntries: 16384, pinned: true },
+  hypha_policy_v1: { name: 'hypha_policy_v1', type: 'lpm_trie', key: 'hypha_policy_key', value: 'hypha_policy_val', maxEntries: 262144, pinned: true },
 } as const;
 
 export type MapName = keyof typeof maps;

@@ -96,7 +96,7 @@ export const configCodec = codec<Config>(layouts.hypha_config);
 
 /** What writeConfig takes: the config map's value without the datapath's own
  *  lb_generation; the second source-NAT run is optional. */
-export type DatapathConfig = Omit<Config, 'lb_generation' | 'snat_port_min2' | 'snat_port_max2'> &
+export type DatapathConfig = Omit<Config, 'lb_generation' | 'policy_generation' | 'snat_port_min2' | 'snat_port_max2'> &
   Partial<Pick<Config, 'snat_port_min2' | 'snat_port_max2'>>;
 const u32 = codec<{ value: number }>(scalarLayouts.u32);
 
@@ -365,11 +365,21 @@ export class Datapath {
     }
   }
 
-  /** The programs' runtime settings. lb_generation is the datapath's own
-   *  (bumpLbGeneration): kept as it is in the map, whatever cfg says. */
+  /** The programs' runtime settings. The generations are the datapath's own
+   *  (bumpLbGeneration, bumpPolicyGeneration): kept as they are in the map. */
   writeConfig(cfg: DatapathConfig): void {
-    const lb_generation = this.#readConfig()?.lb_generation ?? 0;
-    this.#storeConfig({ snat_port_min2: 0, snat_port_max2: 0, ...cfg, lb_generation });
+    const old = this.#readConfig();
+    this.#storeConfig({
+      snat_port_min2: 0, snat_port_max2: 0, ...cfg,
+      lb_generation: old?.lb_generation ?? 0, policy_generation: old?.policy_generation ?? 0,
+    });
+  }
+
+  /** After a change to the policy maps: open flows are judged again at their
+   *  next packet (bpf/lib/policy.h). */
+  bumpPolicyGeneration(): void {
+    const cfg = this.#readConfig();
+    if (cfg) this.#storeConfig({ ...cfg, policy_generation: (cfg.policy_generation + 1) >>> 0 });
   }
 
   /** After a change to the load-balancer maps: open flows re-check their
@@ -380,12 +390,12 @@ export class Datapath {
   }
 
   #readConfig(): Config | undefined {
-    const v = native.mapLookup(this.map('hypha_config_v3'), u32.encode({ value: 0 }));
+    const v = native.mapLookup(this.map('hypha_config_v4'), u32.encode({ value: 0 }));
     return v ? configCodec.decode(v) : undefined;
   }
 
   #storeConfig(cfg: Config): void {
-    native.mapUpdate(this.map('hypha_config_v3'), u32.encode({ value: 0 }), configCodec.encode(cfg));
+    native.mapUpdate(this.map('hypha_config_v4'), u32.encode({ value: 0 }), configCodec.encode(cfg));
   }
 
   close(): void {

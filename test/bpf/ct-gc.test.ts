@@ -72,7 +72,7 @@ describe('conntrack GC over a map that needs many batches', () => {
     const timedOut = (i: number): boolean => i % 5 < 2;
     const keys = new Uint8Array(N * ctKey.layout.size);
     const values = new Uint8Array(N * ctEntry.layout.size);
-    const base: Ct4Entry = { nat_addr: '10.244.0.11', nat_addr2: '0.0.0.0', nat_port: 8080, nat_port2: 0, flags: CtFlags.SEEN_NON_SYN, lb_gen: 0, svc_id: 1, backend_id: 1, expires: 0 };
+    const base: Ct4Entry = { nat_addr: '10.244.0.11', nat_addr2: '0.0.0.0', nat_port: 8080, nat_port2: 0, flags: CtFlags.SEEN_NON_SYN, lb_gen: 0, pol_gen: 0, svc_id: 1, backend_id: 1, expires: 0 };
     for (let i = 0; i < N; i++) {
       const kind = i % 5;
       const key: Ct4Key = { saddr: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, daddr: '10.96.0.10', sport: 1024 + (i % 60000), dport: 80, proto: 6, dir: kind === 4 ? CtDir.REPLY : CtDir.SERVICE };

@@ -18,7 +18,7 @@ test('a pinned conntrack map with per-CPU LRU lists is replaced by a shared-LRU 
     const old = native.mapCreate(native.constants.mapTypes.LRU_HASH, ctKey.layout.size, ctEntry.layout.size, size, { name: 'hypha_ct4_v1', flags: 1 << 1 });
     const flows = [40000, 40001, 40002].map((sport) => ({
       key: ctKey.encode({ saddr: '10.244.0.5', daddr: '10.96.0.10', sport, dport: 80, proto: 6, dir: CtDir.SERVICE }),
-      value: ctEntry.encode({ nat_addr: '10.244.0.11', nat_addr2: '0.0.0.0', nat_port: 8080, nat_port2: sport, lb_gen: 0, flags: 8, svc_id: 1, backend_id: 2, expires: 123456 }),
+      value: ctEntry.encode({ nat_addr: '10.244.0.11', nat_addr2: '0.0.0.0', nat_port: 8080, nat_port2: sport, lb_gen: 0, pol_gen: 0, flags: 8, svc_id: 1, backend_id: 2, expires: 123456 }),
     }));
     for (const f of flows) native.mapUpdate(old, f.key, f.value);
     native.pin(old, `${pinRoot}/hypha_ct4_v1`);

@@ -59,7 +59,7 @@ export class BpfHarness {
 
   /** The config map's value as the programs see it. */
   configValue(): Config {
-    return configCodec.decode(native.mapLookup(this.dp.map('hypha_config_v3'), new Uint8Array(4))!);
+    return configCodec.decode(native.mapLookup(this.dp.map('hypha_config_v4'), new Uint8Array(4))!);
   }
 
   /** Program (or with slices undefined, remove) one Service through the real path. */

@@ -9,6 +9,7 @@ enum hypha_config_flags {
 	HYPHA_CFG_DROP_EVENTS = 1 << 0,	/* send a ring-buffer event for every drop */
 	HYPHA_CFG_HOST_ROUTING = 1 << 1,	/* deliver to local pods with bpf_redirect_peer */
 	HYPHA_CFG_MASQUERADE = 1 << 2,	/* source-NAT pod traffic leaving the cluster to snat_addr */
+	HYPHA_CFG_POLICY = 1 << 3,	/* track every pod flow and enforce NetworkPolicy (policy.h) */
 };
 
 /* skb->mark bit from_pod sets on every packet it has handled, so to_pod on
@@ -62,7 +63,12 @@ struct hypha_config {
 	 * busy client's clashing tuples do not run out of ports. */
 	__u16 snat_port_min2;
 	__u16 snat_port_max2;
+	/* Bumped by the agent after every change to the policy maps: an open
+	 * flow whose verdict was stored under another generation is judged
+	 * again at its next packet (a policy that now denies it stops it). */
+	__u32 policy_generation;
+	__u32 pad;
 };
-HYPHA_ASSERT_SIZE(struct hypha_config, 32);
+HYPHA_ASSERT_SIZE(struct hypha_config, 40);
 
 #endif /* HYPHA_CONFIG_H */

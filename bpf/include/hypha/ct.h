@@ -35,6 +35,8 @@ enum __attribute__((packed)) hypha_ct_dir {
 				 * its replies leave unmasqueraded */
 	HYPHA_CT_HOST = 6,	/* outside -> node, keyed as the reply to the node's own connection
 				 * from a port in the NodePort range arrives: not a NodePort flow */
+	HYPHA_CT_POLICY = 7,	/* a flow policy allowed, keyed as its first packet passed the check
+				 * (after Service translation): its replies pass (policy.h) */
 };
 _Static_assert(sizeof(enum hypha_ct_dir) == 1, "ct dir is one byte");
 
@@ -68,7 +70,8 @@ struct hypha_ct4_entry {
 	__be16 nat_port2;		/* SNAT_PORT: SERVICE: new source port; REPLY: client port (new destination port) */
 	enum hypha_ct_flags flags;
 	__u8 lb_gen;			/* SERVICE: low byte of the config's lb_generation when the backend was last checked */
-	__u8 pad[2];
+	__u8 pol_gen;			/* POLICY: low byte of the config's policy_generation when the flow was last judged */
+	__u8 pad;
 	__u32 svc_id;
 	__u32 backend_id;
 	__u32 expires;			/* seconds, bpf_ktime_get_coarse_ns() based */

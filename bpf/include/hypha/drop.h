@@ -26,6 +26,8 @@ enum hypha_drop_reason {
 	HYPHA_DROP_FIB_FAILED = 14,		/* no route to forward a packet to another node or back out */
 	HYPHA_DROP_FRAG_NOT_FOUND = 15,		/* later fragment of a Service flow whose first fragment was not seen (lost or out of order) */
 	HYPHA_DROP_FRAG_NEEDED = 16,		/* answered with ICMP fragmentation needed (or dropped without DF): too big for the next hop */
+	HYPHA_DROP_POLICY_EGRESS = 17,		/* NetworkPolicy: the source pod's egress policy allows no such flow */
+	HYPHA_DROP_POLICY_INGRESS = 18,		/* NetworkPolicy: the destination pod's ingress policy allows no such flow */
 	HYPHA_DROP_MAX = 255,
 };
 
@@ -75,8 +77,12 @@ struct hypha_drop_event {
 	enum hypha_hook hook;
 	__u16 pad;
 	__u32 svc_id;
+	/* Policy drops: the identities of the packet's source and destination
+	 * (after Service translation, daddr/dport are the backend's); 0 otherwise. */
+	__u32 src_identity;
+	__u32 dst_identity;
 	__u32 pad2;
 };
-HYPHA_ASSERT_SIZE(struct hypha_drop_event, 40);
+HYPHA_ASSERT_SIZE(struct hypha_drop_event, 48);
 
 #endif /* HYPHA_DROP_H */

@@ -14,6 +14,7 @@
 #include "endpoint.h"
 #include "ipcache.h"
 #include "frag.h"
+#include "policy.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -99,14 +100,15 @@ struct {
 } hypha_events_v1 SEC(".maps");
 
 /* v2: snat_port_min/max took the place of the padding. v3: the NodePort
- * range and the mark bit. */
+ * range and the mark bit. v4: policy_generation (the loader carries v3's
+ * settings over and removes its pin). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct hypha_config);
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} hypha_config_v3 SEC(".maps");
+} hypha_config_v4 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -116,5 +118,32 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_ipcache_v1 SEC(".maps");
+
+/* NetworkPolicy (policy.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, hypha_ip4_t);
+	__type(value, struct hypha_policy_ep);
+	__uint(max_entries, 16384);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_policy_eps_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct hypha_policy_key);
+	__type(value, struct hypha_policy_val);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_policy_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct hypha_ipcache_key);
+	__type(value, struct hypha_policy_cidr_val);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_policy_cidr_v1 SEC(".maps");
 
 #endif /* HYPHA_MAPS_H */
