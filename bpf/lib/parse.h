@@ -119,6 +119,15 @@ static __always_inline int hypha_parse4(void *data, void *data_end, struct hypha
 			return -HYPHA_DROP_INVALID_PACKET;
 		p->sport = uh->source;
 		p->dport = uh->dest;
+	} else if (p->proto == IPPROTO_SCTP) {
+		/* The common header starts with the ports, as UDP's does: policy
+		 * matches them (Services do not translate SCTP). */
+		struct udphdr *sh = l4;
+
+		if ((void *)(sh + 1) > data_end)
+			return -HYPHA_DROP_INVALID_PACKET;
+		p->sport = sh->source;
+		p->dport = sh->dest;
 	} else if (p->proto == IPPROTO_ICMP && p->frag == HYPHA_FRAG_NONE) {
 		/* type, code, checksum, identifier, sequence */
 		__u8 *ih = l4;

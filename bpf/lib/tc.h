@@ -13,6 +13,7 @@
 #include "masq.h"
 #include "frag.h"
 #include "icmp_err.h"
+#include "policy.h"
 
 /* Headers live in the linear part of nearly every skb; when a parse runs out
  * of linear data but the packet is longer, pull the headers in and retry.
@@ -195,6 +196,44 @@ static __noinline int hypha_tc_new_flow(const struct hypha_pkt4 *p, struct hypha
 				  scope_mode >> 1, cfg, nat, now);
 }
 
+/* NetworkPolicy on a packet entering or leaving a pod of this node
+ * (policy.h): nat, when given, is the translation the packet is about to
+ * get (the flow judged is the one after it). Returns 0 to go on, or
+ * TC_ACT_SHOT for a denied packet, counted and reported with the tuple
+ * judged and both identities. A function of its own: the flow's state stays
+ * off the main path's stack. */
+static __noinline int hypha_tc_policy(struct __sk_buff *skb, const struct hypha_pkt4 *p, const struct hypha_nat4 *nat,
+				      enum hypha_hook hook, __u32 gen)
+{
+	struct hypha_policy_flow f = {};
+	struct hypha_pkt4 q;
+	__u32 what = nat ? nat->what : 0;
+	int reason;
+
+	f.saddr = (what & HYPHA_NAT_SADDR) ? nat->saddr : p->saddr;
+	f.daddr = (what & HYPHA_NAT_DADDR) ? nat->daddr : p->daddr;
+	hypha_policy_ports(&f, p, (what & HYPHA_NAT_SPORT) ? nat->sport : p->sport,
+			   (what & HYPHA_NAT_DPORT) ? nat->dport : p->dport);
+	f.id_saddr = p->saddr;
+	f.proto = p->proto;
+	reason = hypha_policy_enforce(&f, p, gen);
+	if (!reason)
+		return 0;
+	q = *p;
+	q.saddr = f.id_saddr;
+	q.daddr = f.daddr;
+	q.sport = f.sport;
+	q.dport = f.dport;
+	hypha_account_drop_ids(reason, skb->len, hook, skb->ifindex, &q, nat ? nat->svc_id : 0,
+			       f.src_identity, f.dst_identity);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int hypha_policy_on(const struct hypha_config *cfg)
+{
+	return cfg && (cfg->flags & HYPHA_CFG_POLICY);
+}
+
 /* Rewrite a packet and forward it ourselves (see hypha_tc_fib). A function
  * of its own: the FIB lookup's state stays off the main path's stack. */
 static __noinline int hypha_tc_nat_forward(struct __sk_buff *skb, const struct hypha_pkt4 *p,
@@ -259,7 +298,7 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 	struct hypha_nat4 nat = {};
 	struct hypha_pkt4 p = {};
 	__u32 now, seen = hypha_seen_mark(cfg);
-	int ret;
+	int ret, reversed = 0;
 
 	/* Already looked at by from_pod on this node (a pod talking to a
 	 * local pod): nothing left for to_pod to restore. */
@@ -285,12 +324,25 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 	 * costs one or two lookups; only new flows reach the Service map. */
 	if (forward)
 		ret = hypha_lb4_established(&p, &nat, now, 0, cfg);
-	if (ret == HYPHA_LB_PASS && reverse)
+	if (ret == HYPHA_LB_PASS && reverse) {
 		ret = hypha_lb4_reverse(&p, &nat, now, mode & HYPHA_LB_SNAT_REMOTE);
+		/* A reply whose translation is undone here: policy judges it as
+		 * it is now, between the pods. */
+		reversed = ret == HYPHA_LB_NAT;
+	}
 	if (ret == HYPHA_LB_PASS && forward)
 		ret = hypha_tc_new_flow(&p, &nat, cfg, (mode << 1) | scope, now);
+	/* Policy after the Service decision (a ClusterIP flow is judged as
+	 * the flow to its backend) and before any rewrite or redirect. */
+	if (ret >= 0 && (hook == HYPHA_HOOK_FROM_POD || hook == HYPHA_HOOK_TO_POD) && hypha_policy_on(cfg) &&
+	    hypha_tc_policy(skb, &p, ret == HYPHA_LB_NAT && !reversed ? &nat : NULL, hook, cfg->policy_generation))
+		return TC_ACT_SHOT;
 	if (ret == HYPHA_LB_PASS && (mode & HYPHA_TC_MASQ_REPLIES)) {
 		ret = hypha_masq_ingress(&p, &nat, now);
+		/* Straight into the pod below: its ingress policy first. */
+		if (ret == HYPHA_LB_NAT && hypha_policy_on(cfg) &&
+		    hypha_tc_policy(skb, &p, &nat, hook, cfg->policy_generation))
+			return TC_ACT_SHOT;
 		if (ret == HYPHA_LB_NAT) {
 			ret = hypha_tc_nat4(skb, &p, &nat);
 			if (ret == 0) {
