@@ -1,0 +1,287 @@
+// Packet tests of NetworkPolicy in the datapath (bpf/lib/policy.h): the
+// policy maps set up as the agent writes them, packets through from_pod and
+// to_pod, verdict, drop reason, conntrack and events checked. The maps'
+// contents here are written by hand on purpose: these tests pin down the
+// datapath's side of the contract in bpf/include/hypha/policy.h.
+import { after, before, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as native from '../../native/index.ts';
+import { ConfigFlags, CtDir, DropReason, Hook, type DropEvent, type PolicyKey, layouts, PolicyDir, PolicyEpFlags, PolicyFlags } from '../../src/abi/abi.gen.ts';
+import { codec, scalarLayouts } from '../../src/abi/codec.ts';
+import { ipcacheKeyCodec, ipcacheValCodec } from '../../src/datapath/ipcache-reconciler.ts';
+import { portRangePrefixes } from '../../src/policy/port-prefixes.ts';
+import { slice, svc } from '../../src/services/fixtures.ts';
+import { buildPacket, onesSum, type PacketSpec, parsePacket } from '../lib/packet.ts';
+import { BpfHarness, ctKey, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT } from './harness.ts';
+
+const keyCodec = codec<PolicyKey>(layouts.hypha_policy_key);
+const valCodec = codec<{ flags: number; proxy_port: number }>(layouts.hypha_policy_val);
+const epCodec = codec<{ identity: number; flags: number }>(layouts.hypha_policy_ep);
+const cidrValCodec = codec<{ identity: number }>(layouts.hypha_policy_cidr_val);
+const addrCodec = codec<{ value: string }>(scalarLayouts.ip4);
+const eventCodec = codec<DropEvent>(layouts.hypha_drop_event);
+
+// This node's pods A (client) and B (server), a pod C on node-b, a backend
+// of a ClusterIP on this node, and their identities.
+const A = '10.244.0.5';
+const B = '10.244.0.11';
+const C = '10.244.1.7';
+const ID_A = 1000;
+const ID_B = 1001;
+const ID_C = 1002;
+const CIDR_ID = 1 << 24;
+const baseConfig = {
+  flags: ConfigFlags.POLICY, loopback_addr: '169.254.42.1', snat_addr: '192.168.77.10',
+  snat_port_min: 61000, snat_port_max: 65535, nodeport_min: 30000, nodeport_max: 32767, seen_mark: 0,
+};
+
+type Proto = 'TCP' | 'UDP' | 'SCTP' | 'any';
+const PROTO_NUM = { TCP: 6, UDP: 17, SCTP: 132 } as const;
+
+describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
+  let h: BpfHarness;
+
+  const mapOf = (name: 'hypha_policy_v1' | 'hypha_policy_eps_v1' | 'hypha_policy_cidr_v1' | 'hypha_ipcache_v1') => h.dp.map(name);
+  const clear = (name: 'hypha_policy_v1' | 'hypha_policy_eps_v1' | 'hypha_policy_cidr_v1' | 'hypha_ipcache_v1' | 'hypha_ct4_v1'): void => {
+    const m = h.dp.map(name);
+    // An LPM trie has no batch delete: one key at a time.
+    const { keys, count, keySize } = { ...native.mapDump(m), keySize: native.mapInfo(m).keySize };
+    for (let i = 0; i < count; i++) native.mapDelete(m, keys.subarray(i * keySize, (i + 1) * keySize));
+  };
+  /** A pod of this node: its identity and which directions are enforced. */
+  const endpoint = (ip: string, identity: number, dirs: { ingress?: boolean; egress?: boolean } = {}): void => {
+    const flags = (dirs.ingress ? PolicyEpFlags.INGRESS : 0) | (dirs.egress ? PolicyEpFlags.EGRESS : 0);
+    native.mapUpdate(mapOf('hypha_policy_eps_v1'), addrCodec.encode({ value: ip }), epCodec.encode({ identity, flags }));
+  };
+  /** Allow entries of ep's direction: a peer identity ('any': 0), protocol and port range, as the agent writes them. */
+  const allow = (ep: string, dir: 'ingress' | 'egress', peer: number | 'any', proto: Proto, ports: { from: number; to: number } | 'any' = 'any'): PolicyKey[] => {
+    const keys: PolicyKey[] = [];
+    const base = { ep_addr: ep, identity: peer === 'any' ? 0 : peer, dir: dir === 'ingress' ? PolicyDir.INGRESS : PolicyDir.EGRESS };
+    if (proto === 'any') keys.push({ ...base, prefixlen: 72, proto: 0, dport: 0 });
+    else for (const p of portRangePrefixes(ports)) keys.push({ ...base, prefixlen: 80 + p.prefixLen, proto: PROTO_NUM[proto], dport: p.port });
+    for (const k of keys) native.mapUpdate(mapOf('hypha_policy_v1'), keyCodec.encode(k), valCodec.encode({ flags: PolicyFlags.ALLOW, proxy_port: 0 }));
+    return keys;
+  };
+  const revoke = (keys: PolicyKey[]): void => {
+    for (const k of keys) native.mapDelete(mapOf('hypha_policy_v1'), keyCodec.encode(k));
+  };
+  const ipcache = (cidr: string, identity: number): void => {
+    const [addr, len] = cidr.split('/');
+    native.mapUpdate(mapOf('hypha_ipcache_v1'), ipcacheKeyCodec.encode({ prefixlen: Number(len), addr: addr! }), ipcacheValCodec.encode({ identity, node_addr: '0.0.0.0', flags: 1 }));
+  };
+  const cidrIdentity = (cidr: string, identity: number): void => {
+    const [addr, len] = cidr.split('/');
+    native.mapUpdate(mapOf('hypha_policy_cidr_v1'), ipcacheKeyCodec.encode({ prefixlen: Number(len), addr: addr! }), cidrValCodec.encode({ identity }));
+  };
+  const policyCt = () => h.ct().filter((e) => e.key.dir === CtDir.POLICY);
+  const verdict = (prog: 'fromPod' | 'toPod' | 'fromNetdev', spec: PacketSpec): number => h.run(prog, buildPacket(spec)).retval;
+  const syn = (src: string, dst: string, dport: number, sport = 40000): PacketSpec => ({ src, dst, proto: 'tcp', sport, dport, flags: ['SYN'] });
+  const ack = (src: string, dst: string, dport: number, sport = 40000): PacketSpec => ({ src, dst, proto: 'tcp', sport, dport, flags: ['ACK'] });
+  const bumpGeneration = (): void => h.dp.bumpPolicyGeneration();
+
+  before(async () => {
+    h = await BpfHarness.create();
+    h.config(baseConfig);
+    h.service(svc('web', { clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 0 }] }), [slice('web', [B], { ports: [{ name: 'http', protocol: 'TCP', port: 8080 }] })]);
+  });
+  after(() => h?.close());
+  beforeEach(() => {
+    for (const m of ['hypha_policy_v1', 'hypha_policy_eps_v1', 'hypha_policy_cidr_v1', 'hypha_ipcache_v1', 'hypha_ct4_v1'] as const) clear(m);
+    h.config(baseConfig);
+    ipcache(`${A}/32`, ID_A);
+    ipcache(`${B}/32`, ID_B);
+    ipcache(`${C}/32`, ID_C);
+    endpoint(A, ID_A);
+    endpoint(B, ID_B);
+  });
+
+  test('a pod selected by no policy is open both ways; with the POLICY flag off nothing is tracked', () => {
+    assert.equal(verdict('fromPod', syn(A, B, 80)), TC_ACT_OK);
+    assert.equal(verdict('toPod', syn(C, A, 80)), TC_ACT_OK);
+    assert.equal(policyCt().length, 2, 'open flows are tracked too (their replies pass once a policy selects the pod)');
+    clear('hypha_ct4_v1');
+    h.config({ ...baseConfig, flags: 0 });
+    endpoint(B, ID_B, { ingress: true });
+    assert.equal(verdict('fromPod', syn(A, B, 80)), TC_ACT_OK, 'enforcement off: passes');
+    assert.equal(policyCt().length, 0);
+  });
+
+  test('ingress on this node: default deny, an entry for the peer identity, protocol and port allows, replies pass both ways', () => {
+    endpoint(B, ID_B, { ingress: true, egress: true });
+    const before = h.drops().POLICY_INGRESS ?? 0;
+    assert.equal(verdict('fromPod', syn(A, B, 80)), TC_ACT_SHOT, 'default deny');
+    assert.equal((h.drops().POLICY_INGRESS ?? 0) - before, 1, 'counted as POLICY_INGRESS');
+    allow(B, 'ingress', ID_A, 'TCP', { from: 80, to: 80 });
+    assert.equal(verdict('fromPod', syn(A, B, 81)), TC_ACT_SHOT, 'another port');
+    assert.equal(verdict('fromPod', { src: A, dst: B, proto: 'udp', sport: 40000, dport: 80 }), TC_ACT_SHOT, 'another protocol');
+    assert.equal(verdict('fromPod', syn(C, B, 80)), TC_ACT_SHOT, 'another peer (an address of node-b) at from_pod');
+    assert.equal(verdict('fromPod', syn(A, B, 80)), TC_ACT_OK, 'the allowed flow');
+    const e = policyCt().find((x) => x.key.saddr === A && x.key.daddr === B && x.key.dport === 80);
+    assert.ok(e, 'the allowed flow is remembered, keyed as judged');
+    // B's egress is enforced and allows nothing: its answer is a reply, not a new flow.
+    assert.equal(verdict('fromPod', { src: B, dst: A, proto: 'tcp', sport: 80, dport: 40000, flags: ['SYN', 'ACK'] }), TC_ACT_OK, 'reply from the server');
+    assert.equal(verdict('fromPod', ack(A, B, 80)), TC_ACT_OK, 'the client goes on');
+    // But B opening a flow to A is judged by B's egress.
+    assert.equal(verdict('fromPod', syn(B, A, 5000, 80)), TC_ACT_SHOT, 'B opening a flow of its own');
+    assert.ok((h.drops().POLICY_EGRESS ?? 0) >= 1);
+  });
+
+  test('ingress from another node at to_pod: the source identity comes from the ipcache; unknown addresses are world', () => {
+    endpoint(A, ID_A, { ingress: true });
+    assert.equal(verdict('toPod', syn(C, A, 80)), TC_ACT_SHOT);
+    allow(A, 'ingress', ID_C, 'TCP', { from: 80, to: 80 });
+    assert.equal(verdict('toPod', syn(C, A, 80)), TC_ACT_OK);
+    assert.equal(verdict('toPod', syn('203.0.113.9', A, 80)), TC_ACT_SHOT, 'world is not ID_C');
+    allow(A, 'ingress', 2, 'TCP', { from: 80, to: 80 });
+    assert.equal(verdict('toPod', syn('203.0.113.9', A, 80)), TC_ACT_OK, 'an entry for world allows the outside');
+    // A's answer leaves through from_pod: a reply.
+    assert.equal(verdict('fromPod', { src: A, dst: C, proto: 'tcp', sport: 80, dport: 40000, flags: ['SYN', 'ACK'] }), TC_ACT_OK);
+  });
+
+  test('egress: port ranges as prefixes, any peer, any protocol', () => {
+    endpoint(A, ID_A, { egress: true });
+    allow(A, 'egress', ID_C, 'TCP', { from: 80, to: 83 });
+    for (const [port, want] of [[79, TC_ACT_SHOT], [80, TC_ACT_OK], [83, TC_ACT_OK], [84, TC_ACT_SHOT]] as const) {
+      assert.equal(verdict('fromPod', syn(A, C, port, 41000 + port)), want, `port ${port}`);
+    }
+    assert.equal(verdict('fromPod', { src: A, dst: C, proto: 'icmp', icmpId: 7 }), TC_ACT_SHOT, 'ICMP needs an entry for every protocol');
+    allow(A, 'egress', 'any', 'UDP', { from: 53, to: 53 });
+    assert.equal(verdict('fromPod', { src: A, dst: '203.0.113.9', proto: 'udp', sport: 5000, dport: 53 }), TC_ACT_OK, 'any peer, UDP 53');
+    assert.equal(verdict('fromPod', { src: A, dst: '203.0.113.9', proto: 'udp', sport: 5000, dport: 54 }), TC_ACT_SHOT);
+    allow(A, 'egress', ID_C, 'any');
+    assert.equal(verdict('fromPod', { src: A, dst: C, proto: 'icmp', icmpId: 7 }), TC_ACT_OK, 'every protocol: an echo');
+    assert.equal(verdict('fromPod', syn(A, C, 9999)), TC_ACT_OK, 'every protocol: any port');
+    // The echo reply passes at A's to_pod even with ingress denying all.
+    endpoint(A, ID_A, { egress: true, ingress: true });
+    assert.equal(verdict('toPod', { src: C, dst: A, proto: 'icmp', icmpType: 0, icmpId: 7 }), TC_ACT_OK, 'echo reply');
+    assert.equal(verdict('toPod', { src: C, dst: A, proto: 'icmp', icmpType: 8, icmpId: 8 }), TC_ACT_SHOT, 'an echo request of its own');
+  });
+
+  test('a flow to a ClusterIP is judged as the flow to its backend (after translation)', () => {
+    endpoint(B, ID_B, { ingress: true });
+    allow(B, 'ingress', ID_A, 'TCP', { from: 80, to: 80 });
+    assert.equal(verdict('fromPod', syn(A, '10.96.0.10', 80)), TC_ACT_SHOT, 'port 80 is the Service port, not the backend port 8080');
+    allow(B, 'ingress', ID_A, 'TCP', { from: 8080, to: 8080 });
+    const out = h.run('fromPod', buildPacket(syn(A, '10.96.0.10', 80, 40001)));
+    assert.ok(out.retval === TC_ACT_OK || out.retval === TC_ACT_REDIRECT, `allowed (${out.retval})`);
+    const p = parsePacket(out.dataOut);
+    assert.deepEqual([p.dst, p.dport], [B, 8080], 'translated to the backend');
+    assert.ok(policyCt().some((e) => e.key.saddr === A && e.key.daddr === B && e.key.dport === 8080), 'remembered as the flow to the backend');
+    // The backend's answer is translated back at its from_pod and passes as a reply.
+    const reply = h.run('fromPod', buildPacket({ src: B, dst: A, proto: 'tcp', sport: 8080, dport: 40001, flags: ['SYN', 'ACK'] }));
+    assert.ok(reply.retval === TC_ACT_OK || reply.retval === TC_ACT_REDIRECT);
+    assert.deepEqual([parsePacket(reply.dataOut).src, parsePacket(reply.dataOut).sport], ['10.96.0.10', 80]);
+    // Egress to a Service: an egress entry for the backend's identity and port.
+    endpoint(A, ID_A, { egress: true });
+    assert.equal(verdict('fromPod', syn(A, '10.96.0.10', 80, 40002)), TC_ACT_SHOT, 'egress judged against the backend');
+    allow(A, 'egress', ID_B, 'TCP', { from: 8080, to: 8080 });
+    assert.notEqual(verdict('fromPod', syn(A, '10.96.0.10', 80, 40003)), TC_ACT_SHOT);
+  });
+
+  test('ipBlocks: the CIDR identity of the peer address allows, an except prefix has its own identity', () => {
+    endpoint(A, ID_A, { egress: true });
+    // 10.244.1.0/24 except 10.244.1.7/32, as the compiler gives them.
+    cidrIdentity('10.244.1.0/24', CIDR_ID);
+    cidrIdentity('10.244.1.7/32', CIDR_ID + 1);
+    allow(A, 'egress', CIDR_ID, 'TCP', { from: 80, to: 80 });
+    assert.equal(verdict('fromPod', syn(A, '10.244.1.8', 80)), TC_ACT_OK, 'inside the block');
+    assert.equal(verdict('fromPod', syn(A, C, 80)), TC_ACT_SHOT, 'the except: a pod address, judged by its CIDR identity too');
+    assert.equal(verdict('fromPod', syn(A, '10.244.2.1', 80)), TC_ACT_SHOT, 'outside the block');
+    // Ingress: the source's CIDR identity.
+    endpoint(B, ID_B, { ingress: true });
+    allow(B, 'ingress', CIDR_ID, 'TCP', { from: 80, to: 80 });
+    assert.equal(verdict('toPod', syn('10.244.1.9', B, 80)), TC_ACT_OK);
+    assert.equal(verdict('toPod', syn(C, B, 80)), TC_ACT_SHOT);
+  });
+
+  test('a verdict carries the policy generation: a policy change re-judges open flows at their next packet', () => {
+    endpoint(B, ID_B, { ingress: true });
+    const keys = allow(B, 'ingress', ID_A, 'TCP', { from: 80, to: 80 });
+    assert.equal(verdict('fromPod', syn(A, B, 80)), TC_ACT_OK);
+    assert.equal(verdict('fromPod', ack(A, B, 80)), TC_ACT_OK);
+    revoke(keys);
+    assert.equal(verdict('fromPod', ack(A, B, 80)), TC_ACT_OK, 'same generation: the stored verdict holds');
+    bumpGeneration();
+    assert.equal(verdict('fromPod', ack(A, B, 80)), TC_ACT_SHOT, 'the next packet after the change is judged again: denied');
+    assert.equal(policyCt().filter((e) => e.key.saddr === A && e.key.daddr === B).length, 0, 'its entry is gone');
+    assert.equal(verdict('fromPod', { src: B, dst: A, proto: 'tcp', sport: 80, dport: 40000, flags: ['ACK'] }), TC_ACT_OK,
+      'B has no policy of its own: its packets pass');
+    // Still allowed after a change: the entry takes the new generation.
+    allow(B, 'ingress', ID_A, 'TCP', { from: 80, to: 80 });
+    assert.equal(verdict('fromPod', syn(A, B, 80, 40100)), TC_ACT_OK);
+    bumpGeneration();
+    assert.equal(verdict('fromPod', ack(A, B, 80, 40100)), TC_ACT_OK);
+    const e = policyCt().find((x) => x.key.sport === 40100);
+    assert.equal(e?.entry.pol_gen, h.configValue().policy_generation & 255);
+  });
+
+  test('SCTP is its own protocol: an SCTP entry does not open TCP, nor a TCP entry SCTP', () => {
+    endpoint(B, ID_B, { ingress: true });
+    allow(B, 'ingress', ID_A, 'SCTP', { from: 80, to: 80 });
+    assert.equal(verdict('fromPod', syn(A, B, 80)), TC_ACT_SHOT, 'TCP 80');
+    assert.equal(h.run('fromPod', sctp(A, B, 40000, 80)).retval, TC_ACT_OK, 'SCTP 80');
+    assert.equal(h.run('fromPod', sctp(A, B, 40000, 81)).retval, TC_ACT_SHOT, 'SCTP 81');
+    clear('hypha_policy_v1');
+    allow(B, 'ingress', ID_A, 'TCP', { from: 80, to: 80 });
+    assert.equal(h.run('fromPod', sctp(A, B, 40001, 80)).retval, TC_ACT_SHOT, 'SCTP 80 with only TCP 80 allowed');
+  });
+
+  test('policy is enforced before any redirect that skips the stack (host routing, masquerade replies)', () => {
+    h.localPods([A, B]);
+    try {
+      h.config({ ...baseConfig, flags: ConfigFlags.POLICY | ConfigFlags.HOST_ROUTING | ConfigFlags.MASQUERADE });
+      endpoint(B, ID_B, { ingress: true });
+      assert.equal(verdict('fromPod', syn(A, B, 80)), TC_ACT_SHOT, 'denied: dropped, not handed to B past its to_pod');
+      allow(B, 'ingress', ID_A, 'TCP', { from: 80, to: 80 });
+      assert.equal(verdict('fromPod', syn(A, B, 80)), TC_ACT_REDIRECT, 'allowed: straight into B');
+      // A reaches the outside (masqueraded at to_netdev); the reply comes back
+      // on the external device and is redirected into A.
+      endpoint(A, ID_A, { ingress: true });
+      const out = syn(A, '203.0.113.9', 443, 42000);
+      assert.equal(verdict('fromPod', out), TC_ACT_OK);
+      const masq = h.run('toNetdev', buildPacket(out));
+      const m = parsePacket(masq.dataOut);
+      assert.equal(m.src, '192.168.77.10', 'masqueraded');
+      const back = { src: '203.0.113.9', dst: m.src, proto: 'tcp' as const, sport: 443, dport: m.sport!, flags: ['SYN', 'ACK'] as const };
+      assert.equal(verdict('fromNetdev', { ...back, flags: [...back.flags] }), TC_ACT_REDIRECT, 'the reply of an allowed flow');
+      // The same reply without the policy's record of the flow (as if A had
+      // never been allowed out) is judged by A's ingress before the redirect.
+      for (const e of policyCt()) native.mapDelete(h.dp.map('hypha_ct4_v1'), ctKey.encode(e.key));
+      const before = h.drops().POLICY_INGRESS ?? 0;
+      assert.equal(verdict('fromNetdev', { ...back, flags: ['ACK'] }), TC_ACT_SHOT);
+      assert.equal((h.drops().POLICY_INGRESS ?? 0) - before, 1);
+    } finally {
+      for (const ip of [A, B]) native.mapDelete(h.dp.map('hypha_endpoints_v1'), addrCodec.encode({ value: ip }));
+    }
+  });
+
+  test('a drop event names both identities and the tuple judged (the backend, after translation)', async () => {
+    endpoint(B, ID_B, { ingress: true });
+    const got: DropEvent[] = [];
+    const rb = native.ringbufOpen(h.dp.map('hypha_events_v1'), (d) => got.push(eventCodec.decode(d)));
+    try {
+      h.config({ ...baseConfig, flags: ConfigFlags.POLICY | ConfigFlags.DROP_EVENTS });
+      h.run('fromPod', buildPacket(syn(A, '10.96.0.10', 80, 40200)));
+      h.config(baseConfig);
+      for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    } finally {
+      native.close(rb);
+    }
+    assert.equal(got.length, 1);
+    const e = got[0]!;
+    assert.deepEqual(
+      [e.reason, e.hook, e.saddr, e.daddr, e.sport, e.dport, e.proto, e.src_identity, e.dst_identity],
+      [DropReason.POLICY_INGRESS, Hook.FROM_POD, A, B, 40200, 8080, 6, ID_A, ID_B],
+    );
+  });
+});
+
+/** An SCTP packet (common header + one INIT-sized chunk of zeros): a UDP frame of the same size with the protocol changed. */
+function sctp(src: string, dst: string, sport: number, dport: number): Uint8Array {
+  const f = buildPacket({ src, dst, proto: 'udp', sport, dport, payload: new Uint8Array(16) });
+  f[14 + 9] = 132;
+  const dv = new DataView(f.buffer);
+  dv.setUint16(24, 0);
+  dv.setUint16(24, ~onesSum(f, 14, 34) & 0xffff);
+  return f;
+}
