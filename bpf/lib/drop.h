@@ -29,8 +29,15 @@ static __always_inline void hypha_account_drop_ids(enum hypha_drop_reason reason
 	if (!cfg || !(cfg->flags & HYPHA_CFG_DROP_EVENTS))
 		return;
 	e = bpf_ringbuf_reserve(&hypha_events_v1, sizeof(*e), 0);
-	if (!e)
+	if (!e) {
+		/* Ring full: count the event that was not written (events
+		 * only: keeping len live past the reserve costs stack that
+		 * from_pod does not have). */
+		c = bpf_map_lookup_elem(&hypha_events_lost_v1, &zero);
+		if (c)
+			c->packets++;
 		return;
+	}
 	e->ts_ns = bpf_ktime_get_ns();
 	e->reason = reason;
 	e->ifindex = ifindex;

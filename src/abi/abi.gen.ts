@@ -530,6 +530,7 @@ export const maps = {
   hypha_ct4_v1: { name: 'hypha_ct4_v1', type: 'lru_hash', key: 'hypha_ct4_key', value: 'hypha_ct4_entry', maxEntries: 262144, pinned: true },
   hypha_drops_v1: { name: 'hypha_drops_v1', type: 'percpu_array', key: 'u32', value: 'hypha_drop_counter', maxEntries: 256, pinned: true },
   hypha_endpoints_v1: { name: 'hypha_endpoints_v1', type: 'hash', key: 'ip4', value: 'hypha_endpoint', maxEntries: 16384, pinned: true },
+  hypha_events_lost_v1: { name: 'hypha_events_lost_v1', type: 'percpu_array', key: 'u32', value: 'hypha_drop_counter', maxEntries: 1, pinned: true },
   hypha_events_v1: { name: 'hypha_events_v1', type: 'ringbuf', key: null, value: null, maxEntries: 262144, pinned: true },
   hypha_frag4_v1: { name: 'hypha_frag4_v1', type: 'lru_hash', key: 'hypha_frag4_key', value: 'hypha_frag4_ports', maxEntries: 8192, pinned: true },
   hypha_ipcache_v1: { name: 'hypha_ipcache_v1', type: 'lpm_trie', key: 'hypha_ipcache_key', value: 'hypha_ipcache_val', maxEntries: 65536, pinned: true },

@@ -37,3 +37,15 @@ export function readDrops(map: MapHandle): DropCount[] {
   }
   return out.sort((a, b) => a.code - b.code);
 }
+
+/** Drop events the ring buffer had no room for, summed over CPUs (hypha_events_lost_v1). */
+export function readEventsLost(map: MapHandle): bigint {
+  const info = native.mapInfo(map);
+  const per = Math.ceil(layouts.hypha_drop_counter.size / 8) * 8;
+  const v = native.mapLookup(map, new Uint8Array(scalarLayouts.u32.size));
+  let events = 0n;
+  if (!v) return events;
+  const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
+  for (let cpu = 0; cpu < info.possibleCpus; cpu++) events += dv.getBigUint64(cpu * per, true);
+  return events;
+}

@@ -99,6 +99,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_events_v1 SEC(".maps");
 
+/* Drop events the ring had no room for (its reader is behind): `packets`
+ * counts the drops that got no event (`bytes` stays 0). One slot, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hypha_drop_counter);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hypha_events_lost_v1 SEC(".maps");
+
 /* v2: snat_port_min/max took the place of the padding. v3: the NodePort
  * range and the mark bit. v4: policy_generation (the loader carries v3's
  * settings over and removes its pin). */
