@@ -196,6 +196,37 @@ static __noinline int hypha_tc_new_flow(const struct hypha_pkt4 *p, struct hypha
 				  scope_mode >> 1, cfg, nat, now);
 }
 
+/* An ICMP error entering or leaving a pod: related traffic of the flow it
+ * quotes passes when policy let that flow through (its POLICY entry, either
+ * way round: the quote is as the packet was between the pods); any other is
+ * judged as an ICMP packet of its own, and not remembered. */
+static __noinline int hypha_tc_policy_icmp_err(struct __sk_buff *skb, const struct hypha_pkt4 *p, enum hypha_hook hook)
+{
+	struct hypha_policy_flow f = {};
+	struct hypha_icmp_quote q = {};
+	struct hypha_ct4_key key;
+	__u32 want = skb->len < 192 ? skb->len : 192;
+	int reason;
+
+	if (p->frag == HYPHA_FRAG_NONE && (skb->data_end - skb->data >= want || !bpf_skb_pull_data(skb, want)) &&
+	    !hypha_icmp_quote_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &q)) {
+		hypha_ct_key4(&key, q.saddr, q.daddr, q.sport, q.dport, q.proto, HYPHA_CT_POLICY);
+		if (bpf_map_lookup_elem(&hypha_ct4_v1, &key))
+			return 0;
+		hypha_ct_key4(&key, q.daddr, q.saddr, q.dport, q.sport, q.proto, HYPHA_CT_POLICY);
+		if (bpf_map_lookup_elem(&hypha_ct4_v1, &key))
+			return 0;
+	}
+	f.saddr = f.id_saddr = p->saddr;
+	f.daddr = p->daddr;
+	f.proto = p->proto;
+	reason = hypha_policy_judge(&f);
+	if (!reason)
+		return 0;
+	hypha_account_drop_ids(reason, skb->len, hook, skb->ifindex, p, 0, f.src_identity, f.dst_identity);
+	return TC_ACT_SHOT;
+}
+
 /* NetworkPolicy on a packet entering or leaving a pod of this node
  * (policy.h): nat, when given, is the translation the packet is about to
  * get (the flow judged is the one after it). Returns 0 to go on, or
@@ -210,6 +241,8 @@ static __noinline int hypha_tc_policy(struct __sk_buff *skb, const struct hypha_
 	__u32 what = nat ? nat->what : 0;
 	int reason;
 
+	if (p->icmp_err)
+		return hypha_tc_policy_icmp_err(skb, p, hook);
 	f.saddr = (what & HYPHA_NAT_SADDR) ? nat->saddr : p->saddr;
 	f.daddr = (what & HYPHA_NAT_DADDR) ? nat->daddr : p->daddr;
 	hypha_policy_ports(&f, p, (what & HYPHA_NAT_SPORT) ? nat->sport : p->sport,
@@ -316,8 +349,12 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 	now = hypha_now();
 	ret = HYPHA_LB_PASS;
 
-	if (p.icmp_err)
+	if (p.icmp_err) {
+		if ((hook == HYPHA_HOOK_FROM_POD || hook == HYPHA_HOOK_TO_POD) && hypha_policy_on(cfg) &&
+		    hypha_tc_policy(skb, &p, NULL, hook, cfg->policy_generation))
+			return TC_ACT_SHOT;
 		return hypha_tc_icmp_err_path(skb, &p, hook, hypha_tc_icmp_err_which(forward, reverse, mode), cfg);
+	}
 
 	hypha_frag_track(&p);
 	/* Most likely first: a packet of a tracked flow (either direction)

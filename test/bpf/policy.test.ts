@@ -11,7 +11,7 @@ import { codec, scalarLayouts } from '../../src/abi/codec.ts';
 import { ipcacheKeyCodec, ipcacheValCodec } from '../../src/datapath/ipcache-reconciler.ts';
 import { portRangePrefixes } from '../../src/policy/port-prefixes.ts';
 import { slice, svc } from '../../src/services/fixtures.ts';
-import { buildPacket, onesSum, type PacketSpec, parsePacket } from '../lib/packet.ts';
+import { buildPacket, icmpError, onesSum, type PacketSpec, parsePacket } from '../lib/packet.ts';
 import { BpfHarness, ctKey, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT } from './harness.ts';
 
 const keyCodec = codec<PolicyKey>(layouts.hypha_policy_key);
@@ -253,6 +253,22 @@ describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
     } finally {
       for (const ip of [A, B]) native.mapDelete(h.dp.map('hypha_endpoints_v1'), addrCodec.encode({ value: ip }));
     }
+  });
+
+  test('ICMP errors about a flow policy let through pass as related traffic; others are judged as ICMP', () => {
+    endpoint(A, ID_A, { ingress: true, egress: true });
+    allow(A, 'egress', ID_C, 'TCP', { from: 80, to: 80 });
+    const out = buildPacket(syn(A, C, 80, 43000));
+    assert.equal(h.run('fromPod', out).retval, TC_ACT_OK);
+    // A router on the way says the packet is too big: into A, whose ingress allows nothing.
+    assert.equal(h.run('toPod', icmpError('10.244.1.1', A, 3, 4, out, { mtu: 1400 })).retval, TC_ACT_OK, 'about the allowed flow');
+    const other = buildPacket(syn(A, C, 81, 43001));
+    assert.equal(h.run('toPod', icmpError('10.244.1.1', A, 3, 4, other, { mtu: 1400 })).retval, TC_ACT_SHOT, 'about a flow policy never let through');
+    // A answers an unsolicited packet with port unreachable: judged by A's egress as ICMP (denied), unless every protocol is allowed.
+    const unsolicited = buildPacket({ src: C, dst: A, proto: 'udp', sport: 5000, dport: 9 });
+    assert.equal(h.run('fromPod', icmpError(A, C, 3, 3, unsolicited)).retval, TC_ACT_SHOT);
+    allow(A, 'egress', ID_C, 'any');
+    assert.equal(h.run('fromPod', icmpError(A, C, 3, 3, unsolicited)).retval, TC_ACT_OK);
   });
 
   test('a drop event names both identities and the tuple judged (the backend, after translation)', async () => {

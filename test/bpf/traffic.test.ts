@@ -9,7 +9,7 @@ import { slice, svc } from '../../src/services/fixtures.ts';
 import type { ProgramName } from '../../src/datapath/loader.ts';
 import { ConfigFlags, CtDir, CtFlags } from '../../src/abi/abi.gen.ts';
 import { ip4ToUint, uintToIp4 } from '../../src/abi/codec.ts';
-import { type PacketSpec, type ParsedPacket, buildPacket, onesSum, parsePacket } from '../lib/packet.ts';
+import { type PacketSpec, type ParsedPacket, buildPacket, icmpError, onesSum, parsePacket } from '../lib/packet.ts';
 import { BpfHarness, TC_ACT_OK, XDP_PASS } from './harness.ts';
 
 const CLIENT = '10.244.0.5';
@@ -79,30 +79,6 @@ function reassemble(frags: Uint8Array[]): Uint8Array {
   dv.setUint16(24, 0);
   dv.setUint16(24, ~onesSum(whole, 14, 14 + ihl) & 0xffff);
   return whole;
-}
-
-/** An ICMP error from `src` to `dst` quoting `quoted` (a frame) as a router or host sends it: IP header and `quoteL4` bytes of L4. */
-function icmpError(src: string, dst: string, type: number, code: number, quoted: Uint8Array, opts: { mtu?: number; quoteL4?: number } = {}): Uint8Array {
-  const qihl = (quoted[14]! & 15) * 4;
-  const quote = quoted.slice(14, 14 + qihl + (opts.quoteL4 ?? 8));
-  const f = new Uint8Array(14 + 20 + 8 + quote.length);
-  const dv = new DataView(f.buffer);
-  f.set(quoted.slice(6, 12), 0);
-  f.set(quoted.slice(0, 6), 6);
-  dv.setUint16(12, 0x0800);
-  f[14] = 0x45;
-  dv.setUint16(16, 20 + 8 + quote.length);
-  f[22] = 64;
-  f[23] = 1;
-  dv.setUint32(26, ip4ToUint(src));
-  dv.setUint32(30, ip4ToUint(dst));
-  dv.setUint16(24, ~onesSum(f, 14, 34) & 0xffff);
-  f[34] = type;
-  f[35] = code;
-  dv.setUint16(40, opts.mtu ?? 0);
-  f.set(quote, 42);
-  dv.setUint16(36, ~onesSum(f, 34, f.length) & 0xffff);
-  return f;
 }
 
 interface Quote { src: string; dst: string; sport: number; dport: number; ipChecksumOk: boolean }
