@@ -14,7 +14,7 @@
 // what the translation alone is worth.
 //
 //   node bench/lb-scaling.ts [--services 1,1000,10000,100000] [--seconds 5] [--runs 3]
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,9 +22,10 @@ import { iptablesRestoreChunks, iptablesRestoreInput, IPTABLES_RESTORE_ARGS, xta
 import { nftInput, NFT_RUN_ARGS } from './peers/kube-proxy-nftables.ts';
 import type { PeerService } from './peers/peer-service.ts';
 import { BACKEND_IPS, BENCH_MAP_SIZES, measurePacketCost, vipOf } from './lb-ns-per-packet.ts';
+import { BACKEND_PORT, BENCH_BIN as BIN, bed, connRate as rateOf, type Bed, type Rate } from './conn-bed.ts';
 import { TestAgent } from '../test/e2e/lib/agent.ts';
 import { run } from '../test/e2e/lib/proc.ts';
-import { type Pod, Topology } from '../test/e2e/lib/topology.ts';
+import { Topology } from '../test/e2e/lib/topology.ts';
 
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const { values } = parseArgs({
@@ -41,8 +42,6 @@ const COUNTS = values.services.split(',').map(Number);
 const PEER_MAX = Number(values['peer-max']);
 const SECONDS = Number(values.seconds);
 const RUNS = Number(values.runs);
-const BIN = path.join(REPO, 'bench/build');
-const BACKEND_PORT = 8080;
 
 type Dataplane = 'hypha' | 'hypha-stack' | 'iptables-nft' | 'iptables-legacy' | 'nftables' | 'direct' | 'floor';
 interface Row {
@@ -51,12 +50,10 @@ interface Row {
   conns?: number; failed?: number;
 }
 
-interface Rate { conns_per_s: number; conns: number; failed: number }
-
 const log = (s: string): void => {
   process.stderr.write(`[bench-lb ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 };
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+const connRate = (b: Bed, targets: string[]): Promise<Rate> => rateOf(b, targets, { runs: RUNS, seconds: SECONDS, concurrency: values.concurrency, log });
 
 function peerServices(n: number): PeerService[] {
   return Array.from({ length: n }, (_, i) => ({
@@ -80,56 +77,6 @@ function manifests(n: number): string {
     });
   }
   return JSON.stringify({ apiVersion: 'v1', kind: 'List', items });
-}
-
-interface Bed {
-  topo: Topology;
-  client: Pod;
-  work: string;
-}
-
-/** One node with a client and the backends. With `agent`, the agent starts
- *  first and makes the pods through the CNI plugin (its IPAM hands out
- *  10.244.1.1 to the client, then BACKEND_IPS in order); the peers' pods
- *  are made by the harness with the same addresses. */
-async function bed(name: string, agent?: (topo: Topology, work: string) => Promise<TestAgent>): Promise<Bed & { agent?: TestAgent }> {
-  const work = mkdtempSync(path.join(tmpdir(), 'hypha-bench-'));
-  const topo = await Topology.create({ name });
-  const node = await topo.addNode('n1', { podCidr: '10.244.1.0/24' });
-  const a = agent ? await agent(topo, work) : undefined;
-  const client = await topo.addPod(node, 'client', a ? {} : { ip: '10.244.1.1' });
-  const backends: Pod[] = [];
-  for (const [i, ip] of BACKEND_IPS.entries()) {
-    const b = await topo.addPod(node, `b${i}`, a ? {} : { ip });
-    if (b.ip !== ip) throw new Error(`backend b${i} got ${b.ip}, the Services name ${ip}`);
-    backends.push(b);
-  }
-  await topo.exec(client, ['sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=1024 65535']);
-  for (const b of backends) {
-    await topo.exec(b, ['sysctl', '-q', '-w', 'net.core.somaxconn=4096']);
-    await topo.spawnReady(b, [path.join(BIN, 'acceptd'), '--ports', String(BACKEND_PORT)]);
-  }
-  return { topo, client, work, ...(a ? { agent: a } : {}) };
-}
-
-async function connRate(b: Bed, targets: string[]): Promise<Rate> {
-  const file = path.join(b.work, 'targets');
-  writeFileSync(file, `${targets.join('\n')}\n`);
-  const rates: number[] = [];
-  let conns = 0;
-  let failed = 0;
-  for (let i = 0; i < RUNS; i++) {
-    const r = await b.topo.execJson<{ conns_per_s: number; conns: number; failed: number; errors: Record<string, number> }>(b.client, [
-      path.join(BIN, 'connrate'), '--targets', file, '--duration', String(SECONDS), '--warmup', '1',
-      '--concurrency', values.concurrency, '--seed', String(i + 1),
-    ]);
-    if (r.failed > 0) log(`  run ${i + 1}: ${r.failed} failed connections ${JSON.stringify(r.errors)}`);
-    rates.push(r.conns_per_s);
-    conns += r.conns + r.failed;
-    failed += r.failed;
-  }
-  log(`  conns/s runs: ${rates.map((x) => Math.round(x)).join(', ')}`);
-  return { conns_per_s: Math.round(median(rates)), conns, failed };
 }
 
 async function measure(dp: Exclude<Dataplane, 'floor'>, n: number): Promise<Rate> {
