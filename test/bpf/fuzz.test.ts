@@ -1,6 +1,6 @@
 // Packet fuzz test: random and mutated frames through every datapath program
 // with BPF_PROG_TEST_RUN, against a realistic map state (Services of every
-// kind, endpoints, ipcache, masquerade on). For each run, whatever the
+// kind, endpoints, ipcache, masquerade and NetworkPolicy on). For each run, whatever the
 // program does must be one of:
 //   - a drop (TC_ACT_SHOT / XDP_DROP), counted once under one drop reason;
 //   - the input, byte for byte;
@@ -27,8 +27,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import * as native from '../../native/index.ts';
-import { type Config, ConfigFlags } from '../../src/abi/abi.gen.ts';
-import { ip4ToUint, uintToIp4 } from '../../src/abi/codec.ts';
+import { type Config, ConfigFlags, type PolicyKey, PolicyDir, PolicyEpFlags, PolicyFlags, layouts } from '../../src/abi/abi.gen.ts';
+import { codec, ip4ToUint, uintToIp4 } from '../../src/abi/codec.ts';
 import { endpointKeyCodec, endpointValueCodec } from '../../src/datapath/endpoints-reconciler.ts';
 import { IpcacheReconciler } from '../../src/datapath/ipcache-reconciler.ts';
 import type { ProgramName } from '../../src/datapath/loader.ts';
@@ -146,7 +146,7 @@ const NODEPORT_RANGE: [number, number] = [30000, 32767];
 const EPHEMERAL_RANGE: [number, number] = [32768, 60999];
 
 const CONFIG: import('../../src/datapath/loader.ts').DatapathConfig = {
-  flags: ConfigFlags.MASQUERADE, loopback_addr: LOOPBACK, snat_addr: NODE_IP, snat_port_min: 61000, snat_port_max: 65535,
+  flags: ConfigFlags.MASQUERADE | ConfigFlags.POLICY, loopback_addr: LOOPBACK, snat_addr: NODE_IP, snat_port_min: 61000, snat_port_max: 65535,
   nodeport_min: NODEPORT_RANGE[0], nodeport_max: NODEPORT_RANGE[1], seen_mark: 0,
 };
 
@@ -202,10 +202,29 @@ const world = (() => {
   return { frontends: [...frontends.values()], byKey: frontends, vips, backendAddrsOfVip, known };
 })();
 
+/** NetworkPolicy on some local pods: every other one enforces ingress, every
+ *  third egress; entries allow TCP 8080 from any peer and everything to the
+ *  DNS pod, so random traffic meets both verdicts. */
+function policySetUp(h: BpfHarness): void {
+  const ep = codec<{ identity: number; flags: number }>(layouts.hypha_policy_ep);
+  const key = codec<PolicyKey>(layouts.hypha_policy_key);
+  const val = codec<{ flags: number; proxy_port: number }>(layouts.hypha_policy_val);
+  LOCAL_PODS.forEach((ip, i) => {
+    const flags = (i % 2 === 0 ? PolicyEpFlags.INGRESS : 0) | (i % 3 === 0 ? PolicyEpFlags.EGRESS : 0);
+    native.mapUpdate(h.dp.map('hypha_policy_eps_v1'), endpointKeyCodec.encode({ value: ip }), ep.encode({ identity: 1000 + i, flags }));
+    const entries: PolicyKey[] = [
+      { prefixlen: 96, ep_addr: ip, identity: 0, dir: PolicyDir.INGRESS, proto: 6, dport: 8080 },
+      { prefixlen: 72, ep_addr: ip, identity: 0, dir: PolicyDir.EGRESS, proto: 0, dport: 0 },
+    ];
+    for (const k of entries) if (k.dir === PolicyDir.INGRESS || ip === DNS) native.mapUpdate(h.dp.map('hypha_policy_v1'), key.encode(k), val.encode({ flags: PolicyFlags.ALLOW, proxy_port: 0 }));
+  });
+}
+
 function setUp(h: BpfHarness): Promise<void> {
   for (const [s, slices] of SERVICES) h.service(s, slices);
   LOCAL_PODS.forEach((ip, i) => native.mapUpdate(h.dp.map('hypha_endpoints_v1'), endpointKeyCodec.encode({ value: ip }), endpointValueCodec.encode({ ifindex: 4242 + i, flags: 0 })));
   h.config(CONFIG);
+  policySetUp(h);
   const nodes = compileNodes([
     { name: 'node-a', addresses: [NODE_IP], podCIDRs: ['10.244.0.0/24'] },
     { name: 'node-b', addresses: [OTHER_NODE], podCIDRs: ['10.244.1.0/24'] },
@@ -1231,7 +1250,8 @@ describe('packet fuzz (BPF_PROG_TEST_RUN)', () => {
         h.clearMap('hypha_ct4_v1');
         h.clearMap('hypha_lb4_affinity_v1');
       }
-      if (r.chance(1 / 256)) h.config({ ...CONFIG, flags: CONFIG.flags | (r.chance(0.5) ? ConfigFlags.HOST_ROUTING : 0) });
+      if (r.chance(1 / 256)) h.config({ ...CONFIG, flags: (CONFIG.flags & ~(r.chance(0.25) ? ConfigFlags.POLICY : 0)) | (r.chance(0.5) ? ConfigFlags.HOST_ROUTING : 0) });
+      if (r.chance(1 / 128)) h.dp.bumpPolicyGeneration();
       const { frame, what } = g.next();
       const order = [...PROGRAMS];
       for (let k = order.length - 1; k > 0; k--) {
