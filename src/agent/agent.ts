@@ -29,6 +29,7 @@ import { AgentIdentities, IdentityIpcache } from './identities.ts';
 import { K8sSource } from './k8s-source.ts';
 import { LbSync } from './lb-sync.ts';
 import { type Metrics, createMetrics } from './metrics.ts';
+import { Monitor, agentSources } from './monitor.ts';
 import { NodeState, deviceAddresses } from './node-state.ts';
 import { PodMetadata } from './pod-metadata.ts';
 import { Pods } from './pods.ts';
@@ -58,6 +59,7 @@ export class Agent {
   #nodes: ClusterNodesSource | undefined;
   #podMeta: PodMetadata | undefined;
   #identities: AgentIdentities | undefined;
+  #monitor: Monitor | undefined;
   #server: Server | undefined;
   #metrics: Metrics | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
@@ -168,6 +170,13 @@ export class Agent {
     });
     if (!k8s) this.#routing.setNodes(routing.nodes.map((n) => ({ name: n.name, addresses: n.addresses, podCIDRs: n.podCIDRs })));
 
+    // `hypha monitor`: drop events while a client is attached.
+    this.#monitor = new Monitor({
+      events: dp.map('hypha_events_v1'), eventsLost: dp.map('hypha_events_lost_v1'), log, registry: metrics.registry,
+      sources: agentSources({ node: this.cfg.node.name, endpoints: () => this.#pods?.manager.records() ?? [], identities: () => this.#identities, names: dp.map(NAMES_MAP) }),
+      onActiveChange: () => this.#writeDatapathConfig(),
+    });
+    this.#monitor.start();
     this.#server = await startServer(this.cfg.listen.address, this.cfg.listen.port, {
       ready: () => this.#ready,
       status: () => this.status(),
@@ -176,6 +185,7 @@ export class Agent {
         '/endpoints': () => this.#pods?.list((ns, name) => this.#podMeta?.get(ns, name)) ?? [],
         '/identities': () => this.#identities?.list() ?? [],
       },
+      streams: { '/monitor': (req, res, query) => this.#monitor?.handle(req, res, query) },
     });
 
     const sync = this.#sync;
@@ -286,7 +296,7 @@ export class Agent {
     const { bpf, routing } = this.cfg;
     const [ports, second] = snatPortRanges([bpf.nodePortRange, ephemeralPorts()]);
     this.#dp?.writeConfig({
-      flags: (bpf.dropEvents ? ConfigFlags.DROP_EVENTS : 0) | (bpf.hostRouting ? ConfigFlags.HOST_ROUTING : 0) | (routing.masquerade ? ConfigFlags.MASQUERADE : 0),
+      flags: (bpf.dropEvents || this.#monitor?.active ? ConfigFlags.DROP_EVENTS : 0) | (bpf.hostRouting ? ConfigFlags.HOST_ROUTING : 0) | (routing.masquerade ? ConfigFlags.MASQUERADE : 0),
       loopback_addr: bpf.loopbackAddress,
       snat_addr: this.nodeInfo().addresses[0] ?? '0.0.0.0',
       snat_port_min: ports.min,
@@ -364,6 +374,7 @@ export class Agent {
     this.#sync?.stop();
     await this.#routing?.stop();
     await this.#pods?.stop();
+    this.#monitor?.stop();
     await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
     this.#server?.closeAllConnections();
     // Programs stay attached, maps pinned, pods and routes in place: the

@@ -35,7 +35,7 @@ import { KubeIdentityStore } from '../identity/kube-store.ts';
 import {
   type LabelSet, type Labels, RESERVED_DESCRIPTIONS, RESERVED_IDENTITIES, type ReservedIdentityName, canonicalLabelSet, labelsKey,
 } from '../identity/labels.ts';
-import { LabelInterner, namespaceLabelsOf, podNeedsIdentity, podRowOf } from '../identity/pods.ts';
+import { LabelInterner, type PodPort, PortsInterner, namespaceLabelsOf, podNeedsIdentity, podRowOf } from '../identity/pods.ts';
 import { type KubeClient, isInvalid, isNotFound } from '../k8s/client.ts';
 import { HYPHAIDENTITIES_PATH, type StoredIdentity, hyphaIdentitiesInformerSpec, identityIdOfName, normalizeHyphaIdentity } from '../k8s/hyphaidentity.ts';
 import { type InformerHooks, type InformerStatus, Informer, type ObjectMeta } from '../k8s/informer.ts';
@@ -88,6 +88,16 @@ interface PodEntry {
   labels: Labels;
   /** labelsKey of the pod's set ('' while its namespace is unknown). */
   key: string;
+  /** Interned named container ports (NetworkPolicy named ports). */
+  ports: readonly PodPort[];
+}
+
+/** A pod of this node as policy needs it: its address, and its identity once known. */
+export interface LocalPolicyEndpoint {
+  ip: string;
+  pod?: { namespace: string; name: string };
+  identity?: number;
+  ports: readonly PodPort[];
 }
 
 interface LocalSet {
@@ -117,6 +127,7 @@ export class AgentIdentities {
   readonly cache = new IdentityCache<StoredIdentity>();
   readonly #allocator: IdentityAllocator<StoredIdentity>;
   readonly #interner = new LabelInterner();
+  readonly #portsInterner = new PortsInterner();
   readonly #pods = new Map<string, PodEntry>();
   readonly #namespaces = new Map<string, Labels>();
   /** canonical -> this node's set */
@@ -124,6 +135,8 @@ export class AgentIdentities {
   /** 'namespace/name' of this node's pods -> canonical of their set */
   readonly #localPodSet = new Map<string, string>();
   #informers: Informer<ObjectMeta>[] = [];
+  /** Pod address -> 'namespace/name' (any node), built when asked after a change. */
+  #byAddress: Map<string, string> | undefined;
   readonly #synced = new Set<string>();
   /** A reconcile ran with all three lists complete. */
   #reconciledListed = false;
@@ -255,17 +268,22 @@ export class AgentIdentities {
       if (e.type === 'delete') {
         if (!before) return;
         this.#interner.release(before.labels);
+        this.#portsInterner.release(before.ports);
         this.#pods.delete(e.key);
         this.#changed();
         return;
       }
       const row = podRowOf(e.obj);
       const labels = this.#interner.intern(row.labels);
-      if (before) this.#interner.release(before.labels);
-      const entry: PodEntry = { node: row.node, ips: row.ips, uid: row.uid, needs: podNeedsIdentity(row), labels, key: this.#keyOf(row.namespace, labels) };
+      const ports = this.#portsInterner.intern(row.ports);
+      if (before) {
+        this.#interner.release(before.labels);
+        this.#portsInterner.release(before.ports);
+      }
+      const entry: PodEntry = { node: row.node, ips: row.ips, uid: row.uid, needs: podNeedsIdentity(row), labels, key: this.#keyOf(row.namespace, labels), ports };
       this.#pods.set(e.key, entry);
       // Most Pod updates (conditions, container statuses) change nothing here.
-      if (before && before.key === entry.key && before.node === entry.node && before.needs === entry.needs && before.uid === entry.uid && before.ips.join() === entry.ips.join()) return;
+      if (before && before.key === entry.key && before.node === entry.node && before.needs === entry.needs && before.uid === entry.uid && before.ips.join() === entry.ips.join() && before.ports === entry.ports) return;
       this.#changed();
     });
   }
@@ -321,6 +339,7 @@ export class AgentIdentities {
 
   /** Pods, namespaces or endpoints changed: recompute this node's sets soon, and the ipcache. */
   #changed(): void {
+    this.#byAddress = undefined;
     if (this.#reconcileTimer) return;
     this.#reconcileTimer = setTimeout(() => {
       this.#reconcileTimer = undefined;
@@ -466,6 +485,52 @@ export class AgentIdentities {
       for (const ip of p.ips) if (!localIps.has(ip)) out.push({ ip, identity: id, local: false, pod });
     }
     return out;
+  }
+
+  /** The running pod ('namespace/name') with this address, on any node, from the Pod watch (`hypha monitor`). */
+  podByAddress(ip: string): string | undefined {
+    if (!this.#byAddress) {
+      this.#byAddress = new Map();
+      for (const [pod, p] of this.#pods) if (p.needs) for (const a of p.ips) this.#byAddress.set(a, pod);
+    }
+    return this.#byAddress.get(ip);
+  }
+
+  /** This node's endpoints with their pod's identity (undefined while it is
+   *  being allocated, or the Pod is not seen yet) and named ports. */
+  localEndpoints(): LocalPolicyEndpoint[] {
+    const on = this.#state === 'on';
+    return this.#o.endpoints().map((e) => {
+      if (!e.pod) return { ip: e.ip, ports: [] };
+      const key = `${e.pod.namespace}/${e.pod.name}`;
+      const canon = on ? this.#localPodSet.get(key) : undefined;
+      const id = canon === undefined ? undefined : this.#local.get(canon)?.id;
+      const row = this.#pods.get(key);
+      const ports = row && (!e.pod.uid || !row.uid || e.pod.uid === row.uid) ? row.ports : [];
+      return { ip: e.ip, pod: { namespace: e.pod.namespace, name: e.pod.name }, ...(id !== undefined ? { identity: id } : {}), ports };
+    });
+  }
+
+  /** Every pod of the cluster with named ports and a known identity ('ns/name'). */
+  namedPorts(): { pod: string; identity: number; ports: readonly PodPort[] }[] {
+    const out: { pod: string; identity: number; ports: readonly PodPort[] }[] = [];
+    if (this.#state !== 'on') return out;
+    for (const [pod, p] of this.#pods) {
+      if (p.ports.length === 0 || !p.needs || p.key === '') continue;
+      const canon = this.#localPodSet.get(pod);
+      const id = (canon === undefined ? undefined : this.#local.get(canon)?.id) ?? this.cache.winner(p.key)?.id;
+      if (id !== undefined) out.push({ pod, identity: id, ports: p.ports });
+    }
+    return out;
+  }
+
+  /** Where a pod of the cluster is, by 'ns/name': its node, addresses and identity (if known). */
+  pod(key: string): { node: string; ips: string[]; identity?: number } | undefined {
+    const p = this.#pods.get(key);
+    if (!p) return undefined;
+    const canon = this.#localPodSet.get(key);
+    const id = (canon === undefined ? undefined : this.#local.get(canon)?.id) ?? (p.key ? this.cache.winner(p.key)?.id : undefined);
+    return { node: p.node, ips: p.ips, ...(id !== undefined ? { identity: id } : {}) };
   }
 
   /** The rows of `hypha identity list`: reserved, then every cluster identity, then local sets waiting for one. */

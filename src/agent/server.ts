@@ -1,7 +1,8 @@
 // The agent's HTTP endpoint: /healthz (alive), /readyz (first sync
 // programmed, pods accepted), /metrics (Prometheus), /status (JSON for
-// `hypha status`), /endpoints (`hypha endpoint list`).
-import { type Server, createServer } from 'node:http';
+// `hypha status`), /endpoints (`hypha endpoint list`), streams such as
+// /monitor (`hypha monitor`).
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
@@ -9,13 +10,15 @@ export interface ServerHooks {
   ready(): boolean;
   status(): unknown;
   registry: Registry;
-  /** Further JSON documents by path (GET /endpoints ...). */
-  documents?: Record<string, () => unknown>;
+  /** Further JSON documents by path (GET /endpoints ...), given the query. */
+  documents?: Record<string, (query: URLSearchParams) => unknown>;
+  /** Paths answered by a handler that keeps the response (GET /monitor). */
+  streams?: Record<string, (req: IncomingMessage, res: ServerResponse, query: URLSearchParams) => void>;
 }
 
 export async function startServer(address: string, port: number, hooks: ServerHooks): Promise<Server> {
   const server = createServer((req, res) => {
-    const url = (req.url ?? '/').split('?')[0];
+    const [url, search] = (req.url ?? '/').split('?');
     const send = (code: number, type: string, body: string): void => {
       res.writeHead(code, { 'content-type': type });
       res.end(body);
@@ -24,7 +27,18 @@ export async function startServer(address: string, port: number, hooks: ServerHo
     if (url === '/readyz') return hooks.ready() ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain', 'not synced yet\n');
     if (url === '/status') return send(200, 'application/json', `${JSON.stringify(hooks.status(), null, 2)}\n`);
     const doc = url === undefined ? undefined : hooks.documents?.[url];
-    if (doc) return send(200, 'application/json', `${JSON.stringify(doc(), null, 2)}\n`);
+    if (doc) {
+      let body: unknown;
+      try {
+        body = doc(new URLSearchParams(search));
+      } catch (err) {
+        const code = (err as { code?: unknown }).code === 'EINVALID' ? 400 : 500;
+        return send(code, 'application/json', `${JSON.stringify({ error: (err as Error).message })}\n`);
+      }
+      return send(200, 'application/json', `${JSON.stringify(body, null, 2)}\n`);
+    }
+    const stream = url === undefined ? undefined : hooks.streams?.[url];
+    if (stream) return stream(req, res, new URLSearchParams(search ?? ''));
     if (url === '/metrics') {
       hooks.registry.metrics().then(
         (text) => send(200, hooks.registry.contentType, text),
