@@ -2,14 +2,15 @@
 // policy maps set up as the agent writes them, packets through from_pod and
 // to_pod, verdict, drop reason, conntrack and events checked. The maps'
 // contents here are written by hand on purpose: these tests pin down the
-// datapath's side of the contract in bpf/include/hypha/policy.h.
+// datapath's side of the contract in bpf/include/hypha/policy.h (keys are
+// made by the agent's own entryKeys).
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as native from '../../native/index.ts';
-import { ConfigFlags, CtDir, DropReason, Hook, type DropEvent, type PolicyKey, layouts, PolicyDir, PolicyEpFlags, PolicyFlags } from '../../src/abi/abi.gen.ts';
+import { ConfigFlags, CtDir, DropReason, Hook, type DropEvent, type PolicyKey, layouts, PolicyEpFlags, PolicyFlags } from '../../src/abi/abi.gen.ts';
 import { codec, scalarLayouts } from '../../src/abi/codec.ts';
 import { ipcacheKeyCodec, ipcacheValCodec } from '../../src/datapath/ipcache-reconciler.ts';
-import { portRangePrefixes } from '../../src/policy/port-prefixes.ts';
+import { entryKeys } from '../../src/datapath/policy-maps.ts';
 import { slice, svc } from '../../src/services/fixtures.ts';
 import { buildPacket, icmpError, onesSum, type PacketSpec, parsePacket } from '../lib/packet.ts';
 import { BpfHarness, ctKey, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT } from './harness.ts';
@@ -36,7 +37,6 @@ const baseConfig = {
 };
 
 type Proto = 'TCP' | 'UDP' | 'SCTP' | 'any';
-const PROTO_NUM = { TCP: 6, UDP: 17, SCTP: 132 } as const;
 
 describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
   let h: BpfHarness;
@@ -53,12 +53,9 @@ describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
     const flags = (dirs.ingress ? PolicyEpFlags.INGRESS : 0) | (dirs.egress ? PolicyEpFlags.EGRESS : 0);
     native.mapUpdate(mapOf('hypha_policy_eps_v1'), addrCodec.encode({ value: ip }), epCodec.encode({ identity, flags }));
   };
-  /** Allow entries of ep's direction: a peer identity ('any': 0), protocol and port range, as the agent writes them. */
+  /** Allow entries of ep's direction: a peer identity ('any': 0), protocol and port range, keyed as the agent keys them. */
   const allow = (ep: string, dir: 'ingress' | 'egress', peer: number | 'any', proto: Proto, ports: { from: number; to: number } | 'any' = 'any'): PolicyKey[] => {
-    const keys: PolicyKey[] = [];
-    const base = { ep_addr: ep, identity: peer === 'any' ? 0 : peer, dir: dir === 'ingress' ? PolicyDir.INGRESS : PolicyDir.EGRESS };
-    if (proto === 'any') keys.push({ ...base, prefixlen: 72, proto: 0, dport: 0 });
-    else for (const p of portRangePrefixes(ports)) keys.push({ ...base, prefixlen: 80 + p.prefixLen, proto: PROTO_NUM[proto], dport: p.port });
+    const keys = entryKeys(ep, dir, { identity: peer, proto, ports: proto === 'any' ? 'any' : ports });
     for (const k of keys) native.mapUpdate(mapOf('hypha_policy_v1'), keyCodec.encode(k), valCodec.encode({ flags: PolicyFlags.ALLOW, proxy_port: 0 }));
     return keys;
   };
