@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compileNodes } from '../nodes/compile.ts';
 import { withIdentities } from './ipcache.ts';
-import { podRowOf, podNeedsIdentity, LabelInterner, namespaceLabelsOf } from './pods.ts';
+import { podRowOf, podNeedsIdentity, LabelInterner, PortsInterner, namespaceLabelsOf } from './pods.ts';
 
 const nodes = compileNodes([
   { name: 'n1', addresses: ['192.168.0.1'], podCIDRs: ['10.244.1.0/24'] },
@@ -56,12 +56,25 @@ test('podRowOf keeps what identities need; hostNetwork and finished pods need no
     spec: { nodeName: 'n2', containers: [{ name: 'c' }] },
     status: { phase: 'Running', podIP: '10.244.2.3', podIPs: [{ ip: '10.244.2.3' }, { ip: 'fd00::3' }] },
   });
-  assert.deepEqual(row, { namespace: 'ns1', name: 'p', uid: 'u1', node: 'n2', ips: ['10.244.2.3'], hostNetwork: false, terminated: false, labels: { app: 'a' } });
+  assert.deepEqual(row, { namespace: 'ns1', name: 'p', uid: 'u1', node: 'n2', ips: ['10.244.2.3'], hostNetwork: false, terminated: false, labels: { app: 'a' }, ports: [] });
   assert.equal(podNeedsIdentity(row), true);
   assert.equal(podNeedsIdentity(podRowOf({ metadata: { name: 'h' }, spec: { hostNetwork: true } })), false);
   assert.equal(podNeedsIdentity(podRowOf({ metadata: { name: 'd' }, status: { phase: 'Succeeded' } })), false);
-  assert.deepEqual(podRowOf(null), { namespace: '', name: '', uid: '', node: '', ips: [], hostNetwork: false, terminated: false, labels: {} });
+  assert.deepEqual(podRowOf(null), { namespace: '', name: '', uid: '', node: '', ips: [], hostNetwork: false, terminated: false, labels: {}, ports: [] });
   assert.deepEqual(namespaceLabelsOf({ metadata: { labels: { b: '1', a: '2' } } }), { a: '2', b: '1' });
+});
+
+test('podRowOf keeps named container ports (sidecars too), protocol defaulting to TCP; unnamed and bad ones left out', () => {
+  const row = podRowOf({
+    metadata: { namespace: 'ns1', name: 'p' },
+    spec: {
+      containers: [{ name: 'c', ports: [{ name: 'http', containerPort: 8080 }, { containerPort: 9000 }, { name: 'dns', containerPort: 53, protocol: 'UDP' }, { name: 'bad', containerPort: 70000 }, { name: 'x', containerPort: 1, protocol: 'ICMP' }] }],
+      initContainers: [{ name: 's', restartPolicy: 'Always', ports: [{ name: 'admin', containerPort: 9901, protocol: 'TCP' }] }],
+    },
+  });
+  assert.deepEqual(row.ports, [{ name: 'admin', port: 9901, protocol: 'TCP' }, { name: 'dns', port: 53, protocol: 'UDP' }, { name: 'http', port: 8080, protocol: 'TCP' }]);
+  const i = new PortsInterner();
+  assert.equal(i.intern(row.ports), i.intern(podRowOf({ spec: { initContainers: [{ ports: [{ name: 'admin', containerPort: 9901 }] }], containers: [{ ports: [{ name: 'http', containerPort: 8080 }, { name: 'dns', containerPort: 53, protocol: 'UDP' }] }] } }).ports));
 });
 
 test('LabelInterner shares equal label maps and forgets them when released', () => {

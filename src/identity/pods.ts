@@ -17,6 +17,35 @@ export interface PodRow {
   terminated: boolean;
   /** Security-relevant labels (the excluded ones left out), sorted. */
   labels: Labels;
+  /** Named container ports (NetworkPolicy resolves port names on them), sorted. */
+  ports: PodPort[];
+}
+
+/** A named container port: what a NetworkPolicy's `port: name` resolves to. */
+export interface PodPort {
+  name: string;
+  port: number;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+}
+
+/** Named ports of spec.containers and spec.initContainers (sidecars serve too). */
+function namedPortsOf(spec: Obj): PodPort[] {
+  const out: PodPort[] = [];
+  for (const list of [spec.containers, spec.initContainers]) {
+    if (!Array.isArray(list)) continue;
+    for (const c of list) {
+      const ports = obj(c).ports;
+      if (!Array.isArray(ports)) continue;
+      for (const raw of ports) {
+        const p = obj(raw);
+        const protocol = p.protocol === undefined ? 'TCP' : p.protocol;
+        if (typeof p.name !== 'string' || p.name === '' || typeof p.containerPort !== 'number' || !Number.isInteger(p.containerPort)) continue;
+        if (p.containerPort < 1 || p.containerPort > 65535 || (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP')) continue;
+        if (!out.some((o) => o.name === p.name && o.port === p.containerPort && o.protocol === protocol)) out.push({ name: p.name, port: p.containerPort, protocol });
+      }
+    }
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) || a.port - b.port || (a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0));
 }
 
 type Obj = Record<string, unknown>;
@@ -45,6 +74,7 @@ export function podRowOf(raw: unknown): PodRow {
     hostNetwork: spec.hostNetwork === true,
     terminated: status.phase === 'Succeeded' || status.phase === 'Failed',
     labels: securityPodLabels(stringLabels(meta.labels)),
+    ports: namedPortsOf(spec),
   };
 }
 
@@ -56,6 +86,34 @@ export function podNeedsIdentity(p: PodRow): boolean {
 /** A Namespace's labels (kubernetes.io/metadata.name included: the API server sets it). */
 export function namespaceLabelsOf(raw: unknown): Labels {
   return stringLabels(obj(obj(raw).metadata).labels);
+}
+
+const NO_PORTS: readonly PodPort[] = Object.freeze([]);
+
+/** Interns equal named-port lists (the pods of one workload share one), as LabelInterner does labels. */
+export class PortsInterner {
+  readonly #byText = new Map<string, { ports: readonly PodPort[]; refs: number }>();
+
+  intern(ports: readonly PodPort[]): readonly PodPort[] {
+    if (ports.length === 0) return NO_PORTS;
+    const text = JSON.stringify(ports);
+    const e = this.#byText.get(text);
+    if (e) {
+      e.refs++;
+      return e.ports;
+    }
+    const frozen = Object.freeze(ports.map((p) => Object.freeze({ ...p })));
+    this.#byText.set(text, { ports: frozen, refs: 1 });
+    return frozen;
+  }
+
+  release(ports: readonly PodPort[]): void {
+    if (ports.length === 0) return;
+    const text = JSON.stringify(ports);
+    const e = this.#byText.get(text);
+    if (!e) return;
+    if (--e.refs === 0) this.#byText.delete(text);
+  }
 }
 
 /**
