@@ -22,6 +22,8 @@ test('defaults are filled in and relative paths resolve against the file', () =>
   assert.equal(cfg.routing.mode, 'native');
   assert.equal(cfg.listen.port, 9890);
   assert.equal(cfg.sync.conntrackGcMaxSeconds, 60);
+  assert.equal(cfg.policy.enabled, true);
+  assert.equal(parseConfig({ ...base, policy: { enabled: false } }, '/etc/hypha').policy.enabled, false);
   const k = parseConfig({ node: { name: 'n1' }, kubernetes: { kubeconfig: 'kc' } }, '/etc/hypha');
   assert.equal(k.ipam.mode, 'cluster-pool');
   assert.equal(k.kubernetes?.kubeconfig, '/etc/hypha/kc');
@@ -36,6 +38,8 @@ test('every bad value is named with its field', () => {
   rejects({ services: { files: ['x'] } }, /node: is required/);
   rejects({ ...base, listen: { port: 70000 } }, /listen\.port: 70000 must be <= 65535/);
   rejects({ ...base, node: { name: '' } }, /node\.name: "" must NOT have fewer than 1 characters/);
+  rejects({ ...base, policy: { enabled: 'yes' } }, /^config: policy\.enabled: "yes" must be boolean$/);
+  rejects({ ...base, policy: { mode: 'strict' } }, /policy\.mode: is not a known setting/);
 });
 
 test('several errors are reported together', () => {

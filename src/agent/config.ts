@@ -59,6 +59,8 @@ export interface AgentConfig {
   log: { level: string };
   /** Host settings the agent may change (in its own network namespace). */
   sysctl: { manageRpFilter: boolean };
+  /** NetworkPolicy: enforced in the datapath (ConfigFlags.POLICY) and the policy maps kept. */
+  policy: { enabled: boolean };
 }
 
 const ipv4 = '^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}$';
@@ -207,6 +209,13 @@ const schema = {
         // Turn net.ipv4.conf.all.rp_filter off when it is on (the kernel uses
         // the larger of it and a device's value); false: refuse to start instead.
         manageRpFilter: { type: 'boolean', default: true },
+      },
+    },
+    policy: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        // Off: no NetworkPolicy is enforced (the maps are left as they are).
+        enabled: { type: 'boolean', default: true },
       },
     },
   },

@@ -248,3 +248,40 @@ function deletionsFirstWhenFull(plan: Plan, held: number, max: number): Plan {
   const first = plan.filter((b) => b.map === POLICY_MAP && b.kind === 'delete');
   return [...first, ...plan.filter((b) => !first.includes(b))];
 }
+
+/**
+ * The compiled policy as the maps hold it: a direction that did not fit
+ * has no entries (it denies all, as the datapath does), and entries for
+ * CIDR identities the CIDR map could not hold are gone. What `hypha policy
+ * trace` and `get` judge by. Shared DirectionPolicy objects are copied,
+ * never changed.
+ */
+export function programmedPolicy(compiled: CompiledPolicy, encoded: Pick<PolicyMapEntries, 'overflows' | 'cidrOverflow'>): CompiledPolicy {
+  if (encoded.overflows.length === 0 && encoded.cidrOverflow === undefined) return compiled;
+  const over = new Map<string, MapOverflow>();
+  for (const o of encoded.overflows) over.set(`${o.endpoint} ${o.direction}`, o);
+  const cidrIds = new Set(encoded.cidrOverflow === undefined ? [] : compiled.cidrs.map((c) => c.identity));
+  const dir = (key: string, name: 'ingress' | 'egress', d: DirectionPolicy): DirectionPolicy => {
+    const o = over.get(`${key} ${name}`);
+    if (o) return { ...d, entries: [], overflow: o.keys };
+    if (cidrIds.size === 0 || !d.entries.some((e) => typeof e.identity === 'number' && cidrIds.has(e.identity))) return d;
+    return { ...d, entries: d.entries.filter((e) => !(typeof e.identity === 'number' && cidrIds.has(e.identity))) };
+  };
+  return {
+    ...compiled,
+    cidrs: encoded.cidrOverflow === undefined ? compiled.cidrs : [],
+    endpoints: compiled.endpoints.map((ep) => ({ ...ep, ingress: dir(ep.key, 'ingress', ep.ingress), egress: dir(ep.key, 'egress', ep.egress) })),
+  };
+}
+
+/** The identities pinned in the endpoints map, by address (a restarted agent's view of its pods). */
+export async function pinnedEndpointIdentities(eps: MapIO): Promise<Map<string, number>> {
+  const d = await eps.dump();
+  const out = new Map<string, number>();
+  for (let i = 0; i < d.count; i++) {
+    const ip = policyEpKeyCodec.decode(d.keys, i * eps.keySize).value;
+    const v = policyEpValCodec.decode(d.values, i * eps.valueSize);
+    if (v.identity !== 0) out.set(ip, v.identity);
+  }
+  return out;
+}
