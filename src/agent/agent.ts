@@ -11,7 +11,8 @@ import { ConfigFlags } from '../abi/abi.gen.ts';
 import { Devices } from '../datapath/devices.ts';
 import { readDrops } from '../datapath/drops.ts';
 import { ENDPOINTS_MAP, EndpointsMap } from '../datapath/endpoints-reconciler.ts';
-import { IPCACHE_MAP } from '../datapath/ipcache-reconciler.ts';
+import { IPCACHE_MAP, ipcacheKeyCodec, ipcacheValCodec } from '../datapath/ipcache-reconciler.ts';
+import { POLICY_CIDR_MAP, POLICY_EPS_MAP, POLICY_MAP } from '../datapath/policy-maps.ts';
 import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../datapath/lb-reconciler.ts';
 import { Datapath } from '../datapath/loader.ts';
 import { NodeRoutes } from '../datapath/node-routes.ts';
@@ -29,10 +30,11 @@ import { AgentIdentities, IdentityIpcache } from './identities.ts';
 import { K8sSource } from './k8s-source.ts';
 import { LbSync } from './lb-sync.ts';
 import { type Metrics, createMetrics } from './metrics.ts';
-import { Monitor, agentSources } from './monitor.ts';
+import { Monitor, agentSources, lostCounter, ringSource } from './monitor.ts';
 import { NodeState, deviceAddresses } from './node-state.ts';
 import { PodMetadata } from './pod-metadata.ts';
 import { Pods } from './pods.ts';
+import { AgentPolicy, lbServiceLookup } from './policy.ts';
 import { Routing } from './routing.ts';
 import { serverPort, startServer } from './server.ts';
 import { ephemeralPorts, snatPortRanges } from './snat-ports.ts';
@@ -59,6 +61,7 @@ export class Agent {
   #nodes: ClusterNodesSource | undefined;
   #podMeta: PodMetadata | undefined;
   #identities: AgentIdentities | undefined;
+  #policy: AgentPolicy | undefined;
   #monitor: Monitor | undefined;
   #server: Server | undefined;
   #metrics: Metrics | undefined;
@@ -152,7 +155,10 @@ export class Agent {
     if (cni.enabled) {
       const pods = new Pods({
         cfg: cni, devices, endpoints: new EndpointsMap(dp.mapIO(ENDPOINTS_MAP)), rtnl, mtu: () => this.#podMtu(), log, registry: metrics.registry,
-        onEndpointsChange: () => this.#identities?.endpointsChanged(),
+        onEndpointsChange: () => {
+          this.#identities?.endpointsChanged();
+          this.#policy?.request();
+        },
         ...(process.env.HYPHA_TEST_ADD_PAUSE_FILE ? { afterStep: pauseWhileFileExists(process.env.HYPHA_TEST_ADD_PAUSE_FILE) } : {}),
       });
       this.#pods = pods;
@@ -172,11 +178,29 @@ export class Agent {
 
     // `hypha monitor`: drop events while a client is attached.
     this.#monitor = new Monitor({
-      events: dp.map('hypha_events_v1'), eventsLost: dp.map('hypha_events_lost_v1'), log, registry: metrics.registry,
+      records: ringSource(dp.map('hypha_events_v1')), ringLost: lostCounter(dp.map('hypha_events_lost_v1')), log, registry: metrics.registry,
       sources: agentSources({ node: this.cfg.node.name, endpoints: () => this.#pods?.manager.records() ?? [], identities: () => this.#identities, names: dp.map(NAMES_MAP) }),
       onActiveChange: () => this.#writeDatapathConfig(),
     });
     this.#monitor.start();
+    // NetworkPolicy: compiled over identities and this node's endpoints into the policy maps.
+    if (this.cfg.policy.enabled) {
+      this.#policy = new AgentPolicy({
+        nodeName: this.cfg.node.name, log, registry: metrics.registry,
+        silenceMs: (k8s?.silenceSeconds ?? 90) * 1000, resyncMs: (k8s?.resyncSeconds ?? 600) * 1000,
+        maps: { policy: dp.mapIO(POLICY_MAP), eps: dp.mapIO(POLICY_EPS_MAP), cidrs: dp.mapIO(POLICY_CIDR_MAP) },
+        identities: () => this.#identities,
+        endpoints: () => this.#pods?.manager.records() ?? [],
+        changed: () => dp.bumpPolicyGeneration(),
+      });
+    }
+    const ipcacheIO = dp.mapIO(IPCACHE_MAP);
+    const ipcacheIdentity = (ip: string): number | undefined => {
+      const v = ipcacheIO.lookup(ipcacheKeyCodec.encode({ prefixlen: 32, addr: ip }));
+      const id = v ? ipcacheValCodec.decode(v).identity : 0;
+      return id === 0 ? undefined : id;
+    };
+    const policyOff = { enabled: false, synced: false, waiting: 'policy.enabled is false in the agent\'s configuration', endpoints: [], traces: [] };
     this.#server = await startServer(this.cfg.listen.address, this.cfg.listen.port, {
       ready: () => this.#ready,
       status: () => this.status(),
@@ -184,6 +208,8 @@ export class Agent {
       documents: {
         '/endpoints': () => this.#pods?.list((ns, name) => this.#podMeta?.get(ns, name)) ?? [],
         '/identities': () => this.#identities?.list() ?? [],
+        '/policy/endpoints': (q) => this.#policy?.endpointsDocument(q) ?? policyOff,
+        '/policy/trace': (q) => this.#policy?.traceDocument(q, { services: lbServiceLookup(this.#table!), ipcache: ipcacheIdentity }) ?? { ...policyOff, verdict: 'none', notes: [policyOff.waiting] },
       },
       streams: { '/monitor': (req, res, query) => this.#monitor?.handle(req, res, query) },
     });
@@ -233,7 +259,10 @@ export class Agent {
         client, nodeName: this.cfg.node.name, log, registry: metrics.registry, hooks,
         silenceMs: k8s.silenceSeconds * 1000, resyncMs: k8s.resyncSeconds * 1000,
         endpoints: () => this.#pods?.manager.records() ?? [],
-        onChange: () => this.#routing?.request(),
+        onChange: () => {
+          this.#routing?.request();
+          this.#policy?.request();
+        },
       });
       this.#identities.start();
     } else {
@@ -243,6 +272,7 @@ export class Agent {
         sync.replaceAll(snap.services, snap.slices);
       });
     }
+    this.#policy?.start();
     await sync.flushed();
     await this.#routing.syncNow().catch((err: Error) => log.warn({ err: err.message }, 'first routing sync failed; retrying'));
     this.#lbReady = true;
@@ -255,6 +285,7 @@ export class Agent {
       sync.requestFullSync();
       this.#routing?.request();
       this.#pods?.resync().catch((err: Error) => log.warn({ err: err.message }, 'endpoints map not resynced'));
+      this.#policy?.resync();
       void this.#countAffinityMap();
     }, this.cfg.sync.resyncSeconds * 1000);
     void this.#countAffinityMap();
@@ -296,7 +327,8 @@ export class Agent {
     const { bpf, routing } = this.cfg;
     const [ports, second] = snatPortRanges([bpf.nodePortRange, ephemeralPorts()]);
     this.#dp?.writeConfig({
-      flags: (bpf.dropEvents || this.#monitor?.active ? ConfigFlags.DROP_EVENTS : 0) | (bpf.hostRouting ? ConfigFlags.HOST_ROUTING : 0) | (routing.masquerade ? ConfigFlags.MASQUERADE : 0),
+      flags: (bpf.dropEvents || this.#monitor?.active ? ConfigFlags.DROP_EVENTS : 0) | (bpf.hostRouting ? ConfigFlags.HOST_ROUTING : 0) | (routing.masquerade ? ConfigFlags.MASQUERADE : 0) |
+        (this.cfg.policy.enabled ? ConfigFlags.POLICY : 0),
       loopback_addr: bpf.loopbackAddress,
       snat_addr: this.nodeInfo().addresses[0] ?? '0.0.0.0',
       snat_port_min: ports.min,
@@ -337,7 +369,7 @@ export class Agent {
   status(): AgentStatus {
     const s = this.#sync?.status;
     const gc = this.#ctGc?.last;
-    const informers = [...(this.#k8s?.status() ?? []), ...(this.#nodes?.status() ?? []), ...(this.#podMeta?.status() ?? []), ...(this.#identities?.status() ?? [])];
+    const informers = [...(this.#k8s?.status() ?? []), ...(this.#nodes?.status() ?? []), ...(this.#podMeta?.status() ?? []), ...(this.#identities?.status() ?? []), ...(this.#policy?.status() ?? [])];
     return {
       node: this.nodeInfo(),
       ready: this.#ready,
@@ -370,6 +402,7 @@ export class Agent {
     this.#nodes?.stop();
     this.#podMeta?.stop();
     this.#identities?.stop();
+    this.#policy?.stop();
     this.#client?.close();
     this.#sync?.stop();
     await this.#routing?.stop();

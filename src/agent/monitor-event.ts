@@ -184,5 +184,5 @@ export function formatLine(line: MonitorLine): string {
   }
   if ('monitor' in line) return `listening for ${line.monitor.type === 'all' ? 'all events' : `${line.monitor.type} events`} on node ${line.monitor.node} (Ctrl-C to stop)`;
   const via = line.service ? ` via ${line.service}` : line.svcId ? ` via service ${line.svcId}` : '';
-  return `${clock(line.time)} ${line.reason} ${line.hook} ${peerText(line.src)} -> ${peerText(line.dst, line.proto)}${via}  ${line.description}`;
+  return `${clock(line.time)} ${line.reason} ${line.hook} ${peerText(line.src)} -> ${peerText(line.dst, line.proto)}${via}${line.description ? `  ${line.description}` : ''}`;
 }

@@ -29,11 +29,14 @@ import {
   isMonitorInputError, matchesType, monotonicToWallMs, parseMonitorType,
 } from './monitor-event.ts';
 
+/** Where records come from: the ring buffer (native.ringbufOpen), or a test. */
+export type RecordSource = (onRecord: (data: Uint8Array) => void) => { close(): void };
+
 export interface MonitorOptions {
-  /** hypha_events_v1 */
-  events: MapHandle;
-  /** hypha_events_lost_v1 */
-  eventsLost: MapHandle;
+  /** hypha_events_v1 (ringSource) */
+  records: RecordSource;
+  /** Events the datapath could not write, since it was loaded (hypha_events_lost_v1: lostCounter). */
+  ringLost: () => bigint;
   sources: EnrichSources;
   /** A first client attached, or the last one left. */
   onActiveChange: (active: boolean) => void;
@@ -62,7 +65,7 @@ export class Monitor {
   readonly #log: Logger;
   readonly #clients = new Set<Client>();
   readonly #bufferBytes: number;
-  #ring: RingbufHandle | undefined;
+  #ring: { close(): void } | undefined;
   #ringLost = 0n;
   #pollTimer: NodeJS.Timeout | undefined;
   #stopped = false;
@@ -124,12 +127,12 @@ export class Monitor {
   /** Drain the ring (no I/O in the constructor). */
   start(): void {
     if (this.#ring || this.#stopped) return;
-    this.#ring = native.ringbufOpen(this.#o.events, (data) => this.#onRecord(data));
+    this.#ring = this.#o.records((data) => this.#onRecord(data));
   }
 
   #readRingLost(): bigint {
     try {
-      return readEventsLost(this.#o.eventsLost);
+      return this.#o.ringLost();
     } catch {
       return this.#ringLost;
     }
@@ -241,9 +244,22 @@ export class Monitor {
     for (const c of [...this.#clients]) c.res.end();
     this.#clients.clear();
     if (had) this.#inactive();
-    if (this.#ring) native.close(this.#ring);
+    this.#ring?.close();
     this.#ring = undefined;
   }
+}
+
+/** Records of a ring buffer map. */
+export function ringSource(map: MapHandle): RecordSource {
+  return (onRecord) => {
+    const h: RingbufHandle = native.ringbufOpen(map, onRecord);
+    return { close: () => native.close(h) };
+  };
+}
+
+/** The datapath's count of events it found no room for. */
+export function lostCounter(map: MapHandle): () => bigint {
+  return () => readEventsLost(map);
 }
 
 /** Names from the agent's state: this node's endpoint records first (known

@@ -195,6 +195,32 @@ identity
   .option('--json', 'machine-readable output')
   .action(async (opts: { agent: string; local?: boolean; json?: boolean }) => (await import('./identities.ts')).listIdentities(opts));
 
+const policy = program.command('policy').description('NetworkPolicy as this node enforces it (asks the agent: the compile its policy maps were written from)');
+policy
+  .command('get')
+  .description("a pod's policy in words: per direction open or default deny, and every allow entry with the policy and rule it comes from")
+  .argument('<pod>', 'namespace/pod (a pod of this node)')
+  .option('--agent <url>', 'agent endpoint', 'http://127.0.0.1:9890')
+  .option('--json', 'machine-readable output')
+  .action(async (pod: string, opts: { agent: string; json?: boolean }) => (await import('./policy.ts')).policyGet(pod, opts));
+policy
+  .command('trace')
+  .description('the verdict for one flow and the exact policy and rule (or the default deny) that decides it; a Service address is traced to each backend')
+  .option('--from <party>', 'namespace/pod or an IPv4 address')
+  .option('--to <party>', 'namespace/pod, an IPv4 address or a Service address')
+  .option('--port <port>', 'PORT/PROTOCOL (80/TCP, 53/UDP, 9000/SCTP) or ICMP')
+  .option('--agent <url>', 'agent endpoint', 'http://127.0.0.1:9890')
+  .option('--json', 'machine-readable output')
+  .action(async (opts: { agent: string; from?: string; to?: string; port?: string; json?: boolean }) => (await import('./policy.ts')).policyTrace(opts));
+
+program
+  .command('monitor')
+  .description('datapath events as they happen: drops with their reason, pods, identities and Service (asks the agent, which emits drop events while a monitor is attached)')
+  .option('--agent <url>', 'agent endpoint', 'http://127.0.0.1:9890')
+  .option('--type <type>', 'drop (every drop), policy-drop (NetworkPolicy drops only) or all', 'drop')
+  .option('--json', 'the agent\'s NDJSON, a line per event')
+  .action(async (opts: { agent: string; type: string; json?: boolean }) => (await import('./monitor.ts')).runMonitor(opts));
+
 const cni = program.command('cni').description('the CNI plugin\'s installation');
 cni
   .command('uninstall')
