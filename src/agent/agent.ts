@@ -265,14 +265,15 @@ export class Agent {
         },
       });
       this.#identities.start();
+      this.#policy?.start({ client, hooks });
     } else {
+      this.#policy?.start();
       this.#source = new FileSource(this.cfg.services.files, { log });
       this.#source.start((snap) => {
         sync.report(snap.problems);
         sync.replaceAll(snap.services, snap.slices);
       });
     }
-    this.#policy?.start();
     await sync.flushed();
     await this.#routing.syncNow().catch((err: Error) => log.warn({ err: err.message }, 'first routing sync failed; retrying'));
     this.#lbReady = true;

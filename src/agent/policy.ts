@@ -193,7 +193,12 @@ export class AgentPolicy {
     });
   }
 
-  start(): void {
+  /** Follow NetworkPolicies through `client` (the options' unless given; none: standalone). */
+  start(api?: { client: KubeClient; hooks?: InformerHooks }): void {
+    if (api) {
+      this.#o.client = api.client;
+      if (api.hooks) this.#o.hooks = api.hooks;
+    }
     const { client, log, hooks, silenceMs, resyncMs } = this.#o;
     if (!client) {
       this.#listed = true;
