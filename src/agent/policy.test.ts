@@ -1,0 +1,57 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { layouts } from '../abi/abi.gen.ts';
+import { MemoryMapIO } from '../datapath/map-io.ts';
+import { POLICY_CIDR_MAP, POLICY_EPS_MAP, POLICY_MAP, policyEpKeyCodec, policyEpValCodec } from '../datapath/policy-maps.ts';
+import { isTraceInputError } from '../policy/trace.ts';
+import { AgentPolicy, parsePortProto } from './policy.ts';
+
+function maps() {
+  return {
+    policy: new MemoryMapIO(POLICY_MAP, layouts.hypha_policy_key.size, layouts.hypha_policy_val.size, 1000),
+    eps: new MemoryMapIO(POLICY_EPS_MAP, 4, layouts.hypha_policy_ep.size, 100),
+    cidrs: new MemoryMapIO(POLICY_CIDR_MAP, layouts.hypha_ipcache_key.size, layouts.hypha_policy_cidr_val.size, 100),
+  };
+}
+
+const until = async (what: string, check: () => boolean): Promise<void> => {
+  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(check(), what);
+};
+
+describe('AgentPolicy', () => {
+  test('standalone (no API server): every local endpoint gets an open entry, the generation is bumped once', async () => {
+    const m = maps();
+    let bumps = 0;
+    const p = new AgentPolicy({
+      nodeName: 'n1', log: pino({ level: 'silent' }), registry: new Registry(), silenceMs: 1000, resyncMs: 0, maps: m,
+      identities: () => undefined, endpoints: () => [{ ip: '10.0.0.1', pod: { namespace: 'x', name: 'a' } }, { ip: '10.0.0.2' }],
+      changed: () => bumps++, debounceMs: 1,
+    });
+    p.start();
+    await until('first write', () => p.synced);
+    const eps = [...m.eps.entries].map(([k, v]) => [policyEpKeyCodec.decode(Buffer.from(k, 'latin1')).value, policyEpValCodec.decode(v)]);
+    assert.deepEqual(eps.sort(), [['10.0.0.1', { identity: 0, flags: 0 }], ['10.0.0.2', { identity: 0, flags: 0 }]]);
+    assert.equal(bumps, 1);
+    p.request();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(bumps, 1, 'nothing changed, nothing written');
+    const doc = p.endpointsDocument(new URLSearchParams({ pod: 'x/a' }));
+    assert.deepEqual(doc.endpoints.map((e) => e.text), [['x/a (identity 0)', '  ingress: open (no policy selects this pod for ingress)', '  egress: open (no policy selects this pod for egress)']]);
+    const t = p.traceDocument(new URLSearchParams({ from: '10.9.9.9', to: 'x/a', port: '80/TCP' }));
+    assert.equal(t.verdict, 'allowed');
+    assert.throws(() => p.traceDocument(new URLSearchParams({ from: 'x', to: 'x/a', port: '80/TCP' })), /from: "x" is neither namespace\/pod nor an IPv4 address/);
+    assert.throws(() => p.traceDocument(new URLSearchParams({ from: 'x/zz', to: 'x/a', port: '80/TCP' })), /from: "x\/zz" is not a pod of this node/);
+    p.stop();
+  });
+
+  test('parsePortProto: N/PROTO in any case, or ICMP; anything else names the field and value', () => {
+    assert.deepEqual(parsePortProto('80/tcp', 'port'), { proto: 'TCP', port: 80 });
+    assert.deepEqual(parsePortProto('icmp', 'port'), { proto: 'ICMP' });
+    for (const [text, why] of [['80', /is not PORT\/PROTOCOL/], ['80/HTTP', /has protocol HTTP/], ['0/UDP', /outside 1-65535/], ['70000/UDP', /outside 1-65535/]] as const) {
+      assert.throws(() => parsePortProto(text, '--port'), (e: unknown) => isTraceInputError(e) && e.field === '--port' && e.value === text && why.test(e.message));
+    }
+  });
+});
