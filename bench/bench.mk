@@ -27,6 +27,7 @@ bench-tools: $(BENCH_TOOLS)
 # tests). HYPHA_PEERS_SECONDS / HYPHA_PEERS_CONCURRENCY tune the rate runs. The
 # namespaces are test/e2e/lib/topology.ts's, whose nodes need the fabric's XDP object.
 # bench/ct-capacity.test.ts: bench-ct's counting, on small maps, for both LRU layouts.
+# bench/peers/calico-policy-iptables.test.ts: bench-policy's iptables peer (ipset).
 test-bench-peers: $(BENCH_TOOLS) bpf/build/test/xdp_pass.o $(BPF_OBJECTS) $(CT_PERCPU_OBJECTS) bpffs
 	$(NODE) --test --test-concurrency=1 bench/peers/*.test.ts bench/ct-capacity.test.ts
 
@@ -77,3 +78,15 @@ bench-control: build bpffs
 .PHONY: bench-cni
 bench-cni: build bpffs containerd-bins
 	$(NODE) bench/cni.ts $(BENCH_ARGS)
+
+# `make bench-policy`: NetworkPolicy compile time and entries for 10 to 1 000
+# policies over 5 000 pods; ns per packet of a policy-checked flow in
+# hypha_from_pod / hypha_to_pod (BPF_PROG_TEST_RUN) for 1 to 10 000 entries in
+# the pod's policy; new connections per second through 1, 100 and 1 000
+# policies, Hypha next to the same policies in Calico's iptables layout
+# (bench/peers/calico-policy-iptables.ts; ipset, iptables-nft and -legacy) in
+# the same run; bench/results/policy.{json,png}. About 3 minutes.
+# BENCH_ARGS passes options (--policies, --entries, --seconds, --runs ...).
+.PHONY: bench-policy
+bench-policy: build bpffs
+	$(NODE) bench/policy.ts $(BENCH_ARGS)

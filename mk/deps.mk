@@ -2,7 +2,7 @@
 # Stamp files make a second run instant; the stamp name carries the package
 # list's hash, so editing the list reinstalls.
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 \
-	iptables nftables ethtool util-linux procps iputils-ping netcat-openbsd \
+	iptables ipset nftables ethtool util-linux procps iputils-ping netcat-openbsd \
 	openssl gnuplot-nox make g++ python3 pkg-config curl unzip \
 	libjansson-dev containernetworking-plugins umoci libseccomp-dev
 APT_STAMP := $(CACHE)/stamps/apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-12)
