@@ -6,7 +6,10 @@ import { layouts } from '../abi/abi.gen.ts';
 import { MemoryMapIO } from '../datapath/map-io.ts';
 import { POLICY_CIDR_MAP, POLICY_EPS_MAP, POLICY_MAP, policyEpKeyCodec, policyEpValCodec } from '../datapath/policy-maps.ts';
 import { isTraceInputError } from '../policy/trace.ts';
-import { AgentPolicy, parsePortProto } from './policy.ts';
+import { compileService } from '../services/compile.ts';
+import { slice, svc } from '../services/fixtures.ts';
+import { LbTable } from '../services/lb-table.ts';
+import { AgentPolicy, lbServiceLookup, parsePortProto } from './policy.ts';
 
 function maps() {
   return {
@@ -44,6 +47,16 @@ describe('AgentPolicy', () => {
     assert.equal(t.verdict, 'allowed');
     assert.throws(() => p.traceDocument(new URLSearchParams({ from: 'x', to: 'x/a', port: '80/TCP' })), /from: "x" is neither namespace\/pod nor an IPv4 address/);
     assert.throws(() => p.traceDocument(new URLSearchParams({ from: 'x/zz', to: 'x/a', port: '80/TCP' })), /from: "x\/zz" is not a pod of this node/);
+    // A Service address is traced at each programmed backend.
+    const table = new LbTable({ services: 100, backends: 100 });
+    table.set('default/web', compileService(svc('web'), [slice('web', ['10.0.0.1', '10.0.0.7'])], { name: 'node-a', addresses: ['192.168.77.10'] }));
+    const lookup = lbServiceLookup(table);
+    assert.deepEqual(lookup('10.96.0.10', 80, 'TCP'), { service: 'default/web', frontend: '10.96.0.10:80/TCP', backends: [{ ip: '10.0.0.1', port: 8080 }, { ip: '10.0.0.7', port: 8080 }] });
+    assert.equal(lookup('10.96.0.10', 81, 'TCP'), undefined);
+    const s = p.traceDocument(new URLSearchParams({ from: '10.0.0.2', to: '10.96.0.10', port: '80/TCP' }), { services: lookup });
+    assert.deepEqual(s.traces.map((t) => [t.service, t.backend, t.result.to.endpoint, t.result.port, t.result.verdict]), [
+      ['default/web', '10.0.0.1:8080', 'x/a', 8080, 'allowed'], ['default/web', '10.0.0.7:8080', undefined, 8080, 'allowed'],
+    ]);
     p.stop();
   });
 
