@@ -17,6 +17,8 @@ export interface ServiceSpec {
   namespace?: string;
   clusterIP: string;
   ports: PortSpec[];
+  /** spec.selector (nothing here turns it into endpoints: slices are made by the test). */
+  selector?: Record<string, string>;
   type?: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
   externalIPs?: string[];
   loadBalancerIPs?: string[];
@@ -45,6 +47,7 @@ export function serviceObject(s: ServiceSpec): Record<string, unknown> {
         name: p.name ?? 'p' + p.port, port: p.port, targetPort: p.targetPort ?? p.port, protocol: p.protocol ?? 'TCP',
         ...(p.nodePort ? { nodePort: p.nodePort } : {}),
       })),
+      ...(s.selector ? { selector: s.selector } : {}),
       ...(s.externalIPs ? { externalIPs: s.externalIPs } : {}),
       ...(s.sessionAffinity ? { sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: s.sessionAffinity.timeoutSeconds } } } : {}),
       ...(s.externalTrafficPolicy ? { externalTrafficPolicy: s.externalTrafficPolicy } : {}),
