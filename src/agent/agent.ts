@@ -33,6 +33,7 @@ import { type Metrics, createMetrics } from './metrics.ts';
 import { Monitor, agentSources, lostCounter, ringSource } from './monitor.ts';
 import { NodeState, deviceAddresses } from './node-state.ts';
 import { PodMetadata } from './pod-metadata.ts';
+import type { EndpointPolicyHooks } from '../endpoints/manager.ts';
 import { Pods } from './pods.ts';
 import { AgentPolicy, lbServiceLookup } from './policy.ts';
 import { Routing } from './routing.ts';
@@ -150,6 +151,19 @@ export class Agent {
     const k8s = this.cfg.kubernetes;
     this.#sync = new LbSync({ table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics, gated: k8s !== undefined, externalIPs: this.cfg.services.externalIPs });
 
+    // NetworkPolicy: compiled over identities and this node's endpoints into
+    // the policy maps. Made before the CNI socket opens: every ADD closes its
+    // pod until policy judges it.
+    if (this.cfg.policy.enabled) {
+      this.#policy = new AgentPolicy({
+        nodeName: this.cfg.node.name, log, registry: metrics.registry,
+        silenceMs: (k8s?.silenceSeconds ?? 90) * 1000, resyncMs: (k8s?.resyncSeconds ?? 600) * 1000,
+        maps: { policy: dp.mapIO(POLICY_MAP), eps: dp.mapIO(POLICY_EPS_MAP), cidrs: dp.mapIO(POLICY_CIDR_MAP) },
+        identities: () => this.#identities,
+        endpoints: () => this.#pods?.manager.records() ?? [],
+        changed: () => dp.bumpPolicyGeneration(),
+      });
+    }
     // Pods: endpoints reconciled and the CNI socket open before anything
     // else can take time, so DELs the runtime sends are served at once.
     if (cni.enabled) {
@@ -159,6 +173,7 @@ export class Agent {
           this.#identities?.endpointsChanged();
           this.#policy?.request();
         },
+        ...(this.#policy ? { policy: podPolicyHooks(this.#policy, this.cfg.policy.podStartWaitSeconds * 1000) } : {}),
         ...(process.env.HYPHA_TEST_ADD_PAUSE_FILE ? { afterStep: pauseWhileFileExists(process.env.HYPHA_TEST_ADD_PAUSE_FILE) } : {}),
       });
       this.#pods = pods;
@@ -183,17 +198,6 @@ export class Agent {
       onActiveChange: () => this.#writeDatapathConfig(),
     });
     this.#monitor.start();
-    // NetworkPolicy: compiled over identities and this node's endpoints into the policy maps.
-    if (this.cfg.policy.enabled) {
-      this.#policy = new AgentPolicy({
-        nodeName: this.cfg.node.name, log, registry: metrics.registry,
-        silenceMs: (k8s?.silenceSeconds ?? 90) * 1000, resyncMs: (k8s?.resyncSeconds ?? 600) * 1000,
-        maps: { policy: dp.mapIO(POLICY_MAP), eps: dp.mapIO(POLICY_EPS_MAP), cidrs: dp.mapIO(POLICY_CIDR_MAP) },
-        identities: () => this.#identities,
-        endpoints: () => this.#pods?.manager.records() ?? [],
-        changed: () => dp.bumpPolicyGeneration(),
-      });
-    }
     const ipcacheIO = dp.mapIO(IPCACHE_MAP);
     const ipcacheIdentity = (ip: string): number | undefined => {
       const v = ipcacheIO.lookup(ipcacheKeyCodec.encode({ prefixlen: 32, addr: ip }));
@@ -424,5 +428,14 @@ export class Agent {
 function pauseWhileFileExists(file: string): (step: string) => Promise<void> {
   return async () => {
     while (existsSync(file)) await new Promise((r) => setTimeout(r, 20));
+  };
+}
+
+/** A pod's NetworkPolicy side of CNI ADD and DEL. */
+function podPolicyHooks(policy: AgentPolicy, waitMs: number): EndpointPolicyHooks {
+  return {
+    close: (ip) => policy.closeEndpoint(ip),
+    release: (ip) => policy.releaseEndpoint(ip),
+    enforced: (ip) => policy.whenEnforced(ip, waitMs),
   };
 }

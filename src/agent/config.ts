@@ -60,7 +60,7 @@ export interface AgentConfig {
   /** Host settings the agent may change (in its own network namespace). */
   sysctl: { manageRpFilter: boolean };
   /** NetworkPolicy: enforced in the datapath (ConfigFlags.POLICY) and the policy maps kept. */
-  policy: { enabled: boolean };
+  policy: { enabled: boolean; podStartWaitSeconds: number };
 }
 
 const ipv4 = '^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}$';
@@ -216,6 +216,10 @@ const schema = {
       properties: {
         // Off: no NetworkPolicy is enforced (the maps are left as they are).
         enabled: { type: 'boolean', default: true },
+        // CNI ADD waits up to this long for policy to judge the new pod (its
+        // identity allocated, the maps written); the pod is closed both ways
+        // until then, and stays closed after a timeout until it happens.
+        podStartWaitSeconds: { type: 'number', minimum: 0, maximum: 60, default: 10 },
       },
     },
   },

@@ -15,7 +15,7 @@ import type { Devices } from '../datapath/devices.ts';
 import type { EndpointsMap } from '../datapath/endpoints-reconciler.ts';
 import type { Rtnl } from '../datapath/rtnl.ts';
 import { PodIpam } from '../endpoints/ipam.ts';
-import { EndpointManager, type EndpointView } from '../endpoints/manager.ts';
+import { type EndpointPolicyHooks, EndpointManager, type EndpointView } from '../endpoints/manager.ts';
 import { RtnlPodNetwork } from '../endpoints/pod-network.ts';
 import { EndpointStore } from '../endpoints/store.ts';
 import type { CniConfig } from './config.ts';
@@ -32,6 +32,8 @@ export interface PodsOptions {
   afterStep?: (step: string) => Promise<void>;
   /** An endpoint was added or removed (identities follow the endpoints). */
   onEndpointsChange?: () => void;
+  /** NetworkPolicy's side of ADD and DEL (EndpointManager's policy hooks). */
+  policy?: EndpointPolicyHooks;
 }
 
 export interface PodsStatus {
@@ -81,6 +83,7 @@ export class Pods {
         opts.onEndpointsChange?.();
       },
       ...(opts.afterStep ? { afterStep: opts.afterStep } : {}),
+      ...(opts.policy ? { policy: opts.policy } : {}),
     });
   }
 

@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { layouts } from '../abi/abi.gen.ts';
+import { PolicyEpFlags, layouts } from '../abi/abi.gen.ts';
 import { MemoryMapIO } from '../datapath/map-io.ts';
 import { POLICY_CIDR_MAP, POLICY_EPS_MAP, POLICY_MAP, policyEpKeyCodec, policyEpValCodec } from '../datapath/policy-maps.ts';
 import { isTraceInputError } from '../policy/trace.ts';
@@ -58,6 +58,47 @@ describe('AgentPolicy', () => {
       ['default/web', '10.0.0.1:8080', 'x/a', 8080, 'allowed'], ['default/web', '10.0.0.7:8080', undefined, 8080, 'allowed'],
     ]);
     p.stop();
+  });
+
+  test('a pod being added is closed both ways at once, ADD\'s wait ends with the write that names it, a failed ADD leaves nothing', async () => {
+    const m = maps();
+    const records: { ip: string; pod?: { namespace: string; name: string } }[] = [{ ip: '10.0.0.1' }];
+    const p = new AgentPolicy({
+      nodeName: 'n1', log: pino({ level: 'silent' }), registry: new Registry(), silenceMs: 1000, resyncMs: 0, maps: m,
+      identities: () => undefined, endpoints: () => records, changed: () => undefined, debounceMs: 1,
+    });
+    const epsNow = () => new Map([...m.eps.entries].map(([k, v]) => [policyEpKeyCodec.decode(Buffer.from(k, 'latin1')).value, policyEpValCodec.decode(v)]));
+    const CLOSED = { identity: 0, flags: PolicyEpFlags.INGRESS | PolicyEpFlags.EGRESS };
+    // Before the first write (policies not listed): closed, and a bounded wait says no.
+    p.closeEndpoint('10.0.0.5');
+    assert.deepEqual(epsNow().get('10.0.0.5'), CLOSED, 'written at once, outside a compile');
+    assert.equal(await p.whenEnforced('10.0.0.5', 30), false, 'nothing written yet: the wait ends at its bound');
+    assert.deepEqual(epsNow().get('10.0.0.5'), CLOSED, 'still closed after the timeout');
+    p.start();
+    await until('first write', () => p.synced);
+    assert.deepEqual(epsNow().get('10.0.0.5'), CLOSED, 'a compile without its record keeps it closed');
+    assert.deepEqual(epsNow().get('10.0.0.1'), { identity: 0, flags: 0 });
+    // Its record appears (ADD put it): the next write judges it and the wait ends true.
+    const wait = p.whenEnforced('10.0.0.5', 2000);
+    records.push({ ip: '10.0.0.5' });
+    assert.equal(await wait, true);
+    assert.deepEqual(epsNow().get('10.0.0.5'), { identity: 0, flags: 0 }, 'judged: open (no pod metadata, standalone)');
+    // A second ADD that fails: release removes the closed entry at once and later writes keep it gone.
+    p.closeEndpoint('10.0.0.6');
+    assert.deepEqual(epsNow().get('10.0.0.6'), CLOSED);
+    p.releaseEndpoint('10.0.0.6');
+    assert.equal(epsNow().has('10.0.0.6'), false);
+    p.request();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual([...epsNow().keys()].sort(), ['10.0.0.1', '10.0.0.5']);
+    // A pod closed, then deleted before any compile named it: release after DEL drops it too.
+    p.closeEndpoint('10.0.0.7');
+    p.releaseEndpoint('10.0.0.7');
+    p.releaseEndpoint('10.0.0.5'); // a judged pod's release is a no-op: its record's removal is what removes it
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual([...epsNow().keys()].sort(), ['10.0.0.1', '10.0.0.5']);
+    p.stop();
+    assert.equal(await p.whenEnforced('10.0.0.8', 1000), false, 'stopped: no wait');
   });
 
   test('parsePortProto: N/PROTO in any case, or ICMP; anything else names the field and value', () => {

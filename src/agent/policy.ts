@@ -16,12 +16,15 @@
 //    field and value), counted, and put on the NetworkPolicy's events
 //    (Warning). A problem that goes away and comes back is reported again.
 //  - A failed write is retried with backoff; the retry reads the maps back.
+//  - A pod being added (CNI ADD) is closed both ways before its veth can
+//    carry a packet, and ADD waits (bounded) for the first write that judges
+//    it with its identity: a pod never starts open while policies select it.
 import { createHash } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import {
-  POLICY_CIDR_MAP, POLICY_EPS_MAP, POLICY_MAP, type PolicyMapEntries, type PolicyMapsIO, PolicyMapsReconciler, encodePolicyMaps,
+  CLOSED_EP, POLICY_CIDR_MAP, POLICY_EPS_MAP, POLICY_MAP, type PolicyMapEntries, type PolicyMapsIO, PolicyMapsReconciler, encodePolicyMaps,
   pinnedEndpointIdentities, programmedPolicy,
 } from '../datapath/policy-maps.ts';
 import { type KubeClient, isAlreadyExists } from '../k8s/client.ts';
@@ -150,11 +153,16 @@ export class AgentPolicy {
   #written: Written | undefined;
   #lastError: string | null = null;
   #pinned: Map<string, number> | undefined;
+  /** Addresses of pods being added that no endpoint record names yet: closed both ways. */
+  readonly #adding = new Set<string>();
+  /** Compiles started. */
+  #compiles = 0;
+  #waiters = new Set<{ ip: string; after: number; done: (ok: boolean) => void }>();
   /** object -> message -> the problem as reported (present now). */
   #reported = new Map<string, Map<string, Reported>>();
   /** Events this agent made (name -> count), to count a recurrence. */
   readonly #events = new Map<string, number>();
-  readonly #metrics: { problems: Counter<'kind'>; syncs: Counter<'outcome'>; duration: Histogram; events: Counter<'outcome'> };
+  readonly #metrics: { problems: Counter<'kind'>; syncs: Counter<'outcome'>; duration: Histogram; events: Counter<'outcome'>; podWait: Histogram<'outcome'> };
 
   constructor(opts: AgentPolicyOptions) {
     this.#o = opts;
@@ -166,6 +174,10 @@ export class AgentPolicy {
       problems: new Counter({ name: 'hypha_policy_problems_reported_total', help: 'Problems of NetworkPolicy enforcement reported (each distinct problem once while it lasts), by kind of object', labelNames: ['kind'], registers: r }),
       syncs: new Counter({ name: 'hypha_policy_syncs_total', help: 'Writes of the policy maps from a compile, by outcome', labelNames: ['outcome'], registers: r }),
       duration: new Histogram({ name: 'hypha_policy_sync_duration_seconds', help: 'Compile and write of the policy maps', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: r }),
+      podWait: new Histogram({
+        name: 'hypha_policy_pod_start_wait_seconds', help: 'CNI ADD waiting for the first policy write that judges the new pod, by outcome (enforced, timeout: the pod stays closed until it comes)',
+        labelNames: ['outcome'], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: r,
+      }),
       events: new Counter({ name: 'hypha_policy_events_total', help: 'Kubernetes Events about NetworkPolicies, by outcome (created, counted: a recurrence, exists: another node reported it, error)', labelNames: ['outcome'], registers: r }),
     };
     new Gauge({
@@ -235,6 +247,49 @@ export class AgentPolicy {
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#informer?.stop();
+    for (const w of this.#waiters) w.done(false);
+  }
+
+  /**
+   * A pod is being added at `ip` (CNI ADD, before its veth exists): its
+   * endpoints-map entry denies both directions from now until a compile
+   * judges it. Written at once, outside the debounce.
+   */
+  closeEndpoint(ip: string): void {
+    if (this.#stopped) return;
+    this.#adding.add(ip);
+    this.#rec.writeEndpoint(ip, CLOSED_EP);
+  }
+
+  /** The ADD of `ip` failed, or its pod is gone before any compile named it: the closed entry goes. */
+  releaseEndpoint(ip: string): void {
+    if (!this.#adding.delete(ip) || this.#stopped) return;
+    this.#rec.writeEndpoint(ip, undefined);
+    this.request();
+  }
+
+  /**
+   * Resolves true once a write that started after this call judged the pod
+   * at `ip` by its identity (or as a pod without metadata), false after
+   * `timeoutMs` (the pod stays as closed as the maps hold it).
+   */
+  whenEnforced(ip: string, timeoutMs: number): Promise<boolean> {
+    if (this.#stopped) return Promise.resolve(false);
+    const t0 = performance.now();
+    return new Promise((resolve) => {
+      const w = {
+        ip, after: this.#compiles,
+        done: (ok: boolean) => {
+          if (!this.#waiters.delete(w)) return;
+          clearTimeout(timer);
+          this.#metrics.podWait.observe({ outcome: ok ? 'enforced' : 'timeout' }, (performance.now() - t0) / 1000);
+          resolve(ok);
+        },
+      };
+      const timer = setTimeout(() => w.done(false), timeoutMs);
+      this.#waiters.add(w);
+      this.request();
+    });
   }
 
   status(): InformerStatus[] {
@@ -287,8 +342,9 @@ export class AgentPolicy {
     const t0 = performance.now();
     try {
       if (!this.#pinned) this.#pinned = await pinnedEndpointIdentities(this.#o.maps.eps);
-      const { compiled, open } = this.#compile();
-      const encoded = encodePolicyMaps(compiled, this.#rec.capacity, open);
+      const seq = ++this.#compiles;
+      const { compiled, open, judged } = this.#compile();
+      const encoded = encodePolicyMaps(compiled, this.#rec.capacity, open, this.#adding);
       const stats = await this.#rec.sync(encoded.maps);
       if (stats.upserts + stats.deletes > 0) this.#o.changed();
       const first = !this.#written;
@@ -296,6 +352,7 @@ export class AgentPolicy {
         compiled: programmedPolicy(compiled, encoded), at: new Date(),
         entries: Object.fromEntries([...encoded.maps].map(([m, e]) => [m, e.size])),
       };
+      for (const w of this.#waiters) if (w.after < seq && judged.has(w.ip)) w.done(true);
       this.#lastError = null;
       this.#backoff = RETRY_MIN_MS;
       this.#metrics.syncs.inc({ outcome: 'ok' });
@@ -321,23 +378,33 @@ export class AgentPolicy {
     if (this.#again) this.request();
   }
 
-  /** The tables, compiled. Local endpoints without pod metadata are open. */
-  #compile(): { compiled: CompiledPolicy; open: string[] } {
+  /** The tables, compiled. Local endpoints without pod metadata are open;
+   *  `judged`: the local addresses compiled with their final identity. */
+  #compile(): { compiled: CompiledPolicy; open: string[]; judged: Set<string> } {
     const ids = this.#o.identities();
     const locals = ids ? ids.localEndpoints() : this.#o.endpoints().map((e) => ({ ip: e.ip, ...(e.pod ? { pod: e.pod } : {}), ports: [] }));
     const settling = ids?.synced ? ids.settling() : new Set<string>();
     const byPod = new Map<string, Endpoint>();
     const open: string[] = [];
+    const judged = new Set<string>();
     for (const l of locals) {
+      // An endpoint record names it now: compiled from here on.
+      this.#adding.delete(l.ip);
       if (!l.pod) {
         open.push(l.ip);
+        judged.add(l.ip);
         continue;
       }
       const key = `${l.pod.namespace}/${l.pod.name}`;
       // Being looked up after a restart: the identity its address had.
       let identity = 'identity' in l && l.identity !== undefined ? l.identity : undefined;
+      // Judged for good unless its identity is still being allocated (then
+      // fail-closed for every policy that may select it).
       if (identity === undefined && settling.has(l.ip)) identity = this.#pinned?.get(l.ip);
-      else if (identity !== undefined) this.#pinned?.delete(l.ip);
+      else {
+        judged.add(l.ip);
+        if (identity !== undefined) this.#pinned?.delete(l.ip);
+      }
       const e = byPod.get(key);
       if (e) e.addresses!.push(l.ip);
       else byPod.set(key, { namespace: l.pod.namespace, name: l.pod.name, identity: identity ?? 0, ports: [...l.ports], addresses: [l.ip] });
@@ -348,7 +415,7 @@ export class AgentPolicy {
       policies: [...this.#policies.values()].map((p) => p.value),
       namedPorts: ids?.namedPorts().map((n) => ({ pod: n.pod, identity: n.identity, ports: [...n.ports] })) ?? [],
     }, { maxEntriesPerDirection: this.#rec.capacity.policy, ...(this.#written ? { previousCidrs: this.#written.compiled.cidrs } : {}) });
-    return { compiled, open };
+    return { compiled, open, judged };
   }
 
   /** Log, count and put on the objects' events every problem that is new. */

@@ -85,14 +85,21 @@ function ipv4Addresses(ep: EndpointPolicy): string[] {
   return (ep.endpoint.addresses ?? []).filter((a) => isIPv4(a));
 }
 
+/** The endpoints-map value of a pod being added: both directions enforced, no allows. */
+export const CLOSED_EP = toBytes(policyEpValCodec.encode({ identity: 0, flags: PolicyEpFlags.INGRESS | PolicyEpFlags.EGRESS }));
+
+/** The endpoints-map key of an address. */
+export const epKey = (addr: string): Bytes => toBytes(policyEpKeyCodec.encode({ value: addr }));
+
 /**
  * The three maps' contents for a compile. `open` lists local addresses
  * that no compiled endpoint names (an endpoint without pod metadata): they
- * get an open entry. A direction whose keys do not fit in what the policy
+ * get an open entry. `closed` lists addresses of pods being added (not in
+ * the endpoint records yet): they deny both ways. A direction whose keys do not fit in what the policy
  * map has left gets none and denies (reported); so does every ipBlock when
  * the CIDR table does not fit.
  */
-export function encodePolicyMaps(compiled: CompiledPolicy, capacity: PolicyMapCapacity, open: readonly string[] = []): PolicyMapEntries {
+export function encodePolicyMaps(compiled: CompiledPolicy, capacity: PolicyMapCapacity, open: readonly string[] = [], closed: Iterable<string> = []): PolicyMapEntries {
   const policy = new Map<Bytes, Bytes>();
   const eps = new Map<Bytes, Bytes>();
   const cidrs = new Map<Bytes, Bytes>();
@@ -142,8 +149,13 @@ export function encodePolicyMaps(compiled: CompiledPolicy, capacity: PolicyMapCa
   const OPEN = toBytes(policyEpValCodec.encode({ identity: 0, flags: 0 }));
   for (const a of open) {
     if (!isIPv4(a)) continue;
-    const k = toBytes(policyEpKeyCodec.encode({ value: a }));
+    const k = epKey(a);
     if (!eps.has(k)) eps.set(k, OPEN);
+  }
+  for (const a of closed) {
+    if (!isIPv4(a)) continue;
+    const k = epKey(a);
+    if (!eps.has(k)) eps.set(k, CLOSED_EP);
   }
   const maps = new Map([[POLICY_MAP, policy], [POLICY_EPS_MAP, eps], [POLICY_CIDR_MAP, cidrs]]);
   return { maps, overflows, ...(cidrOverflow !== undefined ? { cidrOverflow } : {}), problems };
@@ -192,6 +204,8 @@ export class PolicyMapsReconciler {
   readonly #io: PolicyMapsIO;
   #last: Map<string, Map<Bytes, Bytes>> | undefined;
   #needFull = true;
+  /** Direct writes (writeEndpoint) so far. */
+  #direct = 0;
 
   constructor(io: PolicyMapsIO) {
     this.#io = io;
@@ -212,9 +226,29 @@ export class PolicyMapsReconciler {
     this.#needFull = true;
   }
 
+  /**
+   * Write one endpoints-map entry now, outside a sync (a pod being added is
+   * closed before its veth carries traffic), and remember it as written so
+   * that the next sync's diff keeps or removes it. `value` undefined deletes.
+   * A sync running meanwhile may not see it: the next sync reads back.
+   */
+  writeEndpoint(addr: string, value: Bytes | undefined): void {
+    const k = epKey(addr);
+    const raw = Buffer.from(k, 'latin1');
+    if (value === undefined) this.#io.eps.delete(raw);
+    else this.#io.eps.update(raw, Buffer.from(value, 'latin1'));
+    this.#direct++;
+    if (!this.#last) return; // the first sync is full
+    const eps = new Map(this.#last.get(POLICY_EPS_MAP) ?? []);
+    if (value === undefined) eps.delete(k);
+    else eps.set(k, value);
+    this.#last = new Map(this.#last).set(POLICY_EPS_MAP, eps);
+  }
+
   /** Write what differs. Throws on a failed operation (the caller retries: the next sync is full). */
   async sync(desired: Map<string, Map<Bytes, Bytes>>): Promise<PolicySyncStats> {
     const full = this.#needFull || this.#last === undefined;
+    const direct = this.#direct;
     let plan: Plan;
     let held: number;
     if (full) {
@@ -232,7 +266,8 @@ export class PolicyMapsReconciler {
     try {
       const stats = this.#rec.execute(plan);
       this.#last = desired;
-      this.#needFull = false;
+      // A direct write while this sync was planned or ran: read back next time.
+      this.#needFull = this.#direct !== direct;
       return { ...stats, full };
     } finally {
       this.#rec.release();

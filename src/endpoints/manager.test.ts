@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import { CNI_ERR, isCniError } from '../cni/errors.ts';
 import type { CniRequest } from '../cni/types.ts';
 import { PodIpam } from './ipam.ts';
-import { EndpointManager, POD_GATEWAY, hostIfnameFor } from './manager.ts';
+import { type EndpointPolicyHooks, EndpointManager, POD_GATEWAY, hostIfnameFor } from './manager.ts';
 import type { EndpointDatapath, HostSide, PodNetwork, PodSide, VethCreated } from './ports.ts';
 import { EndpointStore } from './store.ts';
 
@@ -100,6 +100,11 @@ class FakeDatapath implements EndpointDatapath {
   }
 }
 
+async function until(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 400 && !check(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(check());
+}
+
 function req(containerId: string, extra: Partial<CniRequest> = {}): CniRequest {
   return {
     containerId, netns: NETNS, ifname: 'eth0', path: [], args: { K8S_POD_NAMESPACE: 'default', K8S_POD_NAME: containerId },
@@ -112,10 +117,10 @@ describe('EndpointManager', () => {
   let net: FakeNet;
   let dp: FakeDatapath;
   let ready: string | undefined;
-  const make = async (cidr = '10.244.1.0/29', reconcile = true): Promise<EndpointManager> => {
+  const make = async (cidr = '10.244.1.0/29', reconcile = true, policy?: EndpointPolicyHooks): Promise<EndpointManager> => {
     const m = new EndpointManager({
       ipam: new PodIpam([cidr]), store: new EndpointStore(dir), net, datapath: dp, mtu: () => 1500,
-      log: pino({ level: 'silent' }), notReady: () => ready,
+      log: pino({ level: 'silent' }), notReady: () => ready, ...(policy ? { policy } : {}),
     });
     if (reconcile) await m.reconcile();
     return m;
@@ -160,6 +165,41 @@ describe('EndpointManager', () => {
     // Three failed ADDs held no address: both are free for the next two.
     await m.add(req('c2'));
     await m.add(req('c3'));
+  });
+
+  test('NetworkPolicy: ADD closes the pod before its veth exists and returns after policy judged it; a failed ADD and a DEL release it', async () => {
+    const calls: string[] = [];
+    let judge: ((ok: boolean) => void) | undefined;
+    const policy: EndpointPolicyHooks = {
+      close: (ip) => calls.push(`close ${ip} veths=${net.hosts.size}`),
+      release: (ip) => calls.push(`release ${ip}`),
+      enforced: (ip) => new Promise((resolve) => {
+        calls.push(`wait ${ip} records=${m.records().length}`);
+        judge = resolve;
+      }),
+    };
+    const m = await make('10.244.1.0/30', true, policy);
+    let returned = false;
+    const add = m.add(req('c1')).then((r) => (returned = true, r));
+    await until(() => judge !== undefined);
+    assert.equal(returned, false, 'ADD waits for policy');
+    assert.deepEqual(calls, ['close 10.244.1.1 veths=0', 'wait 10.244.1.1 records=1']);
+    judge!(true);
+    assert.equal((await add).ips[0]?.address, '10.244.1.1/32');
+    // Not judged within the bound: ADD still succeeds (the pod stays closed).
+    judge = undefined;
+    const add2 = m.add(req('c2'));
+    await until(() => judge !== undefined);
+    judge!(false);
+    await add2;
+    calls.length = 0;
+    await m.del(req('c2'));
+    assert.deepEqual(calls, ['release 10.244.1.2']);
+    calls.length = 0;
+    dp.failAttach = true;
+    await assert.rejects(m.add(req('c3')), (e: unknown) => isCniError(e, CNI_ERR.DATAPATH));
+    assert.deepEqual(calls, ['close 10.244.1.2 veths=1', 'release 10.244.1.2'], 'c1\'s veth only');
+    assert.equal(net.hosts.size, 1);
   });
 
   test('the same container added twice: 102, and the first attachment is left intact', async () => {

@@ -62,6 +62,18 @@ export interface EndpointManagerOptions {
   onChange?: (endpoints: number) => void;
   /** Test hook: called between ADD's steps (the fault-injection tests stop the agent there). */
   afterStep?: (step: string) => Promise<void>;
+  /** NetworkPolicy, when enforced: a new pod is closed before its veth
+   *  exists, and ADD returns once policy judges it (or after a bound). */
+  policy?: EndpointPolicyHooks;
+}
+
+export interface EndpointPolicyHooks {
+  /** Deny both directions of `ip` until a compile judges it. */
+  close(ip: string): void;
+  /** ADD failed or the pod went before any compile: drop what close wrote. */
+  release(ip: string): void;
+  /** Wait until the pod at `ip` is judged by its identity; false: not within the bound. */
+  enforced(ip: string): Promise<boolean>;
 }
 
 export interface EndpointView extends EndpointRecord {
@@ -132,8 +144,14 @@ export class EndpointManager implements CniHandler {
       const hostIfname = hostIfnameFor(req.containerId, req.ifname);
       const mtu = this.#o.mtu();
       const undo: { step: string; run: () => Promise<unknown> | unknown }[] = [];
-      let step = 'create veth';
+      const policy = this.#o.policy;
+      let step = 'close the pod to policy';
       try {
+        if (policy) {
+          policy.close(ip);
+          undo.push({ step: 'release the closed policy entry', run: () => policy.release(ip) });
+        }
+        step = 'create veth';
         const v = await net.createVeth({ hostIfname, podIfname: req.ifname, netnsPath, mtu });
         undo.push({ step: 'delete veth', run: () => net.deleteVeth(hostIfname) });
         await this.#o.afterStep?.('veth');
@@ -154,7 +172,12 @@ export class EndpointManager implements CniHandler {
         };
         store.put(record);
         this.#o.onChange?.(store.size);
-        log.info({ endpoint: id, pod: record.pod ? `${record.pod.namespace}/${record.pod.name}` : undefined, ip, device: hostIfname, ifindex }, 'endpoint added');
+        const pod = record.pod ? `${record.pod.namespace}/${record.pod.name}` : undefined;
+        log.info({ endpoint: id, pod, ip, device: hostIfname, ifindex }, 'endpoint added');
+        // The runtime starts the pod's containers when ADD returns: policy first.
+        if (policy && !(await policy.enforced(ip))) {
+          log.warn({ endpoint: id, pod, ip }, 'NetworkPolicy has not judged the new pod yet: its traffic is denied both ways until it does');
+        }
         return resultOf(record, req.netns);
       } catch (err) {
         for (const u of undo.reverse()) {
@@ -192,6 +215,7 @@ export class EndpointManager implements CniHandler {
     }
     ipam.release(r.ip);
     store.remove(containerId, ifname);
+    this.#o.policy?.release(r.ip);
     this.#o.onChange?.(store.size);
     log.info({ endpoint: endpointId(containerId, ifname), ip: r.ip, device: hostIfname, reason: why }, 'endpoint removed');
   }

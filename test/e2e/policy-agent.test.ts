@@ -243,6 +243,53 @@ describe('NetworkPolicy in the agents: policy maps, policy get and trace, events
     assert.equal(none.items.length, 0);
   });
 
+  test('a pod added where a policy selects it is closed from before its veth exists, and ADD returns only once its entry carries its identity', async () => {
+    const n1 = c.nodes[0] as Node;
+    const a1 = c.agents[0]!;
+    const mapsBefore = c.agents.map(policyMaps) as [PolicyMaps, PolicyMaps];
+    await client.create(NP, { metadata: { name: 'deny-new' }, spec: { podSelector: { matchLabels: { app: 'new' } }, policyTypes: ['Ingress'] } });
+    const known = new Set(Object.values(pods).map((p) => p.ip));
+    // Every value the endpoints map holds for an address that is not an older pod's, polled from before the ADD.
+    const seen = new Map<string, Set<string>>();
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        for (const row of policyMaps(a1).eps) {
+          const [addr, id, flags] = row.split(' ');
+          if (known.has(addr!)) continue;
+          let s = seen.get(addr!);
+          if (!s) seen.set(addr!, (s = new Set()));
+          s.add(`${id} ${flags}`);
+        }
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    const waitsBefore = await a1.metric('hypha_policy_pod_start_wait_seconds_count', { outcome: 'enforced' });
+    let row: string | undefined;
+    try {
+      await addPod(n1, 'new', { app: 'new' });
+      // Read at once after ADD returned: no time for a compile to catch up.
+      row = policyMaps(a1).eps.find((r) => r.startsWith(`${ip('new')} `));
+    } finally {
+      watching = false;
+      await watcher;
+    }
+    const id = await idOf('new');
+    assert.ok(id !== undefined && id >= 256, 'the new pod has a cluster identity');
+    assert.equal(row, `${ip('new')} ${id} 1`, 'when ADD returns: its identity, ingress enforced (no allows)');
+    const values = [...(seen.get(ip('new')) ?? [])];
+    assert.ok(values.length > 0, 'the watcher saw the entry');
+    for (const v of values) assert.ok(v === '0 3' || v === `${id} 1`, `only closed (0 3) or the final entry (${id} 1) was ever held, saw ${JSON.stringify(values)}`);
+    assert.equal(await a1.metric('hypha_policy_pod_start_wait_seconds_count', { outcome: 'enforced' }), waitsBefore + 1);
+    assert.equal(a1.logs().filter((l) => /has not judged the new pod/.test(String(l.msg))).length, 0);
+    // Gone with its pod and its policy: the maps as before.
+    await c.topo.removePod(pods.new!);
+    delete pods.new;
+    await client.delete(`/api/v1/namespaces/${NS}/pods/new`);
+    await client.delete(`${NP}/deny-new`);
+    await mapsAre('the new pod and its policy gone: the maps as before', mapsBefore);
+  });
+
   test('a restarted agent keeps its policy maps while it lists again (watched from the kill until its first write), then follows changes', async () => {
     const a2 = c.agents[1]!;
     const snapshot = () => JSON.stringify(policyMaps(a2));
