@@ -3,7 +3,7 @@
 // them, every later start (a restart, an upgrade) reuses them with their
 // contents, so no flow notices. Programs are attached by devices.ts, which
 // swaps them atomically over the previous ones.
-import { mkdirSync, readdirSync, rmSync, statfsSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, rmSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
@@ -79,7 +79,10 @@ export type ProgramName = keyof typeof PROGRAMS;
 export interface DatapathOptions {
   pinRoot?: string;
   objectDir?: string;
+  /** Sizes fixed by the configuration: a pinned map of another size is refused (ESIZE). */
   mapSizes?: Partial<MapSizes>;
+  /** Sizes of maps created now that the configuration does not fix (defaults otherwise). */
+  initialSizes?: Partial<MapSizes>;
   log?: Logger;
 }
 
@@ -100,21 +103,43 @@ export type DatapathConfig = Omit<Config, 'lb_generation' | 'policy_generation' 
   Partial<Pick<Config, 'snat_port_min2' | 'snat_port_max2'>>;
 const u32 = codec<{ value: number }>(scalarLayouts.u32);
 
-/** A MapIO over a real BPF map. */
+/** A MapIO over a real BPF map. Given a function, it follows the map it
+ *  returns (a map the datapath grew replaces the old one under the same
+ *  name); `mirror`, while it returns a map, gets every write too (a growth
+ *  copying entries into a new map). */
 export class BpfMapIO implements MapIO {
   readonly name: string;
-  readonly handle: MapHandle;
-  readonly keySize: number;
-  readonly valueSize: number;
-  readonly maxEntries: number;
+  readonly #current: () => MapHandle;
+  readonly #mirror: () => MapHandle | undefined;
+  #info: { handle: MapHandle; keySize: number; valueSize: number; maxEntries: number } | undefined;
 
-  constructor(name: string, handle: MapHandle) {
+  constructor(name: string, handle: MapHandle | (() => MapHandle), mirror: () => MapHandle | undefined = () => undefined) {
     this.name = name;
-    this.handle = handle;
-    const info = native.mapInfo(handle);
-    this.keySize = info.keySize;
-    this.valueSize = native.valueLength(info);
-    this.maxEntries = info.maxEntries;
+    this.#current = typeof handle === 'function' ? handle : () => handle;
+    this.#mirror = mirror;
+    this.#describe();
+  }
+
+  #describe(): { keySize: number; valueSize: number; maxEntries: number } {
+    const handle = this.#current();
+    if (this.#info?.handle !== handle) {
+      const info = native.mapInfo(handle);
+      this.#info = { handle, keySize: info.keySize, valueSize: native.valueLength(info), maxEntries: info.maxEntries };
+    }
+    return this.#info!;
+  }
+
+  get handle(): MapHandle {
+    return this.#current();
+  }
+  get keySize(): number {
+    return this.#describe().keySize;
+  }
+  get valueSize(): number {
+    return this.#describe().valueSize;
+  }
+  get maxEntries(): number {
+    return this.#describe().maxEntries;
   }
 
   lookup(key: Uint8Array): Uint8Array | undefined {
@@ -127,13 +152,18 @@ export class BpfMapIO implements MapIO {
   update(key: Uint8Array, value: Uint8Array): void {
     try {
       native.mapUpdate(this.handle, key, value);
+      const m = this.#mirror();
+      if (m) native.mapUpdate(m, key, value);
     } catch (err) {
       throw toMapError(this.name, 'update', err);
     }
   }
   delete(key: Uint8Array): boolean {
     try {
-      return native.mapDelete(this.handle, key);
+      const deleted = native.mapDelete(this.handle, key);
+      const m = this.#mirror();
+      if (m) native.mapDelete(m, key);
+      return deleted;
     } catch (err) {
       throw toMapError(this.name, 'delete', err);
     }
@@ -141,13 +171,18 @@ export class BpfMapIO implements MapIO {
   updateBatch(keys: Uint8Array, values: Uint8Array, count: number): void {
     try {
       native.mapUpdateBatch(this.handle, keys, values, count);
+      const m = this.#mirror();
+      if (m) native.mapUpdateBatch(m, keys, values, count);
     } catch (err) {
       throw toMapError(this.name, 'updateBatch', err);
     }
   }
   deleteBatch(keys: Uint8Array, count: number): number {
     try {
-      return native.mapDeleteBatch(this.handle, keys, count);
+      const n = native.mapDeleteBatch(this.handle, keys, count);
+      const m = this.#mirror();
+      if (m) native.mapDeleteBatch(m, keys, count);
+      return n;
     } catch (err) {
       throw toMapError(this.name, 'deleteBatch', err);
     }
@@ -229,39 +264,83 @@ export function openPinnedMaps(pinRoot = DEFAULT_PIN_ROOT): Map<MapName, MapHand
   return out;
 }
 
-export class Datapath {
-  readonly pinRoot: string;
-  readonly maps: ReadonlyMap<MapName, MapHandle>;
-  readonly programs: Readonly<Record<ProgramName, ProgHandle>>;
-  readonly sizes: MapSizes;
-  #closed = false;
+/** Largest max_entries a map may be given or grown to. */
+export const MAX_MAP_SIZE = 1 << 26;
+const NAMES_MAP: MapName = 'hypha_lb4_names_v1';
+/** Staging directory of a growth under the pin root. */
+export const GROW_DIR = 'growing'; // bpffs refuses names with a dot
+/** Maps the programs write (their entries made during a growth are carried over). */
+const DATAPATH_WRITTEN = new Set<MapName>(['hypha_ct4_v1', 'hypha_lb4_affinity_v1']);
 
-  private constructor(pinRoot: string, maps: Map<MapName, MapHandle>, programs: Record<ProgramName, ProgHandle>, sizes: MapSizes) {
-    this.pinRoot = pinRoot;
-    this.maps = maps;
-    this.programs = programs;
-    this.sizes = sizes;
+/** The steps of a growth, in order (the fault-injection test stops between them). */
+export type GrowStep = 'created' | 'copied' | 'loaded' | 'attached' | 'carried';
+
+export interface GrowResult {
+  maps: { map: MapName; from: number; to: number }[];
+  ms: number;
+  /** entries the old programs made during the growth, carried into the new maps */
+  carried: number;
+}
+
+/** max_entries of a pinned map, or undefined when there is none. */
+function pinnedSize(pinRoot: string, name: MapName): number | undefined {
+  let h: MapHandle;
+  try {
+    h = native.openPinnedMap(pinPath(pinRoot, name));
+  } catch (err) {
+    if (native.hasNativeCode(err, 'ENOENT')) return undefined;
+    throw err;
   }
+  try {
+    return native.mapInfo(h).maxEntries;
+  } finally {
+    native.close(h);
+  }
+}
 
-  static async load(opts: DatapathOptions = {}): Promise<Datapath> {
-    const pinRoot = opts.pinRoot ?? DEFAULT_PIN_ROOT;
-    const objectDir = opts.objectDir ?? DEFAULT_OBJECT_DIR;
-    const sizes: MapSizes = { ...DEFAULT_MAP_SIZES, ...opts.mapSizes };
-    for (const [k, v] of Object.entries(sizes)) {
-      if (!Number.isInteger(v) || v < 1 || v > 1 << 26) {
-        throw new DatapathError('EINVALID', `map size ${k}: ${v} is not an integer in 1..${1 << 26}`);
-      }
-    }
-    checkBpffs(pinRoot);
-    removeStalePins(pinRoot, opts.log);
-    const maxEntries: Record<string, number> = {};
-    for (const [k, name] of Object.entries(SIZED_MAPS)) maxEntries[name] = sizes[k as keyof MapSizes];
-    // One name per frontend: never more than the services map holds.
-    maxEntries.hypha_lb4_names_v1 = sizes.services;
-    Datapath.#checkPinned(pinRoot, maxEntries);
-    const carried = carryOverRetiredCt(pinRoot, opts.log);
+/** A growth that did not finish (the agent died in it) left its staging
+ *  directory: the pins outside it are the old maps, whole (every write went
+ *  to both). Removing it rolls the growth back; the agent grows again if it
+ *  still needs to. */
+function rollBackGrowth(pinRoot: string, log?: Logger): void {
+  const stage = path.join(pinRoot, GROW_DIR);
+  let entries: string[];
+  try {
+    entries = readdirSync(stage);
+  } catch {
+    return;
+  }
+  rmSync(stage, { recursive: true, force: true });
+  log?.warn({ stage, pins: entries.length }, 'a map growth that did not finish was rolled back (the old maps are in place)');
+}
 
-    const programs: Partial<Record<ProgramName, ProgHandle>> = {};
+/** Copy the entries of `from` that `to` does not have; returns how many. */
+function carryMissing(from: MapHandle, to: MapHandle): number {
+  const src = native.mapDump(from);
+  if (src.count === 0) return 0;
+  const have = native.mapDump(to);
+  const info = native.mapInfo(from);
+  const ks = info.keySize;
+  const vs = native.valueLength(info);
+  const seen = new Set<string>();
+  const hk = Buffer.from(have.keys.buffer, have.keys.byteOffset, have.count * ks);
+  for (let i = 0; i < have.count; i++) seen.add(hk.toString('latin1', i * ks, (i + 1) * ks));
+  const sk = Buffer.from(src.keys.buffer, src.keys.byteOffset, src.count * ks);
+  const sv = Buffer.from(src.values.buffer, src.values.byteOffset, src.count * vs);
+  const keys: Buffer[] = [];
+  const values: Buffer[] = [];
+  for (let i = 0; i < src.count; i++) {
+    if (seen.has(sk.toString('latin1', i * ks, (i + 1) * ks))) continue;
+    keys.push(sk.subarray(i * ks, (i + 1) * ks));
+    values.push(sv.subarray(i * vs, (i + 1) * vs));
+  }
+  if (keys.length > 0) native.mapUpdateBatch(to, Buffer.concat(keys), Buffer.concat(values), keys.length, 'noexist');
+  return keys.length;
+}
+
+async function loadPrograms(objectDir: string, pinRoot: string, maxEntries: Record<string, number>, log?: Logger): Promise<Record<ProgramName, ProgHandle>> {
+  const programs: Partial<Record<ProgramName, ProgHandle>> = {};
+  try {
     for (const [prog, spec] of Object.entries(PROGRAMS) as [ProgramName, (typeof PROGRAMS)[ProgramName]][]) {
       const file = path.join(objectDir, spec.object);
       let obj;
@@ -280,8 +359,75 @@ export class Datapath {
       } finally {
         native.close(obj);
       }
-      opts.log?.debug({ program: spec.name }, 'program loaded');
+      log?.debug({ program: spec.name }, 'program loaded');
     }
+  } catch (err) {
+    for (const h of Object.values(programs)) native.close(h);
+    throw err;
+  }
+  return programs as Record<ProgramName, ProgHandle>;
+}
+
+export class Datapath {
+  readonly pinRoot: string;
+  readonly #maps: Map<MapName, MapHandle>;
+  #programs: Record<ProgramName, ProgHandle>;
+  /** Installed sizes now (a growth raises them). */
+  readonly sizes: MapSizes;
+  /** Maps being grown: name -> the new map, which gets every write through mapIO() too. */
+  readonly #mirror = new Map<MapName, MapHandle>();
+  #growing = false;
+  #closed = false;
+  readonly #objectDir: string;
+
+  private constructor(pinRoot: string, objectDir: string, maps: Map<MapName, MapHandle>, programs: Record<ProgramName, ProgHandle>, sizes: MapSizes) {
+    this.pinRoot = pinRoot;
+    this.#objectDir = objectDir;
+    this.#maps = maps;
+    this.#programs = programs;
+    this.sizes = sizes;
+  }
+
+  get maps(): ReadonlyMap<MapName, MapHandle> {
+    return this.#maps;
+  }
+
+  /** The loaded programs (a growth replaces them: read at each attach). */
+  get programs(): Readonly<Record<ProgramName, ProgHandle>> {
+    return this.#programs;
+  }
+
+  /**
+   * `mapSizes`: sizes the configuration fixes (a pinned map of another size
+   * is refused, as before growth existed). Every other sized map adopts the
+   * size it is pinned with, or is created with `initialSizes` (else the
+   * defaults), and may grow (grow()).
+   */
+  static async load(opts: DatapathOptions = {}): Promise<Datapath> {
+    const pinRoot = opts.pinRoot ?? DEFAULT_PIN_ROOT;
+    const objectDir = opts.objectDir ?? DEFAULT_OBJECT_DIR;
+    for (const [k, v] of Object.entries({ ...opts.initialSizes, ...opts.mapSizes })) {
+      if (!Number.isInteger(v) || v < 1 || v > MAX_MAP_SIZE) {
+        throw new DatapathError('EINVALID', `map size ${k}: ${v} is not an integer in 1..${MAX_MAP_SIZE}`);
+      }
+    }
+    checkBpffs(pinRoot);
+    removeStalePins(pinRoot, opts.log);
+    rollBackGrowth(pinRoot, opts.log);
+    const sizes: MapSizes = { ...DEFAULT_MAP_SIZES, ...opts.initialSizes };
+    const maxEntries: Record<string, number> = {};
+    for (const [k, name] of Object.entries(SIZED_MAPS) as [keyof MapSizes, MapName][]) {
+      const fixed = opts.mapSizes?.[k];
+      const pinned = fixed === undefined ? pinnedSize(pinRoot, name) : undefined;
+      sizes[k] = fixed ?? pinned ?? sizes[k];
+      maxEntries[name] = sizes[k];
+    }
+    // One name per frontend: as many as the services map holds (its own pinned size when it has one).
+    maxEntries[NAMES_MAP] = (opts.mapSizes?.services === undefined ? pinnedSize(pinRoot, NAMES_MAP) : undefined) ?? sizes.services;
+    Datapath.#checkPinned(pinRoot, maxEntries);
+    const carried = carryOverRetiredCt(pinRoot, opts.log);
+
+    const programs = await loadPrograms(objectDir, pinRoot, maxEntries, opts.log);
     const maps = openPinnedMaps(pinRoot);
     if (carried && carried.count > 0) {
       const ct = maps.get(SIZED_MAPS.ct);
@@ -291,9 +437,128 @@ export class Datapath {
     for (const name of Object.keys(mapDefs) as MapName[]) {
       if (!maps.has(name)) throw new DatapathError('ENOENT', `map ${name} was not pinned under ${pinRoot}`);
     }
-    const dp = new Datapath(pinRoot, maps, programs as Record<ProgramName, ProgHandle>, sizes);
+    const dp = new Datapath(pinRoot, objectDir, maps, programs, sizes);
     opts.log?.info({ pinRoot, sizes }, 'datapath loaded');
     return dp;
+  }
+
+  /**
+   * Grow maps online to the sizes in `target` (larger than now): for each, a
+   * new map is created and pinned under the staging directory (`growing/`),
+   * the old one's entries are copied into it and every later write through
+   * mapIO() goes to both; every program is loaded again against the new maps
+   * (the others shared through pins in the staging directory), `reattach`
+   * swaps them in on every device (each swap atomic); entries the old
+   * programs made meanwhile (conntrack, affinity) are carried over; the new
+   * pins replace the old ones by rename, and the old maps go with their last
+   * reference. A crash at any step leaves the old pins in place, consistent
+   * (writes were mirrored); the next load removes `growing/` (rollBackGrowth).
+   */
+  async grow(target: Partial<MapSizes>, opts: { reattach: () => void | Promise<void>; afterStep?: (step: GrowStep) => Promise<void>; log?: Logger }): Promise<GrowResult> {
+    if (this.#growing) throw new DatapathError('EBUSY', 'a growth is already running');
+    const t0 = performance.now();
+    const grown: { name: MapName; key: keyof MapSizes | 'names'; from: number; to: number; fresh: MapHandle }[] = [];
+    for (const [k, to] of Object.entries(target) as [keyof MapSizes, number][]) {
+      if (!(k in SIZED_MAPS)) throw new DatapathError('EINVALID', `map size ${k} is not one of ${Object.keys(SIZED_MAPS).join(', ')}`);
+      if (!Number.isInteger(to) || to > MAX_MAP_SIZE) throw new DatapathError('EINVALID', `map size ${k}: ${to} is not an integer up to ${MAX_MAP_SIZE}`);
+      const name = SIZED_MAPS[k];
+      const from = native.mapInfo(this.map(name)).maxEntries;
+      if (to <= from) continue;
+      grown.push({ name, key: k, from, to, fresh: undefined as unknown as MapHandle });
+      if (k === 'services') {
+        const names = native.mapInfo(this.map(NAMES_MAP)).maxEntries;
+        if (to > names) grown.push({ name: NAMES_MAP, key: 'names', from: names, to, fresh: undefined as unknown as MapHandle });
+      }
+    }
+    if (grown.length === 0) return { maps: [], ms: 0, carried: 0 };
+    this.#growing = true;
+    const stage = path.join(this.pinRoot, GROW_DIR);
+    const oldPrograms = this.#programs;
+    const old = new Map(grown.map((g) => [g.name, this.map(g.name)]));
+    let swapped = false;
+    try {
+      rmSync(stage, { recursive: true, force: true });
+      mkdirSync(stage);
+      // 1. The new maps, pinned in the staging directory; the other pins shared there.
+      for (const g of grown) {
+        const info = native.mapInfo(this.map(g.name));
+        g.fresh = native.mapCreate(info.type, info.keySize, info.valueSize, g.to, { name: info.name, flags: info.flags });
+        native.pin(g.fresh, path.join(stage, g.name));
+      }
+      for (const f of readdirSync(this.pinRoot)) {
+        if (f === GROW_DIR || grown.some((g) => g.name === f)) continue;
+        let h: MapHandle;
+        try {
+          h = native.openPinnedMap(path.join(this.pinRoot, f));
+        } catch {
+          continue; // not a map (a directory of programs, say)
+        }
+        try {
+          native.pin(h, path.join(stage, f));
+        } finally {
+          native.close(h);
+        }
+      }
+      await opts.afterStep?.('created');
+      // 2. Copy, and from now every write goes to both (same JS turn: nothing in between).
+      for (const g of grown) {
+        const d = native.mapDump(this.map(g.name));
+        if (d.count > 0) native.mapUpdateBatch(g.fresh, d.keys, d.values, d.count, 'any');
+        this.#mirror.set(g.name, g.fresh);
+      }
+      await opts.afterStep?.('copied');
+      // 3. Programs against the new maps.
+      const maxEntries: Record<string, number> = {};
+      for (const [k, name] of Object.entries(SIZED_MAPS) as [keyof MapSizes, MapName][]) maxEntries[name] = native.mapInfo(this.map(name)).maxEntries;
+      maxEntries[NAMES_MAP] = native.mapInfo(this.map(NAMES_MAP)).maxEntries;
+      for (const g of grown) maxEntries[g.name] = g.to;
+      const programs = await loadPrograms(this.#objectDir, stage, maxEntries, opts.log);
+      await opts.afterStep?.('loaded');
+      // 4. Swap them in on every device; mapIO() now reads the new maps.
+      this.#programs = programs;
+      for (const g of grown) {
+        this.#maps.set(g.name, g.fresh);
+        this.#mirror.delete(g.name);
+      }
+      swapped = true;
+      // Writes from here on go to the new maps; keep the old ones in step
+      // until the devices run the new programs (a reader of the old).
+      for (const g of grown) this.#mirror.set(g.name, old.get(g.name)!);
+      await opts.reattach();
+      await opts.afterStep?.('attached');
+      // 5. What the old programs wrote meanwhile (flows opened, affinities made).
+      let carried = 0;
+      for (const g of grown) {
+        this.#mirror.delete(g.name);
+        if (!DATAPATH_WRITTEN.has(g.name)) continue;
+        carried += carryMissing(old.get(g.name)!, g.fresh);
+      }
+      await opts.afterStep?.('carried');
+      // 6. The new pins take the old names; the staging directory goes.
+      for (const g of grown) renameSync(path.join(stage, g.name), path.join(this.pinRoot, g.name));
+      rmSync(stage, { recursive: true, force: true });
+      for (const g of grown) {
+        if (g.key !== 'names') this.sizes[g.key] = g.to;
+      }
+      for (const h of old.values()) native.close(h);
+      for (const h of Object.values(oldPrograms)) native.close(h);
+      const ms = performance.now() - t0;
+      opts.log?.info({ maps: grown.map((g) => ({ map: g.name, from: g.from, to: g.to })), carried, ms: Math.round(ms) }, 'maps grown');
+      return { maps: grown.map((g) => ({ map: g.name, from: g.from, to: g.to })), ms, carried };
+    } catch (err) {
+      // Back to the old maps and programs (the devices that took the new
+      // programs get the old ones again from the caller's next reattach).
+      this.#mirror.clear();
+      if (swapped) {
+        this.#programs = oldPrograms;
+        for (const g of grown) this.#maps.set(g.name, old.get(g.name)!);
+      }
+      for (const g of grown) if (g.fresh) native.close(g.fresh);
+      rmSync(stage, { recursive: true, force: true });
+      throw err instanceof DatapathError ? err : new DatapathError('EGROW', `growing ${grown.map((g) => `${g.name} to ${g.to}`).join(', ')} failed: ${(err as Error).message}`, { cause: err });
+    } finally {
+      this.#growing = false;
+    }
   }
 
   /** A pinned map whose layout or size differs from this build would be
@@ -325,14 +590,16 @@ export class Datapath {
     }
   }
 
+  /** The map now: a growth replaces it, so hold on to the name, not the handle. */
   map(name: MapName): MapHandle {
-    const h = this.maps.get(name);
+    const h = this.#maps.get(name);
     if (!h) throw new DatapathError('ENOENT', `map ${name} is not open`);
     return h;
   }
 
+  /** A MapIO that follows the map through growths (and writes to both while one copies). */
   mapIO(name: MapName): BpfMapIO {
-    return new BpfMapIO(name, this.map(name));
+    return new BpfMapIO(name, () => this.map(name), () => this.#mirror.get(name));
   }
 
   /** Delete every timed-out conntrack entry, on a worker thread, in bounded

@@ -1,0 +1,128 @@
+// Datapath.grow against the real kernel: the maps it grows keep every entry
+// under their pins (renamed into place), writes made during the growth reach
+// the new map, entries the old programs made meanwhile are carried over, and
+// a growth interrupted at any step is rolled back by the next load (the old
+// maps, whole). Traffic through a growth is the agent e2e test's
+// (test/e2e/map-growth.test.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import * as native from '../../native/index.ts';
+import { CtDir } from '../../src/abi/abi.gen.ts';
+import { Datapath, GROW_DIR, type GrowStep } from '../../src/datapath/loader.ts';
+import { ctEntry, ctKey } from './harness.ts';
+
+const SMALL = { services: 64, backends: 64, affinity: 64, ct: 256 };
+
+const flow = (sport: number) => ({
+  key: ctKey.encode({ saddr: '10.244.0.5', daddr: '10.96.0.10', sport, dport: 80, proto: 6, dir: CtDir.SERVICE }),
+  value: ctEntry.encode({ nat_addr: '10.244.0.11', nat_addr2: '0.0.0.0', nat_port: 8080, nat_port2: sport, lb_gen: 0, pol_gen: 0, flags: 8, svc_id: 1, backend_id: 2, expires: 123456 }),
+});
+
+const backendKey = (id: number) => Buffer.from(new Uint32Array([id]).buffer);
+
+async function withPinRoot(name: string, fn: (pinRoot: string) => Promise<void>): Promise<void> {
+  const pinRoot = `/sys/fs/bpf/hypha-test-${name}-${process.pid}`;
+  try {
+    await fn(pinRoot);
+  } finally {
+    rmSync(pinRoot, { recursive: true, force: true });
+  }
+}
+
+test('grow: services (with names), backends and conntrack grow with every entry, the pins renamed into place, the programs replaced', async () => {
+  await withPinRoot('grow', async (pinRoot) => {
+    const dp = await Datapath.load({ pinRoot, initialSizes: SMALL });
+    try {
+      const backends = dp.mapIO('hypha_lb4_backends_v1');
+      const valueSize = backends.valueSize;
+      for (let i = 1; i <= 50; i++) backends.update(backendKey(i), Buffer.alloc(valueSize, i));
+      for (let p = 40000; p < 40200; p++) native.mapUpdate(dp.map('hypha_ct4_v1'), flow(p).key, flow(p).value);
+      const progBefore = native.progInfo(dp.programs.fromPod).id;
+      const ctOld = dp.map('hypha_ct4_v1');
+      const steps: string[] = [];
+      let reattached = 0;
+      const r = await dp.grow({ services: 256, backends: 512, ct: 1024 }, {
+        reattach: () => {
+          reattached++;
+          // A write during the growth (after the copy) reaches the new map.
+          backends.update(backendKey(51), Buffer.alloc(valueSize, 51));
+          // A flow the old programs open meanwhile is carried over.
+          native.mapUpdate(ctOld, flow(41000).key, flow(41000).value);
+        },
+        afterStep: async (s) => void steps.push(s),
+      });
+      assert.deepEqual(steps, ['created', 'copied', 'loaded', 'attached', 'carried']);
+      assert.equal(reattached, 1);
+      assert.deepEqual(r.maps.map((m) => [m.map, m.from, m.to]).sort(), [
+        ['hypha_ct4_v1', 256, 1024], ['hypha_lb4_backends_v1', 64, 512], ['hypha_lb4_names_v1', 64, 256], ['hypha_lb4_services_v1', 64, 256],
+      ]);
+      assert.deepEqual({ ...dp.sizes }, { services: 256, backends: 512, affinity: 64, ct: 1024 });
+      assert.equal(backends.maxEntries, 512, 'a MapIO follows the grown map');
+      for (let i = 1; i <= 51; i++) assert.deepEqual(Buffer.from(backends.lookup(backendKey(i)) ?? []), Buffer.alloc(valueSize, i), `backend ${i}`);
+      for (let p = 40000; p < 40200; p++) assert.deepEqual(native.mapLookup(dp.map('hypha_ct4_v1'), flow(p).key), flow(p).value);
+      assert.notEqual(native.progInfo(dp.programs.fromPod).id, progBefore, 'new programs');
+      assert.equal(existsSync(`${pinRoot}/${GROW_DIR}`), false, 'no staging directory left');
+      for (const [name, size] of [['hypha_lb4_services_v1', 256], ['hypha_lb4_backends_v1', 512], ['hypha_ct4_v1', 1024], ['hypha_lb4_names_v1', 256]] as const) {
+        const h = native.openPinnedMap(`${pinRoot}/${name}`);
+        assert.equal(native.mapInfo(h).maxEntries, size, `${name} pinned at its new size`);
+        native.close(h);
+      }
+      // Growing to a size not larger does nothing.
+      assert.deepEqual((await dp.grow({ services: 128 }, { reattach: () => assert.fail('no reattach') })).maps, []);
+    } finally {
+      dp.close();
+    }
+    // A restart adopts the grown sizes (no ESIZE: the configuration did not fix them).
+    const again = await Datapath.load({ pinRoot, initialSizes: SMALL });
+    try {
+      assert.deepEqual({ ...again.sizes }, { services: 256, backends: 512, affinity: 64, ct: 1024 });
+      assert.equal(native.mapDump(again.map('hypha_lb4_backends_v1')).count, 51);
+    } finally {
+      again.close();
+    }
+    // A size the configuration fixes must match what is pinned.
+    await assert.rejects(Datapath.load({ pinRoot, mapSizes: { services: 64 } }), /hypha_lb4_(services|names)_v1 holds 256 entries, the configuration asks for 64/);
+  });
+});
+
+test('a growth interrupted at each step leaves the old maps whole; the next load rolls it back', async () => {
+  for (const step of ['created', 'copied', 'loaded', 'attached', 'carried'] as GrowStep[]) {
+    await withPinRoot(`growcrash-${step}`, async (pinRoot) => {
+      const dp = await Datapath.load({ pinRoot, initialSizes: SMALL });
+      const backends = dp.mapIO('hypha_lb4_backends_v1');
+      const vs = backends.valueSize;
+      for (let i = 1; i <= 20; i++) backends.update(backendKey(i), Buffer.alloc(vs, i));
+      // The crash: the step's hook never returns and the process state is dropped (handles closed, pins stay).
+      const crashed = new Error(`crash after ${step}`);
+      await assert.rejects(dp.grow({ backends: 256 }, {
+        reattach: () => backends.update(backendKey(21), Buffer.alloc(vs, 21)),
+        afterStep: async (s) => {
+          if (s === step) {
+            // What a kill -9 leaves: pins as they are. Copy the staging directory aside, let grow() clean up, put it back.
+            staged = readdirSync(`${pinRoot}/${GROW_DIR}`);
+            throw crashed;
+          }
+        },
+      }), /crash after/);
+      dp.close();
+      assert.ok(staged.includes('hypha_lb4_backends_v1'), 'the new map was staged');
+      // (grow() removed its staging directory on the error; a kill -9 would not: make one as it would be.)
+      const { mkdirSync } = await import('node:fs');
+      mkdirSync(`${pinRoot}/${GROW_DIR}`);
+      const stray = native.mapCreate(native.constants.mapTypes.HASH, 4, vs, 256, { name: 'stray' });
+      native.pin(stray, `${pinRoot}/${GROW_DIR}/hypha_lb4_backends_v1`);
+      native.close(stray);
+      const again = await Datapath.load({ pinRoot, initialSizes: SMALL });
+      try {
+        assert.equal(existsSync(`${pinRoot}/${GROW_DIR}`), false, `${step}: rolled back`);
+        assert.equal(again.sizes.backends, 64, `${step}: the old map`);
+        const n = native.mapDump(again.map('hypha_lb4_backends_v1')).count;
+        assert.ok(n === 20 || (n === 21 && ['attached', 'carried'].includes(step)), `${step}: every entry (${n})`);
+      } finally {
+        again.close();
+      }
+    });
+  }
+});
+let staged: string[] = [];
