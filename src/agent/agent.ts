@@ -207,6 +207,12 @@ export class Agent {
     const policyOff = { enabled: false, synced: false, waiting: 'policy.enabled is false in the agent\'s configuration', endpoints: [], traces: [] };
     this.#server = await startServer(this.cfg.listen.address, this.cfg.listen.port, {
       ready: () => this.#ready,
+      // Ready with Services not programmed: one bad Service must not make
+      // the node unready, but the answer says so.
+      readyNote: () => {
+        const n = this.#sync?.notProgrammed() ?? 0;
+        return n > 0 ? `${n} ${n === 1 ? 'Service' : 'Services'} not programmed (hypha service list --problems)` : undefined;
+      },
       status: () => this.status(),
       registry: metrics.registry,
       documents: {
@@ -274,7 +280,8 @@ export class Agent {
       this.#policy?.start();
       this.#source = new FileSource(this.cfg.services.files, { log });
       this.#source.start((snap) => {
-        sync.report(snap.problems);
+        // One read of the files is one scope: its problems replace the last read's.
+        sync.report('files', snap.problems);
         sync.replaceAll(snap.services, snap.slices);
       });
     }
@@ -390,6 +397,9 @@ export class Agent {
       lastError: s?.lastError ?? null,
       services: s?.services ?? 0,
       notServed: this.#sync?.notServed() ?? [],
+      problems: this.#sync?.problems() ?? [],
+      problemKinds: this.#sync?.problemKinds() ?? [],
+      notProgrammed: this.#sync?.notProgrammed() ?? 0,
       maps: this.#mapUsage(),
       conntrackGc: gc ? { deleted: gc.deleted, entries: gc.entries, ms: gc.ms, at: gc.at.toISOString(), nextSeconds: gc.nextSeconds } : null,
       devices: { external: this.cfg.devices.external ?? null, externalMode: this.#externalMode ?? null, pods: this.#pods?.manager.records().map((e) => e.hostIfname) ?? [] },

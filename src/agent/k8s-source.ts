@@ -79,19 +79,26 @@ export class K8sSource {
 
     services.start((e) => {
       if (e.type === 'synced') return synced(services);
-      if (e.type === 'delete') return sync.setService(e.key, undefined);
+      // The problems of one object replace what it had (none once deleted).
+      if (e.type === 'delete') {
+        sync.report(`services ${e.key}`, []);
+        return sync.setService(e.key, undefined);
+      }
       const n = normalizeService(e.obj);
-      sync.report(n.problems);
+      sync.report(`services ${e.key}`, n.problems);
       sync.setService(e.key, n.value);
     });
     slices.start((e) => {
       if (e.type === 'synced') return synced(slices);
-      if (e.type === 'delete') return sync.setSlice(e.key, undefined);
+      if (e.type === 'delete') {
+        sync.report(`endpointslices ${e.key}`, []);
+        return sync.setSlice(e.key, undefined);
+      }
       const n = normalizeEndpointSlice(e.obj);
       // A slice without the service-name label is no Service's: left alone
       // without a warning, as kube-proxy does (and forgotten if it lost the label).
       if (n.ignored) log.debug({ slice: e.key }, n.ignored);
-      sync.report(n.problems);
+      sync.report(`endpointslices ${e.key}`, n.problems);
       sync.setSlice(e.key, n.value);
     });
     nodes.start((e) => {

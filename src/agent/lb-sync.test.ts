@@ -7,7 +7,9 @@ import { BACKENDS_MAP, LbReconciler, SERVICES_MAP } from '../datapath/lb-reconci
 import { FaultyMapIO, MemoryMapIO } from '../datapath/map-io.ts';
 import { slice, svc } from '../services/fixtures.ts';
 import { LbTable } from '../services/lb-table.ts';
+import { problem } from '../services/problems.ts';
 import { LbSync } from './lb-sync.ts';
+import { createMetrics } from './metrics.ts';
 
 function setup() {
   const services = new FaultyMapIO(new MemoryMapIO(SERVICES_MAP, layouts.hypha_lb4_svc_key.size, layouts.hypha_lb4_svc_val.size, 1000));
@@ -141,5 +143,158 @@ test('services.externalIPs.allowedCIDRs: ExternalIPs outside are not programmed 
   assert.equal(firstBackend(services, backends, '8.8.8.8', 80), undefined);
   assert.equal(services.entries.has(svcKeyCodec.encodeString({ addr: '8.8.8.8', dport: 0, proto: 0, scope: 0, slot: 0 })), false, 'no Service-address marker either');
   assert.deepEqual(sync.notServed().map((n) => [n.frontend, n.reason]), [['8.8.8.8:80/TCP', '8.8.8.8 is outside services.externalIPs.allowedCIDRs (198.51.100.0/24)']]);
+  sync.stop();
+});
+
+// Problems of objects: a line per kind and flush, not per object; only the
+// ones present now are kept, listed and counted.
+function setupProblems() {
+  const services = new MemoryMapIO(SERVICES_MAP, layouts.hypha_lb4_svc_key.size, layouts.hypha_lb4_svc_val.size, 10_000);
+  const backends = new MemoryMapIO(BACKENDS_MAP, 4, layouts.hypha_lb4_backend.size, 10);
+  // Room for many Services, but for 10 backends only.
+  const table = new LbTable({ services: 10_000, backends: 10 });
+  const lines: Record<string, unknown>[] = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+  const metrics = createMetrics();
+  const sync = new LbSync({ table, reconciler: new LbReconciler({ services, backends }), node: { name: 'n1', addresses: [] }, log, metrics });
+  const at = (level: number) => lines.filter((l) => l.level === level);
+  const gauge = async (kind: string) => (await metrics.objectProblemsPresent.get()).values.find((v) => v.labels.kind === kind)?.value;
+  const counter = async (kind: string) => (await metrics.objectProblems.get()).values.find((v) => v.labels.kind === kind)?.value ?? 0;
+  return { sync, lines, at, gauge, counter };
+}
+
+const N = 1000;
+const name = (i: number) => `s${i}`;
+const clusterIP = (i: number) => `10.96.${Math.floor(i / 250)}.${(i % 250) + 1}`;
+// 11 backends each: none fits a table of 10.
+const eleven = Array.from({ length: 11 }, (_, i) => `10.0.0.${i + 1}`);
+
+test(`${N} Services that do not fit: one warn line, ${N} at debug; fixed: one info line; bad again: reported again`, async () => {
+  const { sync, lines, at, gauge, counter } = setupProblems();
+  for (let i = 0; i < N; i++) {
+    sync.setService(`default/${name(i)}`, svc(name(i), { clusterIPs: [clusterIP(i)] }));
+    sync.setSlice(`default/${name(i)}-abc`, slice(name(i), eleven));
+  }
+  await sync.flushed();
+  const warn = at(40);
+  assert.equal(warn.length, 1, JSON.stringify(warn));
+  assert.match(String(warn[0]?.msg), /^1000 Services: endpoints do not fit the maps \(e\.g\. Service default\/s0: endpoints: 11 do not fit the maps: the Service needs 11 backend entries, 10 of 10 are free; not programmed\)/);
+  assert.deepEqual([warn[0]?.problems, warn[0]?.objects, warn[0]?.sample], [N, N, ['Service default/s0', 'Service default/s1', 'Service default/s2', 'Service default/s3', 'Service default/s4']]);
+  const debug = at(20).filter((l) => /do not fit the maps/.test(String(l.msg)));
+  assert.equal(debug.length, N);
+  assert.equal(sync.problems().length, N);
+  assert.equal(sync.notProgrammed(), N);
+  assert.deepEqual(sync.problemKinds().map((k) => [k.kind, k.objects, k.notProgrammed]), [['Service endpoints do not fit the maps', N, N]]);
+  assert.equal(await gauge('Service'), N);
+  assert.equal(await counter('Service'), N);
+  console.log(`log lines for ${N} Services that do not fit: warn ${warn.length}, debug ${debug.length}, info ${at(30).length}`);
+
+  // A resync, unrelated changes: nothing new to say.
+  const before = lines.length;
+  sync.requestFullSync();
+  sync.setSlice('default/s7-abc', slice('s7', eleven.slice(1).concat('10.0.1.1')));
+  await sync.flushed();
+  assert.equal(lines.slice(before).filter((l) => Number(l.level) >= 40).length, 0);
+
+  // Fixed (no endpoints left to program): one info line, nothing current.
+  lines.length = 0;
+  for (let i = 0; i < N; i++) sync.setSlice(`default/${name(i)}-abc`, slice(name(i), []));
+  await sync.flushed();
+  assert.equal(at(40).length, 0);
+  const gone = at(30).filter((l) => /gone/.test(String(l.msg)));
+  assert.equal(gone.length, 1);
+  assert.equal(gone[0]?.msg, '1000 problems of objects gone (fixed or deleted)');
+  assert.equal((gone[0]?.sample as string[]).length, 5);
+  assert.deepEqual(sync.problems(), []);
+  assert.equal(sync.notProgrammed(), 0);
+  assert.equal(await gauge('Service'), 0);
+  console.log(`log lines when fixed: warn ${at(40).length}, info ${at(30).length} (of them 'gone' ${gone.length})`);
+
+  // Bad again: reported again, counted again.
+  lines.length = 0;
+  for (let i = 0; i < N; i++) sync.setSlice(`default/${name(i)}-abc`, slice(name(i), eleven));
+  await sync.flushed();
+  assert.equal(at(40).length, 1);
+  assert.equal(at(20).filter((l) => /do not fit the maps/.test(String(l.msg))).length, N);
+  assert.equal(await gauge('Service'), N);
+  assert.equal(await counter('Service'), 2 * N);
+  sync.stop();
+});
+
+test('a bad Service deleted and recreated is reported again; problems() lists exactly the current ones', async () => {
+  const { sync, lines, at, gauge } = setupProblems();
+  sync.setService('default/ok', svc('ok', { clusterIPs: ['10.96.9.1'] }));
+  sync.setSlice('default/ok-abc', slice('ok', ['10.0.0.1']));
+  sync.setService('default/big', svc('big', { clusterIPs: ['10.96.9.2'] }));
+  sync.setSlice('default/big-abc', slice('big', eleven));
+  await sync.flushed();
+  // One problem: its own message is the line, as it always was.
+  assert.deepEqual(at(40).map((l) => l.msg), ['Service default/big: endpoints: 11 do not fit the maps: the Service needs 11 backend entries, 9 of 10 are free; not programmed']);
+  assert.deepEqual(sync.problems().map((p) => [p.object, p.field, p.value]), [['Service default/big', 'endpoints', 11]]);
+
+  // Its particulars change (more entries free), the problem stays: listed
+  // as it is now, not logged again.
+  lines.length = 0;
+  sync.setSlice('default/ok-abc', slice('ok', []));
+  sync.setSlice('default/big-abc', slice('big', [...eleven].reverse()));
+  await sync.flushed();
+  assert.equal(at(40).length + lines.filter((l) => /gone/.test(String(l.msg))).length, 0);
+  assert.match(sync.problems()[0]?.message ?? '', /10 of 10 are free/);
+
+  lines.length = 0;
+  sync.setService('default/big', undefined);
+  await sync.flushed();
+  assert.deepEqual(sync.problems(), []);
+  assert.equal(await gauge('Service'), 0);
+  assert.deepEqual(at(30).filter((l) => /gone/.test(String(l.msg))).map((l) => l.msg), ['1 problem of objects gone (fixed or deleted)']);
+
+  lines.length = 0;
+  sync.setService('default/big', svc('big', { clusterIPs: ['10.96.9.2'] }));
+  await sync.flushed();
+  assert.equal(at(40).length, 1, 'recreated with the same fault: reported again');
+  assert.equal(sync.problems().length, 1);
+  assert.equal(sync.notProgrammed(), 1);
+
+  // Deleted and recreated within one flush: the problem never went away.
+  lines.length = 0;
+  sync.setService('default/big', undefined);
+  sync.setService('default/big', svc('big', { clusterIPs: ['10.96.9.2'] }));
+  await sync.flushed();
+  assert.equal(lines.filter((l) => Number(l.level) >= 30 && /problem|fit/.test(String(l.msg))).length, 0);
+  sync.stop();
+});
+
+test('problems the source reports: per scope, replaced by its next report, summarised per kind', async () => {
+  const { sync, lines, at, gauge } = setupProblems();
+  const bad = (i: number) => problem(`Service default/p${i}`, 'spec.ports[0].port', 70000 + i, 'is not a valid port number (1-65535)');
+  for (let i = 0; i < 50; i++) sync.report(`services default/p${i}`, [bad(i)]);
+  sync.report('endpointslices default/e-1', [problem('EndpointSlice default/e-1', 'endpoints[1].addresses[0]', '10.0.0.x', 'is not an IPv4 address')]);
+  await sync.flushed();
+  assert.deepEqual(at(40).map((l) => l.msg).sort(), [
+    '50 Services: spec.ports[*].port is not a valid port number (1-65535) (e.g. Service default/p0: spec.ports[0].port: 70000 is not a valid port number (1-65535)); each at debug level, all: hypha service list --problems',
+    'EndpointSlice default/e-1: endpoints[1].addresses[0]: "10.0.0.x" is not an IPv4 address',
+  ]);
+  assert.equal(await gauge('Service'), 50);
+  assert.equal(await gauge('EndpointSlice'), 1);
+  // Normalising refused these Services: none is in the store, none programmed.
+  assert.equal(sync.notProgrammed(), 50);
+  const kinds = sync.problemKinds();
+  assert.deepEqual(kinds.map((k) => [k.kind, k.objects, k.notProgrammed]), [
+    ['Service spec.ports[*].port is not a valid port number (1-65535)', 50, 50],
+    ['EndpointSlice endpoints[*].addresses[*] is not an IPv4 address', 1, 0],
+  ]);
+
+  // The same problems reported again (a relist, a re-read): nothing logged.
+  lines.length = 0;
+  for (let i = 0; i < 50; i++) sync.report(`services default/p${i}`, [bad(i)]);
+  await sync.flushed();
+  assert.equal(lines.length, 0);
+
+  // Ten fixed: one info line; the rest stay listed.
+  for (let i = 0; i < 10; i++) sync.report(`services default/p${i}`, []);
+  await sync.flushed();
+  assert.deepEqual(lines.map((l) => l.msg), ['10 problems of objects gone (fixed or deleted)']);
+  assert.deepEqual(sync.problems().map((p) => p.object), ['EndpointSlice default/e-1', ...Array.from({ length: 40 }, (_, i) => `Service default/p${i + 10}`).sort()]);
+  assert.equal(await gauge('Service'), 40);
   sync.stop();
 });

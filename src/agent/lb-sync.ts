@@ -7,7 +7,10 @@
 //  - a frontend a Service asks for and does not get (refused to it in favour
 //    of another Service, IPv6-only, no node address, ExternalIP outside the
 //    allowed CIDRs) is logged once when it starts and when it ends, and
-//    listed by notServed() for the status.
+//    listed by notServed() for the status;
+//  - problems of objects (a bad field, a Service that does not fit the maps)
+//    are kept while they last and reported per flush, a line per kind, not
+//    per object (object-problems.ts); problems() lists them for the status.
 import type { Logger } from 'pino';
 import { collectGarbage } from './gc.ts';
 import type { LbReconciler } from '../datapath/lb-reconciler.ts';
@@ -18,6 +21,7 @@ import type { LbTable } from '../services/lb-table.ts';
 import { type EndpointSlice, type NodeInfo, type Service, serviceKey } from '../services/model.ts';
 import type { Problem } from '../services/problems.ts';
 import type { Metrics } from './metrics.ts';
+import { ObjectProblems, type ProblemKindSummary } from './object-problems.ts';
 
 /** One frontend a Service asks for that is not programmed (status document). */
 export interface NotServedEntry extends NotServed {
@@ -53,7 +57,9 @@ export class LbSync {
   /** service key -> its slices' keys */
   readonly #slicesOf = new Map<string, Set<string>>();
   readonly #dirty = new Set<string>();
-  readonly #reported = new Set<string>();
+  /** Problems present now: compiled ones by Service ('compiled ns/name'),
+   *  the source's by the scope it reports them in ('source ...'). */
+  readonly #problems: ObjectProblems;
   /** service -> its not-served frontends as last logged, by kind, frontend and reason */
   readonly #notServedLogged = new Map<string, Map<string, NotServed>>();
   #flushTimer: NodeJS.Timeout | undefined;
@@ -80,6 +86,7 @@ export class LbSync {
     this.#node = opts.node;
     this.#log = opts.log;
     this.#metrics = opts.metrics;
+    this.#problems = new ObjectProblems({ log: opts.log, counter: opts.metrics?.objectProblems, gauge: opts.metrics?.objectProblemsPresent });
     const allowed = opts.externalIPs?.allowedCIDRs;
     this.#limits = { ...(opts.limits ?? DEFAULT_LIMITS), ...(allowed ? { allowedExternalIPs: new CidrSet(allowed) } : {}) };
   }
@@ -87,6 +94,30 @@ export class LbSync {
   /** Every frontend a Service asks for and is not programmed, with the reason. */
   notServed(): NotServedEntry[] {
     return [...this.#table.notServed()];
+  }
+
+  /** Every problem of an object present now (a bad field, a Service that
+   *  does not fit the maps), by object and field. */
+  problems(): Problem[] {
+    return this.#problems.list().map(({ object, field, value, message }) => ({ object, field, value, message }))
+      .sort((a, b) => a.object.localeCompare(b.object) || a.field.localeCompare(b.field));
+  }
+
+  /** The problems present now by kind, with how many Services of each have nothing programmed. */
+  problemKinds(): ProblemKindSummary[] {
+    return this.#problems.summary((object) => this.#notProgrammed(object));
+  }
+
+  /** Services with a problem of which nothing is programmed (refused as
+   *  invalid, or not fitting the maps). */
+  notProgrammed(): number {
+    return new Set(this.#problems.list().map((p) => p.object).filter((o) => this.#notProgrammed(o))).size;
+  }
+
+  #notProgrammed(object: string): boolean {
+    if (!object.startsWith('Service ')) return false;
+    const key = object.slice('Service '.length);
+    return !this.#services.has(key) || (this.#table.rendered(key)?.frontends.length ?? 0) === 0;
   }
 
   setNode(node: NodeInfo): void {
@@ -151,9 +182,12 @@ export class LbSync {
     }
   }
 
-  /** Report problems found outside the compiler (parsing, normalising) once each. */
-  report(problems: Problem[]): void {
-    for (const p of problems) this.#reportOnce(p, 'object');
+  /** The problems found outside the compiler (parsing, normalising) in one
+   *  scope: one object's normalising ('services default/web'), one read of
+   *  the files. They replace what the same scope reported before; [] when it
+   *  has none, or is gone. Logged at the next flush. */
+  report(scope: string, problems: Problem[]): void {
+    if (this.#problems.set(`source ${scope}`, problems)) this.#schedule();
   }
 
   /** Wait until everything changed so far is in the maps (including the
@@ -183,13 +217,6 @@ export class LbSync {
       this.#flushTimer = undefined;
       void this.#flush();
     }, 0);
-  }
-
-  #reportOnce(p: Problem, kind: string): void {
-    if (this.#reported.has(p.message)) return;
-    this.#reported.add(p.message);
-    this.#log.warn({ object: p.object, field: p.field, value: p.value }, p.message);
-    this.#metrics?.objectProblems.inc({ kind: p.object.split(' ')[0] ?? kind });
   }
 
   /** Log what stopped or started being served among the Services a flush
@@ -247,10 +274,7 @@ export class LbSync {
         // Recompiling and re-rendering a Service costs microseconds; only
         // entries whose value changed are written.
         const update = this.#table.set(key, this.#compile(key));
-        for (const k of update.services) {
-          touched.add(k);
-          for (const p of this.#table.rendered(k)?.problems ?? []) this.#reportOnce(p, 'Service');
-        }
+        for (const k of update.services) touched.add(k);
         queue.push(...update.stale);
         if (!full) {
           const s = this.#rec.apply(update);
@@ -259,6 +283,10 @@ export class LbSync {
         }
       }
       this.#logNotServed(touched);
+      // A Service's compiled problems are what its rendering holds now
+      // (none once it is gone).
+      for (const k of new Set([...dirty, ...touched])) this.#problems.set(`compiled ${k}`, this.#table.rendered(k)?.problems ?? []);
+      this.#problems.report();
       if (full) {
         if (dirty.length >= GC_EVERY) collectGarbage();
         const s = await this.#rec.resync(this.#table);

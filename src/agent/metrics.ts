@@ -9,6 +9,7 @@ export interface Metrics {
   k8sWatchRestarts: Counter<'resource' | 'reason'>;
   reconcileErrors: Counter<'map'>;
   objectProblems: Counter<'kind'>;
+  objectProblemsPresent: Gauge<'kind'>;
   mapEntries: Gauge<'map'>;
   mapCapacity: Gauge<'map'>;
   mapPressure: Gauge<'map'>;
@@ -68,7 +69,8 @@ export function createMetrics(sources?: MetricsSources): Metrics {
       labelNames: ['resource', 'reason'], registers: [registry],
     }),
     reconcileErrors: new Counter({ name: 'hypha_reconcile_errors_total', help: 'Failed map writes (retried)', labelNames: ['map'], registers: [registry] }),
-    objectProblems: new Counter({ name: 'hypha_object_problems_total', help: 'Objects (or parts of them) refused as invalid', labelNames: ['kind'], registers: [registry] }),
+    objectProblems: new Counter({ name: 'hypha_object_problems_total', help: 'Objects (or parts of them) refused as invalid, or not programmed (counted when the problem appears)', labelNames: ['kind'], registers: [registry] }),
+    objectProblemsPresent: new Gauge({ name: 'hypha_object_problems', help: 'Problems of objects present now (hypha service list --problems), by kind of object', labelNames: ['kind'], registers: [registry] }),
     mapEntries,
     mapCapacity,
     mapPressure,

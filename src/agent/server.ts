@@ -8,6 +8,8 @@ import type { Registry } from 'prom-client';
 
 export interface ServerHooks {
   ready(): boolean;
+  /** Said after 'ready' in the /readyz answer when there is something to say. */
+  readyNote?(): string | undefined;
   status(): unknown;
   registry: Registry;
   /** Further JSON documents by path (GET /endpoints ...), given the query. */
@@ -24,7 +26,11 @@ export async function startServer(address: string, port: number, hooks: ServerHo
       res.end(body);
     };
     if (url === '/healthz') return send(200, 'text/plain', 'ok\n');
-    if (url === '/readyz') return hooks.ready() ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain', 'not synced yet\n');
+    if (url === '/readyz') {
+      if (!hooks.ready()) return send(503, 'text/plain', 'not synced yet\n');
+      const note = hooks.readyNote?.();
+      return send(200, 'text/plain', note ? `ready; ${note}\n` : 'ready\n');
+    }
     if (url === '/status') return send(200, 'application/json', `${JSON.stringify(hooks.status(), null, 2)}\n`);
     const doc = url === undefined ? undefined : hooks.documents?.[url];
     if (doc) {

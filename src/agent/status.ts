@@ -1,7 +1,9 @@
 // The agent's status document: what GET /status returns and `hypha status`
 // prints. Declared once, here, for both (as JSON: dates are ISO strings).
 import type { InformerPhase } from '../k8s/informer.ts';
+import type { Problem } from '../services/problems.ts';
 import type { NotServedEntry } from './lb-sync.ts';
+import type { ProblemKindSummary } from './object-problems.ts';
 import type { PodsStatus } from './pods.ts';
 import type { RoutingStatus } from './routing.ts';
 
@@ -37,6 +39,13 @@ export interface AgentStatus {
    *  (another Service owns the address, IPv6-only, no node address for
    *  NodePorts, ExternalIP outside services.externalIPs.allowedCIDRs). */
   notServed: NotServedEntry[];
+  /** Every problem of an object present now (a bad field, a Service that
+   *  does not fit the maps): `hypha service list --problems`. */
+  problems: Problem[];
+  /** The same by kind, most objects first: what `hypha status` prints. */
+  problemKinds: ProblemKindSummary[];
+  /** Services with a problem of which nothing is programmed. */
+  notProgrammed: number;
   maps: MapUsage[];
   conntrackGc: { deleted: number; entries: number; ms: number; at: string; nextSeconds: number } | null;
   devices: { external: string | null; externalMode: string | null; pods: string[] };

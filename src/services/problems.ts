@@ -15,7 +15,8 @@ export function problem(object: string, field: string, value: unknown, why: stri
   return { object, field, value, message: `${object}: ${field}: ${formatValue(value)} ${why}` };
 }
 
-function formatValue(value: unknown): string {
+/** A problem's value as its message shows it. */
+export function formatValue(value: unknown): string {
   if (value === undefined) return '(missing)';
   const s = JSON.stringify(value);
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
