@@ -8,6 +8,7 @@ import type { AgentStatus } from '../agent/status.ts';
 import { readDrops } from '../datapath/drops.ts';
 import { describeLbMaps } from '../datapath/lb-view.ts';
 import { DEFAULT_PIN_ROOT, openPinnedMaps } from '../datapath/loader.ts';
+import { listProblems, problemStatusLines } from './problems.ts';
 
 const program = new Command();
 program.name('hypha').description('eBPF networking for Kubernetes: pods, Service load balancing and routing in the kernel').showHelpAfterError();
@@ -64,10 +65,13 @@ program.command('operator').description('run the operator (cluster-pool IPAM, Hy
 const service = program.command('service').description('Services as programmed in the datapath');
 service
   .command('list')
-  .description('frontends and their backends, read from the pinned maps (works with the agent down)')
+  .description('frontends and their backends, read from the pinned maps (works with the agent down); with --problems, what the agent refused and why')
   .option('--pin-root <dir>', 'where the maps are pinned', DEFAULT_PIN_ROOT)
+  .option('--problems', 'problems of objects present now (a bad field, a Service that does not fit the maps), one line each (asks the agent)')
+  .option('--agent <url>', 'agent endpoint (with --problems)', 'http://127.0.0.1:9890')
   .option('--json', 'machine-readable output')
-  .action((opts: { pinRoot: string; json?: boolean }) => {
+  .action(async (opts: { pinRoot: string; problems?: boolean; agent: string; json?: boolean }) => {
+    if (opts.problems) return listProblems(opts);
     const maps = pinnedOrExit(opts.pinRoot);
     const view = describeLbMaps(maps.get('hypha_lb4_services_v1')!, maps.get('hypha_lb4_backends_v1')!, maps.get('hypha_lb4_names_v1'));
     if (opts.json) {
@@ -136,6 +140,8 @@ function printStatus(st: AgentStatus): void {
     for (const n of notServed.slice(0, NOT_SERVED_SHOWN)) line('', `${n.service} ${n.kind} ${n.frontend}: ${n.reason}`);
     if (notServed.length > NOT_SERVED_SHOWN) line('', `... and ${notServed.length - NOT_SERVED_SHOWN} more (hypha status --json)`);
   }
+  // Older agents send no problemKinds.
+  for (const l of problemStatusLines(st.problemKinds ?? [])) process.stdout.write(`${l}\n`);
   for (const m of st.maps) {
     line('map', `${m.map.padEnd(24)} ${String(m.entries).padStart(9)} / ${String(m.capacity).padEnd(9)} ${((100 * m.entries) / Math.max(m.capacity, 1)).toFixed(1)}%`);
   }
