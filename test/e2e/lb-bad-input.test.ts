@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { AgentStatus } from '../../src/agent/status.ts';
-import { TestAgent, eventually } from './lib/agent.ts';
+import { HYPHA_BIN, TestAgent, eventually } from './lib/agent.ts';
 import { ManifestDir, type ServiceSpec, serviceObject, sliceObject } from './lib/manifests.ts';
 import { type Node, type Pod, Topology, toolArgv } from './lib/topology.ts';
 
@@ -128,5 +128,39 @@ describe('bad input never breaks other Services and leaves nothing behind', () =
     await eventually('the files re-read', async () => (await reads()) > before);
     const lines = agent.logs().filter((l) => /spec.clusterIP: "10.96.0.300"/.test(String(l.msg)));
     assert.equal(lines.length, 1);
+  });
+
+  test('40 Services that do not fit: one summary line, listed by hypha service list --problems, said by status and /readyz', async (t) => {
+    const from = agent.logs().length;
+    const specs: ServiceSpec[] = Array.from({ length: 40 }, (_, i) => ({ name: `many-${i}`, clusterIP: `10.96.1.${i + 1}`, ports: [{ name: 'http', port: 80, targetPort: 8080 }] }));
+    // 65 endpoints each: more than the backends map (64) holds.
+    const eps = Array.from({ length: 65 }, (_, i) => ({ ip: `10.244.60.${i + 1}`, node: node.name }));
+    m.write('many.yaml', specs.flatMap((s) => [serviceObject(s), sliceObject(s, eps, [{ name: 'http', port: 8080 }])]));
+    const summary = await warned(/^40 Services: endpoints do not fit the maps \(e\.g\. Service default\/many-\d+: endpoints: 65 do not fit the maps: /);
+    assert.equal(summary?.problems, 40);
+    await new Promise((r) => setTimeout(r, 500));
+    const loud = agent.logs().slice(from).filter((l) => Number(l.level) >= 30);
+    t.diagnostic(`info+ lines during the sync of 40 Services that do not fit: ${loud.length}`);
+    assert.ok(loud.length < 20, `${loud.length} info+ lines during the sync: ${JSON.stringify(loud.map((l) => l.msg))}`);
+    assert.equal(agent.logs().slice(from).filter((l) => /do not fit the maps/.test(String(l.msg)) && l.level === 40).length, 1);
+
+    const list = await topo.exec(node, [HYPHA_BIN, 'service', 'list', '--problems']);
+    const many = list.stdout.split('\n').filter((l) => /^Service default\/many-\d+ +endpoints +65 +Service default\/many-\d+: endpoints: 65 do not fit the maps/.test(l));
+    assert.equal(many.length, 40, list.stdout);
+    const status = await topo.exec(node, [HYPHA_BIN, 'status', '--pin-root', `/sys/fs/bpf/${topo.prefix}hypha`]);
+    assert.match(status.stdout, /^not programmed  41 Services: endpoints do not fit the maps \(Service default\/(big|many-\d+): /m, 'with big of the test above');
+    assert.match(status.stdout, /every problem: hypha service list --problems/);
+    const ready = await agent.http('/readyz');
+    assert.equal(ready.status, 200);
+    assert.match(ready.body, /^ready; \d+ Services not programmed \(hypha service list --problems\)\n$/);
+
+    // Gone: one info line; the list no longer has them.
+    const before = agent.logs().length;
+    m.remove('many.yaml');
+    const gone = await eventually('the problems gone', () => agent.logs().slice(before).find((l) => /^40 problems of objects gone/.test(String(l.msg))));
+    assert.equal(gone?.level, 30);
+    const after = await topo.exec(node, [HYPHA_BIN, 'service', 'list', '--problems']);
+    assert.doesNotMatch(after.stdout, /many-/);
+    await goodStillWorks();
   });
 });
