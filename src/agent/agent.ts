@@ -3,18 +3,20 @@
 // it is given, makes the pods the CNI plugin asks for, and keeps the routes
 // and the ipcache equal to the cluster's nodes. Stopping the agent leaves the
 // datapath running: traffic keeps flowing while it restarts.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
-import { ConfigFlags } from '../abi/abi.gen.ts';
+import { ConfigFlags, layouts } from '../abi/abi.gen.ts';
 import { Devices } from '../datapath/devices.ts';
 import { readDrops } from '../datapath/drops.ts';
 import { ENDPOINTS_MAP, EndpointsMap } from '../datapath/endpoints-reconciler.ts';
 import { IPCACHE_MAP, ipcacheKeyCodec, ipcacheValCodec } from '../datapath/ipcache-reconciler.ts';
 import { POLICY_CIDR_MAP, POLICY_EPS_MAP, POLICY_MAP } from '../datapath/policy-maps.ts';
 import { BACKENDS_MAP, LbReconciler, NAMES_MAP, SERVICES_MAP } from '../datapath/lb-reconciler.ts';
-import { Datapath } from '../datapath/loader.ts';
+import { Datapath, type GrowStep, type MapSizes } from '../datapath/loader.ts';
+import { MapGrowth } from './map-growth.ts';
 import { NodeRoutes } from '../datapath/node-routes.ts';
 import { RpFilter } from '../datapath/rp-filter.ts';
 import { Rtnl } from '../datapath/rtnl.ts';
@@ -68,6 +70,8 @@ export class Agent {
   #metrics: Metrics | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
   #ctGc: ConntrackGc | undefined;
+  #growth: MapGrowth | undefined;
+  #devices: Devices | undefined;
   #rpFilter: RpFilter | undefined;
   #externalMode: 'xdp' | 'tc' | undefined;
   #externalMtu = 1500;
@@ -112,13 +116,18 @@ export class Agent {
     // Host sysctls first: refused, the agent has changed nothing.
     this.#rpFilter = new RpFilter({ manage: this.cfg.sysctl.manageRpFilter, log });
     this.#rpFilter.ensure();
-    const dp = await Datapath.load({ pinRoot: bpf.pinRoot, mapSizes: bpf.mapSizes, log });
+    // Sizes the configuration fixes stay; the others start at what is pinned
+    // (or initialMapSizes; conntrack from the node's memory) and grow online.
+    const initialSizes: Partial<MapSizes> = { ...bpf.initialMapSizes };
+    if (bpf.mapSizes.ct === undefined && initialSizes.ct === undefined) initialSizes.ct = conntrackSizeFor(totalmem(), bpf.conntrackMemoryRatio);
+    const dp = await Datapath.load({ pinRoot: bpf.pinRoot, mapSizes: bpf.mapSizes, initialSizes, log });
     this.#dp = dp;
     this.#writeDatapathConfig();
     const rtnl = Rtnl.open();
     this.#rtnl = rtnl;
 
     const devices = new Devices(dp, log);
+    this.#devices = devices;
     if (this.cfg.devices.external) {
       this.#externalMode = devices.attachExternal(this.cfg.devices.external, this.cfg.devices.externalMode);
       this.#externalMtu = (await rtnl.linkGet(this.cfg.devices.external))?.mtu ?? 1500;
@@ -129,14 +138,30 @@ export class Agent {
       drops: () => readDrops(dp.map('hypha_drops_v1')).map((d) => ({ reason: d.reason, packets: Number(d.packets) })),
     });
     const metrics = this.#metrics;
+    const fixed = bpf.mapSizes;
+    const growth = new MapGrowth({
+      sizes: () => ({ ...dp.sizes }),
+      grow: (target, afterStep) => dp.grow(target, { reattach: () => this.#reattach(), ...(afterStep ? { afterStep } : {}), log }),
+      fixed: { services: fixed.services !== undefined, backends: fixed.backends !== undefined, affinity: fixed.affinity !== undefined, ct: fixed.ct !== undefined },
+      highWater: bpf.mapHighWater,
+      grown: (sizes) => {
+        // A pod added during the swap may have taken the old programs.
+        this.#reattach(true);
+        this.#sync?.capacityChanged({ services: sizes.services, backends: sizes.backends });
+      },
+      log, registry: metrics.registry,
+      ...(process.env.HYPHA_TEST_GROW_PAUSE_FILE ? { afterStep: pauseAtStep(process.env.HYPHA_TEST_GROW_PAUSE_FILE, log) } : {}),
+    });
+    this.#growth = growth;
     this.#ctGc = new ConntrackGc({
       collect: () => dp.collectConntrack(),
-      capacity: dp.sizes.ct,
+      capacity: () => dp.sizes.ct,
       limits: { minSeconds: 1, maxSeconds: this.cfg.sync.conntrackGcMaxSeconds },
       log,
       hooks: {
         pass: (r, next) => {
           this.#counts.set('hypha_ct4_v1', r.entries);
+          if (growth.needsGrowth({ ct: r.entries })) void growth.ensure({ ct: r.entries });
           metrics.ctGcDeleted.inc(r.deleted);
           metrics.ctGcDuration.observe(r.ms / 1000);
           metrics.ctGcInterval.set(next);
@@ -144,12 +169,15 @@ export class Agent {
       },
     });
     this.#ctGc.start();
-    this.#table = new LbTable({ services: bpf.mapSizes.services, backends: bpf.mapSizes.backends });
+    this.#table = new LbTable({ services: dp.sizes.services, backends: dp.sizes.backends });
     this.#lb = new LbReconciler({ services: dp.mapIO(SERVICES_MAP), backends: dp.mapIO(BACKENDS_MAP), names: dp.mapIO(NAMES_MAP), changed: () => dp.bumpLbGeneration() });
     const adopted = this.#table.adoptPinned(await this.#lb.readIds());
     log.info({ reconciler: 'lb', ...adopted }, 'adopted ids from pinned maps');
     const k8s = this.cfg.kubernetes;
-    this.#sync = new LbSync({ table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics, gated: k8s !== undefined, externalIPs: this.cfg.services.externalIPs });
+    this.#sync = new LbSync({
+      table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics, gated: k8s !== undefined, externalIPs: this.cfg.services.externalIPs,
+      reserve: (need) => growth.ensure(need),
+    });
 
     // NetworkPolicy: compiled over identities and this node's endpoints into
     // the policy maps. Made before the CNI socket opens: every ADD closes its
@@ -360,7 +388,9 @@ export class Agent {
     if (!dp) return;
     const name = 'hypha_lb4_affinity_v1';
     try {
-      this.#counts.set(name, (await native.mapDumpAsync(dp.map(name))).count);
+      const count = (await native.mapDumpAsync(dp.map(name))).count;
+      this.#counts.set(name, count);
+      if (this.#growth?.needsGrowth({ affinity: count })) await this.#growth.ensure({ affinity: count });
     } catch (err) {
       this.#log.warn({ map: name, err: (err as Error).message }, 'map not counted');
     }
@@ -376,6 +406,24 @@ export class Agent {
       { map: 'hypha_ct4_v1', entries: this.#counts.get('hypha_ct4_v1') ?? 0, capacity: dp.sizes.ct },
       { map: 'hypha_lb4_affinity_v1', entries: this.#counts.get('hypha_lb4_affinity_v1') ?? 0, capacity: dp.sizes.affinity },
     ];
+  }
+
+  /** Every device gets the programs loaded now (a map growth replaced them);
+   *  `onlyStale`: only those running others. */
+  #reattach(onlyStale = false): void {
+    const devices = this.#devices;
+    if (!devices) return;
+    const ext = this.cfg.devices.external;
+    if (ext && !onlyStale && this.#externalMode) devices.attachExternal(ext, this.#externalMode);
+    for (const r of this.#pods?.manager.records() ?? []) {
+      if (onlyStale && devices.podAttached(r.hostIfindex)) continue;
+      try {
+        devices.attachPod(r.hostIfname);
+      } catch (err) {
+        // Gone meanwhile (a DEL): nothing to run there.
+        this.#log.debug({ device: r.hostIfname, err: (err as Error).message }, 'pod device not re-attached');
+      }
+    }
   }
 
   status(): AgentStatus {
@@ -438,6 +486,26 @@ export class Agent {
 function pauseWhileFileExists(file: string): (step: string) => Promise<void> {
   return async () => {
     while (existsSync(file)) await new Promise((r) => setTimeout(r, 20));
+  };
+}
+
+/** Conntrack entries for a node with `memory` bytes at `ratio` of it: a
+ *  power of two, 65 536 to 16 777 216. An entry costs its key and value and
+ *  the kernel's hash-table element (about 56 bytes). */
+export function conntrackSizeFor(memory: number, ratio: number): number {
+  const perEntry = layouts.hypha_ct4_key.size + layouts.hypha_ct4_entry.size + 56;
+  const want = (memory * ratio) / perEntry;
+  let size = 1 << 16;
+  while (size * 2 <= want && size < 1 << 24) size *= 2;
+  return size;
+}
+
+/** Test hook: stop a map growth after the step the file names, while the file exists. */
+function pauseAtStep(file: string, log: Logger): (step: GrowStep) => Promise<void> {
+  return async (step) => {
+    const at = () => existsSync(file) && readFileSync(file, 'utf8').trim() === step;
+    if (at()) log.info({ step }, 'map growth paused (test hook)');
+    while (at()) await new Promise((r) => setTimeout(r, 20));
   };
 }
 

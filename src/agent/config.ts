@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
-import { DEFAULT_MAP_SIZES, DEFAULT_PIN_ROOT, type MapSizes } from '../datapath/loader.ts';
+import { DEFAULT_PIN_ROOT, type MapSizes } from '../datapath/loader.ts';
 import type { ExternalMode } from '../datapath/devices.ts';
 
 export interface CniConfig {
@@ -38,7 +38,7 @@ export interface AgentConfig {
   node: { name: string; addresses: string[] };
   devices: { external?: string; externalMode: ExternalMode };
   bpf: {
-    pinRoot: string; mapSizes: MapSizes; loopbackAddress: string; dropEvents: boolean; hostRouting: boolean;
+    pinRoot: string; mapSizes: Partial<MapSizes>; initialMapSizes: Partial<MapSizes>; mapHighWater: number; conntrackMemoryRatio: number; loopbackAddress: string; dropEvents: boolean; hostRouting: boolean;
     /** The cluster's NodePort range (the API server's --service-node-port-range). */
     nodePortRange: { min: number; max: number };
     /** The skb->mark bit the programs set on pod packets they handled. */
@@ -91,15 +91,22 @@ const schema = {
       type: 'object', additionalProperties: false, default: {},
       properties: {
         pinRoot: { type: 'string', minLength: 1, default: DEFAULT_PIN_ROOT },
+        // A size set here is fixed: that map never grows (and a pinned map
+        // of another size is refused). Unset, the agent sizes the map and
+        // grows it online past mapHighWater (src/agent/map-growth.ts).
         mapSizes: {
           type: 'object', additionalProperties: false, default: {},
-          properties: {
-            services: { ...size, default: DEFAULT_MAP_SIZES.services },
-            backends: { ...size, default: DEFAULT_MAP_SIZES.backends },
-            affinity: { ...size, default: DEFAULT_MAP_SIZES.affinity },
-            ct: { ...size, default: DEFAULT_MAP_SIZES.ct },
-          },
+          properties: { services: size, backends: size, affinity: size, ct: size },
         },
+        // Sizes of maps the agent creates (no pin yet) and does not have fixed;
+        // conntrack's default comes from the node's memory (conntrackMemoryRatio).
+        initialMapSizes: {
+          type: 'object', additionalProperties: false, default: {},
+          properties: { services: size, backends: size, affinity: size, ct: size },
+        },
+        mapHighWater: { type: 'number', exclusiveMinimum: 0, maximum: 1, default: 0.8 },
+        // Share of the node's memory for the conntrack map when the agent sizes it.
+        conntrackMemoryRatio: { type: 'number', exclusiveMinimum: 0, maximum: 0.1, default: 0.0025 },
         loopbackAddress: { type: 'string', pattern: ipv4, default: '169.254.42.1' },
         dropEvents: { type: 'boolean', default: false },
         // Packets between pods of this node go straight from one veth to the

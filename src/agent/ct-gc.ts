@@ -45,7 +45,7 @@ export interface CtGcHooks {
 
 export class ConntrackGc {
   readonly #collect: () => Promise<ConntrackGcResult>;
-  readonly #capacity: number;
+  readonly #capacityOf: () => number;
   readonly #limits: CtGcLimits;
   readonly #log: Logger;
   readonly #hooks: CtGcHooks;
@@ -54,9 +54,11 @@ export class ConntrackGc {
   #stopped = false;
   last: (ConntrackGcResult & { at: Date; nextSeconds: number }) | undefined;
 
-  constructor(opts: { collect: () => Promise<ConntrackGcResult>; capacity: number; limits: CtGcLimits; log: Logger; hooks?: CtGcHooks }) {
+  constructor(opts: { collect: () => Promise<ConntrackGcResult>; capacity: number | (() => number); limits: CtGcLimits; log: Logger; hooks?: CtGcHooks }) {
     this.#collect = opts.collect;
-    this.#capacity = opts.capacity;
+    const cap = opts.capacity;
+    // A function: the map's size now (it may grow).
+    this.#capacityOf = typeof cap === 'function' ? cap : () => cap;
     this.#limits = opts.limits;
     this.#log = opts.log;
     this.#hooks = opts.hooks ?? {};
@@ -78,10 +80,11 @@ export class ConntrackGc {
     if (this.#stopped) return;
     try {
       const r = await this.#collect();
-      this.#interval = pauseAfter(nextGcInterval(this.#interval, r.deleted, this.#capacity, this.#limits), r.ms, this.#limits);
+      const capacity = this.#capacityOf();
+      this.#interval = pauseAfter(nextGcInterval(this.#interval, r.deleted, capacity, this.#limits), r.ms, this.#limits);
       this.last = { ...r, at: new Date(), nextSeconds: this.#interval };
       this.#hooks.pass?.(r, this.#interval);
-      this.#log[r.deleted > this.#capacity * TARGET_DELETED_SHARE ? 'info' : 'debug'](
+      this.#log[r.deleted > capacity * TARGET_DELETED_SHARE ? 'info' : 'debug'](
         {
           deleted: r.deleted, entries: r.entries, batches: r.batches, runs: r.runs,
           ms: round1(r.ms), cpuMs: round1(r.cpuMs), maxCallMs: round1(r.maxCallMs), nextSeconds: round1(this.#interval),

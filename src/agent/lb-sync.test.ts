@@ -298,3 +298,45 @@ test('problems the source reports: per scope, replaced by its next report, summa
   assert.equal(await gauge('Service'), 40);
   sync.stop();
 });
+
+test('with a growable table, a batch larger than the maps grows them once, before programming: every Service programmed, no "do not fit" problem', async () => {
+  const { MapGrowth, grownSize } = await import('./map-growth.ts');
+  const { Registry } = await import('prom-client');
+  const services = new MemoryMapIO(SERVICES_MAP, layouts.hypha_lb4_svc_key.size, layouts.hypha_lb4_svc_val.size, 100_000);
+  const backends = new MemoryMapIO(BACKENDS_MAP, 4, layouts.hypha_lb4_backend.size, 100_000);
+  const sizes = { services: 64, backends: 64, affinity: 64, ct: 64 };
+  const table = new LbTable({ services: sizes.services, backends: sizes.backends });
+  const lines: { level: number; msg: string }[] = [];
+  const log = pino({ level: 'debug' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+  const growths: object[] = [];
+  let sync: LbSync | undefined;
+  const growth = new MapGrowth({
+    sizes: () => ({ ...sizes }),
+    grow: async (target) => {
+      growths.push(target);
+      Object.assign(sizes, target);
+      return { maps: [], ms: 0, carried: 0 };
+    },
+    fixed: {}, highWater: 0.8, log, registry: new Registry(),
+    grown: (s) => sync!.capacityChanged({ services: s.services, backends: s.backends }),
+  });
+  sync = new LbSync({ table, reconciler: new LbReconciler({ services, backends }), node: { name: 'n1', addresses: [] }, log, reserve: (need) => growth.ensure(need) });
+  const svcs = Array.from({ length: 500 }, (_, i) => svc(`s${i}`, { clusterIPs: [`10.96.${i >> 8}.${i & 255}`] }));
+  const slices = svcs.map((s, i) => slice(s.name, [`10.1.${i >> 8}.${i & 255}`, `10.2.${i >> 8}.${i & 255}`]));
+  sync.replaceAll(svcs, slices);
+  await sync.flushed();
+  // 500 Services: a master, 2 slots and a VIP marker each = 2 000 service entries; 1 000 backends.
+  assert.deepEqual(growths, [{ services: grownSize(64, 2000, 0.8), backends: grownSize(64, 1000, 0.8) }], 'one growth, sized for the whole batch');
+  assert.deepEqual([sizes.services, sizes.backends], [4096, 2048]);
+  assert.equal(backends.entries.size, 1000);
+  assert.equal(services.entries.size, 2000);
+  assert.equal(lines.filter((l) => /do not fit/.test(l.msg ?? '')).length, 0, 'nothing was refused');
+  // A later Service that fits adds no growth; one that passes the mark grows again.
+  sync.setService('default/big', svc('big', { clusterIPs: ['10.97.0.1'] }));
+  sync.setSlice('default/big-1', slice('big', Array.from({ length: 700 }, (_, i) => `10.3.${i >> 8}.${i & 255}`)));
+  await sync.flushed();
+  assert.equal(growths.length, 2);
+  assert.equal(sizes.backends, 4096);
+  assert.equal(backends.entries.size, 1700);
+  sync.stop();
+});

@@ -17,7 +17,7 @@ import type { LbReconciler } from '../datapath/lb-reconciler.ts';
 import { ReconcileError } from '../datapath/reconciler.ts';
 import { CidrSet } from '../services/cidr-set.ts';
 import { type CompileLimits, type CompiledService, DEFAULT_LIMITS, type NotServed, compileService } from '../services/compile.ts';
-import type { LbTable } from '../services/lb-table.ts';
+import { type LbCapacity, type LbTable, entriesNeeded } from '../services/lb-table.ts';
 import { type EndpointSlice, type NodeInfo, type Service, serviceKey } from '../services/model.ts';
 import type { Problem } from '../services/problems.ts';
 import type { Metrics } from './metrics.ts';
@@ -57,6 +57,9 @@ export class LbSync {
   /** service key -> its slices' keys */
   readonly #slicesOf = new Map<string, Set<string>>();
   readonly #dirty = new Set<string>();
+  readonly #reserve: ((need: LbCapacity) => Promise<void>) | undefined;
+  #flushing = false;
+  #again = false;
   /** Problems present now: compiled ones by Service ('compiled ns/name'),
    *  the source's by the scope it reports them in ('source ...'). */
   readonly #problems: ObjectProblems;
@@ -79,7 +82,11 @@ export class LbSync {
     table: LbTable; reconciler: LbReconciler; node: NodeInfo; log: Logger; metrics?: Metrics; limits?: CompileLimits; gated?: boolean;
     /** services.externalIPs of the agent's config: allowedCIDRs unset means any. */
     externalIPs?: { allowedCIDRs?: string[] };
+    /** Asked before a batch is programmed with the entries the maps will
+     *  hold at most after it; resolves once they have room (MapGrowth.ensure). */
+    reserve?: (need: LbCapacity) => Promise<void>;
   }) {
+    this.#reserve = opts.reserve;
     this.#gated = opts.gated ?? false;
     this.#table = opts.table;
     this.#rec = opts.reconciler;
@@ -253,12 +260,54 @@ export class LbSync {
     return compileService(svc, slices, this.#node, this.#limits);
   }
 
+  /** The maps grew: Services refused for room are compiled again. */
+  capacityChanged(capacity: LbCapacity): void {
+    this.#table.setCapacity(capacity);
+    for (const k of this.#services.keys()) {
+      if ((this.#table.rendered(k)?.problems ?? []).some((p) => /do not fit the maps/.test(p.message))) this.#markDirty(k);
+    }
+    this.#schedule();
+  }
+
+  /** The entries the maps hold at most once `keys` are programmed (their current entries counted twice: an upper bound). */
+  #projected(keys: string[]): LbCapacity {
+    const u = this.#table.usage;
+    const need = { services: u.services, backends: u.backends };
+    let n = 0;
+    for (const k of keys) {
+      if (++n % GC_EVERY === 0) collectGarbage();
+      const e = entriesNeeded(this.#compile(k));
+      need.services += e.services;
+      need.backends += e.backends;
+    }
+    return need;
+  }
+
+  /** One flush at a time: a flush waiting for the maps to grow holds later changes for the next. */
   async #flush(): Promise<void> {
+    if (this.#flushing) {
+      this.#again = true;
+      return;
+    }
+    this.#flushing = true;
+    try {
+      await this.#flushOnce();
+    } finally {
+      this.#flushing = false;
+    }
+    if (this.#again) {
+      this.#again = false;
+      this.#schedule();
+    }
+  }
+
+  async #flushOnce(): Promise<void> {
     const start = performance.now();
     const full = this.#needFull;
     const dirty = [...this.#dirty];
     this.#dirty.clear();
     try {
+      if (this.#reserve && dirty.length > 0) await this.#reserve(this.#projected(dirty));
       let upserts = 0;
       let deletes = 0;
       let n = 0;

@@ -87,6 +87,18 @@ function append(into: LbEntries, from: LbEntries): void {
   for (const x of from.names) into.names.push(x);
 }
 
+/** The entries a compiled Service takes at most (every frontend claimed, every VIP new): what set() counts against capacity. */
+export function entriesNeeded(compiled: CompiledService | undefined): LbCapacity {
+  let services = 0;
+  let backends = 0;
+  if (!compiled) return { services, backends };
+  for (const f of compiled.frontends) {
+    backends += f.backends.length;
+    for (const s of f.scopes) services += 1 + s.slots.length;
+  }
+  return { services: services + compiled.vips.length, backends };
+}
+
 export class LbTable implements LbEntrySource {
   readonly capacity: LbCapacity;
   readonly frontendIds = new IdAllocator('frontend ids', 1, 0xffffffff);
@@ -107,7 +119,13 @@ export class LbTable implements LbEntrySource {
   #usedNames = 0;
 
   constructor(capacity: LbCapacity) {
-    this.capacity = capacity;
+    this.capacity = { ...capacity };
+  }
+
+  /** The maps grew: Services refused for room fit now once set() again. */
+  setCapacity(capacity: LbCapacity): void {
+    this.capacity.services = capacity.services;
+    this.capacity.backends = capacity.backends;
   }
 
   get usage(): { services: number; backends: number; names: number } {

@@ -31,7 +31,10 @@ export interface AgentOptions {
   workDir: string;
   external?: string;
   externalMode?: 'xdp' | 'tc' | 'auto';
+  /** bpf.mapSizes (fixed sizes). Default: small fixed sizes; {} lets the agent size and grow every map. */
   mapSizes?: Record<string, number>;
+  /** bpf.initialMapSizes (maps the agent creates and may grow). */
+  initialMapSizes?: Record<string, number>;
   resyncSeconds?: number;
   /** bpf.hostRouting (the agent's default: on). */
   hostRouting?: boolean;
@@ -83,7 +86,9 @@ export class TestAgent {
         mode: opts.routing?.mode ?? 'native', clusterCIDRs: opts.routing?.clusterCIDRs ?? ['10.244.0.0/16'],
         ...(opts.routing?.nodes ? { nodes: opts.routing.nodes } : {}), ...(opts.routing?.masquerade === undefined ? {} : { masquerade: opts.routing.masquerade }),
       },
-      bpf: { pinRoot: opts.pinRoot, mapSizes: opts.mapSizes ?? { services: 8192, backends: 8192, affinity: 8192, ct: 65536 }, ...(opts.hostRouting === undefined ? {} : { hostRouting: opts.hostRouting }) },
+      bpf: {
+        pinRoot: opts.pinRoot, mapSizes: opts.mapSizes ?? { services: 8192, backends: 8192, affinity: 8192, ct: 65536 },
+        ...(opts.initialMapSizes ? { initialMapSizes: opts.initialMapSizes } : {}), ...(opts.hostRouting === undefined ? {} : { hostRouting: opts.hostRouting }) },
       ...(opts.kubeconfig
         ? { kubernetes: { kubeconfig: opts.kubeconfig, silenceSeconds: 20, resyncSeconds: 120 } }
         : { services: { files: [opts.servicesDir ?? path.join(opts.workDir, 'services')] } }),
