@@ -275,6 +275,9 @@ export interface HyphaNative {
   openPinnedMap(path: string): MapHandle;
   pin(handle: MapHandle | ProgHandle, path: string): void;
   mapInfo(map: MapHandle): MapInfo;
+  /** Put `inner` into `slot` of the array of maps `outer` (null: empty the slot).
+   * A lookup of a slot from userspace gives the inner map's id. */
+  mapSetInner(outer: MapHandle, slot: number, inner: MapHandle | null): void;
   /** undefined when the key is missing. */
   mapLookup(map: MapHandle, key: Uint8Array): Uint8Array<ArrayBuffer> | undefined;
   /** flags: 0 any, 1 noexist, 2 exist (constants.updateFlags). */

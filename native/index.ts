@@ -55,6 +55,7 @@ export const {
   openPinnedMap,
   pin,
   mapInfo,
+  mapSetInner,
   mapLookup,
   mapDelete,
   mapGetNextKey,

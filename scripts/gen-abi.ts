@@ -30,7 +30,7 @@ export class AbiError extends Error {
 }
 
 const MAP_TYPES: Record<number, string> = {
-  1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array', 9: 'lru_hash', 11: 'lpm_trie', 27: 'ringbuf',
+  1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array', 9: 'lru_hash', 11: 'lpm_trie', 12: 'array_of_maps', 27: 'ringbuf',
 };
 
 export function readBtf(objectPath: string): BtfType[] {

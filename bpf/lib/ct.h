@@ -9,6 +9,59 @@
 #include "parse.h"
 #include "time.h"
 
+/* The conntrack map in use, or the previous one during a growth (slot 1). */
+static __always_inline void *hypha_ct4_map(__u32 slot)
+{
+	return bpf_map_lookup_elem(&hypha_ct4_maps_v1, &slot);
+}
+
+/* A flow's entry: in the map in use, else (a growth is carrying the flows
+ * over) in the previous one. */
+static __always_inline struct hypha_ct4_entry *hypha_ct4_lookup(const struct hypha_ct4_key *key)
+{
+	struct hypha_ct4_entry *e;
+	void *map = hypha_ct4_map(0);
+
+	if (!map)
+		return NULL;
+	e = bpf_map_lookup_elem(map, key);
+	if (e)
+		return e;
+	map = hypha_ct4_map(1);
+	return map ? bpf_map_lookup_elem(map, key) : NULL;
+}
+
+/* Write into the map in use. During a growth the previous map counts too:
+ * BPF_NOEXIST fails for a key it holds (a source port one of its flows has),
+ * BPF_EXIST succeeds for one. */
+static __always_inline long hypha_ct4_update(const struct hypha_ct4_key *key,
+					     const struct hypha_ct4_entry *entry, __u64 flags)
+{
+	void *map = hypha_ct4_map(0), *prev;
+
+	if (!map)
+		return -1;
+	prev = hypha_ct4_map(1);
+	if (prev && flags != BPF_ANY && bpf_map_lookup_elem(prev, key)) {
+		if (flags == BPF_NOEXIST)
+			return -17; /* EEXIST */
+		flags = BPF_ANY;
+	}
+	return bpf_map_update_elem(map, key, entry, flags);
+}
+
+/* Delete from the map in use and, during a growth, the previous one
+ * (a flow ended must not come back with the carry-over). 0: one held it. */
+static __always_inline long hypha_ct4_delete(const struct hypha_ct4_key *key)
+{
+	void *map = hypha_ct4_map(0), *prev = hypha_ct4_map(1);
+	long r = map ? bpf_map_delete_elem(map, key) : -1;
+
+	if (prev && !bpf_map_delete_elem(prev, key))
+		r = 0;
+	return r;
+}
+
 static __always_inline __u8 hypha_ct_next_flags(__u8 flags, const struct hypha_pkt4 *p)
 {
 	if (p->proto != IPPROTO_TCP)

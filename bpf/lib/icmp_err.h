@@ -100,7 +100,7 @@ static __always_inline int hypha_icmp_err_lookup(const struct hypha_icmp_quote *
 	/* The quote read backwards: a packet of the flow's other direction. */
 	hypha_ct_key4(&key, q->daddr, q->saddr, q->dport, q->sport, q->proto, HYPHA_CT_SERVICE);
 	if (which & HYPHA_ICMP_ERR_SERVICE) {
-		ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+		ct = hypha_ct4_lookup(&key);
 		if (ct && !hypha_ct_expired(ct, now)) {	/* B */
 			rw->q_saddr = ct->nat_addr;
 			rw->q_sport = ct->nat_port;
@@ -119,7 +119,7 @@ static __always_inline int hypha_icmp_err_lookup(const struct hypha_icmp_quote *
 	}
 	if (which & (HYPHA_ICMP_ERR_REPLY | HYPHA_ICMP_ERR_REPLY_REMOTE)) {
 		key.dir = HYPHA_CT_REPLY;
-		ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+		ct = hypha_ct4_lookup(&key);
 		if (ct && !hypha_ct_expired(ct, now) &&
 		    ((which & HYPHA_ICMP_ERR_REPLY) || (ct->flags & HYPHA_CT_F_REMOTE))) {	/* A */
 			rw->q_daddr = ct->nat_addr;
@@ -139,7 +139,7 @@ static __always_inline int hypha_icmp_err_lookup(const struct hypha_icmp_quote *
 	}
 	if (which & HYPHA_ICMP_ERR_MASQ_IN) {
 		key.dir = HYPHA_CT_MASQ_IN;
-		ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+		ct = hypha_ct4_lookup(&key);
 		if (ct && !hypha_ct_expired(ct, now)) {	/* C */
 			rw->q_saddr = ct->nat_addr;
 			rw->q_sport = ct->nat_port;
@@ -149,7 +149,7 @@ static __always_inline int hypha_icmp_err_lookup(const struct hypha_icmp_quote *
 	}
 	if (which & HYPHA_ICMP_ERR_MASQ_OUT) {
 		key.dir = HYPHA_CT_MASQ_OUT;
-		ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+		ct = hypha_ct4_lookup(&key);
 		if (ct && !hypha_ct_expired(ct, now)) {	/* D */
 			rw->q_daddr = ct->nat_addr2;
 			rw->q_dport = ct->nat_port2;

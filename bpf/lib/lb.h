@@ -160,7 +160,7 @@ static __always_inline int hypha_lb4_backend_valid(const struct hypha_ct4_entry 
 static __always_inline void hypha_ct_close_peer(const struct hypha_ct4_key *k, const struct hypha_pkt4 *p,
 						__u32 now)
 {
-	struct hypha_ct4_entry *peer = bpf_map_lookup_elem(&hypha_ct4_v1, k);
+	struct hypha_ct4_entry *peer = hypha_ct4_lookup(k);
 
 	if (peer)
 		hypha_ct_refresh(peer, p, now);
@@ -187,7 +187,7 @@ static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, str
 	if (!hypha_has_ports(p))
 		return HYPHA_LB_PASS;
 	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_SERVICE);
-	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	ct = hypha_ct4_lookup(&key);
 	if (!ct || hypha_ct_expired(ct, now) || hypha_ct_is_reopen(ct, p))
 		return HYPHA_LB_PASS;
 	if (punt_remote && (ct->flags & HYPHA_CT_F_REMOTE))
@@ -201,8 +201,8 @@ static __always_inline int hypha_lb4_established(const struct hypha_pkt4 *p, str
 	if (unlikely(ct->lb_gen != gen || (p->tcp_flags & HYPHA_TCP_SYN) || ct->expires != expires)) {
 		if (!hypha_lb4_backend_valid(ct, p)) {
 			hypha_lb4_reply_key(&rkey, p, ct);
-			bpf_map_delete_elem(&hypha_ct4_v1, &rkey);
-			bpf_map_delete_elem(&hypha_ct4_v1, &key);
+			hypha_ct4_delete(&rkey);
+			hypha_ct4_delete(&key);
 			return HYPHA_LB_PASS;
 		}
 		if (ct->lb_gen != gen)
@@ -245,7 +245,7 @@ static __always_inline int hypha_lb4_host_reply(const struct hypha_pkt4 *p, __u3
 	struct hypha_ct4_key key;
 
 	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_HOST);
-	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	ct = hypha_ct4_lookup(&key);
 	if (!ct || hypha_ct_expired(ct, now))
 		return 0;
 	hypha_ct_refresh(ct, p, now);
@@ -263,7 +263,7 @@ static __always_inline int hypha_lb4_is_reply(const struct hypha_pkt4 *p, __u32 
 	if (!hypha_has_ports(p))
 		return 0;
 	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_REPLY);
-	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	ct = hypha_ct4_lookup(&key);
 	return ct && !hypha_ct_expired(ct, now);
 }
 
@@ -367,7 +367,7 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 	entry.nat_port2 = p->sport;
 	entry.flags = flags;
 	entry.expires = now + hypha_ct_lifetime(p->proto, flags);
-	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	ct = hypha_ct4_lookup(&key);
 	if ((flags & HYPHA_CT_F_REMOTE) ||
 	    (ct && !hypha_ct_expired(ct, now) &&
 	     (ct->nat_addr != p->daddr || ct->nat_port != p->dport ||
@@ -392,7 +392,7 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 		if (ret < 0)
 			return ret;
 		flags |= HYPHA_CT_F_SNAT_PORT;
-	} else if (bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY)) {
+	} else if (hypha_ct4_update(&key, &entry, BPF_ANY)) {
 		return -HYPHA_DROP_CT_CREATE_FAILED;
 	}
 
@@ -404,7 +404,7 @@ static __always_inline int hypha_lb4_new_flow(const struct hypha_pkt4 *p, enum h
 	entry.nat_port2 = key.dport;
 	entry.flags = flags;
 	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_SERVICE);
-	if (bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY))
+	if (hypha_ct4_update(&key, &entry, BPF_ANY))
 		return -HYPHA_DROP_CT_CREATE_FAILED;
 
 	nat->daddr = b->addr;
@@ -425,7 +425,7 @@ static __always_inline int hypha_lb4_reverse(const struct hypha_pkt4 *p, struct 
 	if (!hypha_has_ports(p))
 		return HYPHA_LB_PASS;
 	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_REPLY);
-	ct = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	ct = hypha_ct4_lookup(&key);
 	if (!ct || hypha_ct_expired(ct, now))
 		return HYPHA_LB_PASS;
 	/* On the external device only replies of forwarded flows are ours;
@@ -437,7 +437,7 @@ static __always_inline int hypha_lb4_reverse(const struct hypha_pkt4 *p, struct 
 	 * backend directly from the port its Service flow had): not ours, and
 	 * the stale entry would turn every reply into the Service's. */
 	if (hypha_ct_is_reused_reply(ct, p)) {
-		bpf_map_delete_elem(&hypha_ct4_v1, &key);
+		hypha_ct4_delete(&key);
 		return HYPHA_LB_PASS;
 	}
 	hypha_ct_refresh(ct, p, now);

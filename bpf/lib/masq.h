@@ -79,12 +79,12 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 	dport = hypha_masq_dport(p);
 
 	hypha_ct_key4(&key, p->saddr, p->daddr, sport, dport, p->proto, HYPHA_CT_INBOUND);
-	in = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	in = hypha_ct4_lookup(&key);
 	if (in && !hypha_ct_expired(in, now))
 		return HYPHA_LB_PASS; /* the pod answers a flow the outside opened */
 
 	key.dir = HYPHA_CT_MASQ_OUT;
-	out = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	out = hypha_ct4_lookup(&key);
 	if (out && (hypha_ct_expired(out, now) || hypha_ct_is_reopen(out, p) || out->nat_addr2 != cfg->snat_addr))
 		out = NULL; /* a new flow on this tuple (or the node's address changed) */
 	if (out) {
@@ -93,17 +93,17 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 		 * or timed out while only the other side spoke), it is taken
 		 * again for the same port when that is still free. */
 		hypha_ct_key4(&rkey, p->daddr, out->nat_addr2, dport, out->nat_port2, p->proto, HYPHA_CT_MASQ_IN);
-		in = bpf_map_lookup_elem(&hypha_ct4_v1, &rkey);
+		in = hypha_ct4_lookup(&rkey);
 		if (in && !hypha_ct_expired(in, now) && in->nat_addr == p->saddr && in->nat_port == sport) {
 			hypha_ct_refresh(in, p, now);
 		} else {
 			if (in && hypha_ct_expired(in, now))
-				bpf_map_delete_elem(&hypha_ct4_v1, &rkey);
+				hypha_ct4_delete(&rkey);
 			entry.nat_addr = p->saddr;
 			entry.nat_port = sport;
 			entry.flags = hypha_ct_next_flags(out->flags, p);
 			entry.expires = now + hypha_ct_lifetime(p->proto, entry.flags);
-			if (bpf_map_update_elem(&hypha_ct4_v1, &rkey, &entry, BPF_NOEXIST))
+			if (hypha_ct4_update(&rkey, &entry, BPF_NOEXIST))
 				out = NULL; /* the port went to another flow: start over */
 		}
 	}
@@ -138,8 +138,8 @@ static __always_inline int hypha_masq_egress(const struct hypha_pkt4 *p, const s
 	entry.nat_port = 0;
 	entry.nat_addr2 = cfg->snat_addr;
 	entry.nat_port2 = rkey.dport;
-	if (bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY)) {
-		bpf_map_delete_elem(&hypha_ct4_v1, &rkey);
+	if (hypha_ct4_update(&key, &entry, BPF_ANY)) {
+		hypha_ct4_delete(&rkey);
 		return -HYPHA_DROP_CT_CREATE_FAILED;
 	}
 	nat->saddr = cfg->snat_addr;
@@ -158,7 +158,7 @@ static __always_inline int hypha_masq_ingress(const struct hypha_pkt4 *p, struct
 	if (!hypha_masq_keyable(p, HYPHA_ECHO_REPLY))
 		return HYPHA_LB_PASS;
 	hypha_ct_key4(&key, p->saddr, p->daddr, hypha_masq_sport(p), hypha_masq_dport(p), p->proto, HYPHA_CT_MASQ_IN);
-	in = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	in = hypha_ct4_lookup(&key);
 	if (!in || hypha_ct_expired(in, now))
 		return HYPHA_LB_PASS;
 	hypha_ct_refresh(in, p, now);
@@ -167,7 +167,7 @@ static __always_inline int hypha_masq_ingress(const struct hypha_pkt4 *p, struct
 		struct hypha_ct4_entry *out;
 
 		hypha_ct_key4(&key, in->nat_addr, p->saddr, in->nat_port, p->sport, p->proto, HYPHA_CT_MASQ_OUT);
-		out = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+		out = hypha_ct4_lookup(&key);
 		if (out)
 			hypha_ct_refresh(out, p, now);
 	}
@@ -193,14 +193,14 @@ static __always_inline void hypha_masq_note_inbound(const struct hypha_pkt4 *p, 
 	if (src && (src->flags & HYPHA_IPC_F_CLUSTER))
 		return;
 	hypha_ct_key4(&key, p->daddr, p->saddr, p->dport, p->sport, p->proto, HYPHA_CT_INBOUND);
-	e = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	e = hypha_ct4_lookup(&key);
 	if (e && !hypha_ct_expired(e, now)) {
 		hypha_ct_refresh(e, p, now);
 		return;
 	}
 	entry.flags = hypha_ct_next_flags(0, p);
 	entry.expires = now + hypha_ct_lifetime(p->proto, entry.flags);
-	bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY);
+	hypha_ct4_update(&key, &entry, BPF_ANY);
 }
 
 #endif /* HYPHA_LIB_MASQ_H */

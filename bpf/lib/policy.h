@@ -120,12 +120,12 @@ static __noinline int hypha_policy_enforce(struct hypha_policy_flow *f, const st
 	int reason;
 
 	hypha_ct_key4(&key, f->saddr, f->daddr, f->sport, f->dport, f->proto, HYPHA_CT_POLICY);
-	e = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	e = hypha_ct4_lookup(&key);
 	if (e && !hypha_ct_expired(e, now) && !hypha_ct_is_reopen(e, p)) {
 		if (e->pol_gen != (__u8)gen) {
 			reason = hypha_policy_judge(f);
 			if (reason) {
-				bpf_map_delete_elem(&hypha_ct4_v1, &key);
+				hypha_ct4_delete(&key);
 				return reason;
 			}
 			e->pol_gen = gen;
@@ -136,7 +136,7 @@ static __noinline int hypha_policy_enforce(struct hypha_policy_flow *f, const st
 	/* A reply: the flow the other way was allowed. (It is judged again by
 	 * that direction's next packet when the policy changes.) */
 	hypha_ct_key4(&key, f->daddr, f->saddr, f->dport, f->sport, f->proto, HYPHA_CT_POLICY);
-	e = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	e = hypha_ct4_lookup(&key);
 	if (e && !hypha_ct_expired(e, now) && !hypha_ct_is_reused_reply(e, p)) {
 		hypha_ct_refresh(e, p, now);
 		return 0;
@@ -150,7 +150,7 @@ static __noinline int hypha_policy_enforce(struct hypha_policy_flow *f, const st
 	entry.pol_gen = gen;
 	/* Not remembered (map refused): the flow still passes; its next packet
 	 * is judged again. */
-	bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY);
+	hypha_ct4_update(&key, &entry, BPF_ANY);
 	return 0;
 }
 

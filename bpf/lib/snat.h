@@ -48,20 +48,20 @@ static __always_inline int hypha_snat_claim(struct hypha_ct4_key *key, const str
 
 	for (i = 0; i < HYPHA_SNAT_TRIES; i++) {
 		key->dport = bpf_htons(hypha_snat_port(cfg, h, i));
-		ct = bpf_map_lookup_elem(&hypha_ct4_v1, key);
+		ct = hypha_ct4_lookup(key);
 		if (ct && hypha_ct_same_mapping(ct, entry)) {
 			/* This flow's own earlier claim (a reopened or
 			 * re-selected flow): keep its port. */
-			if (!bpf_map_update_elem(&hypha_ct4_v1, key, entry, BPF_EXIST))
+			if (!hypha_ct4_update(key, entry, BPF_EXIST))
 				return 0;
 			continue;
 		}
 		if (ct) {
 			if (!hypha_ct_expired(ct, now))
 				continue;
-			bpf_map_delete_elem(&hypha_ct4_v1, key);
+			hypha_ct4_delete(key);
 		}
-		if (!bpf_map_update_elem(&hypha_ct4_v1, key, entry, BPF_NOEXIST))
+		if (!hypha_ct4_update(key, entry, BPF_NOEXIST))
 			return 0;
 	}
 	return -HYPHA_DROP_NAT_NO_PORT;

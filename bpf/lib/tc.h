@@ -211,10 +211,10 @@ static __noinline int hypha_tc_policy_icmp_err(struct __sk_buff *skb, const stru
 	if (p->frag == HYPHA_FRAG_NONE && (skb->data_end - skb->data >= want || !bpf_skb_pull_data(skb, want)) &&
 	    !hypha_icmp_quote_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &q)) {
 		hypha_ct_key4(&key, q.saddr, q.daddr, q.sport, q.dport, q.proto, HYPHA_CT_POLICY);
-		if (bpf_map_lookup_elem(&hypha_ct4_v1, &key))
+		if (hypha_ct4_lookup(&key))
 			return 0;
 		hypha_ct_key4(&key, q.daddr, q.saddr, q.dport, q.sport, q.proto, HYPHA_CT_POLICY);
-		if (bpf_map_lookup_elem(&hypha_ct4_v1, &key))
+		if (hypha_ct4_lookup(&key))
 			return 0;
 	}
 	f.saddr = f.id_saddr = p->saddr;
@@ -424,7 +424,7 @@ static __always_inline void hypha_tc_note_host(struct __sk_buff *skb, const stru
 	    (skb->mark & hypha_seen_mark(cfg)) || bpf_map_lookup_elem(&hypha_endpoints_v1, &p->saddr))
 		return;
 	hypha_ct_key4(&key, p->daddr, p->saddr, p->dport, p->sport, p->proto, HYPHA_CT_HOST);
-	e = bpf_map_lookup_elem(&hypha_ct4_v1, &key);
+	e = hypha_ct4_lookup(&key);
 	if (e && !hypha_ct_expired(e, now)) {
 		hypha_ct_refresh(e, p, now);
 		return;
@@ -433,7 +433,7 @@ static __always_inline void hypha_tc_note_host(struct __sk_buff *skb, const stru
 		return;
 	entry.flags = hypha_ct_next_flags(0, p);
 	entry.expires = now + hypha_ct_lifetime(p->proto, entry.flags);
-	bpf_map_update_elem(&hypha_ct4_v1, &key, &entry, BPF_ANY);
+	hypha_ct4_update(&key, &entry, BPF_ANY);
 }
 
 /* tc egress of the external device: masquerade of pod traffic that leaves

@@ -60,8 +60,8 @@ static long hypha_ct_gc_one(__u32 i, struct hypha_ct_gc_run *run)
 
 	if (!key)
 		return 1;
-	e = bpf_map_lookup_elem(&hypha_ct4_v1, key);
-	if (e && hypha_ct_expired(e, run->now) && !bpf_map_delete_elem(&hypha_ct4_v1, key))
+	e = hypha_ct4_lookup(key);
+	if (e && hypha_ct_expired(e, run->now) && !hypha_ct4_delete(key))
 		run->deleted++;
 	return 0;
 }

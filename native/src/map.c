@@ -801,6 +801,37 @@ static napi_value js_map_dump_async(napi_env env, napi_callback_info info)
 	return promise ? promise : hy_reject_pending(env);
 }
 
+/* mapSetInner(outer, slot, inner | null): put a map into a slot of an
+ * array of maps (its fd is what the kernel takes), or empty the slot. */
+static napi_value js_map_set_inner(napi_env env, napi_callback_info info)
+{
+	const char *fn = "mapSetInner";
+	napi_value argv[3];
+	napi_valuetype t;
+	struct map_handle *outer, *inner = NULL;
+	uint32_t slot;
+	int fd;
+
+	if (!hy_args(env, info, 3, argv) || !(outer = get_map(env, argv[0], fn)) ||
+	    !hy_get_u32(env, argv[1], fn, "slot", &slot))
+		return NULL;
+	HY_NAPI(env, napi_typeof(env, argv[2], &t));
+	if (t != napi_null && t != napi_undefined && !(inner = get_map(env, argv[2], fn)))
+		return NULL;
+	if (inner) {
+		fd = inner->fd;
+		if (bpf_map_update_elem(outer->fd, &slot, &fd, BPF_ANY)) {
+			hy_throw_errno(env, "bpf_map_update_elem", errno, "map \"%s\" slot %u <- map \"%s\"",
+				       outer->meta.name, slot, inner->meta.name);
+			return NULL;
+		}
+	} else if (bpf_map_delete_elem(outer->fd, &slot) && errno != ENOENT) {
+		hy_throw_errno(env, "bpf_map_delete_elem", errno, "map \"%s\" slot %u", outer->meta.name, slot);
+		return NULL;
+	}
+	return hy_undefined(env);
+}
+
 bool map_register(napi_env env, napi_value exports)
 {
 	return hy_export(env, exports, "mapCreate", js_map_create) &&
@@ -814,5 +845,6 @@ bool map_register(napi_env env, napi_value exports)
 	       hy_export(env, exports, "mapUpdateBatch", js_map_update_batch) &&
 	       hy_export(env, exports, "mapDeleteBatch", js_map_delete_batch) &&
 	       hy_export(env, exports, "mapDump", js_map_dump) &&
-	       hy_export(env, exports, "mapDumpAsync", js_map_dump_async);
+	       hy_export(env, exports, "mapDumpAsync", js_map_dump_async) &&
+	       hy_export(env, exports, "mapSetInner", js_map_set_inner);
 }

@@ -527,6 +527,7 @@ export const layouts = {
 /** Map definitions as compiled (max_entries are defaults; the loader sets the installed sizes). */
 export const maps = {
   hypha_config_v4: { name: 'hypha_config_v4', type: 'array', key: 'u32', value: 'hypha_config', maxEntries: 1, pinned: true },
+  hypha_ct4_maps_v1: { name: 'hypha_ct4_maps_v1', type: 'array_of_maps', key: 'u32', value: null, maxEntries: 2, pinned: true },
   hypha_ct4_v1: { name: 'hypha_ct4_v1', type: 'lru_hash', key: 'hypha_ct4_key', value: 'hypha_ct4_entry', maxEntries: 262144, pinned: true },
   hypha_drops_v1: { name: 'hypha_drops_v1', type: 'percpu_array', key: 'u32', value: 'hypha_drop_counter', maxEntries: 256, pinned: true },
   hypha_endpoints_v1: { name: 'hypha_endpoints_v1', type: 'hash', key: 'ip4', value: 'hypha_endpoint', maxEntries: 16384, pinned: true },

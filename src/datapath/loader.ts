@@ -270,10 +270,20 @@ const NAMES_MAP: MapName = 'hypha_lb4_names_v1';
 /** Staging directory of a growth under the pin root. */
 export const GROW_DIR = 'growing'; // bpffs refuses names with a dot
 /** Maps the programs write (their entries made during a growth are carried over). */
-const DATAPATH_WRITTEN = new Set<MapName>(['hypha_ct4_v1', 'hypha_lb4_affinity_v1']);
+const DATAPATH_WRITTEN = new Set<MapName>(['hypha_lb4_affinity_v1']);
 
 /** The steps of a growth, in order (the fault-injection test stops between them). */
-export type GrowStep = 'created' | 'copied' | 'loaded' | 'attached' | 'carried';
+export type GrowStep = 'created' | 'copied' | 'swapped' | 'loaded' | 'attached' | 'carried';
+
+export interface GrowOptions {
+  /** Put the programs loaded now on every device (the growth of a map the programs name directly). */
+  reattach: () => void | Promise<void>;
+  afterStep?: (step: GrowStep) => Promise<void>;
+  log?: Logger;
+}
+
+/** The conntrack map's slots: 0 in use, 1 the previous one during a growth (bpf/include/hypha/maps.h). */
+export const CT_SLOTS_MAP: MapName = 'hypha_ct4_maps_v1';
 
 export interface GrowResult {
   maps: { map: MapName; from: number; to: number }[];
@@ -312,6 +322,55 @@ function rollBackGrowth(pinRoot: string, log?: Logger): void {
   }
   rmSync(stage, { recursive: true, force: true });
   log?.warn({ stage, pins: entries.length }, 'a map growth that did not finish was rolled back (the old maps are in place)');
+}
+
+/** The id of the map in a slot of an array of maps (0: empty). */
+function slotId(outer: MapHandle, slot: number): number {
+  const v = native.mapLookup(outer, u32.encode({ value: slot }));
+  return v ? u32.decode(v).value : 0;
+}
+
+/** A conntrack growth that died after its swap: the programs use the new
+ *  map (slot 0, pinned in growing/). Finish it: carry the old map's flows
+ *  over, empty slot 1, move the pin into place. One that died before the
+ *  swap is rolled back with the rest of growing/. */
+function finishConntrackGrowth(pinRoot: string, log?: Logger): void {
+  const staged = path.join(pinRoot, GROW_DIR, SIZED_MAPS.ct);
+  const open = (file: string): MapHandle | undefined => {
+    try {
+      return native.openPinnedMap(file);
+    } catch {
+      return undefined;
+    }
+  };
+  const fresh = open(staged);
+  if (!fresh) return;
+  const outer = open(pinPath(pinRoot, CT_SLOTS_MAP));
+  const old = open(pinPath(pinRoot, SIZED_MAPS.ct));
+  try {
+    const id = native.mapInfo(fresh).id;
+    // The map in use shared into growing/ by a growth of other maps is no conntrack growth.
+    if (!outer || slotId(outer, 0) !== id || (old && native.mapInfo(old).id === id)) return;
+    const carried = old ? carryMissing(old, fresh) : 0;
+    native.mapSetInner(outer, 1, null);
+    renameSync(staged, pinPath(pinRoot, SIZED_MAPS.ct));
+    log?.warn({ map: SIZED_MAPS.ct, maxEntries: native.mapInfo(fresh).maxEntries, carried }, 'a conntrack growth that did not finish was completed (the programs already used the new map)');
+  } finally {
+    for (const h of [fresh, outer, old]) if (h) native.close(h);
+  }
+}
+
+/** Slot 0 holds the pinned conntrack map and slot 1 nothing (a previous
+ *  map's flows were carried over or are gone with it). */
+function settleConntrackSlots(maps: Map<MapName, MapHandle>, log?: Logger): void {
+  const outer = maps.get(CT_SLOTS_MAP);
+  const ct = maps.get(SIZED_MAPS.ct);
+  if (!outer || !ct) return;
+  if (slotId(outer, 0) !== native.mapInfo(ct).id) {
+    native.mapSetInner(outer, 0, ct);
+    log?.warn({ map: CT_SLOTS_MAP }, 'conntrack slot 0 did not hold the pinned conntrack map; set');
+  }
+  if (slotId(outer, 1) !== 0) native.mapSetInner(outer, 1, null);
 }
 
 /** Copy the entries of `from` that `to` does not have; returns how many. */
@@ -413,6 +472,7 @@ export class Datapath {
     }
     checkBpffs(pinRoot);
     removeStalePins(pinRoot, opts.log);
+    finishConntrackGrowth(pinRoot, opts.log);
     rollBackGrowth(pinRoot, opts.log);
     const sizes: MapSizes = { ...DEFAULT_MAP_SIZES, ...opts.initialSizes };
     const maxEntries: Record<string, number> = {};
@@ -437,6 +497,7 @@ export class Datapath {
     for (const name of Object.keys(mapDefs) as MapName[]) {
       if (!maps.has(name)) throw new DatapathError('ENOENT', `map ${name} was not pinned under ${pinRoot}`);
     }
+    settleConntrackSlots(maps, opts.log);
     const dp = new Datapath(pinRoot, objectDir, maps, programs, sizes);
     opts.log?.info({ pinRoot, sizes }, 'datapath loaded');
     return dp;
@@ -454,13 +515,89 @@ export class Datapath {
    * reference. A crash at any step leaves the old pins in place, consistent
    * (writes were mirrored); the next load removes `growing/` (rollBackGrowth).
    */
-  async grow(target: Partial<MapSizes>, opts: { reattach: () => void | Promise<void>; afterStep?: (step: GrowStep) => Promise<void>; log?: Logger }): Promise<GrowResult> {
+  async grow(target: Partial<MapSizes>, opts: GrowOptions): Promise<GrowResult> {
     if (this.#growing) throw new DatapathError('EBUSY', 'a growth is already running');
-    const t0 = performance.now();
-    const grown: { name: MapName; key: keyof MapSizes | 'names'; from: number; to: number; fresh: MapHandle }[] = [];
     for (const [k, to] of Object.entries(target) as [keyof MapSizes, number][]) {
       if (!(k in SIZED_MAPS)) throw new DatapathError('EINVALID', `map size ${k} is not one of ${Object.keys(SIZED_MAPS).join(', ')}`);
       if (!Number.isInteger(to) || to > MAX_MAP_SIZE) throw new DatapathError('EINVALID', `map size ${k}: ${to} is not an integer up to ${MAX_MAP_SIZE}`);
+    }
+    const t0 = performance.now();
+    const { ct, ...rest } = target;
+    const out: GrowResult = { maps: [], ms: 0, carried: 0 };
+    this.#growing = true;
+    try {
+      if (ct !== undefined) {
+        const r = await this.#growConntrack(ct, opts);
+        out.maps.push(...r.maps);
+        out.carried += r.carried;
+      }
+      const r = await this.#growByReload(rest, opts);
+      out.maps.push(...r.maps);
+      out.carried += r.carried;
+    } finally {
+      this.#growing = false;
+    }
+    out.ms = performance.now() - t0;
+    if (out.maps.length > 0) opts.log?.info({ maps: out.maps, carried: out.carried, ms: Math.round(out.ms) }, 'maps grown');
+    return out;
+  }
+
+  /**
+   * Conntrack grows without reloading a program: the programs reach it
+   * through slot 0 of hypha_ct4_maps_v1. A new map (pinned in growing/)
+   * gets a copy of the entries, the old map goes to slot 1 and the new one
+   * to slot 0 (every program at once; a lookup that misses the new map
+   * finds the old one's flows), the flows made meanwhile are carried over,
+   * slot 1 is emptied and the new pin renamed over the old. A crash after
+   * the swap is finished by the next load, one before it rolled back.
+   */
+  async #growConntrack(to: number, opts: GrowOptions): Promise<GrowResult> {
+    const name = SIZED_MAPS.ct;
+    const old = this.map(name);
+    const info = native.mapInfo(old);
+    if (to <= info.maxEntries) return { maps: [], ms: 0, carried: 0 };
+    const outer = this.map(CT_SLOTS_MAP);
+    const stage = path.join(this.pinRoot, GROW_DIR);
+    rmSync(stage, { recursive: true, force: true });
+    mkdirSync(stage);
+    const fresh = native.mapCreate(info.type, info.keySize, info.valueSize, to, { name: info.name, flags: info.flags });
+    let swapped = false;
+    try {
+      native.pin(fresh, path.join(stage, name));
+      await opts.afterStep?.('created');
+      const d = native.mapDump(old);
+      if (d.count > 0) native.mapUpdateBatch(fresh, d.keys, d.values, d.count, 'any');
+      await opts.afterStep?.('copied');
+      native.mapSetInner(outer, 1, old);
+      native.mapSetInner(outer, 0, fresh);
+      swapped = true;
+      this.#maps.set(name, fresh);
+      await opts.afterStep?.('swapped');
+      const carried = carryMissing(old, fresh);
+      native.mapSetInner(outer, 1, null);
+      await opts.afterStep?.('carried');
+      renameSync(path.join(stage, name), pinPath(this.pinRoot, name));
+      rmSync(stage, { recursive: true, force: true });
+      native.close(old);
+      this.sizes.ct = to;
+      return { maps: [{ map: name, from: info.maxEntries, to }], ms: 0, carried };
+    } catch (err) {
+      if (swapped) {
+        // Back to the old map, whole but for the flows opened since the swap.
+        native.mapSetInner(outer, 0, old);
+        native.mapSetInner(outer, 1, null);
+        this.#maps.set(name, old);
+      }
+      native.close(fresh);
+      rmSync(stage, { recursive: true, force: true });
+      throw err instanceof DatapathError ? err : new DatapathError('EGROW', `growing ${name} to ${to} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async #growByReload(target: Partial<MapSizes>, opts: GrowOptions): Promise<GrowResult> {
+    const t0 = performance.now();
+    const grown: { name: MapName; key: keyof MapSizes | 'names'; from: number; to: number; fresh: MapHandle }[] = [];
+    for (const [k, to] of Object.entries(target) as [keyof MapSizes, number][]) {
       const name = SIZED_MAPS[k];
       const from = native.mapInfo(this.map(name)).maxEntries;
       if (to <= from) continue;
@@ -471,7 +608,6 @@ export class Datapath {
       }
     }
     if (grown.length === 0) return { maps: [], ms: 0, carried: 0 };
-    this.#growing = true;
     const stage = path.join(this.pinRoot, GROW_DIR);
     const oldPrograms = this.#programs;
     const old = new Map(grown.map((g) => [g.name, this.map(g.name)]));
@@ -542,9 +678,7 @@ export class Datapath {
       }
       for (const h of old.values()) native.close(h);
       for (const h of Object.values(oldPrograms)) native.close(h);
-      const ms = performance.now() - t0;
-      opts.log?.info({ maps: grown.map((g) => ({ map: g.name, from: g.from, to: g.to })), carried, ms: Math.round(ms) }, 'maps grown');
-      return { maps: grown.map((g) => ({ map: g.name, from: g.from, to: g.to })), ms, carried };
+      return { maps: grown.map((g) => ({ map: g.name, from: g.from, to: g.to })), ms: performance.now() - t0, carried };
     } catch (err) {
       // Back to the old maps and programs (the devices that took the new
       // programs get the old ones again from the caller's next reattach).
@@ -556,8 +690,6 @@ export class Datapath {
       for (const g of grown) if (g.fresh) native.close(g.fresh);
       rmSync(stage, { recursive: true, force: true });
       throw err instanceof DatapathError ? err : new DatapathError('EGROW', `growing ${grown.map((g) => `${g.name} to ${g.to}`).join(', ')} failed: ${(err as Error).message}`, { cause: err });
-    } finally {
-      this.#growing = false;
     }
   }
 
@@ -577,7 +709,8 @@ export class Datapath {
         const def = mapDefs[name];
         const want = maxEntries[name] ?? def.maxEntries;
         const key = def.key === null ? 0 : def.key === 'u32' || def.key === 'ip4' ? 4 : layouts[def.key].size;
-        const value = def.value === null ? 0 : layouts[def.value].size;
+        // A map of maps holds map ids (4 bytes); a ring buffer has no value.
+        const value = def.value === null ? (def.type === 'array_of_maps' ? 4 : 0) : layouts[def.value].size;
         if (info.keySize !== key || info.valueSize !== value) {
           throw new DatapathError('ELAYOUT', `pinned map ${pinPath(pinRoot, name)} has key/value sizes ${info.keySize}/${info.valueSize}, this build expects ${key}/${value}: a layout change must come with a new _vN map name`);
         }

@@ -47,12 +47,19 @@ test('grow: services (with names), backends and conntrack grow with every entry,
           reattached++;
           // A write during the growth (after the copy) reaches the new map.
           backends.update(backendKey(51), Buffer.alloc(valueSize, 51));
-          // A flow the old programs open meanwhile is carried over.
-          native.mapUpdate(ctOld, flow(41000).key, flow(41000).value);
         },
-        afterStep: async (s) => void steps.push(s),
+        afterStep: async (s) => {
+          steps.push(s);
+          // A flow opened between the copy and the swap is carried over.
+          if (s === 'copied' && steps.length === 2) native.mapUpdate(ctOld, flow(41000).key, flow(41000).value);
+        },
       });
-      assert.deepEqual(steps, ['created', 'copied', 'loaded', 'attached', 'carried']);
+      assert.deepEqual(steps, ['created', 'copied', 'swapped', 'carried', 'created', 'copied', 'loaded', 'attached', 'carried'], 'conntrack by its slot, then the rest by reloading the programs');
+      assert.deepEqual(native.mapLookup(dp.map('hypha_ct4_v1'), flow(41000).key), flow(41000).value, 'carried over');
+      const slots = dp.map('hypha_ct4_maps_v1');
+      const slot = (i: number) => native.mapLookup(slots, Buffer.from(new Uint32Array([i]).buffer));
+      assert.equal(Buffer.from(slot(0)!).readUInt32LE(0), native.mapInfo(dp.map('hypha_ct4_v1')).id, 'slot 0: the new conntrack map');
+      assert.equal(slot(1), undefined, 'slot 1 empty');
       assert.equal(reattached, 1);
       assert.deepEqual(r.maps.map((m) => [m.map, m.from, m.to]).sort(), [
         ['hypha_ct4_v1', 256, 1024], ['hypha_lb4_backends_v1', 64, 512], ['hypha_lb4_names_v1', 64, 256], ['hypha_lb4_services_v1', 64, 256],
@@ -125,4 +132,43 @@ test('a growth interrupted at each step leaves the old maps whole; the next load
     });
   }
 });
+test('a conntrack growth killed after its swap is finished by the next load; one killed before is rolled back', async () => {
+  for (const step of ['copied', 'swapped'] as GrowStep[]) {
+    await withPinRoot(`ctcrash-${step}`, async (pinRoot) => {
+      const dp = await Datapath.load({ pinRoot, initialSizes: SMALL });
+      for (let p = 40000; p < 40100; p++) native.mapUpdate(dp.map('hypha_ct4_v1'), flow(p).key, flow(p).value);
+      const old = dp.map('hypha_ct4_v1');
+      // A kill -9: the process stops inside the step's hook, nothing after it runs.
+      let killed: () => void = () => undefined;
+      const stuck = dp.grow({ ct: 1024 }, {
+        reattach: () => undefined,
+        afterStep: (s) => new Promise<void>((resolve) => {
+          if (s !== step) return resolve();
+          // A flow the programs open in the old map while the growth is stopped here.
+          native.mapUpdate(old, flow(42000).key, flow(42000).value);
+          killed = resolve;
+        }),
+      });
+      await new Promise((r) => setTimeout(r, 50));
+      // The next agent loads while this one "is dead" (its hook never returned).
+      const again = await Datapath.load({ pinRoot, initialSizes: SMALL });
+      try {
+        const ct = again.map('hypha_ct4_v1');
+        const want = step === 'swapped' ? 1024 : 256;
+        assert.equal(again.sizes.ct, want, `${step}: ${step === 'swapped' ? 'finished' : 'rolled back'}`);
+        assert.equal(existsSync(`${pinRoot}/${GROW_DIR}`), false);
+        for (const p of [40000, 40099, 42000]) assert.deepEqual(native.mapLookup(ct, flow(p).key), flow(p).value, `${step}: flow ${p}`);
+        const slots = again.map('hypha_ct4_maps_v1');
+        assert.equal(Buffer.from(native.mapLookup(slots, Buffer.from(new Uint32Array([0]).buffer))!).readUInt32LE(0), native.mapInfo(ct).id);
+        assert.equal(native.mapLookup(slots, Buffer.from(new Uint32Array([1]).buffer)), undefined);
+      } finally {
+        again.close();
+      }
+      killed();
+      await stuck.catch(() => undefined);
+      dp.close();
+    });
+  }
+});
+
 let staged: string[] = [];

@@ -75,6 +75,29 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_ct4_v1 SEC(".maps");
 
+/* The conntrack map the programs use, through one more lookup: slot 0 is the
+ * map in use (hypha_ct4_v1 as created), slot 1 the previous one while the
+ * agent grows conntrack online: a new, larger map takes slot 0 for every
+ * program at once, a lookup that misses it finds the flows of the old one in
+ * slot 1 until the agent has carried them over and empties slot 1
+ * (lib/ct.h hypha_ct4_lookup). No program reads hypha_ct4_v1 directly. */
+struct ct4_inner_def {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct hypha_ct4_key);
+	__type(value, struct hypha_ct4_entry);
+	__uint(max_entries, 1);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 2);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct ct4_inner_def);
+} hypha_ct4_maps_v1 SEC(".maps") = {
+	.values = { [0] = (struct ct4_inner_def *)&hypha_ct4_v1 },
+};
+
 /* Datagrams being fragmented: the ports their first fragment carried, for
  * the later ones (frag.h). Entries are small and short-lived; LRU makes room. */
 struct {
