@@ -12,7 +12,7 @@
 //    are kept while they last and reported per flush, a line per kind, not
 //    per object (object-problems.ts); problems() lists them for the status.
 import type { Logger } from 'pino';
-import { collectGarbage } from './gc.ts';
+import { collectGarbage, maybeCollectGarbage } from './gc.ts';
 import type { LbReconciler } from '../datapath/lb-reconciler.ts';
 import { ReconcileError } from '../datapath/reconciler.ts';
 import { CidrSet } from '../services/cidr-set.ts';
@@ -275,7 +275,7 @@ export class LbSync {
     const need = { services: u.services, backends: u.backends };
     let n = 0;
     for (const k of keys) {
-      if (++n % GC_EVERY === 0) collectGarbage();
+      if (++n % GC_EVERY === 0) maybeCollectGarbage();
       const e = entriesNeeded(this.#compile(k));
       need.services += e.services;
       need.backends += e.backends;
@@ -319,7 +319,7 @@ export class LbSync {
         const key = queue[i]!;
         // A large batch (a cold start) collects as it goes, so its garbage
         // does not pile up in memory (see gc.ts).
-        if (++n % GC_EVERY === 0) collectGarbage();
+        if (++n % GC_EVERY === 0) maybeCollectGarbage();
         // Recompiling and re-rendering a Service costs microseconds; only
         // entries whose value changed are written.
         const update = this.#table.set(key, this.#compile(key));
