@@ -222,7 +222,7 @@ export class Agent {
     // `hypha monitor`: drop events while a client is attached.
     this.#monitor = new Monitor({
       records: ringSource(dp.map('hypha_events_v1')), ringLost: lostCounter(dp.map('hypha_events_lost_v1')), log, registry: metrics.registry,
-      sources: agentSources({ node: this.cfg.node.name, endpoints: () => this.#pods?.manager.records() ?? [], identities: () => this.#identities, names: dp.map(NAMES_MAP) }),
+      sources: agentSources({ node: this.cfg.node.name, endpoints: () => this.#pods?.manager.records() ?? [], identities: () => this.#identities, names: () => dp.map(NAMES_MAP) }),
       onActiveChange: () => this.#writeDatapathConfig(),
     });
     this.#monitor.start();

@@ -269,8 +269,8 @@ export function agentSources(o: {
   node: string;
   endpoints: () => readonly LocalEndpoint[];
   identities: () => AgentIdentities | undefined;
-  /** hypha_lb4_names_v1 */
-  names: MapHandle;
+  /** hypha_lb4_names_v1 as it is now (a growth replaces it), or the handle. */
+  names: MapHandle | (() => MapHandle);
 }): EnrichSources {
   return {
     node: o.node,
@@ -285,7 +285,7 @@ export function agentSources(o: {
       return i ? { namespace: i.namespace, labels: i.podLabels } : undefined;
     },
     service(svcId) {
-      const v = native.mapLookup(o.names, u32Codec.encode({ value: svcId }));
+      const v = native.mapLookup(typeof o.names === 'function' ? o.names() : o.names, u32Codec.encode({ value: svcId }));
       return v ? decodeName(v) : undefined;
     },
   };
