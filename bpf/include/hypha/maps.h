@@ -86,6 +86,9 @@ struct ct4_inner_def {
 	__type(key, struct hypha_ct4_key);
 	__type(value, struct hypha_ct4_entry);
 	__uint(max_entries, 1);
+#ifdef HYPHA_CT_PERCPU_LRU	/* an inner map's flags must be the template's */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+#endif
 };
 
 struct {
