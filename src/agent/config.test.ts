@@ -40,6 +40,18 @@ test('every bad value is named with its field', () => {
   rejects({ ...base, node: { name: '' } }, /node\.name: "" must NOT have fewer than 1 characters/);
   rejects({ ...base, policy: { enabled: 'yes' } }, /^config: policy\.enabled: "yes" must be boolean$/);
   rejects({ ...base, policy: { mode: 'strict' } }, /policy\.mode: is not a known setting/);
+  rejects({ ...base, policy: { podStartWaitSeconds: 120 } }, /^config: policy\.podStartWaitSeconds: 120 must be <= 60$/);
+  rejects({ ...base, bpf: { initialMapSizes: { services: 0 } } }, /^config: bpf\.initialMapSizes\.services: 0 must be >= 1$/);
+  rejects({ ...base, bpf: { initialMapSizes: { names: 64 } } }, /bpf\.initialMapSizes\.names: is not a known setting/);
+  rejects({ ...base, bpf: { mapHighWater: 0 } }, /^config: bpf\.mapHighWater: 0 must be > 0$/);
+  rejects({ ...base, bpf: { mapHighWater: 1.5 } }, /^config: bpf\.mapHighWater: 1\.5 must be <= 1$/);
+  rejects({ ...base, bpf: { conntrackMemoryRatio: 0.5 } }, /^config: bpf\.conntrackMemoryRatio: 0\.5 must be <= 0\.1$/);
+});
+
+test('map sizes: none fixed by default (the agent sizes and grows them), a set one is kept', () => {
+  const d = parseConfig(base, '/etc/hypha');
+  assert.deepEqual([d.bpf.mapSizes, d.bpf.initialMapSizes, d.bpf.mapHighWater, d.bpf.conntrackMemoryRatio], [{}, {}, 0.8, 0.0025]);
+  assert.deepEqual(parseConfig({ ...base, bpf: { mapSizes: { ct: 4096 } } }, '/etc/hypha').bpf.mapSizes, { ct: 4096 });
 });
 
 test('several errors are reported together', () => {
