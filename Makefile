@@ -19,6 +19,7 @@ include mk/deps.mk
 -include hack/k8s/k8s.mk
 -include src/cni/cni.mk
 -include hack/containerd/containerd.mk
+-include hack/helm/helm.mk
 
 .PHONY: build typecheck test clean abi-check test-unit test-bpf test-e2e demo
 build: deps $(BUILD_TARGETS) .cache/js/.stamp
