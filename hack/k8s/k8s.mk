@@ -78,15 +78,32 @@ $(3): | $(K8S_GO)
 	  mv $$$$tmp $$@ && echo "k8s: built $$@ in $$$$(( $$$$(date +%s) - start ))s"
 endef
 
-# One line per binary. Later: KUBELET, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER
-# and AGNHOST are already `tool`s in go.mod (go.sum covers them), e.g.
-#   $(eval $(call k8s_go_binary,KUBELET,$(K8S_HACK),$(K8S_BIN_DIR)/kubelet,k8s.io/kubernetes/cmd/kubelet,$(K8S_LDFLAGS)))
+# One line per binary (each package is a `tool` in go.mod, so go.sum covers it).
 $(eval $(call k8s_go_binary,KUBE_APISERVER,$(K8S_HACK),$(K8S_BIN_DIR)/kube-apiserver,k8s.io/kubernetes/cmd/kube-apiserver,$(K8S_LDFLAGS)))
+$(eval $(call k8s_go_binary,KUBE_CONTROLLER_MANAGER,$(K8S_HACK),$(K8S_BIN_DIR)/kube-controller-manager,k8s.io/kubernetes/cmd/kube-controller-manager,$(K8S_LDFLAGS)))
+$(eval $(call k8s_go_binary,KUBE_SCHEDULER,$(K8S_HACK),$(K8S_BIN_DIR)/kube-scheduler,k8s.io/kubernetes/cmd/kube-scheduler,$(K8S_LDFLAGS)))
+$(eval $(call k8s_go_binary,KUBELET,$(K8S_HACK),$(K8S_BIN_DIR)/kubelet,k8s.io/kubernetes/cmd/kubelet,$(K8S_LDFLAGS)))
+$(eval $(call k8s_go_binary,KUBECTL,$(K8S_HACK),$(K8S_BIN_DIR)/kubectl,k8s.io/kubernetes/cmd/kubectl,$(K8S_LDFLAGS)))
+$(eval $(call k8s_go_binary,KUBE_PROXY,$(K8S_HACK),$(K8S_BIN_DIR)/kube-proxy,k8s.io/kubernetes/cmd/kube-proxy,$(K8S_LDFLAGS)))
 $(eval $(call k8s_go_binary,AGNHOST,$(K8S_HACK),$(K8S_BIN_DIR)/agnhost,k8s.io/kubernetes/test/images/agnhost,-s -w))
 $(eval $(call k8s_go_binary,ETCD,$(K8S_HACK)/etcd,$(ETCD_BIN_DIR)/etcd,go.etcd.io/etcd/server/v3,-s -w))
 $(eval $(call k8s_go_binary,ETCDCTL,$(K8S_HACK)/etcd,$(ETCD_BIN_DIR)/etcdctl,go.etcd.io/etcd/etcdctl/v3,-s -w))
 
-.PHONY: k8s-bins k8s-versions test-k8s
+# The sig-network e2e specs (hack/k8s/e2e: upstream's framework with only the
+# network suites linked in), built with `go test -c`. Not part of k8s-bins:
+# only `make conformance` needs it (a cold build takes several minutes more).
+E2E_NETWORK_TEST := $(K8S_BIN_DIR)/e2e-network.test
+export E2E_NETWORK_TEST
+$(E2E_NETWORK_TEST): | $(K8S_GO)
+	@mkdir -p $(@D)
+	@echo "k8s: building $(@F) (go test -c ./e2e) into $(@D) (a cold build takes minutes)"
+	@set -o pipefail; start=$$(date +%s); tmp=$$(mktemp -u $@.XXXXXX); cd $(K8S_HACK) && \
+	  $(K8S_GOENV) $(K8S_GO) test -c -v -ldflags '$(K8S_LDFLAGS)' -o $$tmp ./e2e 2>&1 | \
+	    awk '{ printf "k8s: %s [%d] %s\n", "$(@F)", NR, $$0; fflush() }' && \
+	  mv $$tmp $@ && echo "k8s: built $@ in $$(( $$(date +%s) - start ))s"
+
+.PHONY: k8s-bins k8s-versions test-k8s e2e-network-test
+e2e-network-test: $(E2E_NETWORK_TEST)
 k8s-bins: $(K8S_BINS)
 BUILD_TARGETS += k8s-bins
 
@@ -97,6 +114,12 @@ k8s-versions:
 	@echo "KUBE_APISERVER=$(KUBE_APISERVER)"
 	@echo "ETCD=$(ETCD)"
 	@echo "ETCDCTL=$(ETCDCTL)"
+	@echo "KUBELET=$(KUBELET)"
+	@echo "KUBE_CONTROLLER_MANAGER=$(KUBE_CONTROLLER_MANAGER)"
+	@echo "KUBE_SCHEDULER=$(KUBE_SCHEDULER)"
+	@echo "KUBECTL=$(KUBECTL)"
+	@echo "KUBE_PROXY=$(KUBE_PROXY)"
+	@echo "E2E_NETWORK_TEST=$(E2E_NETWORK_TEST)"
 
 test-k8s: deps k8s-bins
 	$(NODE) --test test/e2e/apiserver.test.ts
