@@ -105,3 +105,14 @@ test('bpf.nodePortRange and bpf.mark: defaults, and bad values named with the fi
   rejects({ ...base, bpf: { mark: 0x300 } }, /bpf\.mark: 0x300 must be a single bit/);
   rejects({ ...base, bpf: { mark: 0 } }, /bpf\.mark/);
 });
+
+test('a DaemonSet pod takes its node name from HYPHA_NODE_NAME when the shared config has none', () => {
+  const shared = { kubernetes: {}, log: { level: 'info' } };
+  assert.equal(parseConfig(shared, '/etc/hypha', { HYPHA_NODE_NAME: 'node-7' }).node.name, 'node-7');
+  assert.equal(parseConfig({ ...shared, node: { addresses: [] } }, '/etc/hypha', { HYPHA_NODE_NAME: 'node-7' }).node.name, 'node-7');
+  // A name written in the config wins.
+  assert.equal(parseConfig({ ...shared, node: { name: 'n1' } }, '/etc/hypha', { HYPHA_NODE_NAME: 'node-7' }).node.name, 'n1');
+  assert.throws(() => parseConfig(shared, '/etc/hypha', {}), /^ConfigError: config: node: is required \(or set HYPHA_NODE_NAME, as the DaemonSet does from spec\.nodeName\)$/);
+  assert.throws(() => parseConfig({ ...shared, node: {} }, '/etc/hypha', {}), /node\.name: is required \(or set HYPHA_NODE_NAME/);
+  assert.throws(() => parseConfig(shared, '/etc/hypha', { HYPHA_NODE_NAME: '' }), /node\.name: "" must NOT have fewer than 1 characters/);
+});

@@ -258,12 +258,25 @@ function describe(e: ErrorObject, data: unknown): string {
 }
 
 /** Validate a parsed document and fill in defaults. `baseDir` resolves relative service files. */
-export function parseConfig(data: unknown, baseDir = process.cwd()): AgentConfig {
+/**
+ * Where a DaemonSet's pods learn their node: one config for every node, the
+ * name from the environment (the manifest sets it from spec.nodeName).
+ */
+export const NODE_NAME_ENV = 'HYPHA_NODE_NAME';
+
+export function parseConfig(data: unknown, baseDir = process.cwd(), env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
   const validate = ajv.compile(schema);
   const copy = structuredClone(data ?? {});
+  const envName = env[NODE_NAME_ENV];
+  if (envName !== undefined && typeof copy === 'object' && copy !== null && !Array.isArray(copy)) {
+    const doc = copy as Record<string, unknown>;
+    const node = doc.node;
+    if (node === undefined) doc.node = { name: envName };
+    else if (typeof node === 'object' && node !== null && !Array.isArray(node) && (node as Record<string, unknown>).name === undefined) (node as Record<string, unknown>).name = envName;
+  }
   if (!validate(copy)) {
-    const msgs = (validate.errors ?? []).map((e) => describe(e, copy));
+    const msgs = (validate.errors ?? []).map((e) => describe(e, copy)).map((m) => /^node(\.name)?: is required$/.test(m) ? `${m} (or set ${NODE_NAME_ENV}, as the DaemonSet does from spec.nodeName)` : m);
     throw new ConfigError(`config: ${[...new Set(msgs)].join('; ')}`);
   }
   const cfg = copy as unknown as AgentConfig;

@@ -229,6 +229,15 @@ program
 
 const cni = program.command('cni').description('the CNI plugin\'s installation');
 cni
+  .command('install-binary')
+  .description('copy the plugin binary into the runtime\'s plugin directory (atomically; the agent writes the conflist once it is ready)')
+  .option('--bin-dir <dir>', 'CNI plugin directory', '/opt/cni/bin')
+  .action(async (opts: { binDir: string }) => {
+    const { installShim } = await import('../cni/install.ts');
+    const r = await installShim({ binDir: opts.binDir });
+    process.stdout.write(`${r.binaryChanged ? 'installed' : 'unchanged'} ${r.binary}\n`);
+  });
+cni
   .command('uninstall')
   .description('remove the conflist, so the runtime stops sending pods to Hypha (the binary stays for DELs)')
   .option('--conf-dir <dir>', 'CNI configuration directory', '/etc/cni/net.d')

@@ -113,31 +113,38 @@ async function sameContent(a: string, b: string): Promise<boolean> {
   }
 }
 
-/** Copy the shim to binDir/hypha (0755, atomically; skipped when identical) and write the conflist (0644, atomically). */
-export async function installCni(opts: InstallOptions = {}): Promise<Installed> {
+/**
+ * Copy the shim to binDir/hypha (0755, atomically; skipped when identical).
+ * The DaemonSet's init container does this alone (`hypha cni install-binary`),
+ * so DELs work from the start even before the agent is ready.
+ */
+export async function installShim(opts: { binDir?: string; shimPath?: string } = {}): Promise<{ binary: string; binaryChanged: boolean }> {
   const shim = opts.shimPath ?? findBuiltShim();
   if (shim === undefined) throw new Error(`the CNI shim is not built (expected ${SHIM_IN_TREE}; run make build)`);
   const binDir = opts.binDir ?? DEFAULT_CNI_BIN_DIR;
-  const confDir = opts.confDir ?? DEFAULT_CNI_CONF_DIR;
   await mkdir(binDir, { recursive: true, mode: 0o755 });
-  await mkdir(confDir, { recursive: true, mode: 0o755 });
   const binary = path.join(binDir, PLUGIN_TYPE);
-  let binaryChanged = false;
-  if (!(await sameContent(shim, binary))) {
-    const tmp = tmpName(binary);
-    try {
-      await copyFile(shim, tmp);
-      await chmod(tmp, 0o755);
-      await fsyncPath(tmp);
-      // rename over a binary a runtime is executing is safe: the old inode lives on.
-      await rename(tmp, binary);
-    } catch (err) {
-      await unlink(tmp).catch(() => undefined);
-      throw err;
-    }
-    await fsyncPath(binDir);
-    binaryChanged = true;
+  if (await sameContent(shim, binary)) return { binary, binaryChanged: false };
+  const tmp = tmpName(binary);
+  try {
+    await copyFile(shim, tmp);
+    await chmod(tmp, 0o755);
+    await fsyncPath(tmp);
+    // rename over a binary a runtime is executing is safe: the old inode lives on.
+    await rename(tmp, binary);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
   }
+  await fsyncPath(binDir);
+  return { binary, binaryChanged: true };
+}
+
+/** The shim into binDir (installShim) and the conflist into confDir (0644, atomically). */
+export async function installCni(opts: InstallOptions = {}): Promise<Installed> {
+  const confDir = opts.confDir ?? DEFAULT_CNI_CONF_DIR;
+  const { binary, binaryChanged } = await installShim(opts);
+  await mkdir(confDir, { recursive: true, mode: 0o755 });
   const conflist = path.join(confDir, CONFLIST_NAME);
   await writeFileAtomic(conflist, `${JSON.stringify(buildConflist(opts), null, 2)}\n`, 0o644);
   return { binary, conflist, binaryChanged };

@@ -224,7 +224,9 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     metrics?.requests.inc({ command, code: String(code) });
     metrics?.duration.observe({ command }, ms / 1000);
     const line = { command, ...fields, code, ms, ...(response.ok ? {} : { reason: response.error.msg }), ...(warning ? { warning } : {}) };
-    if (response.ok) log.info(line, 'cni request');
+    // A runtime asks STATUS every few seconds (containerd: every 5 s): only
+    // ADD, DEL and CHECK are worth a line at info.
+    if (response.ok) log[command === 'STATUS' || command === 'VERSION' ? 'debug' : 'info'](line, 'cni request');
     else log.warn(line, 'cni request failed');
     if (!sock.destroyed) sock.end(`${JSON.stringify(response)}\n`);
   };

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
 import type { Datapath } from './loader.ts';
 import { deviceRpFilterOff } from './rp-filter.ts';
+import { procSysPath } from './sysctl.ts';
 
 /** Our tc filters' handle and priority: 0x4859 is "HY". */
 export const TC_HANDLE = 0x4859;
@@ -66,7 +67,7 @@ export class Devices {
     // a martian unless the device accepts local sources. (The kernel filters
     // with the larger of this and conf.all.rp_filter: see rp-filter.ts.)
     deviceRpFilterOff(ifname, this.#log);
-    setSysctl(`/proc/sys/net/ipv4/conf/${ifname}/accept_local`, '1', this.#log);
+    setSysctl(procSysPath('net', 'ipv4', 'conf', ifname, 'accept_local'), '1', this.#log);
     this.#log?.debug({ device: ifname, ifindex }, 'pod device attached');
     return ifindex;
   }

@@ -24,8 +24,22 @@ export function ipv4Conf(device: string, setting: string): SysctlKey {
   return ['net', 'ipv4', 'conf', device, setting];
 }
 
+/**
+ * Where the kernel's settings are: /proc/sys, or HYPHA_PROC_SYS when /proc/sys
+ * is read-only. The agent's DaemonSet is not privileged, so its /proc/sys is
+ * read-only; it mounts the node's /proc/sys/net at /host/proc/sys/net and sets
+ * HYPHA_PROC_SYS=/host/proc/sys (net.* files still answer for the network
+ * namespace of whoever opens them: the node's, as the agent uses the host network).
+ */
+export const PROC_SYS = process.env.HYPHA_PROC_SYS || '/proc/sys';
+
+/** A file under PROC_SYS: `procSysPath('net', 'ipv4', 'ip_forward')`. */
+export function procSysPath(...key: string[]): string {
+  return path.join(PROC_SYS, ...key);
+}
+
 /** The real /proc/sys (or another root, for tests). */
-export function procSysctls(root = '/proc/sys'): Sysctls {
+export function procSysctls(root = PROC_SYS): Sysctls {
   const file = (key: SysctlKey): string => path.join(root, ...key);
   return {
     read: (key) => readFileSync(file(key), 'utf8').trim(),

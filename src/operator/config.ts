@@ -164,7 +164,8 @@ export function parseOperatorConfig(data: unknown, opts: ParseOptions = {}): Ope
   }
   const timing = leaderElectionProblem({ leaseDurationSeconds: le.leaseDurationSeconds, renewDeadlineMs: le.renewDeadlineSeconds * 1000, retryPeriodMs: le.retryPeriodSeconds * 1000 });
   if (timing) throw new OperatorConfigError(`config: leaderElection.${timing}`);
-  le.identity ??= opts.defaultIdentity ?? `${hostname()}_${randomBytes(4).toString('hex')}`;
+  // The Deployment names each replica by its pod (HYPHA_OPERATOR_IDENTITY from metadata.name).
+  le.identity ??= opts.defaultIdentity ?? (process.env.HYPHA_OPERATOR_IDENTITY || `${hostname()}_${randomBytes(4).toString('hex')}`);
   if (cfg.kubernetes.kubeconfig) cfg.kubernetes.kubeconfig = path.resolve(opts.baseDir ?? process.cwd(), cfg.kubernetes.kubeconfig);
   return cfg;
 }
