@@ -20,6 +20,8 @@ include mk/deps.mk
 -include src/cni/cni.mk
 -include hack/containerd/containerd.mk
 -include hack/helm/helm.mk
+-include hack/kind/kind.mk
+-include deploy/deploy.mk
 
 .PHONY: build typecheck test clean abi-check test-unit test-bpf test-e2e demo
 build: deps $(BUILD_TARGETS) .cache/js/.stamp

@@ -1,0 +1,14 @@
+# Hypha's container image (deploy/image/build.sh): an OCI archive of this
+# checkout's build, imported into a node's containerd (the local cluster) or
+# loaded into kind (`kind load image-archive`). Its name is what
+# deploy/agent.yaml and deploy/operator.yaml run.
+HYPHA_VERSION := $(shell sed -nE 's/^  "version": "([^"]+)".*/\1/p' package.json)
+HYPHA_IMAGE := hypha.dev/hypha:$(HYPHA_VERSION)
+HYPHA_IMAGE_TAR := $(CACHE)/image/hypha-$(HYPHA_VERSION).oci.tar
+export HYPHA_IMAGE HYPHA_IMAGE_TAR
+
+.PHONY: image
+image: $(HYPHA_IMAGE_TAR)
+$(HYPHA_IMAGE_TAR): build deploy/image/build.sh bin/hypha
+	@mkdir -p $(@D)
+	deploy/image/build.sh $@ $(HYPHA_IMAGE)
