@@ -70,6 +70,13 @@ export interface K8sBinaries {
   kubeApiserver: string;
   etcd: string;
   etcdctl: string;
+  kubelet: string;
+  kubeControllerManager: string;
+  kubeScheduler: string;
+  kubectl: string;
+  kubeProxy: string;
+  /** Not part of k8s-bins (`make e2e-network-test`); may not exist. */
+  e2eNetworkTest: string;
 }
 
 function parseKeyValues(text: string): Map<string, string> {
@@ -108,9 +115,15 @@ export async function k8sBinaries(opts: { build?: boolean; log?: Logger } = {}):
       kubeApiserver: pick('KUBE_APISERVER'),
       etcd: pick('ETCD'),
       etcdctl: pick('ETCDCTL'),
+      kubelet: pick('KUBELET'),
+      kubeControllerManager: pick('KUBE_CONTROLLER_MANAGER'),
+      kubeScheduler: pick('KUBE_SCHEDULER'),
+      kubectl: pick('KUBECTL'),
+      kubeProxy: pick('KUBE_PROXY'),
+      e2eNetworkTest: pick('E2E_NETWORK_TEST'),
     };
   };
-  const missing = (b: K8sBinaries) => [b.kubeApiserver, b.etcd, b.etcdctl].filter((p) => !existsSync(p));
+  const missing = (b: K8sBinaries) => [b.kubeApiserver, b.etcd, b.etcdctl, b.kubelet, b.kubeControllerManager, b.kubeScheduler, b.kubectl, b.kubeProxy].filter((p) => !existsSync(p));
   const bins = await read();
   if (missing(bins).length === 0) return bins;
   if (opts.build === false) {
@@ -327,6 +340,13 @@ export interface ControlPlaneOptions {
   startTimeoutMs?: number;
   /** Appended to the kube-apiserver command line (a later flag wins). */
   extraApiServerArgs?: readonly string[];
+  /**
+   * A cluster with kubelets and a controller manager (kube-cluster.ts):
+   * Node and RBAC authorization (every component with only its rights), the
+   * default admission plugins (ServiceAccount, NodeRestriction), and the admin
+   * certificate as the client the API server shows kubelets (logs, exec).
+   */
+  withKubelets?: boolean;
   /** Binaries to use instead of k8sBinaries(). */
   binaries?: K8sBinaries;
 }
@@ -590,12 +610,21 @@ class LocalControlPlane implements ControlPlane {
       '--authorization-mode=AlwaysAllow',
       '--anonymous-auth=false',
       // No controller-manager runs: the ServiceAccount plugin would reject
-      // every pod (no token controller, no default service account).
-      '--disable-admission-plugins=ServiceAccount',
+      // every pod (no token controller, no default service account). (A
+      // list flag given twice appends: kubelet clusters must not get it.)
+      ...(this.#opts.withKubelets === true ? [] : ['--disable-admission-plugins=ServiceAccount']),
       // Faster start and nothing to tune in a test: no APF, no profiling.
       '--enable-priority-and-fairness=false',
       '--profiling=false',
       '--allow-privileged=true',
+      ...(this.#opts.withKubelets === true ? [
+        '--authorization-mode=Node,RBAC',
+        '--enable-admission-plugins=NodeRestriction',
+        `--kubelet-client-certificate=${pki.adminCert}`,
+        `--kubelet-client-key=${pki.adminKey}`,
+        '--kubelet-preferred-address-types=InternalIP',
+        '--enable-priority-and-fairness=true',
+      ] : []),
       ...(this.#opts.extraApiServerArgs ?? []),
     ];
   }

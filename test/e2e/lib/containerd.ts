@@ -389,7 +389,22 @@ export interface StartContainerdOptions {
    * with a `#!/usr/bin/env node` line needs PATH set here).
    */
   env?: Record<string, string>;
+  /**
+   * A kubelet's node (kube-cluster.ts): containerd's mount namespace also gets
+   * per-node directories bound over the paths a kubelet, a CNI plugin and a
+   * DaemonSet's hostPath volumes use (NODE_PATHS, each <dir>/node/<path>),
+   * its own BPF filesystem at /sys/fs/bpf, and pod network namespaces at
+   * /run/netns (a shared mount, so a container mounting it HostToContainer
+   * sees ones made later). The kubelet joins this namespace (mountNsPath).
+   */
+  kubeletNode?: boolean;
 }
+
+/** What a kubelet node has to itself (kubeletNode): bound from <dir>/node/<path>. */
+export const NODE_PATHS = [
+  'var/lib/kubelet', 'var/log/pods', 'var/log/containers', 'etc/cni/net.d', 'opt/cni/bin',
+  'run/hypha', 'var/lib/hypha', 'run/netns',
+] as const;
 
 export interface RunPodOptions {
   labels?: Record<string, string>;
@@ -475,6 +490,12 @@ export interface Runtime {
   readonly cgroupParent: string;
   /** The sandbox (pause) image containerd is configured with. */
   readonly pauseImage: string;
+  /** containerd's mount namespace (/proc/<pid>/ns/mnt): a kubelet node's paths are there. */
+  readonly mountNsPath: string;
+  /** cgroup.procs a process writes itself into to be part of this runtime (killed and cleaned up with it). */
+  readonly trackProcsPath: string;
+  /** Where a kubelet node's NODE_PATHS entry lives on the host: <dir>/node/<path>. */
+  nodePath(p: (typeof NODE_PATHS)[number]): string;
   readonly binaries: ContainerdBinaries;
   /** containerd's pid (undefined once stopped). */
   readonly pid: number | undefined;
@@ -535,6 +556,7 @@ function containerdConfig(p: {
   cniConfDir: string;
   pauseImage: string;
   logLevel: string;
+  kubeletNode: boolean;
 }): string {
   const { dir, binaries } = p;
   return `# Written by test/e2e/lib/containerd.ts for one test node.
@@ -571,12 +593,14 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
   [plugins.'io.containerd.cri.v1.runtime']
     # Root here lacks CAP_SYS_RESOURCE: never ask for a lower oom_score_adj.
     restrict_oom_score_adj = true
-    netns_mounts_under_state_dir = true
+    netns_mounts_under_state_dir = ${p.kubeletNode ? 'false' : 'true'}
     cdi_spec_dirs = []
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ${toml(p.cniBinDirs)}
       conf_dir = ${toml(p.cniConfDir)}
-      max_conf_num = 1
+      max_conf_num = 1${p.kubeletNode ? `
+      # The node has no loopback plugin in /opt/cni/bin: containerd brings lo up itself.
+      use_internal_loopback = true` : ''}
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
       default_runtime_name = 'runc'
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -605,6 +629,17 @@ echo $$ > "$1"
 mkdir -p /run/containerd /var/lib/cni
 mount --bind "$2/run" /run/containerd
 mount --bind "$2/cni" /var/lib/cni
+if [ "$6" = kubelet-node ]; then
+  # The host's /run/netns (a mount point holding the topology's namespaces)
+  # goes from this namespace, so the node's own is the only mount there.
+  if mountpoint -q /run/netns; then umount -l /run/netns; fi
+  for p in ${NODE_PATHS.join(' ')}; do
+    mkdir -p "/$p" "$2/node/$p"
+    mount --bind "$2/node/$p" "/$p"
+  done
+  mount --make-shared /run/netns
+  mount -t bpf bpf /sys/fs/bpf
+fi
 exec >>"$5" 2>&1
 exec "$3" --config "$4"
 `;
@@ -682,6 +717,18 @@ class ContainerdRuntime implements Runtime {
     return this.#pauseImage;
   }
 
+  get mountNsPath(): string {
+    return `/proc/${this.#proc?.pid ?? 0}/ns/mnt`;
+  }
+
+  get trackProcsPath(): string {
+    return join(this.#trackDir, 'daemon', 'cgroup.procs');
+  }
+
+  nodePath(p: (typeof NODE_PATHS)[number]): string {
+    return join(this.dir, 'node', p);
+  }
+
   async start(): Promise<void> {
     const t0 = performance.now();
     this.#pauseImage = (await archiveImageNames(this.binaries.pauseImageTar))[0] ?? '';
@@ -712,6 +759,7 @@ class ContainerdRuntime implements Runtime {
       cniConfDir: this.#opts.cniConfDir,
       pauseImage: this.#pauseImage,
       logLevel: this.#opts.logLevel ?? 'info',
+      kubeletNode: this.#opts.kubeletNode === true,
     }));
     const endpoint = `unix://${this.socketPath}`;
     await writeFile(this.#crictlConfig, `runtime-endpoint: ${endpoint}\nimage-endpoint: ${endpoint}\ntimeout: 60\ndebug: false\npull-image-on-create: false\n`);
@@ -720,6 +768,7 @@ class ContainerdRuntime implements Runtime {
       'unshare', '--mount', '--propagation', 'private', '--',
       'sh', '-c', LAUNCHER, 'containerd-launcher',
       join(this.#trackDir, 'daemon', 'cgroup.procs'), this.dir, this.binaries.containerd, this.configPath, this.logPath,
+      this.#opts.kubeletNode === true ? 'kubelet-node' : 'plain',
     ], {
       env: { PATH: [...binDirs, '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'].join(':'), ...this.#opts.env },
       context: `containerd of node ${this.node.name}`,
@@ -1134,7 +1183,8 @@ export async function startContainerd(topo: Topology, node: Node, opts: StartCon
   }
   if (!Array.isArray(opts.cniBinDirs) || opts.cniBinDirs.length === 0) throw invalid(`cniBinDirs ${JSON.stringify(opts.cniBinDirs)} must be a non-empty array of directories`);
   for (const [i, d] of opts.cniBinDirs.entries()) {
-    if (typeof d !== 'string' || !isAbsolute(d) || !existsSync(d)) throw invalid(`cniBinDirs[${i}] "${String(d)}" must be the absolute path of an existing directory`);
+    // A kubelet node's /opt/cni/bin is inside its mount namespace (made at start).
+    if (typeof d !== 'string' || !isAbsolute(d) || (opts.kubeletNode !== true && !existsSync(d))) throw invalid(`cniBinDirs[${i}] "${String(d)}" must be the absolute path of an existing directory`);
   }
   if (typeof opts.cniConfDir !== 'string' || !isAbsolute(opts.cniConfDir)) throw invalid(`cniConfDir "${String(opts.cniConfDir)}" must be an absolute path`);
   checkStringMap('env', opts.env);
@@ -1142,7 +1192,7 @@ export async function startContainerd(topo: Topology, node: Node, opts: StartCon
   const track = trackingHierarchy(hierarchies);
   const binaries = opts.binaries ?? await containerdBinaries(opts.log === undefined ? {} : { log: opts.log });
   await mkdir(opts.workDir, { recursive: true });
-  await mkdir(opts.cniConfDir, { recursive: true });
+  if (opts.kubeletNode !== true) await mkdir(opts.cniConfDir, { recursive: true });
   const rt = new ContainerdRuntime(topo, node, opts, binaries, track);
   try {
     await rt.start();

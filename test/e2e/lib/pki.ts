@@ -126,6 +126,15 @@ export async function createControlPlanePki(opts: PkiOptions): Promise<ControlPl
   };
 }
 
+/** A client certificate signed by the control plane's CA (a kubelet's: `/O=system:nodes/CN=system:node:<name>`). */
+export async function issueClientCert(pki: ControlPlanePki, name: string, subject: string, days = 30): Promise<{ cert: string; key: string }> {
+  return issue({ caCert: pki.caCert, caKey: pki.caKey, dir: pki.dir }, name, subject, [
+    'basicConstraints=critical,CA:FALSE',
+    'keyUsage=critical,digitalSignature,keyEncipherment',
+    'extendedKeyUsage=clientAuth',
+  ], days);
+}
+
 export interface KubeconfigOptions {
   path: string;
   server: string;
