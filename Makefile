@@ -20,6 +20,7 @@ include mk/deps.mk
 -include src/cni/cni.mk
 -include hack/containerd/containerd.mk
 -include hack/helm/helm.mk
+-include hack/coredns/coredns.mk
 -include hack/kind/kind.mk
 -include deploy/deploy.mk
 
