@@ -1,3 +1,7 @@
+// kind and Hypha's kind config checker (kind-config-check/), built from the
+// Go module proxy by hack/kind/kind.mk. Nothing here is imported by Hypha.
+// To move to another kind release, change its version below and run
+// `go mod tidy`.
 module hypha.dev/hack/kind
 
 go 1.26.0
