@@ -382,8 +382,22 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 			return TC_ACT_SHOT;
 		if (ret == HYPHA_LB_NAT) {
 			ret = hypha_tc_nat4(skb, &p, &nat);
+			/* The pod may have dialled a Service whose backend is
+			 * outside the cluster (the API server behind the
+			 * kubernetes ClusterIP): its reply gets the frontend
+			 * back here too, as the redirect below skips to_pod. */
+			/* (nat is reused: this program's stack is at its limit.) */
+			hypha_ip4_t pod = nat.daddr;
+
+			if (ret == 0 && hypha_has_ports(&p)) {
+				p.daddr = nat.daddr;
+				p.dport = nat.dport;
+				__builtin_memset(&nat, 0, sizeof(nat));
+				if (hypha_lb4_reverse(&p, &nat, now, 0) == HYPHA_LB_NAT)
+					ret = hypha_tc_nat4(skb, &p, &nat);
+			}
 			if (ret == 0) {
-				int verdict = hypha_tc_redirect_local(skb, cfg, nat.daddr);
+				int verdict = hypha_tc_redirect_local(skb, cfg, pod);
 
 				if (verdict)
 					return verdict;

@@ -35,6 +35,9 @@ function program(h: BpfHarness): void {
   );
   h.service(svc('np', { type: 'NodePort', clusterIPs: ['10.96.0.31'], ports: np(30080) }), [slice('np', ['10.244.0.31'])]);
   h.service(svc('remote', { type: 'NodePort', clusterIPs: ['10.96.0.34'], ports: np(30084) }), [slice('remote', [{ ip: REMOTE_BACKEND, node: 'node-b' }])]);
+  // The kubernetes Service: its backend (the API server) is outside the cluster.
+  h.service(svc('kubernetes', { clusterIPs: ['10.96.0.1'], ports: [{ name: 'https', protocol: 'TCP', port: 443, targetPort: 6443, nodePort: 0 }] }),
+    [slice('kubernetes', [OUTSIDE], { ports: [{ name: 'https', protocol: 'TCP', port: 6443 }] })]);
   // Two Services with one backend: a client port used towards both clashes.
   h.service(svc('a', { clusterIPs: ['10.96.0.60'] }), [slice('a', [WEB[0]!])]);
   h.service(svc('b', { clusterIPs: ['10.96.0.61'] }), [slice('b', [WEB[0]!])]);
@@ -265,6 +268,19 @@ describe('real traffic (BPF_PROG_TEST_RUN)', () => {
       for (const f of back) assert.equal(parsePacket(f).dst, CLIENT);
       const p = parsePacket(reassemble(back));
       assert.deepEqual([p.dst, p.dport, p.l4ChecksumOk], [CLIENT, 5303, true]);
+    });
+  });
+
+  describe('1b. a Service whose backend is outside the cluster', () => {
+    test('a pod dials the kubernetes ClusterIP: the flow leaves masqueraded to the API server, and the reply comes back from the ClusterIP', () => {
+      const syn = send('fromPod', tcp({ dst: '10.96.0.1', dport: 443, sport: 40777, flags: ['SYN'] }));
+      assert.deepEqual([syn.verdict, syn.p.dst, syn.p.dport, syn.p.src], [TC_ACT_OK, OUTSIDE, 6443, CLIENT]);
+      const out = run('toNetdev', syn.out);
+      assert.deepEqual([out.verdict, out.p.src, out.p.dst, out.p.dport], [TC_ACT_OK, NODE_IP, OUTSIDE, 6443]);
+      const reply = send('fromNetdev', { src: OUTSIDE, dst: NODE_IP, proto: 'tcp', sport: 6443, dport: out.p.sport!, flags: ['SYN', 'ACK'] });
+      // Both translations undone at once: the pod sees its own tuple, from the frontend it dialled.
+      assert.deepEqual([reply.p.src, reply.p.sport, reply.p.dst, reply.p.dport, reply.p.l4ChecksumOk, reply.p.ipChecksumOk],
+        ['10.96.0.1', 443, CLIENT, 40777, true, true]);
     });
   });
 
