@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import * as native from '../../native/index.ts';
 import { ConfigFlags, layouts } from '../abi/abi.gen.ts';
 import { Devices } from '../datapath/devices.ts';
+import { detectExternalDevice } from '../datapath/external-device.ts';
 import { readDrops } from '../datapath/drops.ts';
 import { ENDPOINTS_MAP, EndpointsMap } from '../datapath/endpoints-reconciler.ts';
 import { IPCACHE_MAP, ipcacheKeyCodec, ipcacheValCodec } from '../datapath/ipcache-reconciler.ts';
@@ -128,6 +129,18 @@ export class Agent {
 
     const devices = new Devices(dp, log);
     this.#devices = devices;
+    if (this.cfg.devices.external === undefined && this.cfg.devices.detectExternal) {
+      // None configured: the one a user would name (default route first).
+      const [links, addrs, routes] = await Promise.all([rtnl.linkList(), rtnl.addrList(), rtnl.routeList()]);
+      const choice = detectExternalDevice({ links, addrs, routes }, this.cfg.node.addresses);
+      if (choice.device) {
+        log.info({ device: choice.device, why: choice.why }, `external device ${choice.device} detected: ${choice.why}`);
+        this.cfg.devices.external = choice.device;
+        this.#node.update({ fromDevice: deviceAddresses(choice.device) });
+      } else {
+        log.warn({ why: choice.why }, `no external device: ${choice.why}; NodePorts and masquerading are off until devices.external is set`);
+      }
+    }
     if (this.cfg.devices.external) {
       this.#externalMode = devices.attachExternal(this.cfg.devices.external, this.cfg.devices.externalMode);
       this.#externalMtu = (await rtnl.linkGet(this.cfg.devices.external))?.mtu ?? 1500;

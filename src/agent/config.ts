@@ -36,7 +36,8 @@ export interface RoutingConfig {
 
 export interface AgentConfig {
   node: { name: string; addresses: string[] };
-  devices: { external?: string; externalMode: ExternalMode };
+  /** detectExternal: without `external`, pick the device of the default route (detectExternalDevice). */
+  devices: { external?: string; externalMode: ExternalMode; detectExternal: boolean };
   bpf: {
     pinRoot: string; mapSizes: Partial<MapSizes>; initialMapSizes: Partial<MapSizes>; mapHighWater: number; conntrackMemoryRatio: number; loopbackAddress: string; dropEvents: boolean; hostRouting: boolean;
     /** The cluster's NodePort range (the API server's --service-node-port-range). */
@@ -85,6 +86,7 @@ const schema = {
       properties: {
         external: { type: 'string', minLength: 1, maxLength: 15 },
         externalMode: { enum: ['xdp', 'tc', 'auto'], default: 'auto' },
+        detectExternal: { type: 'boolean', default: true },
       },
     },
     bpf: {

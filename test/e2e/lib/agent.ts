@@ -79,7 +79,8 @@ export class TestAgent {
     const ipam = opts.ipam ?? { mode: 'static' as const };
     const cfg = {
       node: { name: node.name, addresses: opts.nodeAddresses ?? (opts.kubeconfig ? [] : [node.ip]) },
-      devices: { ...(opts.external ? { external: opts.external, externalMode: opts.externalMode ?? 'auto' } : {}) },
+      // The harness says which device is external; without one, none (no detection).
+      devices: opts.external ? { external: opts.external, externalMode: opts.externalMode ?? 'auto' } : { detectExternal: false },
       cni: { enabled: opts.cni ?? true, ...this.cniDirs },
       ipam: ipam.mode === 'static' ? { mode: 'static', podCIDRs: ipam.podCIDRs ?? [node.podCidr] } : { mode: ipam.mode },
       routing: {
