@@ -87,16 +87,31 @@ $(PAUSE): | $(K8S_GO)
 # Kubernetes e2e suite uses (test/utils/image/manifest.go; the VERSION file).
 # Order-only on the binaries: a restored cache with shuffled times is not remade.
 PAUSE_IMAGE_TAR := $(K8S_IMAGE_DIR)/pause.oci.tar
-AGNHOST_IMAGE_TAR := $(K8S_IMAGE_DIR)/agnhost.oci.tar
+# agnhost with the shell tools the e2e specs use (agnhost-rootfs.sh); the
+# suffix names that layout, so a cache holding the bare-binary image rebuilds.
+AGNHOST_IMAGE_TAR := $(K8S_IMAGE_DIR)/agnhost-tools.oci.tar
 export PAUSE_IMAGE_TAR AGNHOST_IMAGE_TAR
 CONTAINERD_BINS += $(PAUSE_IMAGE_TAR) $(AGNHOST_IMAGE_TAR)
 $(PAUSE_IMAGE_TAR): | $(PAUSE)
 	@mkdir -p $(@D)
 	@$(CTRD_HACK)/oci-image.sh $@ registry.k8s.io/pause:$$(cat $(K8S_BIN_DIR)/pause.version) $(PAUSE) /pause '65535:65535' /pause
-$(AGNHOST_IMAGE_TAR): | $(AGNHOST)
+# One root filesystem, three names the e2e specs use: agnhost (ENTRYPOINT
+# /agnhost), busybox (no entrypoint, CMD sh) and glibc-dns-testing (the DNS
+# specs' dig image: no entrypoint, CMD bash), each under upstream's tag.
+E2E_BUSYBOX_IMAGE_TAR := $(K8S_IMAGE_DIR)/busybox-tools.oci.tar
+E2E_DNSUTILS_IMAGE_TAR := $(K8S_IMAGE_DIR)/glibc-dns-testing-tools.oci.tar
+export E2E_BUSYBOX_IMAGE_TAR E2E_DNSUTILS_IMAGE_TAR
+CONTAINERD_BINS += $(E2E_BUSYBOX_IMAGE_TAR) $(E2E_DNSUTILS_IMAGE_TAR)
+$(E2E_BUSYBOX_IMAGE_TAR) $(E2E_DNSUTILS_IMAGE_TAR): $(AGNHOST_IMAGE_TAR)
+$(AGNHOST_IMAGE_TAR): | $(AGNHOST) $(APT_STAMP)
 	@mkdir -p $(@D)
 	@set -e; src='$(K8S_SRC_DIR)'; ver=$$(cat $$src/test/images/agnhost/VERSION); \
-	  $(CTRD_HACK)/oci-image.sh $@ registry.k8s.io/e2e-test-images/agnhost:$$ver $(AGNHOST) /agnhost '' /agnhost pause
+	  root=$$(mktemp -d $@.rootfs.XXXXXX); trap 'rm -rf "$$root"' EXIT; \
+	  $(CTRD_HACK)/agnhost-rootfs.sh $$root $(AGNHOST) $$src/test/images/agnhost; \
+	  export OCI_ENV='PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'; \
+	  $(CTRD_HACK)/oci-image.sh $(E2E_BUSYBOX_IMAGE_TAR) registry.k8s.io/e2e-test-images/busybox:1.37.0-1 $$root / '' '' sh; \
+	  $(CTRD_HACK)/oci-image.sh $(E2E_DNSUTILS_IMAGE_TAR) registry.k8s.io/e2e-test-images/glibc-dns-testing:2.0.0 $$root / '' '' bash; \
+	  $(CTRD_HACK)/oci-image.sh $@ registry.k8s.io/e2e-test-images/agnhost:$$ver $$root / '' /agnhost pause
 
 .PHONY: containerd-bins containerd-versions test-containerd
 containerd-bins: $(CONTAINERD_BINS)
@@ -114,6 +129,8 @@ containerd-versions:
 	@echo "CRICTL=$(CRICTL)"
 	@echo "PAUSE_IMAGE_TAR=$(PAUSE_IMAGE_TAR)"
 	@echo "AGNHOST_IMAGE_TAR=$(AGNHOST_IMAGE_TAR)"
+	@echo "E2E_BUSYBOX_IMAGE_TAR=$(E2E_BUSYBOX_IMAGE_TAR)"
+	@echo "E2E_DNSUTILS_IMAGE_TAR=$(E2E_DNSUTILS_IMAGE_TAR)"
 
 test-containerd: deps containerd-bins
 	$(NODE) --test test/e2e/containerd.test.ts

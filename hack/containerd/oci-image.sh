@@ -4,7 +4,9 @@
 #
 #   oci-image.sh OUT.tar NAME:TAG BINARY PATH_IN_IMAGE USER ENTRYPOINT [CMD...]
 #
-# USER may be '' (root). The image is linux/<this machine's arch>, one layer
+# USER may be '' (root). BINARY may be a directory (a root filesystem, with
+# PATH_IN_IMAGE /). OCI_ENV, if set, is a space-separated list of KEY=VALUE
+# for the image's environment. The image is linux/<this machine's arch>, one layer
 # holding BINARY at PATH_IN_IMAGE. index.json names the manifest twice: the
 # OCI ref name (the tag, what umoci writes) and io.containerd.image.name (the
 # full reference, which containerd's importer prefers), so no --base-name is
@@ -25,9 +27,12 @@ layout=$work/layout
 umoci init --layout "$layout"
 umoci new --image "$layout:$tag"
 umoci insert --image "$layout:$tag" "$binary" "$dest"
-config=(--config.entrypoint "$entrypoint" --architecture "$arch" --os linux --author hypha)
+# An empty ENTRYPOINT means none (the image runs CMD, as busybox's does).
+config=(--architecture "$arch" --os linux --author hypha)
+[ -z "$entrypoint" ] || config+=(--config.entrypoint "$entrypoint")
 for c in "$@"; do config+=(--config.cmd "$c"); done
 [ -z "$user" ] || config+=(--config.user "$user")
+for e in ${OCI_ENV:-}; do config+=(--config.env "$e"); done
 umoci config --image "$layout:$tag" "${config[@]}"
 umoci gc --layout "$layout"
 python3 - "$layout/index.json" "$name" "$tag" <<'EOF'

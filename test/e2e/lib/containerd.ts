@@ -90,6 +90,10 @@ export interface ContainerdBinaries {
   pauseImageTar: string;
   /** OCI archive of registry.k8s.io/e2e-test-images/agnhost:<version>. */
   agnhostImageTar: string;
+  /** The agnhost root filesystem as registry.k8s.io/e2e-test-images/busybox (CMD sh, no entrypoint). */
+  busyboxImageTar: string;
+  /** The same as registry.k8s.io/e2e-test-images/glibc-dns-testing (the DNS specs' dig image). */
+  dnsutilsImageTar: string;
 }
 
 function parseKeyValues(text: string): Map<string, string> {
@@ -112,6 +116,8 @@ const BINARY_KEYS = {
   crictl: 'CRICTL',
   pauseImageTar: 'PAUSE_IMAGE_TAR',
   agnhostImageTar: 'AGNHOST_IMAGE_TAR',
+  busyboxImageTar: 'E2E_BUSYBOX_IMAGE_TAR',
+  dnsutilsImageTar: 'E2E_DNSUTILS_IMAGE_TAR',
 } as const satisfies Record<keyof ContainerdBinaries, string>;
 
 /**
@@ -139,7 +145,7 @@ export async function containerdBinaries(opts: { build?: boolean; log?: Logger }
     return out as ContainerdBinaries;
   };
   const files = (b: ContainerdBinaries): string[] =>
-    [b.containerd, b.shim, b.ctr, b.runc, b.crictl, b.pauseImageTar, b.agnhostImageTar];
+    [b.containerd, b.shim, b.ctr, b.runc, b.crictl, b.pauseImageTar, b.agnhostImageTar, b.busyboxImageTar, b.dnsutilsImageTar];
   const missing = (b: ContainerdBinaries): string[] => files(b).filter((p) => !existsSync(p));
   const bins = await read();
   if (missing(bins).length === 0) return bins;
