@@ -12,3 +12,12 @@ image: $(HYPHA_IMAGE_TAR)
 $(HYPHA_IMAGE_TAR): build deploy/image/build.sh bin/hypha
 	@mkdir -p $(@D)
 	deploy/image/build.sh $@ $(HYPHA_IMAGE)
+
+# The upstream sig-network e2e specs against a local cluster with Hypha
+# installed from deploy/ (scripts/conformance.ts; results in
+# bench/results/conformance.json, summary in docs/conformance.md). Long: its
+# own target, not part of make test (which runs its smoke set).
+#   make conformance CONFORMANCE_ARGS='--set netpol --procs 3'
+.PHONY: conformance
+conformance: image e2e-network-test k8s-bins containerd-bins bpffs
+	$(NODE) scripts/conformance.ts $(CONFORMANCE_ARGS)

@@ -85,6 +85,8 @@ $(eval $(call k8s_go_binary,KUBE_SCHEDULER,$(K8S_HACK),$(K8S_BIN_DIR)/kube-sched
 $(eval $(call k8s_go_binary,KUBELET,$(K8S_HACK),$(K8S_BIN_DIR)/kubelet,k8s.io/kubernetes/cmd/kubelet,$(K8S_LDFLAGS)))
 $(eval $(call k8s_go_binary,KUBECTL,$(K8S_HACK),$(K8S_BIN_DIR)/kubectl,k8s.io/kubernetes/cmd/kubectl,$(K8S_LDFLAGS)))
 $(eval $(call k8s_go_binary,KUBE_PROXY,$(K8S_HACK),$(K8S_BIN_DIR)/kube-proxy,k8s.io/kubernetes/cmd/kube-proxy,$(K8S_LDFLAGS)))
+# The ginkgo CLI at the version the e2e framework uses: runs e2e-network.test's specs in parallel.
+$(eval $(call k8s_go_binary,GINKGO,$(K8S_HACK),$(K8S_BIN_DIR)/ginkgo,github.com/onsi/ginkgo/v2/ginkgo,-s -w))
 $(eval $(call k8s_go_binary,AGNHOST,$(K8S_HACK),$(K8S_BIN_DIR)/agnhost,k8s.io/kubernetes/test/images/agnhost,-s -w))
 $(eval $(call k8s_go_binary,ETCD,$(K8S_HACK)/etcd,$(ETCD_BIN_DIR)/etcd,go.etcd.io/etcd/server/v3,-s -w))
 $(eval $(call k8s_go_binary,ETCDCTL,$(K8S_HACK)/etcd,$(ETCD_BIN_DIR)/etcdctl,go.etcd.io/etcd/etcdctl/v3,-s -w))
@@ -120,6 +122,7 @@ k8s-versions:
 	@echo "KUBECTL=$(KUBECTL)"
 	@echo "KUBE_PROXY=$(KUBE_PROXY)"
 	@echo "E2E_NETWORK_TEST=$(E2E_NETWORK_TEST)"
+	@echo "GINKGO=$(GINKGO)"
 
 test-k8s: deps k8s-bins
 	$(NODE) --test test/e2e/apiserver.test.ts

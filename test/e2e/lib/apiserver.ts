@@ -77,6 +77,7 @@ export interface K8sBinaries {
   kubeProxy: string;
   /** Not part of k8s-bins (`make e2e-network-test`); may not exist. */
   e2eNetworkTest: string;
+  ginkgo: string;
 }
 
 function parseKeyValues(text: string): Map<string, string> {
@@ -121,6 +122,7 @@ export async function k8sBinaries(opts: { build?: boolean; log?: Logger } = {}):
       kubectl: pick('KUBECTL'),
       kubeProxy: pick('KUBE_PROXY'),
       e2eNetworkTest: pick('E2E_NETWORK_TEST'),
+      ginkgo: pick('GINKGO'),
     };
   };
   const missing = (b: K8sBinaries) => [b.kubeApiserver, b.etcd, b.etcdctl, b.kubelet, b.kubeControllerManager, b.kubeScheduler, b.kubectl, b.kubeProxy].filter((p) => !existsSync(p));

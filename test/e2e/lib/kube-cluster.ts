@@ -22,7 +22,7 @@
 // nothing recreates pods, then containerd with its pods, the control plane and
 // the namespaces), also when the test process dies (the Topology and runtime
 // exit hooks).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
@@ -45,6 +45,20 @@ export interface KubeClusterOptions {
   progress?: (line: string) => void;
   /** OCI archives imported into every node besides pause and agnhost (Hypha's image, say). */
   images?: readonly string[];
+  /** Import CoreDNS's image (hack/coredns) so installDns() can run it. */
+  dns?: boolean;
+}
+
+export const COREDNS_MANIFEST = path.join(REPO_ROOT, 'test/e2e/manifests/coredns.yaml');
+
+/** The CoreDNS image archive (make coredns-versions; built by make build). */
+async function corednsImageTar(): Promise<string> {
+  if (process.env.COREDNS_IMAGE_TAR) return process.env.COREDNS_IMAGE_TAR;
+  const { MAKEFLAGS: _f, MFLAGS: _m, MAKELEVEL: _l, ...env } = process.env;
+  const r = await run(['make', '-s', '--no-print-directory', '-C', REPO_ROOT, 'coredns-versions'], { env, timeoutMs: 60_000 });
+  const tar = /^COREDNS_IMAGE_TAR=(.+)$/m.exec(r.stdout)?.[1];
+  if (!tar || !existsSync(tar)) throw new Error(`no CoreDNS image archive (make coredns-versions printed ${JSON.stringify(r.stdout.trim())}); run make build`);
+  return tar;
 }
 
 export interface KubeNode {
@@ -102,7 +116,7 @@ export class KubeCluster {
       cluster = new KubeCluster({ topo, cp, host, work, bins, ctrd, log, progress });
       await cluster.#startControllers();
       progress(`nodes ${nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}: containerd ${ctrd.containerdVersion}, runc ${ctrd.runcVersion}, kubelet`);
-      const images = [ctrd.agnhostImageTar, ...(opts.images ?? [])];
+      const images = [ctrd.agnhostImageTar, ctrd.busyboxImageTar, ctrd.dnsutilsImageTar, ...(opts.dns ? [await corednsImageTar()] : []), ...(opts.images ?? [])];
       await Promise.all(nodes.map((n) => cluster!.#startNode(n, images)));
       await cluster.waitFor('every Node registered', async () => {
         const r = await cluster!.kubectl(['get', 'nodes', '-o', 'name'], { allowFail: true });
@@ -249,6 +263,13 @@ export class KubeCluster {
     await this.kubectl(['-n', 'kube-system', 'rollout', 'status', 'daemonset/hypha-agent', `--timeout=${Math.round(timeoutMs / 1000)}s`], { timeoutMs: timeoutMs + 10_000 });
     await this.kubectl(['-n', 'kube-system', 'rollout', 'status', 'deployment/hypha-operator', `--timeout=${Math.round(timeoutMs / 1000)}s`], { timeoutMs: timeoutMs + 10_000 });
     await this.kubectl(['wait', '--for=condition=Ready', 'node', '--all', `--timeout=${Math.round(timeoutMs / 1000)}s`], { timeoutMs: timeoutMs + 10_000 });
+  }
+
+  /** CoreDNS (test/e2e/manifests/coredns.yaml: the kube-dns Service at CLUSTER_DNS); needs a CNI, so after installHypha(). */
+  async installDns(opts: { timeoutMs?: number } = {}): Promise<void> {
+    const timeoutMs = opts.timeoutMs ?? 120_000;
+    await this.kubectl(['apply', '-f', COREDNS_MANIFEST]);
+    await this.kubectl(['-n', 'kube-system', 'rollout', 'status', 'deployment/coredns', `--timeout=${Math.round(timeoutMs / 1000)}s`], { timeoutMs: timeoutMs + 10_000 });
   }
 
   /** Kubelets first (nothing recreates pods), then each runtime with its pods, the controllers, the control plane, the namespaces. */

@@ -1,0 +1,159 @@
+// make conformance: the upstream sig-network e2e specs against a local
+// cluster of namespace nodes (test/e2e/lib/kube-cluster.ts) with Hypha
+// installed from deploy/ and no kube-proxy.
+//
+//   node scripts/conformance.ts [--set all|conformance|netpol|services|smoke]
+//        [--focus RE] [--nodes N] [--procs P] [--out FILE] [--keep]
+//
+// The specs run from the control-plane host's network namespace (on the
+// fabric with the nodes, as a test machine is in a real cluster) through the
+// ginkgo CLI, in parallel. Results: bench/results/conformance.json (one row
+// per spec: {"spec", "result", "seconds"}, plus the specs skipped on purpose
+// with the reason) and a summary on stdout. Specs outside what this cluster
+// can have (SKIPS) are never run; every other spec in the chosen set counts.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { REPO_ROOT } from '../test/e2e/lib/apiserver.ts';
+import { KubeCluster } from '../test/e2e/lib/kube-cluster.ts';
+
+/** Specs this cluster cannot have, and why: scope, never a failure hidden. */
+export const SKIPS: ReadonlyArray<{ re: string; reason: string }> = [
+  { re: 'SCTP', reason: 'this kernel has no SCTP module' },
+  { re: 'IPv6|DualStack|dual-stack|\\[Feature:IPv6DualStack\\]', reason: 'the cluster is IPv4 only (Hypha has no IPv6 datapath yet)' },
+  { re: 'LoadBalancer|ESIPP|\\[Feature:LoadBalancer\\]', reason: 'no cloud provider: nothing gives a Service a load balancer' },
+  { re: '\\[Disruptive\\]', reason: 'restarts nodes or components over SSH, which the e2e framework has no way to do here' },
+  { re: '\\[Flaky\\]', reason: 'marked flaky upstream' },
+  { re: 'kube-proxy', reason: 'about kube-proxy itself (its metrics, its restart, its health port), which this cluster does not run' },
+  { re: 'NetworkPolicyEndPort.*SCTP', reason: 'this kernel has no SCTP module' },
+];
+
+export const SETS: Record<string, { focus: string; labels: string; about: string }> = {
+  conformance: { focus: '\\[sig-network\\].*\\[Conformance\\]', labels: 'Conformance', about: 'every [sig-network] [Conformance] spec' },
+  netpol: { focus: '\\[sig-network\\] Netpol', labels: 'Feature: containsAny NetworkPolicy', about: 'the NetworkPolicy specs ([Feature:NetworkPolicy])' },
+  services: { focus: '\\[sig-network\\] (Services|Conntrack|Networking|EndpointSlice|HostPort|Proxy|DNS) ', labels: 'Feature: isEmpty', about: 'the Services, conntrack, networking, EndpointSlice and DNS specs a kube-proxy replacement must pass' },
+  smoke: {
+    focus: '\\[sig-network\\] Services should serve a basic endpoint from pods|\\[sig-network\\] Netpol NetworkPolicy between server and client should support a .default-deny-ingress. policy',
+    labels: 'Conformance || Feature: containsAny NetworkPolicy',
+    about: 'one Service spec and one NetworkPolicy spec',
+  },
+};
+SETS.all = {
+  focus: [SETS.conformance!.focus, SETS.netpol!.focus, SETS.services!.focus].join('|'),
+  labels: `(${SETS.conformance!.labels}) || (${SETS.netpol!.labels}) || (${SETS.services!.labels})`,
+  about: 'conformance, NetworkPolicy and Services specs',
+};
+
+interface SpecReport {
+  ContainerHierarchyTexts?: string[];
+  LeafNodeText?: string;
+  LeafNodeLabels?: string[];
+  LeafNodeType?: string;
+  State?: string;
+  RunTime?: number;
+  Failure?: { Message?: string; Location?: { FileName?: string; LineNumber?: number } };
+}
+
+export interface Row { spec: string; result: 'passed' | 'failed' | 'skipped'; seconds: number; reason?: string; failure?: string }
+
+/** Rows from ginkgo's JSON report: the It specs, with their text as the e2e suite prints it. */
+export function rowsFromReport(report: Array<{ SpecReports?: SpecReport[] }>): Row[] {
+  const rows: Row[] = [];
+  for (const suite of report) {
+    for (const s of suite.SpecReports ?? []) {
+      if (s.LeafNodeType !== 'It') continue;
+      const spec = [...(s.ContainerHierarchyTexts ?? []), s.LeafNodeText ?? ''].join(' ').replace(/\s+/g, ' ').trim();
+      const state = s.State ?? 'unknown';
+      const result = state === 'passed' ? 'passed' : state === 'skipped' || state === 'pending' ? 'skipped' : 'failed';
+      const row: Row = { spec, result, seconds: +((s.RunTime ?? 0) / 1e9).toFixed(1) };
+      if (result === 'failed') row.failure = `${state}: ${(s.Failure?.Message ?? '').split('\n')[0]?.slice(0, 300)}`;
+      rows.push(row);
+    }
+  }
+  return rows;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      set: { type: 'string', default: 'all' },
+      focus: { type: 'string' },
+      nodes: { type: 'string', default: '2' },
+      procs: { type: 'string', default: '4' },
+      out: { type: 'string', default: path.join(REPO_ROOT, 'bench/results/conformance.json') },
+      keep: { type: 'boolean', default: false },
+    },
+  });
+  const set = SETS[values.set ?? 'all'];
+  if (!set) throw new Error(`--set ${JSON.stringify(values.set)}: one of ${Object.keys(SETS).join(', ')}`);
+  const nodes = Number(values.nodes);
+  const procs = Number(values.procs);
+  if (!Number.isInteger(procs) || procs < 1 || procs > 16) throw new Error(`--procs ${values.procs}: an integer from 1 to 16`);
+  const focus = values.focus ?? set.focus;
+  const skip = SKIPS.map((s) => s.re).join('|');
+  const t0 = Date.now();
+  const say = (line: string): void => console.log(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(5)} s] ${line}`);
+  const image = process.env.HYPHA_IMAGE_TAR;
+  if (!image || !existsSync(image)) throw new Error(`HYPHA_IMAGE_TAR ${JSON.stringify(image)} is not an image archive (run through make conformance, which builds it)`);
+  const log = pino({ level: 'warn' }, pino.destination(2));
+  say(`conformance: ${set.about}; a ${nodes}-node cluster, ${procs} ginkgo processes`);
+  const cluster = await KubeCluster.create({ name: 'conf', nodes, log, progress: say, images: [image], dns: true });
+  let code = 1;
+  try {
+    await cluster.installHypha();
+    say('Hypha installed from deploy/; nodes Ready');
+    await cluster.installDns();
+    say('CoreDNS running (kube-dns)');
+    const out = path.join(cluster.work, 'e2e');
+    mkdirSync(out, { recursive: true });
+    const report = path.join(out, 'report.json');
+    const e2eLog = path.join(out, 'e2e.log');
+    const bins = cluster.bins;
+    const argv = [
+      bins.ginkgo, `--procs=${procs}`, '--timeout=4h', '--no-color', '--keep-going', `--output-dir=${out}`, '--json-report=report.json',
+      `--focus=${focus}`, `--skip=${skip}`, `--label-filter=${set.labels}`,
+      bins.e2eNetworkTest, '--',
+      `--kubeconfig=${cluster.cp.kubeconfigPath}`, '--provider=local', `--kubectl-path=${bins.kubectl}`,
+      `--report-dir=${out}`, `--e2e-output-dir=${out}`, `--num-nodes=${nodes}`, '--allowed-not-ready-nodes=0',
+      '--dump-logs-on-failure=false', '--disable-log-dump',
+    ];
+    say(`running the specs (log: ${e2eLog})`);
+    const proc = cluster.topo.spawn(cluster.host, ['sh', '-c', 'log=$1; shift; cd "$(dirname "$log")" && exec "$@" >>"$log" 2>&1', 'e2e', e2eLog, ...argv], {
+      env: { ...process.env, PATH: `${path.dirname(bins.kubectl)}:${process.env.PATH ?? ''}`, HOME: out },
+      context: 'ginkgo',
+    });
+    const timer = setInterval(() => {
+      const text = existsSync(e2eLog) ? readFileSync(e2eLog, 'utf8') : '';
+      const passed = (text.match(/^• \[\d/gm) ?? []).length;
+      const failed = (text.match(/^• \[(FAILED|PANICKED|TIMEDOUT|INTERRUPTED)\]/gm) ?? []).length;
+      say(`  ${passed + failed} specs done: ${passed} passed, ${failed} failed`);
+    }, 60_000);
+    const st = await proc.exited;
+    clearInterval(timer);
+    const rows = existsSync(report) ? rowsFromReport(JSON.parse(readFileSync(report, 'utf8')) as Array<{ SpecReports?: SpecReport[] }>) : [];
+    const ran = rows.filter((r) => r.result !== 'skipped');
+    const failed = ran.filter((r) => r.result === 'failed');
+    const result = {
+      date: new Date().toISOString(), set: values.set, focus, skip, labels: set.labels, nodes, procs,
+      kubernetes: bins.kubernetesVersion, seconds: Math.round((Date.now() - t0) / 1000),
+      counts: { passed: ran.length - failed.length, failed: failed.length },
+      skippedOnPurpose: SKIPS,
+      rows: ran.sort((a, b) => a.spec.localeCompare(b.spec)),
+    };
+    mkdirSync(path.dirname(values.out!), { recursive: true });
+    writeFileSync(values.out!, `${JSON.stringify(result, null, 1)}\n`);
+    say(`ginkgo exited ${JSON.stringify(st)}; ${result.counts.passed} passed, ${result.counts.failed} failed; written to ${values.out}`);
+    for (const f of failed) say(`  FAILED ${f.spec}: ${f.failure}`);
+    code = ran.length > 0 && failed.length === 0 ? 0 : 1;
+    if (values.keep) {
+      say(`--keep: the cluster stays up; kubectl --kubeconfig=${cluster.kubeconfig}; Ctrl-C ends it`);
+      await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
+    }
+  } finally {
+    await cluster.destroy();
+  }
+  process.exit(code);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main();
