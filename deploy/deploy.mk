@@ -9,7 +9,7 @@ export HYPHA_IMAGE HYPHA_IMAGE_TAR
 
 .PHONY: image
 image: $(HYPHA_IMAGE_TAR)
-$(HYPHA_IMAGE_TAR): build deploy/image/build.sh bin/hypha
+$(HYPHA_IMAGE_TAR): build deploy/image/build.sh bin/hypha $(PORTMAP)
 	@mkdir -p $(@D)
 	deploy/image/build.sh $@ $(HYPHA_IMAGE)
 

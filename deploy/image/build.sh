@@ -10,6 +10,7 @@
 #   .cache/js/native/build/Release/hypha_native.node   the addon (libbpf)
 #   .cache/js/bpf/build/{tc,xdp,abi.o}                 the BPF objects
 #   src/cni/build/hypha-cni        the CNI plugin the agent installs on the node
+#   src/cni/build/hypha-portmap    the reference portmap plugin, chained for hostPort
 #   node_modules/                  the runtime dependencies only, and
 #                                  node_modules/.bin/node (Node 24)
 # and the shared libraries those need, copied from this machine with the paths
@@ -37,6 +38,9 @@ chmod 1777 "$root/tmp"
 cp "$repo/bin/hypha" "$app/bin/hypha"
 cp "$node" "$app/node_modules/.bin/node"
 cp "$shim" "$app/src/cni/build/hypha-cni"
+# The portmap plugin (hostPort) beside the shim: the init container installs
+# both (hack/cni-plugins; PORTMAP comes from make).
+if [ -n "${PORTMAP:-}" ]; then cp "$PORTMAP" "$app/src/cni/build/hypha-portmap"; fi
 # The JavaScript; its native/build and bpf links are replaced by what they
 # point at, without sources or test objects.
 cp -r "$repo/.cache/js" "$app/.cache-js"

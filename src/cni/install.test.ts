@@ -85,3 +85,25 @@ test('findBuiltShim walks up to the checkout that has src/cni/build/hypha-cni', 
   assert.equal(findBuiltShim(path.join(root, '.cache/js/src/cni')), path.join(root, 'src/cni/build/hypha-cni'), 'from the stripped tree too');
   assert.equal(findBuiltShim(path.join(dir, 'elsewhere')), undefined);
 });
+
+test('a portmap plugin beside the shim (Hypha\'s image) is installed as hypha-portmap, never over a node\'s portmap, and chained after hypha for hostPort', async () => {
+  const img = path.join(dir, 'image');
+  mkdirSync(img);
+  writeFileSync(path.join(img, 'hypha-cni'), 'shim\n');
+  writeFileSync(path.join(img, 'hypha-portmap'), 'portmap v1.9.1\n');
+  const binDir = path.join(dir, 'pm/bin');
+  const confDir = path.join(dir, 'pm/net.d');
+  mkdirSync(binDir, { recursive: true });
+  writeFileSync(path.join(binDir, 'portmap'), 'the node\'s own\n');
+  await installCni({ shimPath: path.join(img, 'hypha-cni'), binDir, confDir });
+  assert.deepEqual(readdirSync(binDir).sort(), ['hypha', 'hypha-portmap', 'portmap']);
+  assert.equal(readFileSync(path.join(binDir, 'portmap'), 'utf8'), 'the node\'s own\n');
+  assert.equal(statSync(path.join(binDir, 'hypha-portmap')).mode & 0o777, 0o755);
+  const list = JSON.parse(readFileSync(path.join(confDir, CONFLIST_NAME), 'utf8')) as { plugins: { type: string; capabilities?: Record<string, boolean> }[] };
+  assert.deepEqual(list.plugins.map((p) => p.type), ['hypha', 'hypha-portmap']);
+  assert.deepEqual(list.plugins[1]!.capabilities, { portMappings: true });
+  // Without one (a checkout), the conflist has Hypha's plugin alone.
+  const bare = path.join(dir, 'bare');
+  await installCni({ shimPath: shim, binDir: path.join(bare, 'bin'), confDir: path.join(bare, 'net.d') });
+  assert.deepEqual((JSON.parse(readFileSync(path.join(bare, 'net.d', CONFLIST_NAME), 'utf8')) as { plugins: unknown[] }).plugins.length, 1);
+});

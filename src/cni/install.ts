@@ -19,6 +19,12 @@ export const CONFLIST_NAME = '05-hypha.conflist';
 /** The file name runtimes exec (the conflist's plugin type). */
 export const PLUGIN_TYPE = 'hypha';
 export const NETWORK_NAME = 'hypha';
+/**
+ * The reference portmap plugin (hostPort), chained after Hypha's when it sits
+ * next to the shim (Hypha's image ships it: hack/cni-plugins) and so gets
+ * installed in binDir under this name, never over a node's own portmap.
+ */
+export const PORTMAP_TYPE = 'hypha-portmap';
 /** Where `make build` puts the shim, relative to the checkout (src/cni/cni.mk). */
 const SHIM_IN_TREE = 'src/cni/build/hypha-cni';
 
@@ -36,6 +42,8 @@ export function findBuiltShim(from: string = path.dirname(fileURLToPath(import.m
 }
 
 export interface ConflistOptions {
+  /** Chain the portmap plugin (hostPort) after Hypha's. */
+  portmap?: boolean;
   /** The agent's CNI socket (default /var/run/hypha/cni.sock). */
   agentSocket?: string;
   /** The shim's DEL queue (default /var/lib/hypha/cni-del-queue). */
@@ -70,7 +78,9 @@ export function buildConflist(opts: ConflistOptions = {}): Record<string, unknow
     delQueueDir: opts.delQueueDir ?? DEFAULT_DEL_QUEUE_DIR,
   };
   if (opts.agentTimeoutSeconds !== undefined) plugin.agentTimeoutSeconds = opts.agentTimeoutSeconds;
-  return { cniVersion: LATEST_CNI_VERSION, cniVersions: [...CNI_VERSIONS], name: NETWORK_NAME, plugins: [plugin] };
+  const plugins: Record<string, unknown>[] = [plugin];
+  if (opts.portmap) plugins.push({ type: PORTMAP_TYPE, capabilities: { portMappings: true }, snat: true });
+  return { cniVersion: LATEST_CNI_VERSION, cniVersions: [...CNI_VERSIONS], name: NETWORK_NAME, plugins };
 }
 
 const tmpName = (target: string): string => path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.tmp`);
@@ -118,35 +128,44 @@ async function sameContent(a: string, b: string): Promise<boolean> {
  * The DaemonSet's init container does this alone (`hypha cni install-binary`),
  * so DELs work from the start even before the agent is ready.
  */
-export async function installShim(opts: { binDir?: string; shimPath?: string } = {}): Promise<{ binary: string; binaryChanged: boolean }> {
+export async function installShim(opts: { binDir?: string; shimPath?: string } = {}): Promise<{ binary: string; binaryChanged: boolean; portmap: boolean }> {
   const shim = opts.shimPath ?? findBuiltShim();
   if (shim === undefined) throw new Error(`the CNI shim is not built (expected ${SHIM_IN_TREE}; run make build)`);
   const binDir = opts.binDir ?? DEFAULT_CNI_BIN_DIR;
   await mkdir(binDir, { recursive: true, mode: 0o755 });
   const binary = path.join(binDir, PLUGIN_TYPE);
-  if (await sameContent(shim, binary)) return { binary, binaryChanged: false };
-  const tmp = tmpName(binary);
+  const binaryChanged = await copyAtomic(shim, binary);
+  // The portmap plugin, when the shim has one beside it (Hypha's image).
+  const portmap = path.join(path.dirname(shim), PORTMAP_TYPE);
+  if (existsSync(portmap)) await copyAtomic(portmap, path.join(binDir, PORTMAP_TYPE));
+  if (binaryChanged) await fsyncPath(binDir);
+  return { binary, binaryChanged, portmap: existsSync(path.join(binDir, PORTMAP_TYPE)) };
+}
+
+/** Copy an executable over `target` atomically (0755); false when it already had that content. */
+async function copyAtomic(source: string, target: string): Promise<boolean> {
+  if (await sameContent(source, target)) return false;
+  const tmp = tmpName(target);
   try {
-    await copyFile(shim, tmp);
+    await copyFile(source, tmp);
     await chmod(tmp, 0o755);
     await fsyncPath(tmp);
     // rename over a binary a runtime is executing is safe: the old inode lives on.
-    await rename(tmp, binary);
+    await rename(tmp, target);
   } catch (err) {
     await unlink(tmp).catch(() => undefined);
     throw err;
   }
-  await fsyncPath(binDir);
-  return { binary, binaryChanged: true };
+  return true;
 }
 
 /** The shim into binDir (installShim) and the conflist into confDir (0644, atomically). */
 export async function installCni(opts: InstallOptions = {}): Promise<Installed> {
   const confDir = opts.confDir ?? DEFAULT_CNI_CONF_DIR;
-  const { binary, binaryChanged } = await installShim(opts);
+  const { binary, binaryChanged, portmap } = await installShim(opts);
   await mkdir(confDir, { recursive: true, mode: 0o755 });
   const conflist = path.join(confDir, CONFLIST_NAME);
-  await writeFileAtomic(conflist, `${JSON.stringify(buildConflist(opts), null, 2)}\n`, 0o644);
+  await writeFileAtomic(conflist, `${JSON.stringify(buildConflist({ portmap, ...opts }), null, 2)}\n`, 0o644);
   return { binary, conflist, binaryChanged };
 }
 
