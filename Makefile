@@ -22,6 +22,7 @@ include mk/deps.mk
 -include hack/helm/helm.mk
 -include hack/coredns/coredns.mk
 -include hack/kind/kind.mk
+-include hack/cni-plugins/cni-plugins.mk
 -include deploy/deploy.mk
 
 .PHONY: build typecheck test clean abi-check test-unit test-bpf test-e2e demo

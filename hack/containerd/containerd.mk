@@ -88,8 +88,10 @@ $(PAUSE): | $(K8S_GO)
 # Order-only on the binaries: a restored cache with shuffled times is not remade.
 PAUSE_IMAGE_TAR := $(K8S_IMAGE_DIR)/pause.oci.tar
 # agnhost with the shell tools the e2e specs use (agnhost-rootfs.sh); the
-# suffix names that layout, so a cache holding the bare-binary image rebuilds.
-AGNHOST_IMAGE_TAR := $(K8S_IMAGE_DIR)/agnhost-tools.oci.tar
+# names carry a hash of that script, so editing it builds new archives (and a
+# restored cache is still never remade).
+E2E_ROOTFS_ID := $(shell md5sum $(CTRD_HACK)/agnhost-rootfs.sh 2>/dev/null | cut -c1-8)
+AGNHOST_IMAGE_TAR := $(K8S_IMAGE_DIR)/agnhost-tools-$(E2E_ROOTFS_ID).oci.tar
 export PAUSE_IMAGE_TAR AGNHOST_IMAGE_TAR
 CONTAINERD_BINS += $(PAUSE_IMAGE_TAR) $(AGNHOST_IMAGE_TAR)
 $(PAUSE_IMAGE_TAR): | $(PAUSE)
@@ -98,8 +100,8 @@ $(PAUSE_IMAGE_TAR): | $(PAUSE)
 # One root filesystem, three names the e2e specs use: agnhost (ENTRYPOINT
 # /agnhost), busybox (no entrypoint, CMD sh) and glibc-dns-testing (the DNS
 # specs' dig image: no entrypoint, CMD bash), each under upstream's tag.
-E2E_BUSYBOX_IMAGE_TAR := $(K8S_IMAGE_DIR)/busybox-tools.oci.tar
-E2E_DNSUTILS_IMAGE_TAR := $(K8S_IMAGE_DIR)/glibc-dns-testing-tools.oci.tar
+E2E_BUSYBOX_IMAGE_TAR := $(K8S_IMAGE_DIR)/busybox-tools-$(E2E_ROOTFS_ID).oci.tar
+E2E_DNSUTILS_IMAGE_TAR := $(K8S_IMAGE_DIR)/glibc-dns-testing-tools-$(E2E_ROOTFS_ID).oci.tar
 export E2E_BUSYBOX_IMAGE_TAR E2E_DNSUTILS_IMAGE_TAR
 CONTAINERD_BINS += $(E2E_BUSYBOX_IMAGE_TAR) $(E2E_DNSUTILS_IMAGE_TAR)
 $(E2E_BUSYBOX_IMAGE_TAR) $(E2E_DNSUTILS_IMAGE_TAR): $(AGNHOST_IMAGE_TAR)
