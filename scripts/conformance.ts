@@ -74,6 +74,60 @@ export function rowsFromReport(report: Array<{ SpecReports?: SpecReport[] }>): R
   return rows;
 }
 
+
+/** Run e2e-network.test's specs matching focus/labels (minus SKIPS) against a cluster; rows from ginkgo's JSON report. */
+export async function runSpecs(cluster: KubeCluster, opts: { focus: string; labels: string; procs: number; say: (line: string) => void }): Promise<{ rows: Row[]; status: unknown; log: string }> {
+  const { say } = opts;
+  const skip = SKIPS.map((s) => s.re).join('|');
+  const out = path.join(cluster.work, 'e2e');
+  mkdirSync(out, { recursive: true });
+  const report = path.join(out, 'report.json');
+  const e2eLog = path.join(out, 'e2e.log');
+  const bins = cluster.bins;
+  const argv = [
+    bins.ginkgo, `--procs=${opts.procs}`, '--timeout=4h', '--no-color', '--keep-going', `--output-dir=${out}`, '--json-report=report.json',
+    `--focus=${opts.focus}`, `--skip=${skip}`, `--label-filter=${opts.labels}`,
+    bins.e2eNetworkTest, '--',
+    `--kubeconfig=${cluster.cp.kubeconfigPath}`, '--provider=local', `--kubectl-path=${bins.kubectl}`,
+    `--report-dir=${out}`, `--e2e-output-dir=${out}`, `--num-nodes=${cluster.nodes.length}`, '--allowed-not-ready-nodes=0',
+    '--dump-logs-on-failure=false', '--disable-log-dump',
+  ];
+  say(`running the specs (log: ${e2eLog})`);
+  // ginkgo in a process group of its own (setsid): its e2e-network.test
+  // processes go with it, by group, whatever way this run ends.
+  const proc = cluster.topo.spawn(cluster.host, ['setsid', 'sh', '-c', 'log=$1; shift; cd "$(dirname "$log")" && exec "$@" >>"$log" 2>&1', 'e2e', e2eLog, ...argv], {
+    env: { ...process.env, PATH: `${path.dirname(bins.kubectl)}:${process.env.PATH ?? ''}`, HOME: out },
+    context: 'ginkgo',
+  });
+  const killGroup = (): void => {
+    try {
+      process.kill(-proc.pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  };
+  process.once('exit', killGroup);
+  // (The topology's own handlers decide how the process ends.)
+  const onSignal = (): void => killGroup();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  // ginkgo's succinct output: a bullet per spec done, a block per failure.
+  const timer = setInterval(() => {
+    const text = existsSync(e2eLog) ? readFileSync(e2eLog, 'utf8') : '';
+    const done = (text.match(/•/g) ?? []).length;
+    const failed = (text.match(/• \[(FAILED|PANICKED|TIMEDOUT|INTERRUPTED)\]/g) ?? []).length;
+    say(`  ${done} specs done, ${failed} failed`);
+  }, 60_000);
+  const status = await proc.exited;
+  clearInterval(timer);
+  killGroup();
+  process.off('exit', killGroup);
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  const rows = existsSync(report) ? rowsFromReport(JSON.parse(readFileSync(report, 'utf8')) as Array<{ SpecReports?: SpecReport[] }>) : [];
+  return { rows, status, log: e2eLog };
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -105,38 +159,12 @@ async function main(): Promise<void> {
     say('Hypha installed from deploy/; nodes Ready');
     await cluster.installDns();
     say('CoreDNS running (kube-dns)');
-    const out = path.join(cluster.work, 'e2e');
-    mkdirSync(out, { recursive: true });
-    const report = path.join(out, 'report.json');
-    const e2eLog = path.join(out, 'e2e.log');
-    const bins = cluster.bins;
-    const argv = [
-      bins.ginkgo, `--procs=${procs}`, '--timeout=4h', '--no-color', '--keep-going', `--output-dir=${out}`, '--json-report=report.json',
-      `--focus=${focus}`, `--skip=${skip}`, `--label-filter=${set.labels}`,
-      bins.e2eNetworkTest, '--',
-      `--kubeconfig=${cluster.cp.kubeconfigPath}`, '--provider=local', `--kubectl-path=${bins.kubectl}`,
-      `--report-dir=${out}`, `--e2e-output-dir=${out}`, `--num-nodes=${nodes}`, '--allowed-not-ready-nodes=0',
-      '--dump-logs-on-failure=false', '--disable-log-dump',
-    ];
-    say(`running the specs (log: ${e2eLog})`);
-    const proc = cluster.topo.spawn(cluster.host, ['sh', '-c', 'log=$1; shift; cd "$(dirname "$log")" && exec "$@" >>"$log" 2>&1', 'e2e', e2eLog, ...argv], {
-      env: { ...process.env, PATH: `${path.dirname(bins.kubectl)}:${process.env.PATH ?? ''}`, HOME: out },
-      context: 'ginkgo',
-    });
-    const timer = setInterval(() => {
-      const text = existsSync(e2eLog) ? readFileSync(e2eLog, 'utf8') : '';
-      const passed = (text.match(/^• \[\d/gm) ?? []).length;
-      const failed = (text.match(/^• \[(FAILED|PANICKED|TIMEDOUT|INTERRUPTED)\]/gm) ?? []).length;
-      say(`  ${passed + failed} specs done: ${passed} passed, ${failed} failed`);
-    }, 60_000);
-    const st = await proc.exited;
-    clearInterval(timer);
-    const rows = existsSync(report) ? rowsFromReport(JSON.parse(readFileSync(report, 'utf8')) as Array<{ SpecReports?: SpecReport[] }>) : [];
+    const { rows, status: st } = await runSpecs(cluster, { focus, labels: set.labels, procs, say });
     const ran = rows.filter((r) => r.result !== 'skipped');
     const failed = ran.filter((r) => r.result === 'failed');
     const result = {
       date: new Date().toISOString(), set: values.set, focus, skip, labels: set.labels, nodes, procs,
-      kubernetes: bins.kubernetesVersion, seconds: Math.round((Date.now() - t0) / 1000),
+      kubernetes: cluster.bins.kubernetesVersion, seconds: Math.round((Date.now() - t0) / 1000),
       counts: { passed: ran.length - failed.length, failed: failed.length },
       skippedOnPurpose: SKIPS,
       rows: ran.sort((a, b) => a.spec.localeCompare(b.spec)),

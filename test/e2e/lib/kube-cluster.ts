@@ -227,6 +227,13 @@ export class KubeCluster {
     ], kubeNode.kubeletLog, ['nsenter', `--mount=${runtime.mountNsPath}`, '--']);
   }
 
+  /** A command on a node as its kubelet and DaemonSets see it: the node's netns and mount namespace (its /etc/cni/net.d, /sys/fs/bpf, ...). */
+  async nodeExec(name: string, argv: readonly string[], opts: { allowFail?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
+    const kn = this.nodes.find((n) => n.node.name === name);
+    if (!kn) throw new Error(`no node ${JSON.stringify(name)} (nodes: ${this.nodes.map((n) => n.node.name).join(', ')})`);
+    return this.topo.exec(kn.node, ['nsenter', `--mount=${kn.runtime.mountNsPath}`, '--', ...argv], { allowFail: opts.allowFail ?? false, timeoutMs: opts.timeoutMs ?? 30_000 });
+  }
+
   /** kubectl with the admin kubeconfig, from this process (the API server through the control plane's forwarder). */
   async kubectl(args: readonly string[], opts: { input?: string; allowFail?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
     return run([this.bins.kubectl, `--kubeconfig=${this.kubeconfig}`, `--cache-dir=${path.join(this.work, 'kubectl-cache')}`, ...args], {
@@ -263,6 +270,22 @@ export class KubeCluster {
     await this.kubectl(['-n', 'kube-system', 'rollout', 'status', 'daemonset/hypha-agent', `--timeout=${Math.round(timeoutMs / 1000)}s`], { timeoutMs: timeoutMs + 10_000 });
     await this.kubectl(['-n', 'kube-system', 'rollout', 'status', 'deployment/hypha-operator', `--timeout=${Math.round(timeoutMs / 1000)}s`], { timeoutMs: timeoutMs + 10_000 });
     await this.kubectl(['wait', '--for=condition=Ready', 'node', '--all', `--timeout=${Math.round(timeoutMs / 1000)}s`], { timeoutMs: timeoutMs + 10_000 });
+    await this.routePodCidrsFromControlPlane();
+  }
+
+  /**
+   * The control-plane host is not a node (no kubelet, no Hypha), yet the API
+   * server dials pods (the pods/proxy and services/proxy subresources,
+   * webhooks): as a control plane outside the pod network would be, it gets a
+   * route to each node's pod CIDR (from its HyphaNode) via that node.
+   */
+  async routePodCidrsFromControlPlane(): Promise<void> {
+    const r = await this.kubectl(['get', 'hyphanodes', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.spec.ipam.podCIDRs[0]}{"\\n"}{end}']);
+    for (const line of r.stdout.trim().split('\n')) {
+      const [name, cidr] = line.split(' ');
+      const node = this.nodes.find((n) => n.node.name === name)?.node;
+      if (node && cidr) await this.topo.addRoute(this.host, { to: cidr, via: node.ip });
+    }
   }
 
   /** CoreDNS (test/e2e/manifests/coredns.yaml: the kube-dns Service at CLUSTER_DNS); needs a CNI, so after installHypha(). */
