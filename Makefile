@@ -57,9 +57,10 @@ test-e2e: build bpffs
 # build come first.
 test: build typecheck abi-check test-unit test-native test-bpf test-bench-peers test-e2e
 
-# A namespace cluster on this machine: a node with pods and an outside host,
-# a few Services, and requests spread over their backends.
-demo: build bpffs
+# A Kubernetes cluster on this machine (scripts/demo.ts): control plane,
+# kubelets and containerd in namespaces, Hypha from deploy/ (its image), CoreDNS;
+# a Deployment, Services, a NetworkPolicy. DEMO_ARGS=--once tears it down after.
+demo: build image k8s-bins containerd-bins coredns-bins bpffs
 	$(NODE) scripts/demo.ts $(DEMO_ARGS)
 
 clean:
