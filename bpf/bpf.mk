@@ -2,7 +2,7 @@
 BPF_CFLAGS := -O2 -g -target bpf -Wall -Wextra -Wno-unused-parameter -Werror \
 	-I bpf -I bpf/include -I/usr/include/$(shell uname -m)-linux-gnu
 BPF_HEADERS := $(wildcard bpf/include/hypha/*.h bpf/lib/*.h)
-BPF_SOURCES := bpf/tc/from_pod.c bpf/tc/to_pod.c bpf/tc/from_netdev.c bpf/tc/to_netdev.c bpf/tc/ct_gc.c bpf/xdp/nodeport.c bpf/abi.c
+BPF_SOURCES := bpf/tc/from_pod.c bpf/tc/to_pod.c bpf/tc/from_netdev.c bpf/tc/to_netdev.c bpf/tc/ct_gc.c bpf/xdp/nodeport.c bpf/sock/lb_sock.c bpf/abi.c
 BPF_OBJECTS := $(patsubst bpf/%.c,bpf/build/%.o,$(BPF_SOURCES))
 BUILD_TARGETS += $(BPF_OBJECTS)
 

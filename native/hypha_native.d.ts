@@ -328,6 +328,10 @@ export interface HyphaNative {
   xdpDetach(ifindex: number, opts?: XdpDetachOptions): void;
   xdpQuery(ifindex: number): XdpQueryResult;
   tcAttach(ifindex: number, direction: TcDirection, prog: ProgHandle, opts?: TcOptions): void;
+  /** A bpf_link from a cgroup's socket-address hook to prog, pinned at linkPin (an existing link there gets prog instead). */
+  cgroupAttach(prog: ProgHandle, cgroupPath: string, attachType: 'connect4' | 'sendmsg4' | 'recvmsg4' | 'getpeername4', linkPin: string): void;
+  /** The calling thread's network namespace cookie (SO_NETNS_COOKIE). */
+  netnsCookie(): bigint;
   /** false when no such filter (or no clsact qdisc) existed. */
   tcDetach(ifindex: number, direction: TcDirection, opts?: TcOptions): boolean;
   /** undefined when no such filter (or no clsact qdisc) exists. */

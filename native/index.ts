@@ -74,6 +74,8 @@ export const {
   tcAttach,
   tcDetach,
   tcQuery,
+  cgroupAttach,
+  netnsCookie,
   ringbufOpen,
   netlinkOpen,
   netlinkTransact,

@@ -8,7 +8,7 @@
 #   bin/hypha                      the launcher (pinned Node flags, .cache/js)
 #   .cache/js/                     the agent's JavaScript (types stripped)
 #   .cache/js/native/build/Release/hypha_native.node   the addon (libbpf)
-#   .cache/js/bpf/build/{tc,xdp,abi.o}                 the BPF objects
+#   .cache/js/bpf/build/{tc,xdp,sock,abi.o}            the BPF objects
 #   src/cni/build/hypha-cni        the CNI plugin the agent installs on the node
 #   src/cni/build/hypha-portmap    the reference portmap plugin, chained for hostPort
 #   node_modules/                  the runtime dependencies only, and
@@ -49,7 +49,7 @@ mv "$app/.cache-js" "$app/.cache/js"
 rm -f "$app/.cache/js/native/build" "$app/.cache/js/bpf"
 mkdir -p "$app/.cache/js/native/build/Release" "$app/.cache/js/bpf/build"
 cp "$addon" "$app/.cache/js/native/build/Release/"
-cp -r "$repo/bpf/build/tc" "$repo/bpf/build/xdp" "$repo/bpf/build/abi.o" "$app/.cache/js/bpf/build/"
+cp -r "$repo/bpf/build/tc" "$repo/bpf/build/xdp" "$repo/bpf/build/sock" "$repo/bpf/build/abi.o" "$app/.cache/js/bpf/build/"
 # Runtime dependencies (npm's own list), without Node's headers package.
 (cd "$repo" && npm ls --omit=dev --all --parseable 2>/dev/null) | while read -r dir; do
   rel=${dir#"$repo"/}

@@ -3,6 +3,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <linux/if_link.h>
 #include <net/if.h>
 #include <stdlib.h>
@@ -385,6 +387,114 @@ static napi_value js_tc_query(napi_env env, napi_callback_info info)
 	return out;
 }
 
+/* attachType names -> the cgroup socket-address hooks socket LB uses */
+static bool get_cgroup_attach_type(napi_env env, napi_value v, const char *fn, enum bpf_attach_type *out)
+{
+	static const struct { const char *name; enum bpf_attach_type type; } types[] = {
+		{ "connect4", BPF_CGROUP_INET4_CONNECT },
+		{ "sendmsg4", BPF_CGROUP_UDP4_SENDMSG },
+		{ "recvmsg4", BPF_CGROUP_UDP4_RECVMSG },
+		{ "getpeername4", BPF_CGROUP_INET4_GETPEERNAME },
+	};
+	char *name = hy_get_string(env, v, fn, "attachType");
+	size_t i;
+
+	if (!name)
+		return false;
+	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		if (!strcmp(name, types[i].name)) {
+			*out = types[i].type;
+			free(name);
+			return true;
+		}
+	}
+	hy_throw_errno(env, fn, EINVAL, "attachType \"%s\" is not connect4, sendmsg4, recvmsg4 or getpeername4", name);
+	free(name);
+	return false;
+}
+
+/* cgroupAttach(prog, cgroupPath, attachType, linkPin): a bpf_link from the
+ * cgroup's hook to prog, pinned at linkPin so it outlives the caller; when
+ * linkPin holds a link already, its program is replaced (atomically). */
+static napi_value js_cgroup_attach(napi_env env, napi_callback_info info)
+{
+	const char *fn = "cgroupAttach";
+	napi_value argv[4];
+	struct prog_handle *p;
+	enum bpf_attach_type type;
+	char *cgroup = NULL, *pin = NULL;
+	int cg_fd = -1, link_fd = -1;
+	napi_value ret = NULL;
+
+	if (!hy_args(env, info, 4, argv) ||
+	    !(p = (struct prog_handle *)handle_get(env, argv[0], HANDLE_MASK(HANDLE_PROG), fn, "prog", true)) ||
+	    !(cgroup = hy_get_string(env, argv[1], fn, "cgroupPath")) ||
+	    !get_cgroup_attach_type(env, argv[2], fn, &type) ||
+	    !(pin = hy_get_string(env, argv[3], fn, "linkPin")))
+		goto out;
+	link_fd = bpf_obj_get(pin);
+	if (link_fd >= 0) {
+		if (bpf_link_update(link_fd, p->fd, NULL)) {
+			hy_throw_errno(env, "bpf_link_update", errno, "link %s", pin);
+			goto out;
+		}
+		ret = hy_undefined(env);
+		goto out;
+	}
+	if (errno != ENOENT) {
+		hy_throw_errno(env, "bpf_obj_get", errno, "link %s", pin);
+		goto out;
+	}
+	cg_fd = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cg_fd < 0) {
+		hy_throw_errno(env, "open", errno, "cgroup %s", cgroup);
+		goto out;
+	}
+	link_fd = bpf_link_create(p->fd, cg_fd, type, NULL);
+	if (link_fd < 0) {
+		hy_throw_errno(env, "bpf_link_create", errno, "cgroup %s", cgroup);
+		goto out;
+	}
+	if (bpf_obj_pin(link_fd, pin)) {
+		hy_throw_errno(env, "bpf_obj_pin", errno, "link %s", pin);
+		goto out;
+	}
+	ret = hy_undefined(env);
+out:
+	if (link_fd >= 0)
+		close(link_fd);
+	if (cg_fd >= 0)
+		close(cg_fd);
+	free(cgroup);
+	free(pin);
+	return ret;
+}
+
+/* netnsCookie(): the calling thread's network namespace cookie (SO_NETNS_COOKIE), as a bigint */
+static napi_value js_netns_cookie(napi_env env, napi_callback_info info)
+{
+	uint64_t cookie = 0;
+	socklen_t len = sizeof(cookie);
+	napi_value out;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	(void)info;
+	if (fd < 0) {
+		hy_throw_errno(env, "socket", errno, NULL);
+		return NULL;
+	}
+	if (getsockopt(fd, SOL_SOCKET, 71 /* SO_NETNS_COOKIE */, &cookie, &len)) {
+		int err = errno;
+
+		close(fd);
+		hy_throw_errno(env, "getsockopt", err, "SO_NETNS_COOKIE");
+		return NULL;
+	}
+	close(fd);
+	HY_NAPI(env, napi_create_bigint_uint64(env, cookie, &out));
+	return out;
+}
+
 bool link_register(napi_env env, napi_value exports)
 {
 	return hy_export(env, exports, "ifNameToIndex", js_if_name_to_index) &&
@@ -394,5 +504,7 @@ bool link_register(napi_env env, napi_value exports)
 	       hy_export(env, exports, "xdpQuery", js_xdp_query) &&
 	       hy_export(env, exports, "tcAttach", js_tc_attach) &&
 	       hy_export(env, exports, "tcDetach", js_tc_detach) &&
-	       hy_export(env, exports, "tcQuery", js_tc_query);
+	       hy_export(env, exports, "tcQuery", js_tc_query) &&
+	       hy_export(env, exports, "cgroupAttach", js_cgroup_attach) &&
+	       hy_export(env, exports, "netnsCookie", js_netns_cookie);
 }

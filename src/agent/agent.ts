@@ -11,6 +11,7 @@ import * as native from '../../native/index.ts';
 import { ConfigFlags, layouts } from '../abi/abi.gen.ts';
 import { Devices } from '../datapath/devices.ts';
 import { detectExternalDevice } from '../datapath/external-device.ts';
+import { attachSockLb, cgroup2Root } from '../datapath/sock-lb.ts';
 import { readDrops } from '../datapath/drops.ts';
 import { ENDPOINTS_MAP, EndpointsMap } from '../datapath/endpoints-reconciler.ts';
 import { IPCACHE_MAP, ipcacheKeyCodec, ipcacheValCodec } from '../datapath/ipcache-reconciler.ts';
@@ -145,6 +146,8 @@ export class Agent {
       this.#externalMode = devices.attachExternal(this.cfg.devices.external, this.cfg.devices.externalMode);
       this.#externalMtu = (await rtnl.linkGet(this.cfg.devices.external))?.mtu ?? 1500;
     }
+
+    this.#attachSockLb();
 
     this.#metrics = createMetrics({
       maps: () => this.#mapUsage(),
@@ -421,6 +424,23 @@ export class Agent {
     ];
   }
 
+  /** The socket LB programs (the node's own connections to Services), attached or updated in their links. */
+  #attachSockLb(): void {
+    const dp = this.#dp;
+    if (!dp || !this.cfg.bpf.socketLb) return;
+    const cgroup = this.cfg.bpf.socketLbCgroup ?? cgroup2Root();
+    if (!cgroup) {
+      this.#log.warn("no cgroup v2 hierarchy is mounted here: the node's own connections to Services are not translated (mount one, or set bpf.socketLbCgroup)");
+      return;
+    }
+    try {
+      const r = attachSockLb(dp, cgroup);
+      this.#log.info({ cgroup, netnsCookie: String(r.netnsCookie) }, 'socket LB attached: the node\'s own connections to Services get a backend at connect()');
+    } catch (err) {
+      this.#log.warn({ cgroup, err: (err as Error).message }, "socket LB not attached: the node's own connections to Services are not translated");
+    }
+  }
+
   /** Every device gets the programs loaded now (a map growth replaced them);
    *  `onlyStale`: only those running others. */
   #reattach(onlyStale = false): void {
@@ -428,6 +448,7 @@ export class Agent {
     if (!devices) return;
     const ext = this.cfg.devices.external;
     if (ext && !onlyStale && this.#externalMode) devices.attachExternal(ext, this.#externalMode);
+    if (!onlyStale) this.#attachSockLb();
     for (const r of this.#pods?.manager.records() ?? []) {
       if (onlyStale && devices.podAttached(r.hostIfindex)) continue;
       try {

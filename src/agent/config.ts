@@ -40,6 +40,8 @@ export interface AgentConfig {
   devices: { external?: string; externalMode: ExternalMode; detectExternal: boolean };
   bpf: {
     pinRoot: string; mapSizes: Partial<MapSizes>; initialMapSizes: Partial<MapSizes>; mapHighWater: number; conntrackMemoryRatio: number; loopbackAddress: string; dropEvents: boolean; hostRouting: boolean;
+    /** Services for the node's own sockets (sock-lb.ts), attached at socketLbCgroup (default: the cgroup v2 root mounted here). */
+    socketLb: boolean; socketLbCgroup?: string;
     /** The cluster's NodePort range (the API server's --service-node-port-range). */
     nodePortRange: { min: number; max: number };
     /** The skb->mark bit the programs set on pod packets they handled. */
@@ -114,6 +116,8 @@ const schema = {
         // Packets between pods of this node go straight from one veth to the
         // other (bpf_redirect_peer), past the node's IP stack and its netfilter.
         hostRouting: { type: 'boolean', default: true },
+        socketLb: { type: 'boolean', default: true },
+        socketLbCgroup: { type: 'string', minLength: 1 },
         // Source NAT never keeps a client port in this range, and the node's
         // own connections from it are tracked (their replies are not NodePort flows).
         nodePortRange: {

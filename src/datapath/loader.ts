@@ -42,6 +42,11 @@ const PROGRAMS = {
   toNetdev: { object: 'tc/to_netdev.o', name: 'hypha_to_netdev' },
   xdpNodeport: { object: 'xdp/nodeport.o', name: 'hypha_xdp_nodeport' },
   ctGc: { object: 'tc/ct_gc.o', name: 'hypha_ct_gc' },
+  // Socket LB for the node's own sockets (bpf/sock/lb_sock.c; sock-lb.ts attaches them).
+  sockConnect4: { object: 'sock/lb_sock.o', name: 'hypha_sock_connect4' },
+  sockSendmsg4: { object: 'sock/lb_sock.o', name: 'hypha_sock_sendmsg4' },
+  sockRecvmsg4: { object: 'sock/lb_sock.o', name: 'hypha_sock_recvmsg4' },
+  sockGetpeername4: { object: 'sock/lb_sock.o', name: 'hypha_sock_getpeername4' },
 } as const;
 
 /** The conntrack GC program's scratch map: the keys one run re-checks and

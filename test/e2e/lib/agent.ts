@@ -21,6 +21,10 @@ export const CLI = path.join(REPO, 'src/cli/main.ts');
 export const HYPHA_BIN = path.join(REPO, 'bin/hypha');
 
 export interface AgentOptions {
+  /** bpf.socketLb (default off here: it attaches at the machine's cgroup v2 root). */
+  socketLb?: boolean;
+  /** bpf.socketLbCgroup: a cgroup of the test's own (its clients are put there). */
+  socketLbCgroup?: string;
   pinRoot: string;
   /** Standalone mode: follow the Kubernetes YAML in this directory. */
   servicesDir?: string;
@@ -88,6 +92,8 @@ export class TestAgent {
         ...(opts.routing?.nodes ? { nodes: opts.routing.nodes } : {}), ...(opts.routing?.masquerade === undefined ? {} : { masquerade: opts.routing.masquerade }),
       },
       bpf: {
+        // Socket LB attaches at the machine's cgroup root: only where a test asks for it.
+        socketLb: opts.socketLb ?? false, ...(opts.socketLbCgroup ? { socketLbCgroup: opts.socketLbCgroup } : {}),
         pinRoot: opts.pinRoot, mapSizes: opts.mapSizes ?? { services: 8192, backends: 8192, affinity: 8192, ct: 65536 },
         ...(opts.initialMapSizes ? { initialMapSizes: opts.initialMapSizes } : {}), ...(opts.hostRouting === undefined ? {} : { hostRouting: opts.hostRouting }) },
       ...(opts.kubeconfig
