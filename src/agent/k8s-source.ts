@@ -8,6 +8,9 @@ import type { KubeClient } from '../k8s/client.ts';
 import { type InformerHooks, type InformerStatus, Informer, type ObjectMeta } from '../k8s/informer.ts';
 import { normalizeEndpointSlice, normalizeService } from '../services/normalize.ts';
 import { collectGarbage } from './gc.ts';
+
+/** kube-proxy's selector for the Services and EndpointSlices it implements. */
+export const SERVICE_SELECTOR = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
 import type { LbSync } from './lb-sync.ts';
 
 export interface K8sSourceOptions {
@@ -58,8 +61,12 @@ export class K8sSource {
     const { log } = this.#opts;
     const client = this.#opts.client;
     const informerOpts = { log, hooks: this.#opts.hooks, silenceMs: this.#opts.silenceMs, resyncMs: this.#opts.resyncMs };
-    const services = new Informer<ObjectMeta>(client, { resource: 'services', path: '/api/v1/services' }, informerOpts);
-    const slices = new Informer<ObjectMeta>(client, { resource: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices' }, informerOpts);
+    // As kube-proxy: a Service another proxy implements (service-proxy-name)
+    // or one marked headless is not ours, nor are its slices (they carry the
+    // Service's labels).
+    const query = { labelSelector: SERVICE_SELECTOR };
+    const services = new Informer<ObjectMeta>(client, { resource: 'services', path: '/api/v1/services', query }, informerOpts);
+    const slices = new Informer<ObjectMeta>(client, { resource: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices', query }, informerOpts);
     const nodes = new Informer<ObjectMeta>(client, {
       resource: 'nodes', path: '/api/v1/nodes', query: { fieldSelector: `metadata.name=${this.#opts.nodeName}` },
     }, informerOpts);

@@ -8,7 +8,8 @@ import * as native from '../../native/index.ts';
 import { svcKeyCodec } from '../../src/abi/lb-codecs.ts';
 import { HYPHA_BIN, eventually } from './lib/agent.ts';
 import { Cluster } from './lib/cluster.ts';
-import type { ServiceSpec } from './lib/manifests.ts';
+import type * as k8s from '@kubernetes/client-node';
+import { type ServiceSpec, serviceObject } from './lib/manifests.ts';
 import { lastJsonObject } from './lib/proc.ts';
 import { type Pod, toolArgv } from './lib/topology.ts';
 
@@ -80,6 +81,27 @@ describe('agent against a real API server', () => {
     assert.deepEqual([refused.ok, refused.error], [false, 'ECONNREFUSED']);
     await c.deleteService('gone');
     await eventually('gone removed', () => !frontends().includes('10.96.0.12:80/TCP'));
+  });
+
+  test('a Service another proxy implements (service-proxy-name) or marked headless is left alone, as kube-proxy leaves it; without the label it is served', async () => {
+    const other: ServiceSpec = { name: 'other-proxy', clusterIP: '10.96.0.116', ports: [{ name: 'http', port: 80, targetPort: 8080 }] };
+    const marked: ServiceSpec = { name: 'marked-headless', clusterIP: '10.96.0.117', ports: [{ name: 'http', port: 80, targetPort: 8080 }] };
+    for (const [spec, labels] of [[other, { 'service.kubernetes.io/service-proxy-name': 'foo-bar' }], [marked, { 'service.kubernetes.io/headless': '' }]] as const) {
+      const body = serviceObject(spec) as k8s.V1Service;
+      body.metadata = { ...body.metadata, labels };
+      await c.core.createNamespacedService({ namespace: 'default', body });
+      await c.applySlice(spec, Cluster.endpoints(backends), httpPort);
+    }
+    // A Service created after them is programmed: by then they would have been too.
+    const probe: ServiceSpec = { name: 'probe', clusterIP: '10.96.0.118', ports: [{ name: 'http', port: 80, targetPort: 8080 }] };
+    await c.applyService(probe);
+    await eventually('probe programmed', () => frontends().includes('10.96.0.118:80/TCP'));
+    assert.ok(!frontends().includes('10.96.0.116:80/TCP') && !frontends().includes('10.96.0.117:80/TCP'), frontends().join(' '));
+    const cur = await c.core.readNamespacedService({ name: 'other-proxy', namespace: 'default' });
+    cur.metadata = { ...cur.metadata, labels: {} };
+    await c.core.replaceNamespacedService({ name: 'other-proxy', namespace: 'default', body: cur });
+    await eventually('other-proxy programmed once its label is gone', () => agent().backendsOf('10.96.0.116:80/TCP')?.length === 3);
+    for (const n of ['other-proxy', 'marked-headless', 'probe']) await c.deleteService(n);
   });
 
   test('bad objects do not stop the agent: a slice of a Service that does not exist, 5 000 endpoints that do not fit', async () => {
