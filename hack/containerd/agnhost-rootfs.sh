@@ -9,10 +9,13 @@
 # group upstream's image defines (user-defined-in-image 1000,
 # group-defined-in-image 50000).
 #
-#   agnhost-rootfs.sh ROOTFS_DIR AGNHOST_BINARY AGNHOST_SOURCE_DIR
+# and /coredns, as upstream's image has it (the DNS specs start their own
+# server with it).
+#
+#   agnhost-rootfs.sh ROOTFS_DIR AGNHOST_BINARY AGNHOST_SOURCE_DIR COREDNS_BINARY
 set -euo pipefail
-[ $# -eq 3 ] || { echo "usage: $0 ROOTFS_DIR AGNHOST_BINARY AGNHOST_SOURCE_DIR" >&2; exit 2; }
-root=$1 agnhost=$2 src=$3
+[ $# -eq 4 ] || { echo "usage: $0 ROOTFS_DIR AGNHOST_BINARY AGNHOST_SOURCE_DIR COREDNS_BINARY" >&2; exit 2; }
+root=$1 agnhost=$2 src=$3 coredns=$4
 tools=(/bin/dash /usr/bin/curl /usr/bin/dig /usr/bin/nslookup /usr/bin/nc.openbsd /usr/sbin/ip /usr/bin/bash /usr/bin/iperf /usr/bin/getent /usr/sbin/conntrack)
 for t in /usr/bin/busybox "${tools[@]}"; do
   [ -x "$t" ] || { echo "agnhost-rootfs: $t is missing (make deps installs busybox-static, curl, bind9-dnsutils, netcat-openbsd, iproute2, iperf, conntrack)" >&2; exit 1; }
@@ -20,6 +23,7 @@ done
 mkdir -p "$root"/{bin,usr/bin,usr/sbin,etc,tmp,uploads,root}
 chmod 1777 "$root/tmp"
 cp "$agnhost" "$root/agnhost"
+cp "$coredns" "$root/coredns"
 ln -s agnhost "$root/agnhost-2"
 # busybox (static) provides the small tools in /bin; the real tools in
 # /usr/bin and /usr/sbin come first on PATH. /bin/sh is dash, not busybox:

@@ -109,7 +109,7 @@ $(AGNHOST_IMAGE_TAR): | $(AGNHOST) $(APT_STAMP)
 	@mkdir -p $(@D)
 	@set -e; src='$(K8S_SRC_DIR)'; ver=$$(cat $$src/test/images/agnhost/VERSION); \
 	  root=$$(mktemp -d $@.rootfs.XXXXXX); trap 'rm -rf "$$root"' EXIT; \
-	  $(CTRD_HACK)/agnhost-rootfs.sh $$root $(AGNHOST) $$src/test/images/agnhost; \
+	  $(CTRD_HACK)/agnhost-rootfs.sh $$root $(AGNHOST) $$src/test/images/agnhost $(COREDNS); \
 	  export OCI_ENV='PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'; \
 	  $(CTRD_HACK)/oci-image.sh $(E2E_BUSYBOX_IMAGE_TAR) registry.k8s.io/e2e-test-images/busybox:1.37.0-1 $$root / '' '' sh; \
 	  $(CTRD_HACK)/oci-image.sh $(E2E_DNSUTILS_IMAGE_TAR) registry.k8s.io/e2e-test-images/glibc-dns-testing:2.0.0 $$root / '' '' bash; \

@@ -66,3 +66,6 @@ coredns-versions:
 	@echo "COREDNS=$(COREDNS)"
 	@echo "COREDNS_IMAGE=$(COREDNS_IMAGE)"
 	@echo "COREDNS_IMAGE_TAR=$(COREDNS_IMAGE_TAR)"
+
+# The agnhost test image carries CoreDNS too (hack/containerd/agnhost-rootfs.sh).
+$(AGNHOST_IMAGE_TAR): | $(COREDNS)

@@ -12,6 +12,7 @@ import { ConfigFlags, layouts } from '../abi/abi.gen.ts';
 import { Devices } from '../datapath/devices.ts';
 import { detectExternalDevice } from '../datapath/external-device.ts';
 import { attachSockLb, cgroup2Root } from '../datapath/sock-lb.ts';
+import { HealthCheckServers } from './health-check.ts';
 import { readDrops } from '../datapath/drops.ts';
 import { ENDPOINTS_MAP, EndpointsMap } from '../datapath/endpoints-reconciler.ts';
 import { IPCACHE_MAP, ipcacheKeyCodec, ipcacheValCodec } from '../datapath/ipcache-reconciler.ts';
@@ -56,6 +57,8 @@ export class Agent {
   #dp: Datapath | undefined;
   #rtnl: Rtnl | undefined;
   #sync: LbSync | undefined;
+  #healthChecks: HealthCheckServers | undefined;
+  #healthTimer: NodeJS.Timeout | undefined;
   #table: LbTable | undefined;
   #lb: LbReconciler | undefined;
   #pods: Pods | undefined;
@@ -194,6 +197,9 @@ export class Agent {
       table: this.#table, reconciler: this.#lb, node: this.nodeInfo(), log, metrics, gated: k8s !== undefined, externalIPs: this.cfg.services.externalIPs,
       reserve: (need) => growth.ensure(need),
     });
+    // Health check node ports: checked every second (only Services that have one).
+    this.#healthChecks = new HealthCheckServers(log);
+    this.#healthTimer = setInterval(() => this.#healthChecks?.update(this.#sync?.healthChecks() ?? []), 1000);
 
     // NetworkPolicy: compiled over identities and this node's endpoints into
     // the policy maps. Made before the CNI socket opens: every ADD closes its
@@ -493,6 +499,8 @@ export class Agent {
 
   async stop(): Promise<void> {
     clearInterval(this.#resyncTimer);
+    clearInterval(this.#healthTimer);
+    this.#healthChecks?.close();
     this.#ctGc?.stop();
     this.#source?.stop();
     this.#k8s?.stop();

@@ -57,6 +57,8 @@ export class LbSync {
   /** service key -> its slices' keys */
   readonly #slicesOf = new Map<string, Set<string>>();
   readonly #dirty = new Set<string>();
+  /** Services with a healthCheckNodePort (healthChecks()). */
+  readonly #healthChecked = new Set<string>();
   readonly #reserve: ((need: LbCapacity) => Promise<void>) | undefined;
   #flushing = false;
   #again = false;
@@ -149,8 +151,30 @@ export class LbSync {
   setService(key: string, svc: Service | undefined): void {
     if (svc) this.#services.set(key, svc);
     else this.#services.delete(key);
+    if (svc?.healthCheckNodePort) this.#healthChecked.add(key);
+    else this.#healthChecked.delete(key);
     this.#markDirty(key);
     this.#schedule();
+  }
+
+  /**
+   * Every Service with a healthCheckNodePort and its ready endpoints on this
+   * node (not terminating), as kube-proxy's health check server counts them.
+   */
+  healthChecks(): { port: number; namespace: string; name: string; localEndpoints: number }[] {
+    const out = [];
+    for (const key of this.#healthChecked) {
+      const svc = this.#services.get(key);
+      if (!svc?.healthCheckNodePort) continue;
+      const local = new Set<string>();
+      for (const sk of this.#slicesOf.get(key) ?? []) {
+        for (const e of this.#slices.get(sk)?.endpoints ?? []) {
+          if (e.nodeName === this.#node.name && e.ready && !e.terminating) local.add(e.address);
+        }
+      }
+      out.push({ port: svc.healthCheckNodePort, namespace: svc.namespace, name: svc.name, localEndpoints: local.size });
+    }
+    return out;
   }
 
   setSlice(key: string, slice: EndpointSlice | undefined): void {

@@ -39,6 +39,8 @@ export interface Service {
   /** metadata.creationTimestamp (RFC 3339); '' or absent when unknown. Two
    *  Services claiming one frontend are ordered by it (then by name). */
   created?: string;
+  /** spec.healthCheckNodePort (LoadBalancer with externalTrafficPolicy Local): the agent answers on it. */
+  healthCheckNodePort?: number;
   /** IPv6 cluster IPs: the datapath serves IPv4 only, so these are reported, not served. */
   ipv6ClusterIPs?: string[];
   /** spec.ipFamilies is [IPv6], or every cluster IP is IPv6: nothing of it is served. */

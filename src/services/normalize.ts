@@ -160,6 +160,11 @@ export function normalizeService(raw: unknown): Normalized<Service> {
   };
   const externalTrafficPolicy = policy('spec.externalTrafficPolicy', spec.externalTrafficPolicy);
   const internalTrafficPolicy = policy('spec.internalTrafficPolicy', spec.internalTrafficPolicy);
+  let healthCheckNodePort: number | undefined;
+  if (spec.healthCheckNodePort !== undefined && spec.healthCheckNodePort !== 0) {
+    if (isPort(spec.healthCheckNodePort)) healthCheckNodePort = spec.healthCheckNodePort;
+    else bad('spec.healthCheckNodePort', spec.healthCheckNodePort, 'is not a port (1..65535)');
+  }
 
   if (problems.length > 0) return { problems };
   return {
@@ -178,6 +183,7 @@ export function normalizeService(raw: unknown): Normalized<Service> {
       externalTrafficPolicy,
       internalTrafficPolicy,
       created: str(meta.creationTimestamp) ?? '',
+      ...(healthCheckNodePort ? { healthCheckNodePort } : {}),
       ...(ipv6ClusterIPs.length > 0 ? { ipv6ClusterIPs } : {}),
       ...(ipv6Only ? { ipv6Only } : {}),
     },

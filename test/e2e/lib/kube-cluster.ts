@@ -208,7 +208,6 @@ export class KubeCluster {
       serverTLSBootstrap: false,
       protectKernelDefaults: false,
       makeIPTablesUtilChains: false,
-      localStorageCapacityIsolation: false,
       nodeStatusUpdateFrequency: '4s',
       syncFrequency: '10s',
       fileCheckFrequency: '5s',
