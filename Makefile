@@ -50,7 +50,7 @@ test-bpf: build bpffs
 	$(NODE_TEST) test/bpf/*.test.ts
 
 # Real traffic through network namespaces (root).
-test-e2e: build bpffs
+test-e2e: build bpffs image e2e-network-test
 	$(NODE_TEST) test/e2e/*.test.ts
 
 # Everything, in order of cost. Runs as root on a fresh machine: deps and the
