@@ -9,7 +9,8 @@ export HYPHA_IMAGE HYPHA_IMAGE_TAR
 
 .PHONY: image
 image: $(HYPHA_IMAGE_TAR)
-$(HYPHA_IMAGE_TAR): build deploy/image/build.sh bin/hypha $(PORTMAP)
+# Rebuilt when what goes in changes (build itself is phony: order-only).
+$(HYPHA_IMAGE_TAR): $(BPF_OBJECTS) $(NATIVE_ADDON) $(CNI_SHIM) .cache/js/.stamp package-lock.json deploy/image/build.sh bin/hypha $(PORTMAP) | build
 	@mkdir -p $(@D)
 	deploy/image/build.sh $@ $(HYPHA_IMAGE)
 
