@@ -159,7 +159,7 @@ export class LbSync {
 
   /**
    * Every Service with a healthCheckNodePort and its ready endpoints on this
-   * node (not terminating), as kube-proxy's health check server counts them.
+   * node, as kube-proxy's health check server counts them.
    */
   healthChecks(): { port: number; namespace: string; name: string; localEndpoints: number }[] {
     const out = [];
@@ -169,7 +169,7 @@ export class LbSync {
       const local = new Set<string>();
       for (const sk of this.#slicesOf.get(key) ?? []) {
         for (const e of this.#slices.get(sk)?.endpoints ?? []) {
-          if (e.nodeName === this.#node.name && e.ready && !e.terminating) local.add(e.address);
+          if (e.nodeName === this.#node.name && e.ready) local.add(e.address);
         }
       }
       out.push({ port: svc.healthCheckNodePort, namespace: svc.namespace, name: svc.name, localEndpoints: local.size });

@@ -167,3 +167,8 @@ describe('compileService', () => {
     assert.match(c.problems[0]?.message ?? '', /Service default\/big: spec.ports\[0\] \(http\) endpoints: 20 exceed the 10 backends/);
   });
 });
+
+test('publishNotReadyAddresses: an endpoint the slice calls ready takes new flows even while terminating, as kube-proxy reads it', () => {
+  const out = compileService(svc('pnr'), [slice('pnr', [{ ip: '10.0.0.1', ready: true, serving: false, terminating: true }, { ip: '10.0.0.2', ready: false, serving: true, terminating: true }])], node);
+  assert.deepEqual(out.frontends[0]!.scopes.map((sc) => sc.slots), [['10.0.0.1:8080']]);
+});

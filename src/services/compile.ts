@@ -5,7 +5,8 @@
 //    ClusterIPs, node addresses at the NodePort, ExternalIPs, LoadBalancer IPs;
 //  - the endpoints of a Service port are found through the slices' port of
 //    the same name (the endpoints controller has resolved named targetPorts);
-//  - ready (and not terminating) endpoints take new flows; when none is,
+//  - ready endpoints take new flows (a ready one that terminates exists only
+//    with publishNotReadyAddresses, which asks for it); when none is,
 //    serving-and-terminating ones do (graceful termination); the rest take
 //    none (conditions as kube-proxy reads them: see normalize.ts);
 //  - internalTrafficPolicy Local limits ClusterIP traffic to this node's
@@ -120,10 +121,12 @@ function endpointsFor(port: ServicePort, slices: readonly EndpointSlice[], node:
     const sp = slice.ports.find((p) => p.name === port.name && p.protocol === port.protocol);
     if (!sp) continue;
     for (const ep of slice.endpoints) {
-      // Ready and not terminating: takes new flows. Serving and terminating:
+      // Ready: takes new flows (as kube-proxy, whatever `terminating` says:
+      // only a Service with publishNotReadyAddresses has ready endpoints
+      // that terminate, and it asks for them). Serving and terminating:
       // kept for its open flows, and the fallback when nothing is ready.
       // Anything else (not ready, not terminating) is not a backend.
-      if (!(ep.ready && !ep.terminating) && !(ep.serving && ep.terminating)) continue;
+      if (!ep.ready && !(ep.serving && ep.terminating)) continue;
       const cand = candidate(ep.address, sp.port, ep, node);
       const prev = byKey.get(cand.key);
       // The same endpoint in two slices (a slice being replaced): the most
@@ -139,8 +142,8 @@ function candidate(addr: string, port: number, ep: Endpoint, node: NodeInfo): Ca
     key: `${addr}:${port}`,
     addr,
     port,
-    ready: ep.ready && !ep.terminating,
-    terminating: !(ep.ready && !ep.terminating),
+    ready: ep.ready,
+    terminating: !ep.ready,
     local: ep.nodeName !== '' && ep.nodeName === node.name,
     nodeName: ep.nodeName,
   };
