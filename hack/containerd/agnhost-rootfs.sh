@@ -3,7 +3,8 @@
 # (k8s.io/kubernetes test/images/agnhost) makes it on Alpine, from what this
 # machine has instead of a registry: /agnhost (and the agnhost-2 link), the
 # shell tools the e2e specs run inside it (busybox for sh and the coreutils,
-# curl, dig/nslookup, nc (OpenBSD), ip, bash, iperf, glibc's getent, conntrack)
+# curl, dig/nslookup, nc (OpenBSD), ip, bash, iperf, glibc's getent, conntrack, wget: Debian's static busybox wget crashes
+# resolving through glibc's NSS)
 # with the shared libraries
 # ldd names, the porter's localhost certificate, /uploads, and the user and
 # group upstream's image defines (user-defined-in-image 1000,
@@ -16,9 +17,9 @@
 set -euo pipefail
 [ $# -eq 4 ] || { echo "usage: $0 ROOTFS_DIR AGNHOST_BINARY AGNHOST_SOURCE_DIR COREDNS_BINARY" >&2; exit 2; }
 root=$1 agnhost=$2 src=$3 coredns=$4
-tools=(/bin/dash /usr/bin/curl /usr/bin/dig /usr/bin/nslookup /usr/bin/nc.openbsd /usr/sbin/ip /usr/bin/bash /usr/bin/iperf /usr/bin/getent /usr/sbin/conntrack)
+tools=(/bin/dash /usr/bin/curl /usr/bin/dig /usr/bin/nslookup /usr/bin/nc.openbsd /usr/sbin/ip /usr/bin/bash /usr/bin/iperf /usr/bin/getent /usr/sbin/conntrack /usr/bin/wget)
 for t in /usr/bin/busybox "${tools[@]}"; do
-  [ -x "$t" ] || { echo "agnhost-rootfs: $t is missing (make deps installs busybox-static, curl, bind9-dnsutils, netcat-openbsd, iproute2, iperf, conntrack)" >&2; exit 1; }
+  [ -x "$t" ] || { echo "agnhost-rootfs: $t is missing (make deps installs busybox-static, curl, bind9-dnsutils, netcat-openbsd, iproute2, iperf, conntrack, wget)" >&2; exit 1; }
 done
 mkdir -p "$root"/{bin,usr/bin,usr/sbin,etc,tmp,uploads,root}
 chmod 1777 "$root/tmp"

@@ -498,6 +498,8 @@ export interface Runtime {
   readonly pauseImage: string;
   /** containerd's mount namespace (/proc/<pid>/ns/mnt): a kubelet node's paths are there. */
   readonly mountNsPath: string;
+  /** containerd's UTS namespace (a kubelet node's hostname). */
+  readonly utsNsPath: string;
   /** cgroup.procs a process writes itself into to be part of this runtime (killed and cleaned up with it). */
   readonly trackProcsPath: string;
   /** Where a kubelet node's NODE_PATHS entry lives on the host: <dir>/node/<path>. */
@@ -645,6 +647,7 @@ if [ "$6" = kubelet-node ]; then
   done
   mount --make-shared /run/netns
   mount -t bpf bpf /sys/fs/bpf
+  hostname "$7"
 fi
 exec >>"$5" 2>&1
 exec "$3" --config "$4"
@@ -727,6 +730,10 @@ class ContainerdRuntime implements Runtime {
     return `/proc/${this.#proc?.pid ?? 0}/ns/mnt`;
   }
 
+  get utsNsPath(): string {
+    return `/proc/${this.#proc?.pid ?? 0}/ns/uts`;
+  }
+
   get trackProcsPath(): string {
     return join(this.#trackDir, 'daemon', 'cgroup.procs');
   }
@@ -771,10 +778,12 @@ class ContainerdRuntime implements Runtime {
     await writeFile(this.#crictlConfig, `runtime-endpoint: ${endpoint}\nimage-endpoint: ${endpoint}\ntimeout: 60\ndebug: false\npull-image-on-create: false\n`);
     const binDirs = [...new Set([dirname(this.binaries.containerd), dirname(this.binaries.runc)])];
     this.#proc = this.#topo.spawn(this.node, [
-      'unshare', '--mount', '--propagation', 'private', '--',
+      // A kubelet node also gets its own UTS namespace: its hostname is the
+      // node's name (hostNetwork pods share it, as on a real node).
+      'unshare', '--mount', ...(this.#opts.kubeletNode === true ? ['--uts'] : []), '--propagation', 'private', '--',
       'sh', '-c', LAUNCHER, 'containerd-launcher',
       join(this.#trackDir, 'daemon', 'cgroup.procs'), this.dir, this.binaries.containerd, this.configPath, this.logPath,
-      this.#opts.kubeletNode === true ? 'kubelet-node' : 'plain',
+      this.#opts.kubeletNode === true ? 'kubelet-node' : 'plain', this.node.name,
     ], {
       env: { PATH: [...binDirs, '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'].join(':'), ...this.#opts.env },
       context: `containerd of node ${this.node.name}`,

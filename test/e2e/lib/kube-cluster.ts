@@ -223,7 +223,7 @@ export class KubeCluster {
       'sh', '-c', 'echo $$ > "$1"; shift; exec "$@"', 'kubelet-launcher', runtime.trackProcsPath,
       this.bins.kubelet, `--config=${configPath}`, `--kubeconfig=${kubeconfig}`,
       `--hostname-override=${node.name}`, `--node-ip=${node.ip}`, '--v=1',
-    ], kubeNode.kubeletLog, ['nsenter', `--mount=${runtime.mountNsPath}`, '--']);
+    ], kubeNode.kubeletLog, ['nsenter', `--mount=${runtime.mountNsPath}`, `--uts=${runtime.utsNsPath}`, '--']);
   }
 
   /** A command on a node as its kubelet and DaemonSets see it: the node's netns and mount namespace (its /etc/cni/net.d, /sys/fs/bpf, ...). */
