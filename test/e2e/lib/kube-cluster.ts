@@ -262,8 +262,10 @@ export class KubeCluster {
    */
   async installHypha(opts: { timeoutMs?: number } = {}): Promise<void> {
     const timeoutMs = opts.timeoutMs ?? 180_000;
-    await this.kubectl(['-n', 'kube-system', 'create', 'configmap', 'hypha-apiserver',
+    // Created or left as it is (a reinstall: it is not part of deploy/).
+    const cm = await this.kubectl(['-n', 'kube-system', 'create', 'configmap', 'hypha-apiserver', '--dry-run=client', '-o', 'yaml',
       `--from-literal=KUBERNETES_SERVICE_HOST=${this.host.ip}`, '--from-literal=KUBERNETES_SERVICE_PORT=6443']);
+    await this.kubectl(['apply', '-f', '-'], { input: cm.stdout });
     this.#progress('kubectl apply -k deploy/');
     await this.kubectl(['apply', '-k', path.join(REPO_ROOT, 'deploy')], { timeoutMs: 120_000 });
     await this.kubectl(['-n', 'kube-system', 'rollout', 'status', 'daemonset/hypha-agent', `--timeout=${Math.round(timeoutMs / 1000)}s`], { timeoutMs: timeoutMs + 10_000 });
