@@ -19,6 +19,7 @@ $(HYPHA_IMAGE_TAR): $(BPF_OBJECTS) $(NATIVE_ADDON) $(CNI_SHIM) .cache/js/.stamp 
 # bench/results/conformance.json, summary in docs/conformance.md). Long: its
 # own target, not part of make test (which runs its smoke set).
 #   make conformance CONFORMANCE_ARGS='--set netpol --procs 3'
+#   make conformance CONFORMANCE_KUBECONFIG=<file>   against a cluster with Hypha (kind-e2e)
 .PHONY: conformance
 conformance: image e2e-network-test k8s-bins containerd-bins bpffs
-	$(NODE) scripts/conformance.ts $(CONFORMANCE_ARGS)
+	$(NODE) scripts/conformance.ts $(if $(CONFORMANCE_KUBECONFIG),--kubeconfig $(CONFORMANCE_KUBECONFIG)) $(CONFORMANCE_ARGS)

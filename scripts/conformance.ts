@@ -4,6 +4,7 @@
 //
 //   node scripts/conformance.ts [--set all|conformance|netpol|services|smoke]
 //        [--focus RE] [--nodes N] [--procs P] [--out FILE] [--keep]
+//        [--kubeconfig FILE]   an existing cluster with Hypha installed (kind)
 //
 // The specs run from the control-plane host's network namespace (on the
 // fabric with the nodes, as a test machine is in a real cluster) through the
@@ -11,11 +12,13 @@
 // per spec: {"spec", "result", "seconds"}, plus the specs skipped on purpose
 // with the reason) and a summary on stdout. Specs outside what this cluster
 // can have (SKIPS) are never run; every other spec in the chosen set counts.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { REPO_ROOT } from '../test/e2e/lib/apiserver.ts';
+import { type K8sBinaries, k8sBinaries, REPO_ROOT } from '../test/e2e/lib/apiserver.ts';
+import { Proc, run } from '../test/e2e/lib/proc.ts';
 import { KubeCluster } from '../test/e2e/lib/kube-cluster.ts';
 
 /** Specs this cluster cannot have, and why: scope, never a failure hidden. */
@@ -77,29 +80,45 @@ export function rowsFromReport(report: Array<{ SpecReports?: SpecReport[] }>): R
 
 
 /** Run e2e-network.test's specs matching focus/labels (minus SKIPS) against a cluster; rows from ginkgo's JSON report. */
-export async function runSpecs(cluster: KubeCluster, opts: { focus: string; labels: string; procs: number; say: (line: string) => void }): Promise<{ rows: Row[]; status: unknown; log: string }> {
+/** Where the specs run: a KubeCluster of this machine, or any cluster by its kubeconfig (kind). */
+export interface SpecTarget {
+  kubeconfig: string;
+  nodes: number;
+  work: string;
+  bins: K8sBinaries;
+  /** Start argv where the cluster's addresses are reachable. */
+  spawn(argv: readonly string[], env: NodeJS.ProcessEnv): Proc;
+}
+
+export function clusterTarget(cluster: KubeCluster): SpecTarget {
+  return {
+    kubeconfig: cluster.cp.kubeconfigPath, nodes: cluster.nodes.length, work: cluster.work, bins: cluster.bins,
+    spawn: (argv, env) => cluster.topo.spawn(cluster.host, argv, { env, context: 'ginkgo' }),
+  };
+}
+
+export async function runSpecs(target: SpecTarget | KubeCluster, opts: { focus: string; labels: string; procs: number; say: (line: string) => void }): Promise<{ rows: Row[]; status: unknown; log: string }> {
+  const t = target instanceof KubeCluster ? clusterTarget(target) : target;
   const { say } = opts;
   const skip = SKIPS.map((s) => s.re).join('|');
-  const out = path.join(cluster.work, 'e2e');
+  const out = path.join(t.work, 'e2e');
   mkdirSync(out, { recursive: true });
   const report = path.join(out, 'report.json');
   const e2eLog = path.join(out, 'e2e.log');
-  const bins = cluster.bins;
+  const bins = t.bins;
   const argv = [
     bins.ginkgo, `--procs=${opts.procs}`, '--timeout=4h', '--no-color', '--keep-going', `--output-dir=${out}`, '--json-report=report.json',
     `--focus=${opts.focus}`, `--skip=${skip}`, `--label-filter=${opts.labels}`,
     bins.e2eNetworkTest, '--',
-    `--kubeconfig=${cluster.cp.kubeconfigPath}`, '--provider=local', `--kubectl-path=${bins.kubectl}`,
-    `--report-dir=${out}`, `--e2e-output-dir=${out}`, `--num-nodes=${cluster.nodes.length}`, '--allowed-not-ready-nodes=0',
+    `--kubeconfig=${t.kubeconfig}`, '--provider=local', `--kubectl-path=${bins.kubectl}`,
+    `--report-dir=${out}`, `--e2e-output-dir=${out}`, `--num-nodes=${t.nodes}`, '--allowed-not-ready-nodes=0',
     '--dump-logs-on-failure=false', '--disable-log-dump',
   ];
   say(`running the specs (log: ${e2eLog})`);
   // ginkgo in a process group of its own (setsid): its e2e-network.test
   // processes go with it, by group, whatever way this run ends.
-  const proc = cluster.topo.spawn(cluster.host, ['setsid', 'sh', '-c', 'log=$1; shift; cd "$(dirname "$log")" && exec "$@" >>"$log" 2>&1', 'e2e', e2eLog, ...argv], {
-    env: { ...process.env, PATH: `${path.dirname(bins.kubectl)}:${process.env.PATH ?? ''}`, HOME: out },
-    context: 'ginkgo',
-  });
+  const proc = t.spawn(['setsid', 'sh', '-c', 'log=$1; shift; cd "$(dirname "$log")" && exec "$@" >>"$log" 2>&1', 'e2e', e2eLog, ...argv],
+    { ...process.env, PATH: `${path.dirname(bins.kubectl)}:${process.env.PATH ?? ''}`, HOME: out });
   const killGroup = (): void => {
     try {
       process.kill(-proc.pid, 'SIGKILL');
@@ -129,6 +148,21 @@ export async function runSpecs(cluster: KubeCluster, opts: { focus: string; labe
   return { rows, status, log: e2eLog };
 }
 
+/** The specs against an existing cluster (its kubeconfig), from this machine's own network namespace. */
+async function runAgainst(kubeconfig: string, o: { focus: string; labels: string; procs: number; say: (l: string) => void; out: string; set: string }): Promise<void> {
+  const bins = await k8sBinaries({});
+  const nodes = JSON.parse((await run([bins.kubectl, `--kubeconfig=${kubeconfig}`, 'get', 'nodes', '-o', 'json'])).stdout) as { items: unknown[] };
+  const work = mkdtempSync(path.join(tmpdir(), 'hypha-conformance-'));
+  o.say(`conformance against ${kubeconfig}: ${nodes.items.length} nodes, ${o.procs} ginkgo processes`);
+  const t0 = Date.now();
+  const { rows, status } = await runSpecs({ kubeconfig, nodes: nodes.items.length, work, bins, spawn: (argv, env) => Proc.start(argv, { env }) }, o);
+  const ran = rows.filter((r) => r.result !== 'skipped');
+  const failed = ran.filter((r) => r.result === 'failed');
+  writeFileSync(o.out, `${JSON.stringify({ date: new Date().toISOString(), set: o.set, kubeconfig, kubernetes: bins.kubernetesVersion, seconds: Math.round((Date.now() - t0) / 1000), counts: { passed: ran.length - failed.length, failed: failed.length }, skippedOnPurpose: SKIPS, rows: ran }, null, 1)}\n`);
+  o.say(`ginkgo exited ${JSON.stringify(status)}; ${ran.length - failed.length} passed, ${failed.length} failed; written to ${o.out} (logs in ${work})`);
+  process.exit(ran.length > 0 && failed.length === 0 ? 0 : 1);
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -138,6 +172,8 @@ async function main(): Promise<void> {
       procs: { type: 'string', default: '4' },
       out: { type: 'string', default: path.join(REPO_ROOT, 'bench/results/conformance.json') },
       keep: { type: 'boolean', default: false },
+      // An existing cluster with Hypha installed (kind: make kind-e2e); default a local one.
+      kubeconfig: { type: 'string' },
     },
   });
   const set = SETS[values.set ?? 'all'];
@@ -149,6 +185,10 @@ async function main(): Promise<void> {
   const skip = SKIPS.map((s) => s.re).join('|');
   const t0 = Date.now();
   const say = (line: string): void => console.log(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(5)} s] ${line}`);
+  if (values.kubeconfig) {
+    await runAgainst(values.kubeconfig, { focus, labels: set.labels, procs, say, out: values.out!, set: values.set ?? 'all' });
+    return;
+  }
   const image = process.env.HYPHA_IMAGE_TAR;
   if (!image || !existsSync(image)) throw new Error(`HYPHA_IMAGE_TAR ${JSON.stringify(image)} is not an image archive (run through make conformance, which builds it)`);
   const log = pino({ level: 'warn' }, pino.destination(2));

@@ -53,5 +53,5 @@ k -n kube-system rollout status deployment/hypha-operator --timeout="$KIND_TIMEO
 k wait --for=condition=Ready nodes --all --timeout="$KIND_TIMEOUT"
 k get nodes -o wide
 
-step "make conformance KUBECONFIG=$KIND_KUBECONFIG"
-"${MAKE:-make}" --no-print-directory conformance KUBECONFIG="$KIND_KUBECONFIG"
+step "make conformance CONFORMANCE_KUBECONFIG=$KIND_KUBECONFIG"
+"${MAKE:-make}" --no-print-directory conformance CONFORMANCE_KUBECONFIG="$KIND_KUBECONFIG"
