@@ -475,6 +475,15 @@ static __always_inline int hypha_tc_to_netdev(struct __sk_buff *skb)
 		return hypha_tc_exit(skb, ret == HYPHA_LB_DONE ? 0 : ret, HYPHA_HOOK_TO_NETDEV, &p, 0);
 	}
 	hypha_frag_track(&p);
+	/* The reply of a NodePort (or ExternalIP) flow whose backend is this
+	 * node itself (a hostNetwork endpoint): the host stack answered from
+	 * the backend's port, and no other hook saw it; the frontend goes back
+	 * here, as kube-proxy's conntrack un-DNAT does. */
+	if (hypha_lb4_reverse(&p, &nat, now, 0) == HYPHA_LB_NAT) {
+		ret = hypha_tc_nat4(skb, &p, &nat);
+		return hypha_tc_exit(skb, ret, HYPHA_HOOK_TO_NETDEV, &p, 0);
+	}
+	__builtin_memset(&nat, 0, sizeof(nat));
 	hypha_tc_note_host(skb, &p, cfg, now);
 	ret = hypha_masq_egress(&p, cfg, &nat, now);
 	if (ret == HYPHA_LB_NAT)

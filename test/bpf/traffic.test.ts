@@ -35,6 +35,8 @@ function program(h: BpfHarness): void {
   );
   h.service(svc('np', { type: 'NodePort', clusterIPs: ['10.96.0.31'], ports: np(30080) }), [slice('np', ['10.244.0.31'])]);
   h.service(svc('remote', { type: 'NodePort', clusterIPs: ['10.96.0.34'], ports: np(30084) }), [slice('remote', [{ ip: REMOTE_BACKEND, node: 'node-b' }])]);
+  // A NodePort whose endpoint is this node itself (a hostNetwork pod).
+  h.service(svc('hostnet', { type: 'NodePort', clusterIPs: ['10.96.0.35'], ports: np(30085) }), [slice('hostnet', [{ ip: NODE_IP, node: 'node-a' }])]);
   // The kubernetes Service: its backend (the API server) is outside the cluster.
   h.service(svc('kubernetes', { clusterIPs: ['10.96.0.1'], ports: [{ name: 'https', protocol: 'TCP', port: 443, targetPort: 6443, nodePort: 0 }] }),
     [slice('kubernetes', [OUTSIDE], { ports: [{ name: 'https', protocol: 'TCP', port: 6443 }] })]);
@@ -268,6 +270,18 @@ describe('real traffic (BPF_PROG_TEST_RUN)', () => {
       for (const f of back) assert.equal(parsePacket(f).dst, CLIENT);
       const p = parsePacket(reassemble(back));
       assert.deepEqual([p.dst, p.dport, p.l4ChecksumOk], [CLIENT, 5303, true]);
+    });
+  });
+
+  describe('1c. a NodePort whose endpoint is the node itself', () => {
+    test('from outside: the host answers from the backend port and to_netdev gives the reply the NodePort back', () => {
+      const syn = send('fromNetdev', { src: OUTSIDE, dst: NODE_IP, proto: 'tcp', sport: 45001, dport: 30085, flags: ['SYN'] });
+      assert.deepEqual([syn.verdict, syn.p.dst, syn.p.dport], [TC_ACT_OK, NODE_IP, 8080]);
+      const reply = send('toNetdev', { src: NODE_IP, dst: OUTSIDE, proto: 'tcp', sport: 8080, dport: 45001, flags: ['SYN', 'ACK'] });
+      assert.deepEqual([reply.verdict, reply.p.src, reply.p.sport, reply.p.l4ChecksumOk], [TC_ACT_OK, NODE_IP, 30085, true]);
+      // The node's own traffic from that port to elsewhere is left alone.
+      const other = send('toNetdev', { src: NODE_IP, dst: INTERNET, proto: 'tcp', sport: 8080, dport: 45001, flags: ['SYN', 'ACK'] });
+      assert.equal(other.p.sport, 8080);
     });
   });
 
