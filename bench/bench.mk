@@ -38,9 +38,12 @@ $(BENCH_BUILD)/floor.o: bench/bpf/floor.c | $(APT_STAMP)
 BUILD_TARGETS += $(BENCH_BUILD)/floor.o
 
 # `make bench-lb`: Service translation cost and new-connection rate for 1 to
-# 100 000 Services, Hypha next to kube-proxy's iptables (nft and legacy) and
-# nftables rulesets in the same run; bench/results/lb-scaling.{json,png}.
-# Takes about half an hour. BENCH_ARGS passes options (--services, --runs ...).
+# 100 000 Services, Hypha next to the real kube-proxy binary (v1.36.3, make
+# k8s-bins) in iptables mode (through iptables-nft and iptables-legacy) and
+# nftables mode, watching a kube-apiserver that holds the same Services, in the
+# same run; past --binary-max (iptables-nft: 1 000) kube-proxy's generated
+# ruleset stands in; bench/results/lb-scaling.{json,png}. Takes about 40
+# minutes. BENCH_ARGS passes options (--services, --runs, --binary-max ...).
 # Runs bench-ct first.
 .PHONY: bench-lb
 bench-lb: build bpffs bench-ct
@@ -59,10 +62,13 @@ bench-ct: build bpffs $(CT_PERCPU_OBJECTS)
 	$(NODE) bench/ct-capacity.ts $(BENCH_CT_ARGS)
 
 # `make bench-control`: the agent against a real kube-apiserver: EndpointSlice
-# change to datapath latency, cold sync time and peak RSS for 1 000 to 25 000
-# Services, and kube-proxy's ruleset load and one-change times side by side;
-# bench/results/control-plane.{json,png}. Creating 25 000 Services through the
-# API takes several minutes.
+# change to datapath latency, cold sync time and peak RSS for 1 000 to 100 000
+# Services, and the real kube-proxy binary against the same API server
+# (iptables-nft, iptables-legacy, nftables: cold sync, peak RSS, change to
+# rules) side by side; generated rulesets' load and one-change times only past
+# --binary-max; bench/results/control-plane.{json,png}. Creating the Services
+# through the API dominates (about 3 minutes per 10 000 here, slower past
+# 50 000). BENCH_ARGS passes options (--services, --binary-max ...).
 .PHONY: bench-control
 bench-control: build bpffs
 	$(NODE) bench/control-plane.ts $(BENCH_ARGS)
