@@ -20,6 +20,7 @@ import { type CompileLimits, type CompiledService, DEFAULT_LIMITS, type NotServe
 import { type LbCapacity, type LbTable, entriesNeeded } from '../services/lb-table.ts';
 import { type EndpointSlice, type NodeInfo, type Service, serviceKey } from '../services/model.ts';
 import type { Problem } from '../services/problems.ts';
+import { MultiMap } from '../services/multimap.ts';
 import type { Metrics } from './metrics.ts';
 import { ObjectProblems, type ProblemKindSummary } from './object-problems.ts';
 
@@ -55,7 +56,7 @@ export class LbSync {
   /** slice key ('ns/name') -> slice */
   readonly #slices = new Map<string, EndpointSlice>();
   /** service key -> its slices' keys */
-  readonly #slicesOf = new Map<string, Set<string>>();
+  readonly #slicesOf = new MultiMap<string, string>();
   readonly #dirty = new Set<string>();
   /** Services with a healthCheckNodePort (healthChecks()). */
   readonly #healthChecked = new Set<string>();
@@ -167,7 +168,7 @@ export class LbSync {
       const svc = this.#services.get(key);
       if (!svc?.healthCheckNodePort) continue;
       const local = new Set<string>();
-      for (const sk of this.#slicesOf.get(key) ?? []) {
+      for (const sk of this.#slicesOf.get(key)) {
         for (const e of this.#slices.get(sk)?.endpoints ?? []) {
           if (e.nodeName === this.#node.name && e.ready) local.add(e.address);
         }
@@ -181,15 +182,13 @@ export class LbSync {
     const old = this.#slices.get(key);
     if (old) {
       const sk = serviceKey(old.namespace, old.serviceName);
-      this.#slicesOf.get(sk)?.delete(key);
+      this.#slicesOf.delete(sk, key);
       this.#markDirty(sk);
     }
     if (slice) {
       this.#slices.set(key, slice);
       const sk = serviceKey(slice.namespace, slice.serviceName);
-      let set = this.#slicesOf.get(sk);
-      if (!set) this.#slicesOf.set(sk, (set = new Set()));
-      set.add(key);
+      this.#slicesOf.add(sk, key);
       this.#markDirty(sk);
     } else {
       this.#slices.delete(key);
@@ -280,7 +279,7 @@ export class LbSync {
   #compile(key: string): CompiledService | undefined {
     const svc = this.#services.get(key);
     if (!svc) return undefined;
-    const slices = [...(this.#slicesOf.get(key) ?? [])].map((k) => this.#slices.get(k)).filter((s): s is EndpointSlice => s !== undefined);
+    const slices = [...this.#slicesOf.get(key)].map((k) => this.#slices.get(k)).filter((s): s is EndpointSlice => s !== undefined);
     return compileService(svc, slices, this.#node, this.#limits);
   }
 

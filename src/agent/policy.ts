@@ -34,7 +34,7 @@ import { describe, type NameContext } from '../policy/describe.ts';
 import type { DirectionPolicy, Endpoint, NetworkPolicy } from '../policy/model.ts';
 import { normalizeNetworkPolicy } from '../policy/normalize.ts';
 import { type TraceParty, type TraceProto, type TraceResult, TraceInputError, formatTrace, trace } from '../policy/trace.ts';
-import type { LbTable } from '../services/lb-table.ts';
+import { type LbTable, backendsOf } from '../services/lb-table.ts';
 import type { Problem } from '../services/problems.ts';
 import type { AgentIdentities, LocalEndpoint } from './identities.ts';
 
@@ -610,10 +610,7 @@ export function lbServiceLookup(table: LbTable | undefined): ServiceLookup {
     for (const svc of table.renderedServices()) {
       const f = svc.frontends.find((x) => x.key === key);
       if (!f) continue;
-      const backends = [...f.backendIds.keys()].map((b) => {
-        const i = b.lastIndexOf(':');
-        return { ip: b.slice(0, i), port: Number(b.slice(i + 1)) };
-      }).sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : a.port - b.port));
+      const backends = backendsOf(svc, f.svcId).map((b) => ({ ip: b.addr, port: b.port })).sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : a.port - b.port));
       return { service: svc.key, frontend: key, backends };
     }
     return undefined;

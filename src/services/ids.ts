@@ -15,7 +15,10 @@ export class IdPool {
   readonly name: string;
   readonly min: number;
   readonly max: number;
-  readonly #used = new Set<number>();
+  /** One bit per id from min on, grown as ids are taken: a million backend
+   *  ids take 128 KiB here, where a Set of them took about 30 MB. */
+  #bits = new Uint32Array(64);
+  #size = 0;
   #next: number;
 
   constructor(name: string, min: number, max: number) {
@@ -26,33 +29,54 @@ export class IdPool {
   }
 
   get size(): number {
-    return this.#used.size;
+    return this.#size;
   }
 
   has(id: number): boolean {
-    return this.#used.has(id);
+    if (id < this.min || id > this.max) return false;
+    const i = id - this.min;
+    const w = i >>> 5;
+    return w < this.#bits.length && (this.#bits[w]! & (1 << (i & 31))) !== 0;
+  }
+
+  #mark(id: number, used: boolean): void {
+    const i = id - this.min;
+    const w = i >>> 5;
+    if (w >= this.#bits.length) {
+      if (!used) return;
+      let len = this.#bits.length;
+      while (len <= w) len *= 2;
+      const grown = new Uint32Array(len);
+      grown.set(this.#bits);
+      this.#bits = grown;
+    }
+    const bit = 1 << (i & 31);
+    const was = (this.#bits[w]! & bit) !== 0;
+    if (was === used) return;
+    this.#bits[w] = used ? this.#bits[w]! | bit : this.#bits[w]! & ~bit;
+    this.#size += used ? 1 : -1;
   }
 
   /** Mark an id found in a pinned map as taken. false if out of range or taken. */
   adopt(id: number): boolean {
-    if (id < this.min || id > this.max || this.#used.has(id)) return false;
-    this.#used.add(id);
+    if (!Number.isInteger(id) || id < this.min || id > this.max || this.has(id)) return false;
+    this.#mark(id, true);
     if (id >= this.#next) this.#next = id + 1 > this.max ? this.min : id + 1;
     return true;
   }
 
   acquire(): number {
     const span = this.max - this.min + 1;
-    if (this.#used.size >= span) throw new IdExhaustedError(`${this.name}: all ${span} ids are in use`);
+    if (this.#size >= span) throw new IdExhaustedError(`${this.name}: all ${span} ids are in use`);
     let id = this.#next;
-    while (this.#used.has(id)) id = id >= this.max ? this.min : id + 1;
-    this.#used.add(id);
+    while (this.has(id)) id = id >= this.max ? this.min : id + 1;
+    this.#mark(id, true);
     this.#next = id >= this.max ? this.min : id + 1;
     return id;
   }
 
   release(id: number): void {
-    this.#used.delete(id);
+    if (id >= this.min && id <= this.max) this.#mark(id, false);
   }
 }
 

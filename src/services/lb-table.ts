@@ -13,8 +13,13 @@
 //  - A Service whose entries would not fit the maps is not programmed at all
 //    (reported), so nothing half-applied is left behind.
 // Pure: no I/O. Entries are kept encoded (see lb-codecs.ts): the table of a
-// large cluster holds millions of them.
-import { BackendFlags, SvcFlags } from '../abi/abi.gen.ts';
+// large cluster holds millions of them. A rendered Service keeps all of its
+// entries as one packed latin1 string (services, backends, names: records
+// of fixed size one after the other), about 600 bytes for a port of 10
+// backends where separate strings and a backend-id Map per frontend took
+// about 5 KB; the entry lists and backend ids are read back from it when a
+// change or a full resync needs them.
+import { BackendFlags, SvcFlags, layouts } from '../abi/abi.gen.ts';
 import { type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
 import { type CompiledFrontend, type CompiledService, type FrontendKind, type NotServed, frontendKey } from './compile.ts';
 import { FrontendOwners } from './frontend-owners.ts';
@@ -34,16 +39,20 @@ export interface ProgrammedFrontend {
   key: string;
   kind: FrontendKind;
   svcId: number;
-  /** backend key ('ip:port') -> backend id */
-  backendIds: Map<string, number>;
 }
 
 export interface RenderedService {
   key: string;
+  /** The frontends it holds, in the order of its names entries. */
   frontends: ProgrammedFrontend[];
   /** Service addresses it holds a marker reference on. */
-  vips: string[];
-  entries: LbEntries;
+  vips: readonly string[];
+  /** Its entries packed: `services` services-map records, then `backends`
+   *  backends-map records, then one names record per frontend
+   *  (entriesOf, backendsOf read them). */
+  packed: string;
+  services: number;
+  backends: number;
   problems: Problem[];
   /** Frontends it asks for and does not have: compiled ones (IPv6, no node
    *  address, ExternalIP outside the allowed CIDRs) and refused claims. */
@@ -81,6 +90,60 @@ export function backendIdKey(frontendKey: string, backendKey: string): string {
   return `${frontendKey}|${backendKey}`;
 }
 
+const SVC_KEY = layouts.hypha_lb4_svc_key.size;
+const SVC_REC = SVC_KEY + layouts.hypha_lb4_svc_val.size;
+const BE_KEY = 4;
+const BE_REC = BE_KEY + layouts.hypha_lb4_backend.size;
+const NAME_REC = 4 + layouts.hypha_lb4_svc_name.size;
+const NONE: readonly never[] = Object.freeze([]);
+
+function u32At(s: string, o: number): number {
+  return (s.charCodeAt(o) | (s.charCodeAt(o + 1) << 8) | (s.charCodeAt(o + 2) << 16) | (s.charCodeAt(o + 3) << 24)) >>> 0;
+}
+
+/** The entries of a rendered Service as separate [key, value, ...] lists (new strings, sliced from the packed one). */
+export function entriesOf(r: RenderedService): LbEntries {
+  const out = emptyEntries();
+  const p = r.packed;
+  let o = 0;
+  for (let i = 0; i < r.services; i++, o += SVC_REC) out.services.push(p.slice(o, o + SVC_KEY), p.slice(o + SVC_KEY, o + SVC_REC));
+  for (let i = 0; i < r.backends; i++, o += BE_REC) out.backends.push(p.slice(o, o + BE_KEY), p.slice(o + BE_KEY, o + BE_REC));
+  for (let i = 0; i < r.frontends.length; i++, o += NAME_REC) out.names.push(p.slice(o, o + 4), p.slice(o + 4, o + NAME_REC));
+  return out;
+}
+
+export interface ProgrammedBackend {
+  id: number;
+  addr: string;
+  port: number;
+  svcId: number;
+}
+
+/** The backends a rendered Service programs (of one frontend, given its id), read from its packed entries. */
+export function backendsOf(r: RenderedService, svcId?: number): ProgrammedBackend[] {
+  const out: ProgrammedBackend[] = [];
+  const p = r.packed;
+  for (let i = 0, o = r.services * SVC_REC; i < r.backends; i++, o += BE_REC) {
+    // hypha_lb4_backend: addr (network order), port (be16), proto, flags, svc_id (u32)
+    const v = o + BE_KEY;
+    const id = u32At(p, v + 8);
+    if (svcId !== undefined && id !== svcId) continue;
+    out.push({
+      id: u32At(p, o),
+      addr: `${p.charCodeAt(v)}.${p.charCodeAt(v + 1)}.${p.charCodeAt(v + 2)}.${p.charCodeAt(v + 3)}`,
+      port: (p.charCodeAt(v + 4) << 8) | p.charCodeAt(v + 5),
+      svcId: id,
+    });
+  }
+  return out;
+}
+
+function backendIdsOf(r: RenderedService): Set<number> {
+  const out = new Set<number>();
+  for (let i = 0, o = r.services * SVC_REC; i < r.backends; i++, o += BE_REC) out.add(u32At(r.packed, o));
+  return out;
+}
+
 function append(into: LbEntries, from: LbEntries): void {
   for (const x of from.services) into.services.push(x);
   for (const x of from.backends) into.backends.push(x);
@@ -112,7 +175,8 @@ export class LbTable implements LbEntrySource {
   readonly #rendered = new Map<string, RenderedService>();
   readonly #owner = new Map<string, string>();
   readonly #waiters = new Map<string, Set<string>>();
-  readonly #markerRefs = new Map<string, Set<string>>();
+  /** Service address -> how many rendered Services hold it (each counts once: its vips are distinct). */
+  readonly #markerRefs = new Map<string, number>();
   readonly owners = new FrontendOwners();
   #usedServices = 0;
   #usedBackends = 0;
@@ -149,7 +213,10 @@ export class LbTable implements LbEntrySource {
 
   /** Visit every entry the maps should hold, Service by Service (no copy). */
   forEachEntry(visit: (services: readonly string[], backends: readonly string[], names: readonly string[]) => void): void {
-    for (const r of this.#rendered.values()) visit(r.entries.services, r.entries.backends, r.entries.names);
+    for (const r of this.#rendered.values()) {
+      const e = entriesOf(r);
+      visit(e.services, e.backends, e.names);
+    }
     for (const vip of this.#markerRefs.keys()) visit(markerEntry(vip), [], []);
   }
 
@@ -207,7 +274,7 @@ export class LbTable implements LbEntrySource {
         rerender(w, waiting);
       }
     }
-    this.#releaseIds(old);
+    this.#releaseIds(old, update);
     return update;
   }
 
@@ -218,17 +285,12 @@ export class LbTable implements LbEntrySource {
 
   /** Drop ids adopted from pinned maps that nothing uses (call after the first full sync). */
   releaseUnusedIds(): number {
-    const usedF = new Set<string>();
-    const usedB = new Set<string>();
-    for (const r of this.#rendered.values()) {
-      for (const pf of r.frontends) {
-        usedF.add(pf.key);
-        for (const bk of pf.backendIds.keys()) usedB.add(backendIdKey(pf.key, bk));
-      }
-    }
     let released = 0;
-    for (const [k] of [...this.frontendIds.entries()]) if (!usedF.has(k)) (this.frontendIds.release(k), released++);
-    for (const [k, id] of this.#adoptedBackends) if (!usedB.has(k)) (this.backendIds.release(id), released++);
+    // A frontend id is in use while a rendered Service holds the frontend
+    // (it is then its owner); an adopted backend id that a rendering took
+    // left #adoptedBackends at that moment.
+    for (const [k] of [...this.frontendIds.entries()]) if (!this.#owner.has(k)) (this.frontendIds.release(k), released++);
+    for (const id of this.#adoptedBackends.values()) (this.backendIds.release(id), released++);
     this.#adoptedBackends.clear();
     return released;
   }
@@ -239,10 +301,10 @@ export class LbTable implements LbEntrySource {
     if (!r) return [];
     old.push(r);
     this.#rendered.delete(key);
-    append(update.before, r.entries);
-    this.#usedServices -= r.entries.services.length / 2;
-    this.#usedNames -= r.entries.names.length / 2;
-    this.#usedBackends -= r.entries.backends.length / 2;
+    append(update.before, entriesOf(r));
+    this.#usedServices -= r.services;
+    this.#usedNames -= r.frontends.length;
+    this.#usedBackends -= r.backends;
     const freed: string[] = [];
     for (const pf of r.frontends) {
       if (this.#owner.get(pf.key) === key) {
@@ -251,8 +313,9 @@ export class LbTable implements LbEntrySource {
       }
     }
     for (const vip of r.vips) {
-      const refs = this.#markerRefs.get(vip);
-      if (refs?.delete(key) && refs.size === 0) {
+      const refs = this.#markerRefs.get(vip) ?? 0;
+      if (refs > 1) this.#markerRefs.set(vip, refs - 1);
+      else if (refs === 1) {
         this.#markerRefs.delete(vip);
         update.before.services.push(...markerEntry(vip));
       }
@@ -263,8 +326,11 @@ export class LbTable implements LbEntrySource {
 
   #render(key: string, compiled: CompiledService, update: LbUpdate, old: RenderedService[]): void {
     const r: RenderedService = {
-      key, frontends: [], vips: [], entries: emptyEntries(), problems: [...compiled.problems], notServed: [...compiled.notServed], skipped: compiled.skipped,
+      key, frontends: [], vips: NONE, packed: '', services: 0, backends: 0,
+      problems: compiled.problems.length ? [...compiled.problems] : [], notServed: compiled.notServed.length ? [...compiled.notServed] : [],
     };
+    if (compiled.skipped !== undefined) r.skipped = compiled.skipped;
+    const entries = emptyEntries();
     const obj = `Service ${key}`;
     const claimed: CompiledFrontend[] = [];
     for (const f of compiled.frontends) {
@@ -310,7 +376,11 @@ export class LbTable implements LbEntrySource {
       const proto = PROTO[f.protocol];
       const backendIds = new Map<string, number>();
       // A backend keeps its id while its frontend lists it (and across restarts, adopted).
-      const before = old.flatMap((r) => r.frontends).find((pf) => pf.key === f.key)?.backendIds;
+      let before: Map<string, number> | undefined;
+      for (const o of old) {
+        const pf = o.frontends.find((x) => x.key === f.key);
+        if (pf) before = new Map(backendsOf(o, pf.svcId).map((b) => [`${b.addr}:${b.port}`, b.id]));
+      }
       for (const b of f.backends) {
         let id = before?.get(b.key);
         if (id === undefined) {
@@ -320,7 +390,7 @@ export class LbTable implements LbEntrySource {
           else id = this.backendIds.acquire();
         }
         backendIds.set(b.key, id);
-        r.entries.backends.push(backendKey(id), backendCodec.encodeString({
+        entries.backends.push(backendKey(id), backendCodec.encodeString({
           addr: b.addr, port: b.port, proto,
           flags: (b.terminating ? BackendFlags.TERMINATING : 0) | (b.local ? BackendFlags.LOCAL : 0),
           svc_id: svcId,
@@ -332,46 +402,50 @@ export class LbTable implements LbEntrySource {
         if (s.localOnly) flags |= SvcFlags.LOCAL_ONLY;
         if (s.terminatingFallback) flags |= SvcFlags.TERMINATING_FALLBACK;
         const key = { addr: f.addr, dport: f.port, proto, scope: s.scope, slot: 0 };
-        r.entries.services.push(svcKeyCodec.encodeString(key), svcValCodec.encodeString({
+        entries.services.push(svcKeyCodec.encodeString(key), svcValCodec.encodeString({
           backend_id: 0, count: s.slots.length, flags, svc_id: svcId, affinity_timeout: f.affinityTimeout,
         }));
         s.slots.forEach((bk, i) => {
           key.slot = i + 1;
-          r.entries.services.push(svcKeyCodec.encodeString(key), svcValCodec.encodeString({
+          entries.services.push(svcKeyCodec.encodeString(key), svcValCodec.encodeString({
             backend_id: backendIds.get(bk) ?? 0, count: 0, flags: 0, svc_id: svcId, affinity_timeout: 0,
           }));
         });
       }
-      r.entries.names.push(backendKey(svcId), encodeName(`${key}:${f.portName || f.port}`));
-      r.frontends.push({ key: f.key, kind: f.kind, svcId, backendIds });
+      entries.names.push(backendKey(svcId), encodeName(`${key}:${f.portName || f.port}`));
+      r.frontends.push({ key: f.key, kind: f.kind, svcId });
     }
-    this.#usedServices += r.entries.services.length / 2;
-    this.#usedNames += r.entries.names.length / 2;
-    this.#usedBackends += r.entries.backends.length / 2;
+    r.services = entries.services.length / 2;
+    r.backends = entries.backends.length / 2;
+    // One flat string (join), not a chain of concatenations.
+    r.packed = [...entries.services, ...entries.backends, ...entries.names].join('');
+    this.#usedServices += r.services;
+    this.#usedNames += r.frontends.length;
+    this.#usedBackends += r.backends;
     r.vips = compiled.vips;
     for (const vip of compiled.vips) {
-      let refs = this.#markerRefs.get(vip);
-      if (!refs) {
-        this.#markerRefs.set(vip, (refs = new Set()));
-        update.after.services.push(...markerEntry(vip));
-      }
-      refs.add(key);
+      const refs = this.#markerRefs.get(vip) ?? 0;
+      if (refs === 0) update.after.services.push(...markerEntry(vip));
+      this.#markerRefs.set(vip, refs + 1);
     }
-    append(update.after, r.entries);
+    append(update.after, entries);
     this.#rendered.set(key, r);
     if (!update.services.includes(key)) update.services.push(key);
   }
 
-  /** Free the ids of frontends and backends the old renderings had and nothing has now. */
-  #releaseIds(old: RenderedService[]): void {
+  /** Free the ids of frontends and backends the old renderings had and
+   *  nothing has now. Only the renderings made in this change can have taken
+   *  one over (a frontend is held by its owner alone). */
+  #releaseIds(old: RenderedService[], update: LbUpdate): void {
+    if (old.length === 0) return;
+    const kept = new Set<number>();
+    for (const k of update.services) {
+      const r = this.#rendered.get(k);
+      if (r) for (const id of backendIdsOf(r)) kept.add(id);
+    }
     for (const r of old) {
-      for (const pf of r.frontends) {
-        const fk = pf.key;
-        const owner = this.#owner.get(fk);
-        const now = owner === undefined ? undefined : this.#rendered.get(owner)?.frontends.find((x) => x.key === fk);
-        for (const [bk, id] of pf.backendIds) if (now?.backendIds.get(bk) !== id) this.backendIds.release(id);
-        if (!now) this.frontendIds.release(fk);
-      }
+      for (const id of backendIdsOf(r)) if (!kept.has(id)) this.backendIds.release(id);
+      for (const pf of r.frontends) if (!this.#owner.has(pf.key)) this.frontendIds.release(pf.key);
     }
   }
 }
