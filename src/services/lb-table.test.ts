@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compileService } from './compile.ts';
 import { slice, svc } from './fixtures.ts';
-import { LbTable, type LbUpdate } from './lb-table.ts';
+import { LbTable, type LbUpdate, backendsOf } from './lb-table.ts';
 import { decodeEntries } from '../abi/lb-codecs.ts';
 
 const after = (u: LbUpdate) => decodeEntries(u.after);
@@ -145,5 +145,25 @@ describe('LbTable', () => {
     assert.equal(after(u).backends[0]?.id, 500);
     assert.equal(t.releaseUnusedIds(), 1);
     assert.equal(t.backendIds.has(501), false);
+  });
+  test('a rendered Service gives back exactly the entries it wrote (packed form), and its backends by frontend', () => {
+    const t = new LbTable(big);
+    const twoPorts = svc('web', { type: 'NodePort', ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }, { name: 'a-much-longer-port-name-of-sixty-three-characters-for-the-names-map-xx', protocol: 'UDP', port: 53, targetPort: 53, nodePort: 0 }] });
+    const eps = slice('web', ['10.0.0.1', '10.0.0.2', '10.0.0.3']);
+    eps.ports = [{ name: 'http', protocol: 'TCP', port: 8080 }, { name: 'a-much-longer-port-name-of-sixty-three-characters-for-the-names-map-xx', protocol: 'UDP', port: 53 }];
+    const a = t.set('default/web', compileService(twoPorts, [eps], node));
+    const r = t.rendered('default/web')!;
+    assert.equal(r.frontends.length, 3, 'ClusterIP:80, NodePort 30080, ClusterIP:53/UDP');
+    const gone = t.set('default/web', undefined);
+    const marker = (e: string[]) => e.filter((_, i) => i % 2 === 0);
+    assert.deepEqual(gone.before.backends, a.after.backends);
+    assert.deepEqual(gone.before.names, a.after.names);
+    assert.deepEqual(new Set(marker(gone.before.services)), new Set(marker(a.after.services)));
+    assert.deepEqual(new Set(gone.before.services), new Set(a.after.services));
+    const byFrontend = new Map(r.frontends.map((f) => [f.key, backendsOf(r, f.svcId).map((b) => `${b.addr}:${b.port}`).sort()]));
+    assert.deepEqual(byFrontend.get('10.96.0.10:53/UDP'), ['10.0.0.1:53', '10.0.0.2:53', '10.0.0.3:53']);
+    assert.deepEqual(byFrontend.get('192.168.77.10:30080/TCP'), ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080']);
+    const ids = new Map(decodeEntries(a.after).backends.map((b) => [`${b.value.addr}:${b.value.port}/${b.value.svc_id}`, b.id]));
+    for (const f of r.frontends) for (const b of backendsOf(r, f.svcId)) assert.equal(ids.get(`${b.addr}:${b.port}/${f.svcId}`), b.id);
   });
 });

@@ -48,8 +48,9 @@ export interface RenderedService {
   /** Service addresses it holds a marker reference on. */
   vips: readonly string[];
   /** Its entries packed: `services` services-map records, then `backends`
-   *  backends-map records, then one names record per frontend
-   *  (entriesOf, backendsOf read them). */
+   *  backends-map records, then one names record per frontend (its id, the
+   *  name's length, the name without its zero padding); entriesOf and
+   *  backendsOf read them. */
   packed: string;
   services: number;
   backends: number;
@@ -94,7 +95,7 @@ const SVC_KEY = layouts.hypha_lb4_svc_key.size;
 const SVC_REC = SVC_KEY + layouts.hypha_lb4_svc_val.size;
 const BE_KEY = 4;
 const BE_REC = BE_KEY + layouts.hypha_lb4_backend.size;
-const NAME_REC = 4 + layouts.hypha_lb4_svc_name.size;
+const NAME_SIZE = layouts.hypha_lb4_svc_name.size;
 const NONE: readonly never[] = Object.freeze([]);
 
 function u32At(s: string, o: number): number {
@@ -108,7 +109,12 @@ export function entriesOf(r: RenderedService): LbEntries {
   let o = 0;
   for (let i = 0; i < r.services; i++, o += SVC_REC) out.services.push(p.slice(o, o + SVC_KEY), p.slice(o + SVC_KEY, o + SVC_REC));
   for (let i = 0; i < r.backends; i++, o += BE_REC) out.backends.push(p.slice(o, o + BE_KEY), p.slice(o + BE_KEY, o + BE_REC));
-  for (let i = 0; i < r.frontends.length; i++, o += NAME_REC) out.names.push(p.slice(o, o + 4), p.slice(o + 4, o + NAME_REC));
+  // A name is kept without its zero padding: id, length, bytes.
+  for (let i = 0; i < r.frontends.length; i++) {
+    const len = p.charCodeAt(o + 4);
+    out.names.push(p.slice(o, o + 4), p.slice(o + 5, o + 5 + len) + '\0'.repeat(NAME_SIZE - len));
+    o += 5 + len;
+  }
   return out;
 }
 
@@ -418,7 +424,14 @@ export class LbTable implements LbEntrySource {
     r.services = entries.services.length / 2;
     r.backends = entries.backends.length / 2;
     // One flat string (join), not a chain of concatenations.
-    r.packed = [...entries.services, ...entries.backends, ...entries.names].join('');
+    const names: string[] = [];
+    for (let i = 0; i < entries.names.length; i += 2) {
+      const name = entries.names[i + 1]!;
+      let len = name.length;
+      while (len > 0 && name.charCodeAt(len - 1) === 0) len--;
+      names.push(entries.names[i]!, String.fromCharCode(len), name.slice(0, len));
+    }
+    r.packed = [...entries.services, ...entries.backends, ...names].join('');
     this.#usedServices += r.services;
     this.#usedNames += r.frontends.length;
     this.#usedBackends += r.backends;
