@@ -85,7 +85,6 @@ export class IdPool {
 export class IdAllocator {
   readonly #pool: IdPool;
   readonly #byKey = new Map<string, number>();
-  readonly #byId = new Map<number, string>();
 
   constructor(name: string, min: number, max: number) {
     this.#pool = new IdPool(name, min, max);
@@ -111,15 +110,10 @@ export class IdAllocator {
     return this.#byKey.get(key);
   }
 
-  keyOf(id: number): string | undefined {
-    return this.#byId.get(id);
-  }
-
   /** Record an id found in a pinned map. A clash keeps the first owner and returns false. */
   adopt(key: string, id: number): boolean {
     if (this.#byKey.has(key) || !this.#pool.adopt(id)) return false;
     this.#byKey.set(key, id);
-    this.#byId.set(id, key);
     return true;
   }
 
@@ -128,7 +122,6 @@ export class IdAllocator {
     if (have !== undefined) return have;
     const id = this.#pool.acquire();
     this.#byKey.set(key, id);
-    this.#byId.set(id, key);
     return id;
   }
 
@@ -140,7 +133,6 @@ export class IdAllocator {
     const id = this.#byKey.get(key);
     if (id === undefined) return;
     this.#byKey.delete(key);
-    this.#byId.delete(id);
     this.#pool.release(id);
   }
 }

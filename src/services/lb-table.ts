@@ -14,13 +14,13 @@
 //    (reported), so nothing half-applied is left behind.
 // Pure: no I/O. Entries are kept encoded (see lb-codecs.ts): the table of a
 // large cluster holds millions of them. A rendered Service keeps all of its
-// entries as one packed latin1 string (services, backends, names: records
-// of fixed size one after the other), about 600 bytes for a port of 10
-// backends where separate strings and a backend-id Map per frontend took
-// about 5 KB; the entry lists and backend ids are read back from it when a
-// change or a full resync needs them.
+// entries as one packed latin1 string (backends, then services with each
+// slot as its backend id only, then names without padding), about 270 bytes
+// for a port of 10 backends where separate strings and a backend-id Map per
+// frontend took about 5 KB; the entry lists and backend ids are read back
+// from it when a change or a full resync needs them.
 import { BackendFlags, SvcFlags, layouts } from '../abi/abi.gen.ts';
-import { type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
+import { type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, slotOfKey, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
 import { type CompiledFrontend, type CompiledService, type FrontendKind, type NotServed, frontendKey } from './compile.ts';
 import { FrontendOwners } from './frontend-owners.ts';
 import { IdAllocator, IdPool } from './ids.ts';
@@ -47,10 +47,12 @@ export interface RenderedService {
   frontends: ProgrammedFrontend[];
   /** Service addresses it holds a marker reference on. */
   vips: readonly string[];
-  /** Its entries packed: `services` services-map records, then `backends`
-   *  backends-map records, then one names record per frontend (its id, the
-   *  name's length, the name without its zero padding); entriesOf and
-   *  backendsOf read them. */
+  /** Its entries packed (entriesOf and backendsOf read them): `backends`
+   *  backends-map records (key and value); then the services map's
+   *  `services` entries, each master entry (key and value) followed by the
+   *  backend id of each of its `count` slots (the slot entries' keys and
+   *  values follow from the master's); then one names record per frontend
+   *  (its id, the name's length, the name without its zero padding). */
   packed: string;
   services: number;
   backends: number;
@@ -97,6 +99,14 @@ const BE_KEY = 4;
 const BE_REC = BE_KEY + layouts.hypha_lb4_backend.size;
 const NAME_SIZE = layouts.hypha_lb4_svc_name.size;
 const NONE: readonly never[] = Object.freeze([]);
+const field = (layout: { fields: readonly { name: string; offset: number }[] }, name: string): number => layout.fields.find((f) => f.name === name)!.offset;
+const SLOT_AT = field(layouts.hypha_lb4_svc_key, 'slot');
+const COUNT_AT = field(layouts.hypha_lb4_svc_val, 'count');
+const SVC_ID_AT = field(layouts.hypha_lb4_svc_val, 'svc_id');
+const ZERO4 = '\0\0\0\0';
+// A slot entry's value is its backend id, zero count and flags, the
+// frontend's id, zero affinity timeout (see #render): what entriesOf rebuilds.
+if (field(layouts.hypha_lb4_svc_val, 'backend_id') !== 0 || SVC_ID_AT !== 8 || layouts.hypha_lb4_svc_val.size !== 16) throw new Error('hypha_lb4_svc_val changed: update the packed slot form in lb-table.ts');
 
 function u32At(s: string, o: number): number {
   return (s.charCodeAt(o) | (s.charCodeAt(o + 1) << 8) | (s.charCodeAt(o + 2) << 16) | (s.charCodeAt(o + 3) << 24)) >>> 0;
@@ -107,8 +117,21 @@ export function entriesOf(r: RenderedService): LbEntries {
   const out = emptyEntries();
   const p = r.packed;
   let o = 0;
-  for (let i = 0; i < r.services; i++, o += SVC_REC) out.services.push(p.slice(o, o + SVC_KEY), p.slice(o + SVC_KEY, o + SVC_REC));
   for (let i = 0; i < r.backends; i++, o += BE_REC) out.backends.push(p.slice(o, o + BE_KEY), p.slice(o + BE_KEY, o + BE_REC));
+  for (let n = 0; n < r.services;) {
+    const mk = p.slice(o, o + SVC_KEY);
+    const mv = p.slice(o + SVC_KEY, o + SVC_REC);
+    out.services.push(mk, mv);
+    o += SVC_REC;
+    n++;
+    const count = p.charCodeAt(o - SVC_REC + SVC_KEY + COUNT_AT) | (p.charCodeAt(o - SVC_REC + SVC_KEY + COUNT_AT + 1) << 8);
+    const keyHead = mk.slice(0, SLOT_AT);
+    const keyTail = mk.slice(SLOT_AT + 2);
+    const valSvc = mv.slice(SVC_ID_AT, SVC_ID_AT + 4);
+    for (let slot = 1; slot <= count; slot++, o += 4, n++) {
+      out.services.push(keyHead + String.fromCharCode(slot & 255, slot >>> 8) + keyTail, p.slice(o, o + 4) + ZERO4 + valSvc + ZERO4);
+    }
+  }
   // A name is kept without its zero padding: id, length, bytes.
   for (let i = 0; i < r.frontends.length; i++) {
     const len = p.charCodeAt(o + 4);
@@ -129,7 +152,7 @@ export interface ProgrammedBackend {
 export function backendsOf(r: RenderedService, svcId?: number): ProgrammedBackend[] {
   const out: ProgrammedBackend[] = [];
   const p = r.packed;
-  for (let i = 0, o = r.services * SVC_REC; i < r.backends; i++, o += BE_REC) {
+  for (let i = 0, o = 0; i < r.backends; i++, o += BE_REC) {
     // hypha_lb4_backend: addr (network order), port (be16), proto, flags, svc_id (u32)
     const v = o + BE_KEY;
     const id = u32At(p, v + 8);
@@ -146,7 +169,7 @@ export function backendsOf(r: RenderedService, svcId?: number): ProgrammedBacken
 
 function backendIdsOf(r: RenderedService): Set<number> {
   const out = new Set<number>();
-  for (let i = 0, o = r.services * SVC_REC; i < r.backends; i++, o += BE_REC) out.add(u32At(r.packed, o));
+  for (let i = 0, o = 0; i < r.backends; i++, o += BE_REC) out.add(u32At(r.packed, o));
   return out;
 }
 
@@ -231,9 +254,13 @@ export class LbTable implements LbEntrySource {
   adoptPinned(ids: PinnedLbIds): { frontends: number; backends: number } {
     let frontends = 0;
     let backends = 0;
-    for (const f of ids.frontends) if (this.frontendIds.adopt(frontendKey(f.addr, f.port, f.protocol), f.svcId)) frontends++;
+    const adopted = new Map<number, string>();
+    for (const f of ids.frontends) {
+      const fk = frontendKey(f.addr, f.port, f.protocol);
+      if (this.frontendIds.adopt(fk, f.svcId)) (adopted.set(f.svcId, fk), frontends++);
+    }
     for (const b of ids.backends) {
-      const fk = this.frontendIds.keyOf(b.svcId);
+      const fk = adopted.get(b.svcId);
       if (fk !== undefined && this.adoptBackend(fk, `${b.addr}:${b.port}`, b.id)) backends++;
     }
     return { frontends, backends };
@@ -431,7 +458,13 @@ export class LbTable implements LbEntrySource {
       while (len > 0 && name.charCodeAt(len - 1) === 0) len--;
       names.push(entries.names[i]!, String.fromCharCode(len), name.slice(0, len));
     }
-    r.packed = [...entries.services, ...entries.backends, ...names].join('');
+    const services: string[] = [];
+    for (let i = 0; i < entries.services.length; i += 2) {
+      // Master entries whole; a slot entry as its backend id (its value's first 4 bytes).
+      if (slotOfKey(entries.services[i]!) === 0) services.push(entries.services[i]!, entries.services[i + 1]!);
+      else services.push(entries.services[i + 1]!.slice(0, 4));
+    }
+    r.packed = [...entries.backends, ...services, ...names].join('');
     this.#usedServices += r.services;
     this.#usedNames += r.frontends.length;
     this.#usedBackends += r.backends;
