@@ -105,7 +105,7 @@ export class ObjectProblems {
 
   /** The problems of one scope now ([] when it has none or is gone).
    *  True when that changed anything. */
-  set(scope: string, problems: Problem[]): boolean {
+  set(scope: string, problems: readonly Problem[]): boolean {
     const was = this.#scopes.get(scope);
     if (!was && problems.length === 0) return false;
     const now = new Map<string, Problem>();

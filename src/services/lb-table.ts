@@ -56,10 +56,10 @@ export interface RenderedService {
   packed: string;
   services: number;
   backends: number;
-  problems: Problem[];
+  problems: readonly Problem[];
   /** Frontends it asks for and does not have: compiled ones (IPv6, no node
    *  address, ExternalIP outside the allowed CIDRs) and refused claims. */
-  notServed: NotServed[];
+  notServed: readonly NotServed[];
   skipped?: string;
 }
 
@@ -360,7 +360,8 @@ export class LbTable implements LbEntrySource {
   #render(key: string, compiled: CompiledService, update: LbUpdate, old: RenderedService[]): void {
     const r: RenderedService = {
       key, frontends: [], vips: NONE, packed: '', services: 0, backends: 0,
-      problems: compiled.problems.length ? [...compiled.problems] : [], notServed: compiled.notServed.length ? [...compiled.notServed] : [],
+      // Most Services have neither: they share one empty list.
+      problems: compiled.problems.length ? [...compiled.problems] : NONE, notServed: compiled.notServed.length ? [...compiled.notServed] : NONE,
     };
     if (compiled.skipped !== undefined) r.skipped = compiled.skipped;
     const entries = emptyEntries();
@@ -372,7 +373,7 @@ export class LbTable implements LbEntrySource {
       if (!verdict.granted || (owner !== undefined && owner !== key)) {
         // Refused, or ours but still held by the Service it was taken from
         // (being handed over within this change).
-        r.notServed.push({ frontend: f.key, kind: f.kind, reason: verdict.granted ? `being handed over from Service ${owner}` : verdict.reason });
+        r.notServed = [...r.notServed, { frontend: f.key, kind: f.kind, reason: verdict.granted ? `being handed over from Service ${owner}` : verdict.reason }];
         let w = this.#waiters.get(f.key);
         if (!w) this.#waiters.set(f.key, (w = new Set()));
         w.add(key);
@@ -397,7 +398,7 @@ export class LbTable implements LbEntrySource {
       const which = needBackends > freeBackends
         ? `needs ${needBackends} backend entries, ${freeBackends} of ${this.capacity.backends} are free`
         : `needs ${needServices + newVips} service entries, ${freeServices} of ${this.capacity.services} are free`;
-      r.problems.push(problem(obj, 'endpoints', needBackends, `do not fit the maps: the Service ${which}; not programmed`));
+      r.problems = [...r.problems, problem(obj, 'endpoints', needBackends, `do not fit the maps: the Service ${which}; not programmed`)];
       this.#rendered.set(key, r);
       if (!update.services.includes(key)) update.services.push(key);
       return;
