@@ -40,7 +40,7 @@ import { k8sBinaries } from '../test/e2e/lib/apiserver.ts';
 import { IPTABLES_RESTORE_ARGS, iptablesOneChange, iptablesRestoreChunks, iptablesRestoreInput, xtablesLockEnv } from './peers/kube-proxy-iptables.ts';
 import { NFT_RUN_ARGS, nftInput, nftOneChange } from './peers/kube-proxy-nftables.ts';
 import type { PeerService } from './peers/peer-service.ts';
-import { BINARY_PEER, type BinaryDataplane, changeToRules, coldStart, KubeProxyBinary, wallMs } from './peers/kube-proxy-binary.ts';
+import { BINARY_DATAPLANES, BINARY_PEER, type BinaryDataplane, generatedReason, parseBinaryMax, changeToRules, coldStart, KubeProxyBinary, wallMs } from './peers/kube-proxy-binary.ts';
 
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const { values } = parseArgs({
@@ -66,13 +66,7 @@ const { values } = parseArgs({
   },
 });
 const COUNTS = values.services.split(',').map(Number);
-const BINARY_DATAPLANES = ['iptables-nft', 'iptables-legacy', 'nftables'] as const;
-const BINARY_MAX = new Map(values['binary-max'].split(',').filter(Boolean).map((kv) => {
-  const [k, v] = kv.split('=');
-  if (!BINARY_DATAPLANES.includes(k as BinaryDataplane) || !Number.isFinite(Number(v))) throw new Error(`--binary-max entry ${JSON.stringify(kv)} is not <iptables-nft|iptables-legacy|nftables>=<count>`);
-  return [k as BinaryDataplane, Number(v)];
-}));
-const binaryMax = (dp: BinaryDataplane): number => BINARY_MAX.get(dp) ?? -1;
+const binaryMax = parseBinaryMax(values['binary-max']);
 const BINARY_TIMEOUT_MS = Number(values['binary-timeout']) * 1000;
 const KUBE_PROXY = (await k8sBinaries()).kubeProxy;
 const BINARY_CONFIG = 'kube-proxy v1.36.3 defaults (min sync period 1 s, sync period 30 s), conntrack sysctls left alone, JSON log at -v=2';
@@ -265,7 +259,7 @@ async function rulesets(c: Cluster, n: number, dataplanes: readonly ('iptables-n
   const svcs = peers(n);
   const change = { service: 0, endpoint: 0, to: { ip: '10.199.0.1', port: 8080 } };
   for (const dp of dataplanes) {
-    const generated = { peer: 'generated-ruleset' as const, ruleset_reason: `the kube-proxy binary is run up to ${binaryMax(dp)} Services in ${dp} (--binary-max)${dp === 'iptables-nft' ? ': its full sync is one iptables-nft-restore of the whole ruleset, quadratic in iptables 1.8.9 (over 18 minutes at 10 000 Services)' : ''}` };
+    const generated = { peer: 'generated-ruleset' as const, ruleset_reason: generatedReason(dp, binaryMax(dp)) };
     // A fresh scratch namespace per load: empty tables, as on a node kube-proxy starts on.
     const ns = await c.topo.addScratch(`rules-${dp}-${n}`);
     try {

@@ -34,7 +34,7 @@ import { parseArgs } from 'node:util';
 import { iptablesRestoreChunks, iptablesRestoreInput, IPTABLES_RESTORE_ARGS, xtablesLockEnv } from './peers/kube-proxy-iptables.ts';
 import { nftInput, NFT_RUN_ARGS } from './peers/kube-proxy-nftables.ts';
 import type { PeerService } from './peers/peer-service.ts';
-import { BACKEND_IPS, BENCH_MAP_SIZES, measurePacketCost, vipOf } from './lb-ns-per-packet.ts';
+import { BACKEND_IPS, measurePacketCost, vipOf } from './lb-ns-per-packet.ts';
 import { BACKEND_PORT, BENCH_BIN as BIN, bed, connRate as rateOf, type Bed, type Rate } from './conn-bed.ts';
 import { TestAgent } from '../test/e2e/lib/agent.ts';
 import { run } from '../test/e2e/lib/proc.ts';
@@ -42,7 +42,7 @@ import { Topology } from '../test/e2e/lib/topology.ts';
 import { type ControlPlane, k8sBinaries, startControlPlane } from '../test/e2e/lib/apiserver.ts';
 import { NODE_BIN } from '../test/e2e/lib/agent.ts';
 import { writeKubeconfig } from '../test/e2e/lib/pki.ts';
-import { BINARY_PEER, type BinaryDataplane, coldStart, KubeProxyBinary } from './peers/kube-proxy-binary.ts';
+import { BINARY_DATAPLANES, BINARY_PEER, type BinaryDataplane, generatedReason, parseBinaryMax, coldStart, KubeProxyBinary } from './peers/kube-proxy-binary.ts';
 import * as k8s from '@kubernetes/client-node';
 
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -75,14 +75,12 @@ interface Row {
   peer?: Peer; ruleset_reason?: string;
   /** The binary: process start to its first sync done, that sync alone, peak RSS. */
   start_to_sync_s?: number; sync_s?: number; rss_mb?: number;
+  /** Hypha's agent, default config (no map size set): start to programmed,
+   *  its log lines at info and above until then, its maps' capacities after. */
+  programmed_s?: number; log_lines?: number; map_sizes?: Record<string, number>;
 }
-const BINARY_DATAPLANES = ['iptables-nft', 'iptables-legacy', 'nftables'] as const;
-const BINARY_MAX = new Map(values['binary-max'].split(',').filter(Boolean).map((kv) => {
-  const [k, v] = kv.split('=');
-  if (!BINARY_DATAPLANES.includes(k as BinaryDataplane) || !Number.isFinite(Number(v))) throw new Error(`--binary-max entry ${JSON.stringify(kv)} is not <iptables-nft|iptables-legacy|nftables>=<count>`);
-  return [k as BinaryDataplane, Number(v)];
-}));
-const binaryMax = (dp: BinaryDataplane): number => BINARY_MAX.get(dp) ?? -1;
+type AgentFacts = Pick<Row, 'programmed_s' | 'rss_mb' | 'log_lines' | 'map_sizes'>;
+const binaryMax = parseBinaryMax(values['binary-max']);
 const TCP_TO_UNIX = path.join(REPO, 'bench/tools/tcp-to-unix.ts');
 
 const log = (s: string): void => {
@@ -193,18 +191,27 @@ async function measureBinary(api: Api, dp: BinaryDataplane, n: number): Promise<
   }
 }
 
-async function measure(dp: Exclude<Dataplane, 'floor'>, n: number): Promise<Rate> {
+async function measure(dp: Exclude<Dataplane, 'floor'>, n: number): Promise<Rate & AgentFacts> {
   const hypha = dp === 'hypha' || dp === 'hypha-stack';
   let t0 = performance.now();
+  let facts: AgentFacts = {};
   const b = await bed(`bench-${dp.replace('iptables-', 'ipt')}`, hypha ? async (topo, work) => {
     const dir = path.join(work, 'services');
     mkdirSync(dir);
     writeFileSync(path.join(dir, 'services.json'), manifests(n));
-    // Steady state: no full resync inside the measurement.
-    const a = new TestAgent(topo, topo.nodes[0]!, { pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: dir, workDir: work, mapSizes: BENCH_MAP_SIZES, resyncSeconds: 3600, hostRouting: dp === 'hypha' });
+    // Steady state: no full resync inside the measurement. Default config:
+    // no map size is set, the agent sizes its maps and grows them online.
+    const a = new TestAgent(topo, topo.nodes[0]!, { pinRoot: `/sys/fs/bpf/${topo.prefix}hypha`, servicesDir: dir, workDir: work, mapSizes: {}, resyncSeconds: 3600, hostRouting: dp === 'hypha' });
     t0 = performance.now();
     await a.start(600_000);
-    log(`  ${dp}: ${n} Services programmed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const programmed = (performance.now() - t0) / 1000;
+    const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${a.proc!.pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
+    const st = JSON.parse((await a.http('/status')).body) as { maps: { map: string; capacity: number }[] };
+    facts = {
+      programmed_s: +programmed.toFixed(1), rss_mb: Math.round(hwm), log_lines: a.logs().filter((l) => Number(l.level) >= 30).length,
+      map_sizes: Object.fromEntries(st.maps.map((m) => [m.map, m.capacity])),
+    };
+    log(`  ${dp}: ${n} Services programmed in ${programmed.toFixed(1)} s (default config), peak RSS ${facts.rss_mb} MB, ${facts.log_lines} log lines at info and above, maps ${JSON.stringify(facts.map_sizes)}`);
     return a;
   } : undefined);
   const agent = b.agent;
@@ -228,7 +235,7 @@ async function measure(dp: Exclude<Dataplane, 'floor'>, n: number): Promise<Rate
       await b.topo.exec(node, ['nft', ...NFT_RUN_ARGS], { input: nftInput(peerServices(n), opts), timeoutMs: 3_600_000 });
     }
     if (!hypha) log(`  ${dp}: ${n} Services programmed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    return await connRate(b, dp === 'direct' ? BACKEND_IPS.map((ip) => `${ip}:${BACKEND_PORT}`) : vips);
+    return { ...await connRate(b, dp === 'direct' ? BACKEND_IPS.map((ip) => `${ip}:${BACKEND_PORT}`) : vips), ...facts };
   } finally {
     await agent?.stop();
     await b.topo.destroy();
@@ -301,7 +308,7 @@ try {
       else if (kubeProxy) {
         rows.push({
           dataplane: dp, services: n, ...rate, peer: 'generated-ruleset',
-          ruleset_reason: `the kube-proxy binary is run up to ${binaryMax(dp)} Services in ${dp} (--binary-max)${dp === 'iptables-nft' ? ': its full sync is one iptables-nft-restore of the whole ruleset, quadratic in iptables 1.8.9 (5.9 s at 1 000 Services, over 18 minutes at 10 000)' : ''}`,
+          ruleset_reason: generatedReason(dp, binaryMax(dp)),
         });
       } else rows.push({ dataplane: dp, services: n, ...rate });
       write();

@@ -2,7 +2,7 @@
 // with and the reading of its log. (bench-control and bench-lb run the binary.)
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { kubeProxyConfig, parseGoDuration, parseSyncLine } from './kube-proxy-binary.ts';
+import { generatedReason, kubeProxyConfig, parseBinaryMax, parseGoDuration, parseSyncLine } from './kube-proxy-binary.ts';
 
 describe('kubeProxyConfig', () => {
   const base = { kubeconfig: '/k', nodeName: 'n1', clusterCIDR: '10.244.0.0/16' };
@@ -49,4 +49,15 @@ describe('parseSyncLine', () => {
     assert.equal(parseSyncLine('{"ts":1,"msg":"Syncing iptables rules","ipFamily":"IPv4","fullSync":true}'), undefined);
     assert.equal(parseSyncLine('I1207 01:17:07.130492 1 proxier.go:662] "SyncProxyRules complete" elapsed="1s"'), undefined);
   });
+});
+
+test('--binary-max: per dataplane, unnamed ones never; a bad entry is named', () => {
+  const max = parseBinaryMax('iptables-nft=1000,nftables=25000');
+  assert.equal(max('iptables-nft'), 1000);
+  assert.equal(max('nftables'), 25000);
+  assert.equal(max('iptables-legacy'), -1);
+  assert.throws(() => parseBinaryMax('ipvs=10'), /--binary-max entry "ipvs=10" is not/);
+  assert.throws(() => parseBinaryMax('nftables='), /--binary-max entry "nftables=" is not/);
+  assert.match(generatedReason('iptables-legacy', -1), /^the kube-proxy binary is not run in iptables-legacy \(--binary-max\)$/);
+  assert.match(generatedReason('iptables-nft', 1000), /run up to 1000 Services in iptables-nft .*quadratic/);
 });
