@@ -184,7 +184,10 @@ async function coldSync(c: Cluster, services: number): Promise<void> {
   const programmed = agent.frontends().length;
   const st = JSON.parse((await agent.http('/status')).body) as { maps: { map: string; capacity: number }[] };
   // Lines at info and above from the start to the first programmed sync (no storm of one per Service).
-  const lines = agent.logs().filter((l) => Number(l.level) >= 30).length;
+  const infoLines = agent.logs().filter((l) => Number(l.level) >= 30);
+  const lines = infoLines.length;
+  // BENCH_SHOW_LOG=1: the lines themselves, to see what a storm is made of.
+  if (process.env.BENCH_SHOW_LOG) for (const l of infoLines) log(`    agent: ${JSON.stringify(l).slice(0, 300)}`);
   const row = {
     metric: 'cold_sync' as const, services, seconds: +seconds.toFixed(2), rss_mb: Math.round(hwm), log_lines: lines, frontends: programmed,
     map_sizes: Object.fromEntries(st.maps.map((m) => [m.map, m.capacity])), config: 'default (no map size set)',

@@ -85,6 +85,9 @@ export function isGone(err: unknown): boolean {
   return e.statusCode === 410 || e.status?.code === 410;
 }
 
+/** A failure that keeps repeating is said at warn again this often. */
+export const REPEAT_WARN_MS = 10 * 60_000;
+
 export class Informer<R extends ObjectMeta> {
   readonly spec: InformerSpec;
   readonly #client: KubeClient;
@@ -105,6 +108,15 @@ export class Informer<R extends ObjectMeta> {
   #backoff: number;
   #generation = 0;
   readonly #status: InformerStatus;
+  /** The failure being retried ('list: 404 ...'), how often in a row, and
+   *  when it was last said at warn: one failure that repeats (a CRD not
+   *  installed) is a warn line at first and then every REPEAT_WARN_MS, the
+   *  attempts between at debug, not a line per retry. */
+  #failing = '';
+  #attempts = 0;
+  #warnedAt = 0;
+  /** Failed attempts before the last success, for its line. */
+  #recovered = 0;
 
   constructor(client: KubeClient, spec: InformerSpec, opts: InformerOptions = {}) {
     this.#client = client;
@@ -192,7 +204,25 @@ export class Informer<R extends ObjectMeta> {
     const message = (err as Error)?.message ?? String(err);
     this.#status.lastError = `${stage}: ${message}`;
     const delay = this.#nextBackoff();
-    this.#log?.warn({ stage, err: message, retryMs: delay }, `${this.spec.resource}: ${stage} failed; retrying`);
+    const what = `${stage}: ${message}`;
+    if (what !== this.#failing) {
+      this.#failing = what;
+      this.#attempts = 0;
+      this.#warnedAt = 0;
+    }
+    this.#attempts++;
+    this.#recovered++;
+    const now = Date.now();
+    const fields = { stage, err: message, retryMs: delay, attempts: this.#attempts };
+    if (this.#attempts === 1) {
+      this.#warnedAt = now;
+      this.#log?.warn(fields, `${this.spec.resource}: ${stage} failed; retrying`);
+    } else if (now - this.#warnedAt >= REPEAT_WARN_MS) {
+      this.#warnedAt = now;
+      this.#log?.warn(fields, `${this.spec.resource}: ${stage} still failing after ${this.#attempts} attempts; retrying (each attempt at debug level)`);
+    } else {
+      this.#log?.debug(fields, `${this.spec.resource}: ${stage} failed again; retrying`);
+    }
     this.#restart('error', how, delay);
   }
 
@@ -237,7 +267,12 @@ export class Informer<R extends ObjectMeta> {
     this.#status.synced = true;
     this.#status.lastError = null;
     this.#backoff = this.#backoffMin;
-    this.#log?.info({ objects: this.#known.size, resourceVersion: rv, relist }, `${this.spec.resource}: listed`);
+    const after = this.#recovered;
+    this.#failing = '';
+    this.#attempts = 0;
+    this.#recovered = 0;
+    this.#log?.info({ objects: this.#known.size, resourceVersion: rv, relist, ...(after ? { failedAttempts: after } : {}) },
+      after ? `${this.spec.resource}: listed after ${after} failed attempts` : `${this.spec.resource}: listed`);
     this.#emit({ type: 'synced', relist });
     this.#watch();
   }

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
+import { pino } from 'pino';
 import { KubeApiError, KubeClient } from '../../src/k8s/client.ts';
 import { Informer, type InformerEvent, type ObjectMeta } from '../../src/k8s/informer.ts';
 import { type ControlPlane, startControlPlane } from './lib/apiserver.ts';
@@ -94,6 +95,37 @@ describe('informer', () => {
     try {
       await eventually('a silent restart', () => restarts.includes('silent'), 15_000);
       assert.equal(inf.status.phase === 'watching' || inf.status.phase === 'listing', true);
+    } finally {
+      inf.stop();
+      client.close();
+    }
+  });
+
+  test('a failure that repeats (a CRD not installed) is one warn line, then debug per attempt; the list that finally works says after how many', async () => {
+    const lines: { level: number; msg: string; attempts?: number; failedAttempts?: number }[] = [];
+    const log = pino({ level: 'debug' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    const client = KubeClient.fromKubeconfig(cp.hostKubeconfigPath);
+    const inf = new Informer<ObjectMeta>(client, { resource: 'widgets', path: '/apis/test.hypha.io/v1/widgets' }, { log, backoffMinMs: 10, backoffMaxMs: 40 });
+    const events: string[] = [];
+    inf.start((e) => events.push(e.type));
+    try {
+      await eventually('eight failed attempts', () => lines.filter((l) => /widgets: list failed/.test(l.msg)).length >= 8, 20_000);
+      const warns = lines.filter((l) => l.level >= 40);
+      assert.equal(warns.length, 1, `one warn line, not one per retry: ${JSON.stringify(warns)}`);
+      assert.match(warns[0]!.msg, /^widgets: list failed; retrying$/);
+      assert.ok(lines.filter((l) => l.level === 20 && /widgets: list failed again; retrying/.test(l.msg)).length >= 7);
+      const ext = new k8s.KubeConfig();
+      ext.loadFromFile(cp.hostKubeconfigPath);
+      await ext.makeApiClient(k8s.ApiextensionsV1Api).createCustomResourceDefinition({ body: {
+        metadata: { name: 'widgets.test.hypha.io' },
+        spec: { group: 'test.hypha.io', scope: 'Namespaced', names: { plural: 'widgets', singular: 'widget', kind: 'Widget' },
+          versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', x_kubernetes_preserve_unknown_fields: true } } }] },
+      } });
+      await eventually('listed once the CRD is served', () => events.includes('synced'), 30_000);
+      const listed = lines.find((l) => /^widgets: listed/.test(l.msg))!;
+      assert.match(listed.msg, /^widgets: listed after \d+ failed attempts$/);
+      assert.ok((listed.failedAttempts ?? 0) >= 8);
+      assert.equal(lines.filter((l) => l.level >= 40).length, 1, 'still the one warn line');
     } finally {
       inf.stop();
       client.close();
