@@ -88,6 +88,13 @@ export function isGone(err: unknown): boolean {
 /** A failure that keeps repeating is said at warn again this often. */
 export const REPEAT_WARN_MS = 10 * 60_000;
 
+/** A resourceVersion as the informer keeps it: the API server's are decimal
+ *  counters (etcd revisions), kept as a number (no string per object at
+ *  200 000 objects); anything else stays the opaque string it is. */
+export function rvKey(rv: string): string | number {
+  return /^[1-9]\d{0,14}$/.test(rv) ? Number(rv) : rv;
+}
+
 export class Informer<R extends ObjectMeta> {
   readonly spec: InformerSpec;
   readonly #client: KubeClient;
@@ -99,7 +106,7 @@ export class Informer<R extends ObjectMeta> {
   readonly #backoffMax: number;
   readonly #pageSize: number;
   /** key -> resourceVersion of everything we know */
-  readonly #known = new Map<string, string>();
+  readonly #known = new Map<string, string | number>();
   #handler: ((e: InformerEvent<R>) => void) | undefined;
   #abort: WatchHandle | undefined;
   #silenceTimer: NodeJS.Timeout | undefined;
@@ -240,7 +247,7 @@ export class Informer<R extends ObjectMeta> {
         if (gen !== this.#generation) return;
         for (const obj of page.items) {
           const key = objectKey(obj);
-          const objRv = obj.metadata?.resourceVersion ?? '';
+          const objRv = rvKey(obj.metadata?.resourceVersion ?? '');
           seen.add(key);
           if (this.#known.get(key) !== objRv) {
             this.#known.set(key, objRv);
@@ -312,7 +319,7 @@ export class Informer<R extends ObjectMeta> {
           case 'ADDED':
           case 'MODIFIED': {
             const key = objectKey(o);
-            this.#known.set(key, rv ?? '');
+            this.#known.set(key, rvKey(rv ?? ''));
             if (rv) this.#status.resourceVersion = rv;
             this.#emit({ type: 'upsert', key, obj: o });
             break;
