@@ -111,4 +111,72 @@ describe('FrontendOwners', () => {
     o.set('default/b', [], [], '');
     assert.equal(o.refused().size, 0);
   });
+  test('one claimant, a second, back to one, then a third: verdicts and who changed at each step', () => {
+    const ext = (key: string, created: string): Spec => ({ key, created, claims: [['ExternalIP', '198.51.100.1', 80], ['ExternalIP', '198.51.100.1', 443]] });
+    const a = ext('ns/a', '2024-01-05T00:00:00Z');
+    const b = ext('ns/b', '2024-01-01T00:00:00Z');
+    const c = ext('ns/c', '2024-01-02T00:00:00Z');
+    const o = new FrontendOwners();
+    assert.deepEqual(put(o, a), []);
+    assert.deepEqual(grants(o, [a]), { '198.51.100.1:80/TCP': ['ns/a'], '198.51.100.1:443/TCP': ['ns/a'] });
+    assert.deepEqual(put(o, b), ['ns/a'], 'the older b takes both frontends from a');
+    assert.deepEqual(grants(o, [a, b]), { '198.51.100.1:80/TCP': ['ns/b'], '198.51.100.1:443/TCP': ['ns/b'] });
+    assert.deepEqual(o.set('ns/b', [], [], ''), ['ns/a'], 'a gets them back');
+    assert.deepEqual(grants(o, [a]), { '198.51.100.1:80/TCP': ['ns/a'], '198.51.100.1:443/TCP': ['ns/a'] });
+    assert.equal(o.refused().size, 0);
+    assert.deepEqual(put(o, c), ['ns/a'], 'a third, older than a, takes them');
+    assert.deepEqual(grants(o, [a, c]), { '198.51.100.1:80/TCP': ['ns/c'], '198.51.100.1:443/TCP': ['ns/c'] });
+    assert.equal((o.verdict('ns/a', '198.51.100.1:443/TCP') as { reason: string }).reason, '198.51.100.1:443/TCP is also the ExternalIP of Service ns/c, which is older');
+    // An owner of the whole address comes and goes: every port follows.
+    const owner: Spec = { key: 'ns/owner', created: '2024-03-01T00:00:00Z', claims: [['ClusterIP', '198.51.100.1', 53]] };
+    assert.deepEqual(put(o, owner), ['ns/a', 'ns/c']);
+    assert.deepEqual(grants(o, [a, c, owner]), { '198.51.100.1:53/TCP': ['ns/owner'] });
+    assert.deepEqual(o.set('ns/owner', [], [], ''), ['ns/a', 'ns/c']);
+    assert.deepEqual(grants(o, [a, c]), { '198.51.100.1:80/TCP': ['ns/c'], '198.51.100.1:443/TCP': ['ns/c'] });
+    o.set('ns/c', [], [], '');
+    o.set('ns/a', [], [], '');
+    assert.equal(o.refused().size, 0);
+  });
+
+  test('whatever the history of changes, verdicts are those of the end state fed at once, and every Service whose verdict changed is named', () => {
+    let seed = 7;
+    const rand = (n: number): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff), seed % n);
+    const kinds: FrontendKind[] = ['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalIP'];
+    const addrs = ['10.0.0.1', '10.0.0.2', '10.0.0.3'];
+    const keys = ['ns/p', 'ns/q', 'ns/r', 'ns/s', 'ns/t'];
+    const randomSpec = (key: string): Spec => ({
+      key,
+      created: rand(4) === 0 ? '' : `2024-01-0${1 + rand(3)}T00:00:00Z`,
+      claims: Array.from({ length: 1 + rand(3) }, () => [kinds[rand(4)]!, addrs[rand(3)]!, 80 + rand(2)] as [FrontendKind, string, number]),
+    });
+    const verdicts = (o: FrontendOwners, specs: Spec[]): Map<string, string> => new Map(specs.flatMap((s) => claimsOf(s).frontends.map((f) => {
+      const v = o.verdict(s.key, f.frontend);
+      return [`${s.key} ${f.frontend}`, v.granted ? '' : v.reason] as [string, string];
+    })));
+    const o = new FrontendOwners();
+    const now = new Map<string, Spec>();
+    for (let step = 0; step < 400; step++) {
+      const key = keys[rand(keys.length)]!;
+      const before = verdicts(o, [...now.values()]);
+      let changed: string[];
+      if (rand(3) === 0) {
+        changed = o.set(key, [], [], '');
+        now.delete(key);
+      } else {
+        const s = randomSpec(key);
+        changed = put(o, s);
+        now.set(key, s);
+      }
+      const fresh = new FrontendOwners();
+      for (const s of [...now.values()].sort((x, y) => (x.key < y.key ? 1 : -1))) put(fresh, s);
+      const after = verdicts(o, [...now.values()]);
+      assert.deepEqual(after, verdicts(fresh, [...now.values()]), `step ${step}`);
+      for (const [k, v] of after) {
+        const s = k.split(' ')[0]!;
+        if (s !== key && before.has(k) && before.get(k) !== v) assert.ok(changed.includes(s), `step ${step}: ${k} changed and ${s} is not named`);
+      }
+    }
+    for (const k of keys) o.set(k, [], [], '');
+    assert.equal(o.refused().size, 0);
+  });
 });

@@ -29,10 +29,76 @@ const GRANTED: Verdict = { granted: true };
 /** Lower wins. */
 export const CLAIM_RANK: Record<FrontendKind, number> = { ClusterIP: 0, NodePort: 0, LoadBalancer: 1, ExternalIP: 2 };
 
+/** What one Service claims, as its caller gave it (not copied: the caller
+ *  does not change the arrays after). */
 interface Claimant {
   created: string;
-  frontends: FrontendClaim[];
-  addresses: ClaimedAddress[];
+  frontends: readonly FrontendClaim[];
+  addresses: readonly ClaimedAddress[];
+}
+
+/**
+ * The Services claiming one frontend or one address, each with the
+ * best-ranked kind it claims it as. One claimant (the rule) is held inline;
+ * a Map is made only when a second arrives, and dropped when one is left
+ * again: an inline claim is one small object where a Map with its table is
+ * about 200 bytes.
+ */
+class Claims {
+  /** The one claimant ('' when there is none, or many). */
+  service = '';
+  kind: FrontendKind = 'ClusterIP';
+  many: Map<string, FrontendKind> | undefined = undefined;
+
+  get size(): number {
+    return this.many ? this.many.size : this.service === '' ? 0 : 1;
+  }
+
+  /** Add a claim (a Service claiming it again keeps its best-ranked kind). */
+  add(service: string, kind: FrontendKind): void {
+    if (this.many) {
+      const had = this.many.get(service);
+      if (had === undefined || CLAIM_RANK[kind] < CLAIM_RANK[had]) this.many.set(service, kind);
+    } else if (this.service === '') {
+      this.service = service;
+      this.kind = kind;
+    } else if (this.service === service) {
+      if (CLAIM_RANK[kind] < CLAIM_RANK[this.kind]) this.kind = kind;
+    } else {
+      this.many = new Map([[this.service, this.kind], [service, kind]]);
+      this.service = '';
+    }
+  }
+
+  /** Remove a Service's claim; true if it had one. */
+  delete(service: string): boolean {
+    if (!this.many) {
+      if (this.service !== service || service === '') return false;
+      this.service = '';
+      return true;
+    }
+    if (!this.many.delete(service)) return false;
+    if (this.many.size === 1) {
+      const [s, k] = this.many.entries().next().value!;
+      this.service = s;
+      this.kind = k;
+      this.many = undefined;
+    }
+    return true;
+  }
+
+  forEach(visit: (kind: FrontendKind, service: string) => void): void {
+    if (this.many) this.many.forEach(visit);
+    else if (this.service !== '') visit(this.kind, this.service);
+  }
+}
+
+class FrontendEntry extends Claims {
+  readonly addr: string;
+  constructor(addr: string) {
+    super();
+    this.addr = addr;
+  }
 }
 
 interface Contender {
@@ -77,12 +143,12 @@ function sameClaims(c: Claimant, frontends: readonly FrontendClaim[], addresses:
 
 export class FrontendOwners {
   readonly #claimants = new Map<string, Claimant>();
-  /** frontend -> service -> kind (the best-ranked, if a Service claims it twice) */
-  readonly #byFrontend = new Map<string, { addr: string; claims: Map<string, FrontendKind> }>();
-  /** address -> the claimed frontends on it */
-  readonly #frontendsAt = new Map<string, Set<string>>();
-  /** address -> service -> kind, for ClusterIPs and LoadBalancer IPs */
-  readonly #owningClaims = new Map<string, Map<string, FrontendKind>>();
+  /** frontend -> its address and the Services claiming it */
+  readonly #byFrontend = new Map<string, FrontendEntry>();
+  /** address -> the claimed frontends on it (one held directly, several in a Set) */
+  readonly #frontendsAt = new Map<string, string | Set<string>>();
+  /** address -> the Services claiming it as a ClusterIP or LoadBalancer IP */
+  readonly #owningClaims = new Map<string, Claims>();
   /** Only refused claims are kept: a claim not in here is granted. */
   readonly #refused = new Map<string, Map<string, Verdict>>();
 
@@ -96,30 +162,36 @@ export class FrontendOwners {
   }
 
   /** Replace what one Service claims (nothing: it is gone). Returns the other
-   *  Services whose verdict on some frontend changed, sorted. */
+   *  Services whose verdict on some frontend changed, sorted. The arrays are
+   *  kept as they are: the caller must not change them afterwards. */
   set(service: string, frontends: readonly FrontendClaim[], addresses: readonly ClaimedAddress[], created: string): string[] {
     const old = this.#claimants.get(service);
     // The common change (endpoints moved) claims the same as before.
     if (old && old.created === created && sameClaims(old, frontends, addresses)) return [];
     const touched = new Set<string>();
     const addrs = new Set<string>();
-    for (const f of [...(old?.frontends ?? []), ...frontends]) touched.add(f.frontend);
-    for (const a of [...(old?.addresses ?? []), ...addresses]) if (owning(a.kind)) addrs.add(a.addr);
+    for (const f of old?.frontends ?? []) touched.add(f.frontend);
+    for (const f of frontends) touched.add(f.frontend);
+    for (const a of old?.addresses ?? []) if (owning(a.kind)) addrs.add(a.addr);
+    for (const a of addresses) if (owning(a.kind)) addrs.add(a.addr);
     const ownersBefore = new Map([...addrs].map((a) => [a, this.#ownerSignature(a)]));
 
     if (old) this.#remove(service, old);
-    if (frontends.length > 0 || addresses.length > 0) this.#add(service, { created, frontends: [...frontends], addresses: [...addresses] });
+    if (frontends.length > 0 || addresses.length > 0) this.#add(service, { created, frontends, addresses });
 
     // A new owner of an address changes the verdict on every frontend at it.
     for (const a of addrs) {
       if (this.#ownerSignature(a) === ownersBefore.get(a)) continue;
-      for (const fk of this.#frontendsAt.get(a) ?? []) touched.add(fk);
+      const at = this.#frontendsAt.get(a);
+      if (typeof at === 'string') touched.add(at);
+      else for (const fk of at ?? []) touched.add(fk);
     }
     const affected = new Set<string>();
     for (const fk of touched) {
       const was = this.#refused.get(fk);
       const now = this.#decide(fk);
-      const services = new Set([...(was?.keys() ?? []), ...(now?.keys() ?? []), ...(this.#byFrontend.get(fk)?.claims.keys() ?? [])]);
+      const services = new Set([...(was?.keys() ?? []), ...(now?.keys() ?? [])]);
+      this.#byFrontend.get(fk)?.forEach((_, s) => services.add(s));
       for (const s of services) {
         if (s === service) continue;
         const a = was?.get(s);
@@ -136,19 +208,18 @@ export class FrontendOwners {
     this.#claimants.set(service, c);
     for (const f of c.frontends) {
       let e = this.#byFrontend.get(f.frontend);
-      if (!e) this.#byFrontend.set(f.frontend, (e = { addr: f.addr, claims: new Map() }));
-      const had = e.claims.get(service);
-      if (had === undefined || CLAIM_RANK[f.kind] < CLAIM_RANK[had]) e.claims.set(service, f.kind);
-      let at = this.#frontendsAt.get(f.addr);
-      if (!at) this.#frontendsAt.set(f.addr, (at = new Set()));
-      at.add(f.frontend);
+      if (!e) this.#byFrontend.set(f.frontend, (e = new FrontendEntry(f.addr)));
+      e.add(service, f.kind);
+      const at = this.#frontendsAt.get(f.addr);
+      if (at === undefined) this.#frontendsAt.set(f.addr, f.frontend);
+      else if (typeof at !== 'string') at.add(f.frontend);
+      else if (at !== f.frontend) this.#frontendsAt.set(f.addr, new Set([at, f.frontend]));
     }
     for (const a of c.addresses) {
       if (!owning(a.kind)) continue;
       let m = this.#owningClaims.get(a.addr);
-      if (!m) this.#owningClaims.set(a.addr, (m = new Map()));
-      const had = m.get(service);
-      if (had === undefined || CLAIM_RANK[a.kind] < CLAIM_RANK[had]) m.set(service, a.kind);
+      if (!m) this.#owningClaims.set(a.addr, (m = new Claims()));
+      m.add(service, a.kind);
     }
   }
 
@@ -157,12 +228,12 @@ export class FrontendOwners {
     for (const f of c.frontends) {
       const e = this.#byFrontend.get(f.frontend);
       if (!e) continue;
-      e.claims.delete(service);
-      if (e.claims.size > 0) continue;
+      e.delete(service);
+      if (e.size > 0) continue;
       this.#byFrontend.delete(f.frontend);
       const at = this.#frontendsAt.get(f.addr);
-      at?.delete(f.frontend);
-      if (at?.size === 0) this.#frontendsAt.delete(f.addr);
+      if (at === f.frontend) this.#frontendsAt.delete(f.addr);
+      else if (typeof at !== 'string' && at?.delete(f.frontend) && at.size === 1) this.#frontendsAt.set(f.addr, at.values().next().value!);
     }
     for (const a of c.addresses) {
       const m = this.#owningClaims.get(a.addr);
@@ -175,10 +246,10 @@ export class FrontendOwners {
     const m = this.#owningClaims.get(addr);
     if (!m) return undefined;
     const cs: Contender[] = [];
-    for (const [service, kind] of m) {
-      if (clusterIPOnly && kind !== 'ClusterIP') continue;
+    m.forEach((kind, service) => {
+      if (clusterIPOnly && kind !== 'ClusterIP') return;
       cs.push({ service, kind, created: this.#claimants.get(service)?.created ?? '' });
-    }
+    });
     return best(cs);
   }
 
@@ -195,16 +266,16 @@ export class FrontendOwners {
       (out ??= new Map()).set(service, v);
     };
     const eligible: Contender[] = [];
-    for (const [service, kind] of e.claims) {
+    e.forEach((kind, service) => {
       // An ExternalIP never takes an address another Service owns; a
       // LoadBalancer IP never takes another Service's ClusterIP.
       const owner = kind === 'ExternalIP' ? this.#addressOwner(e.addr, false) : kind === 'LoadBalancer' ? this.#addressOwner(e.addr, true) : undefined;
       if (owner && owner.service !== service) {
         refuse(service, { granted: false, owner: owner.service, reason: `address ${e.addr} is the ${owner.kind} of Service ${owner.service}` });
-        continue;
+        return;
       }
       eligible.push({ service, kind, created: this.#claimants.get(service)?.created ?? '' });
-    }
+    });
     const winner = best(eligible);
     for (const c of eligible) {
       if (!winner || c.service === winner.service) continue;
