@@ -18,11 +18,13 @@ import { ReconcileError } from '../datapath/reconciler.ts';
 import { CidrSet } from '../services/cidr-set.ts';
 import { type CompileLimits, type CompiledService, DEFAULT_LIMITS, type NotServed, compileService } from '../services/compile.ts';
 import { type LbCapacity, type LbTable, entriesNeeded } from '../services/lb-table.ts';
-import { type EndpointSlice, type NodeInfo, type Service, serviceKey } from '../services/model.ts';
+import { type EndpointSlice, type NodeInfo, type Service, endpointsOf, serviceKey } from '../services/model.ts';
 import type { Problem } from '../services/problems.ts';
 import { MultiMap } from '../services/multimap.ts';
 import type { Metrics } from './metrics.ts';
 import { ObjectProblems, type ProblemKindSummary } from './object-problems.ts';
+
+const NO_SLICE = { packed: '', nodes: [] };
 
 /** One frontend a Service asks for that is not programmed (status document). */
 export interface NotServedEntry extends NotServed {
@@ -169,7 +171,7 @@ export class LbSync {
       if (!svc?.healthCheckNodePort) continue;
       const local = new Set<string>();
       for (const sk of this.#slicesOf.get(key)) {
-        for (const e of this.#slices.get(sk)?.endpoints ?? []) {
+        for (const e of endpointsOf(this.#slices.get(sk) ?? NO_SLICE)) {
           if (e.nodeName === this.#node.name && e.ready) local.add(e.address);
         }
       }

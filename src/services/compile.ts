@@ -19,7 +19,7 @@
 import type { CidrSet } from './cidr-set.ts';
 import { CLAIM_RANK } from './frontend-owners.ts';
 import type { Endpoint, EndpointSlice, NodeInfo, Protocol, Service, ServicePort } from './model.ts';
-import { serviceKey } from './model.ts';
+import { endpointsOf, serviceKey } from './model.ts';
 import { type Problem, problem } from './problems.ts';
 
 export type FrontendKind = 'ClusterIP' | 'NodePort' | 'ExternalIP' | 'LoadBalancer';
@@ -120,7 +120,7 @@ function endpointsFor(port: ServicePort, slices: readonly EndpointSlice[], node:
     if (slice.addressType !== 'IPv4') continue;
     const sp = slice.ports.find((p) => p.name === port.name && p.protocol === port.protocol);
     if (!sp) continue;
-    for (const ep of slice.endpoints) {
+    for (const ep of endpointsOf(slice)) {
       // Ready: takes new flows (as kube-proxy, whatever `terminating` says:
       // only a Service with publishNotReadyAddresses has ready endpoints
       // that terminate, and it asks for them). Serving and terminating:

@@ -1,5 +1,5 @@
 // Builders for Service and EndpointSlice objects in unit tests and benchmarks.
-import type { EndpointSlice, Service } from './model.ts';
+import { type EndpointSlice, type Service, packEndpoints } from './model.ts';
 
 export function svc(name: string, over: Partial<Service> = {}): Service {
   return {
@@ -34,7 +34,7 @@ export function slice(service: string, eps: (string | EpSpec)[], over: Partial<E
     serviceName: service,
     addressType: 'IPv4',
     ports: [{ name: 'http', protocol: 'TCP', port: 8080 }],
-    endpoints: eps.map((e) => {
+    ...packEndpoints(eps.map((e) => {
       const s = typeof e === 'string' ? { ip: e } : e;
       const ready = s.ready ?? true;
       return {
@@ -43,9 +43,8 @@ export function slice(service: string, eps: (string | EpSpec)[], over: Partial<E
         serving: s.serving ?? ready,
         terminating: s.terminating ?? false,
         nodeName: s.node ?? 'node-a',
-        zone: '',
       };
-    }),
+    })),
     ...over,
   };
 }

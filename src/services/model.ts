@@ -2,6 +2,7 @@
 // Produced by src/services/normalize.ts from Service and EndpointSlice objects
 // (YAML files or the API server); consumed by the pure compiler. Nothing here
 // holds a Kubernetes client type, so every consumer can be tested with literals.
+import { EMPTY, Interner, internString } from './intern.ts';
 
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 
@@ -25,12 +26,12 @@ export interface Service {
   name: string;
   type: ServiceType;
   /** IPv4 cluster IPs; empty for headless ("None") and ExternalName Services. */
-  clusterIPs: string[];
+  clusterIPs: readonly string[];
   headless: boolean;
-  ports: ServicePort[];
-  externalIPs: string[];
+  ports: readonly ServicePort[];
+  externalIPs: readonly string[];
   /** status.loadBalancer.ingress[].ip */
-  loadBalancerIPs: string[];
+  loadBalancerIPs: readonly string[];
   sessionAffinity: 'None' | 'ClientIP';
   /** Only meaningful for ClientIP affinity; Kubernetes' default is 10800. */
   affinityTimeoutSeconds: number;
@@ -63,7 +64,6 @@ export interface Endpoint {
   /** conditions.terminating; unset means false. */
   terminating: boolean;
   nodeName: string;
-  zone: string;
 }
 
 export interface EndpointSlice {
@@ -72,8 +72,63 @@ export interface EndpointSlice {
   /** Value of the kubernetes.io/service-name label. */
   serviceName: string;
   addressType: 'IPv4' | 'IPv6' | 'FQDN';
-  ports: EndpointPort[];
-  endpoints: Endpoint[];
+  ports: readonly EndpointPort[];
+  /** The endpoints, packed (packEndpoints; endpointsOf reads them back): a
+   *  slice of 10 endpoints is about 90 bytes here, where 10 objects with
+   *  their strings were over 1 KB. Only IPv4 slices carry them: the
+   *  datapath serves no other kind (compile.ts skips them). */
+  packed: string;
+  /** Node names the packed endpoints point into (interned). */
+  nodes: readonly string[];
+}
+
+// Per endpoint: IPv4 address (4 bytes, network order), conditions (1 byte:
+// ready, serving, terminating), index of its node name in `nodes` (2 bytes).
+const EP_SIZE = 7;
+const READY = 1;
+const SERVING = 2;
+const TERMINATING = 4;
+const nodeLists = new Interner<readonly string[]>(10_000);
+
+/** The packed form of IPv4 endpoints (addresses already validated). */
+export function packEndpoints(endpoints: readonly Endpoint[]): Pick<EndpointSlice, 'packed' | 'nodes'> {
+  const nodes: string[] = [];
+  const index = new Map<string, number>();
+  const parts: string[] = [];
+  for (const e of endpoints) {
+    let n = index.get(e.nodeName);
+    if (n === undefined) {
+      if (nodes.length > 0xffff) throw new Error(`an EndpointSlice names more than 65536 nodes`);
+      index.set(e.nodeName, (n = nodes.length));
+      nodes.push(internString(e.nodeName));
+    }
+    const [a, b, c, d] = e.address.split('.').map(Number) as [number, number, number, number];
+    const flags = (e.ready ? READY : 0) | (e.serving ? SERVING : 0) | (e.terminating ? TERMINATING : 0);
+    parts.push(String.fromCharCode(a, b, c, d, flags, n & 255, n >>> 8));
+  }
+  return { packed: parts.join(''), nodes: nodes.length === 0 ? EMPTY : nodeLists.get(nodes.join('\0'), () => Object.freeze(nodes)) };
+}
+
+/** How many endpoints a slice holds (packed). */
+export function endpointCount(slice: Pick<EndpointSlice, 'packed'>): number {
+  return slice.packed.length / EP_SIZE;
+}
+
+/** The endpoints of a slice, read back from its packed form. */
+export function endpointsOf(slice: Pick<EndpointSlice, 'packed' | 'nodes'>): Endpoint[] {
+  const p = slice.packed;
+  const out: Endpoint[] = [];
+  for (let o = 0; o < p.length; o += EP_SIZE) {
+    const flags = p.charCodeAt(o + 4);
+    out.push({
+      address: `${p.charCodeAt(o)}.${p.charCodeAt(o + 1)}.${p.charCodeAt(o + 2)}.${p.charCodeAt(o + 3)}`,
+      ready: (flags & READY) !== 0,
+      serving: (flags & SERVING) !== 0,
+      terminating: (flags & TERMINATING) !== 0,
+      nodeName: slice.nodes[p.charCodeAt(o + 5) | (p.charCodeAt(o + 6) << 8)] ?? '',
+    });
+  }
+  return out;
 }
 
 /** The node the agent programs: its name decides which endpoints are local. */

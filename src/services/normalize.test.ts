@@ -1,6 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { normalizeEndpointSlice, normalizeService } from './normalize.ts';
+import { endpointsOf } from './model.ts';
 
 const base = {
   apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' },
@@ -93,7 +94,7 @@ describe('normalizeEndpointSlice', () => {
       { addresses: ['10.0.0.6'], conditions: { ready: false, serving: false, terminating: true } },
     ]));
     assert.deepEqual(problems, []);
-    assert.deepEqual(value?.endpoints.map((e) => [e.address, e.ready, e.serving, e.terminating]), [
+    assert.deepEqual(endpointsOf(value!).map((e) => [e.address, e.ready, e.serving, e.terminating]), [
       ['10.0.0.1', true, true, false], ['10.0.0.2', false, true, true], ['10.0.0.3', false, true, false],
       ['10.0.0.4', false, true, true], ['10.0.0.5', true, true, false], ['10.0.0.6', false, false, true],
     ]);
@@ -101,13 +102,13 @@ describe('normalizeEndpointSlice', () => {
 
   test('a condition that is not a boolean drops that endpoint, naming the field', () => {
     const { value, problems } = normalizeEndpointSlice(sliceRaw([{ addresses: ['10.0.0.1'], conditions: { serving: 'yes' } }, { addresses: ['10.0.0.2'] }]));
-    assert.deepEqual(value?.endpoints.map((e) => e.address), ['10.0.0.2']);
+    assert.deepEqual(endpointsOf(value!).map((e) => e.address), ['10.0.0.2']);
     assert.equal(problems[0]?.message, 'EndpointSlice shop/web-1: endpoints[0].conditions.serving: "yes" is not a boolean');
   });
 
   test('an endpoint address that is not an IP drops that endpoint only, and says which', () => {
     const { value, problems } = normalizeEndpointSlice(sliceRaw([{ addresses: ['10.0.0.1'] }, { addresses: ['10.0.0.x'] }]));
-    assert.equal(value?.endpoints.length, 1);
+    assert.equal(endpointsOf(value!).length, 1);
     assert.equal(problems[0]?.message, 'EndpointSlice shop/web-1: endpoints[1].addresses[0]: "10.0.0.x" is not an IPv4 address');
   });
 

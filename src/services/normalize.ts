@@ -2,8 +2,14 @@
 // received from the API server) to the plain model. Validates at the
 // boundary: every rejected field is named with its value.
 import { isIPv4, isIPv6 } from 'node:net';
-import type { Endpoint, EndpointPort, EndpointSlice, Protocol, Service, ServicePort, ServiceType } from './model.ts';
+import { EMPTY, Interner, internString } from './intern.ts';
+import { type Endpoint, type EndpointPort, type EndpointSlice, type Protocol, type Service, type ServicePort, type ServiceType, packEndpoints } from './model.ts';
 import { type Problem, problem } from './problems.ts';
+
+/** A Service's port list, shared by every Service with the same ports (frozen). */
+const servicePorts = new Interner<readonly ServicePort[]>(10_000);
+/** A slice's port list, shared by every slice with the same ports (frozen). */
+const portLists = new Interner<readonly EndpointPort[]>(10_000);
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 const DEFAULT_AFFINITY_TIMEOUT = 10800;
@@ -170,14 +176,14 @@ export function normalizeService(raw: unknown): Normalized<Service> {
   return {
     problems,
     value: {
-      namespace: str(meta.namespace) ?? 'default',
+      namespace: internString(str(meta.namespace) ?? 'default'),
       name: str(meta.name) ?? '',
-      type,
+      type: internString(type) as ServiceType,
       clusterIPs,
       headless,
-      ports,
-      externalIPs,
-      loadBalancerIPs,
+      ports: servicePorts.get(ports.map((p) => `${p.name}/${p.protocol}/${p.port}/${p.targetPort}/${typeof p.targetPort}/${p.nodePort}`).join(','), () => Object.freeze(ports.map((p) => Object.freeze({ ...p, name: internString(p.name) })))),
+      externalIPs: externalIPs.length ? externalIPs : EMPTY,
+      loadBalancerIPs: loadBalancerIPs.length ? loadBalancerIPs : EMPTY,
       sessionAffinity: sessionAffinity as 'None' | 'ClientIP',
       affinityTimeoutSeconds,
       externalTrafficPolicy,
@@ -252,19 +258,19 @@ export function normalizeEndpointSlice(raw: unknown): Normalized<EndpointSlice> 
       serving,
       terminating,
       nodeName: str(e.nodeName) ?? '',
-      zone: str(e.zone) ?? '',
     });
   });
 
   return {
     problems,
     value: {
-      namespace: str(meta.namespace) ?? 'default',
+      namespace: internString(str(meta.namespace) ?? 'default'),
       name: str(meta.name) ?? '',
       serviceName,
       addressType,
-      ports,
-      endpoints,
+      ports: ports.length === 0 ? EMPTY : portLists.get(ports.map((p) => `${p.name}/${p.protocol}/${p.port}`).join(','), () => Object.freeze(ports.map((p) => Object.freeze({ ...p, name: internString(p.name) })))),
+      // The datapath serves IPv4 slices only: the others keep no endpoints.
+      ...(addressType === 'IPv4' ? packEndpoints(endpoints) : { packed: '', nodes: EMPTY }),
     },
   };
 }
