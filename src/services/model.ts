@@ -43,7 +43,7 @@ export interface Service {
   /** spec.healthCheckNodePort (LoadBalancer with externalTrafficPolicy Local): the agent answers on it. */
   healthCheckNodePort?: number;
   /** IPv6 cluster IPs: the datapath serves IPv4 only, so these are reported, not served. */
-  ipv6ClusterIPs?: string[];
+  ipv6ClusterIPs?: readonly string[];
   /** spec.ipFamilies is [IPv6], or every cluster IP is IPv6: nothing of it is served. */
   ipv6Only?: boolean;
 }
@@ -138,6 +138,9 @@ export interface NodeInfo {
   addresses: string[];
 }
 
+/** 'namespace/name', as one flat string: keys live in Maps for as long as
+ *  their object, and a concatenation (a rope of two or three strings) holds
+ *  about 50 bytes more than its text. */
 export function serviceKey(namespace: string, name: string): string {
-  return `${namespace}/${name}`;
+  return [namespace, name].join('/');
 }

@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { normalizeEndpointSlice, normalizeService } from './normalize.ts';
-import { endpointsOf } from './model.ts';
+import { endpointsOf, serviceKey } from './model.ts';
 
 const base = {
   apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' },
@@ -17,6 +17,20 @@ describe('normalizeService', () => {
     assert.deepEqual(value?.clusterIPs, ['10.96.0.10']);
     assert.deepEqual(value?.ports, [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 0 }]);
     assert.equal(value?.affinityTimeoutSeconds, 10800);
+  });
+
+  test('what repeats is shared: empty lists are one frozen array, equal port lists one array; values read back as given', () => {
+    const parsed = (raw: unknown): unknown => JSON.parse(JSON.stringify(raw));
+    const a = normalizeService(parsed({ ...base, spec: { ...base.spec, sessionAffinity: 'ClientIP', ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'UDP' }] } })).value!;
+    const b = normalizeService(parsed({ ...base, metadata: { name: 'other', namespace: 'shop' }, spec: { ...base.spec, clusterIP: '10.96.0.11', sessionAffinity: 'ClientIP', ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'UDP' }] } })).value!;
+    assert.equal(a.externalIPs, b.loadBalancerIPs);
+    assert.ok(Object.isFrozen(a.externalIPs) && a.externalIPs.length === 0);
+    assert.equal(a.ports, b.ports);
+    assert.deepEqual(b.clusterIPs, ['10.96.0.11']);
+    assert.deepEqual([a.sessionAffinity, a.ports[0]!.protocol], ['ClientIP', 'UDP']);
+    const s = normalizeEndpointSlice(parsed({ metadata: { name: 'web-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } }, addressType: 'IPv4', endpoints: [{ addresses: ['10.0.0.1'] }] })).value!;
+    assert.equal(s.addressType, 'IPv4');
+    assert.equal(serviceKey(a.namespace, a.name), 'shop/web');
   });
 
   const bad: [string, unknown, string][] = [

@@ -35,9 +35,18 @@ function isPort(v: unknown): v is number {
 const PORT_RANGE = 'is not a valid port number (1-65535)';
 
 function protocolOf(v: unknown): Protocol | undefined {
-  if (v === undefined) return 'TCP';
-  return v === 'TCP' || v === 'UDP' || v === 'SCTP' ? v : undefined;
+  // The literals, not the parsed strings: every port shares them.
+  if (v === undefined || v === 'TCP') return 'TCP';
+  return v === 'UDP' ? 'UDP' : v === 'SCTP' ? 'SCTP' : undefined;
 }
+
+/** A list as it is kept: exactly its length (an array grown by push holds
+ *  room for 17), and the one shared empty array when empty. */
+function kept<T>(list: T[]): readonly T[] {
+  return list.length === 0 ? EMPTY : list.slice();
+}
+
+const NO_ENDPOINTS: Pick<EndpointSlice, 'packed' | 'nodes'> = { packed: '', nodes: EMPTY };
 
 export function objectName(kind: string, raw: unknown): string {
   const meta = isObj(raw) && isObj(raw.metadata) ? raw.metadata : {};
@@ -179,18 +188,18 @@ export function normalizeService(raw: unknown): Normalized<Service> {
       namespace: internString(str(meta.namespace) ?? 'default'),
       name: str(meta.name) ?? '',
       type: internString(type) as ServiceType,
-      clusterIPs,
+      clusterIPs: kept(clusterIPs),
       headless,
       ports: servicePorts.get(ports.map((p) => `${p.name}/${p.protocol}/${p.port}/${p.targetPort}/${typeof p.targetPort}/${p.nodePort}`).join(','), () => Object.freeze(ports.map((p) => Object.freeze({ ...p, name: internString(p.name) })))),
-      externalIPs: externalIPs.length ? externalIPs : EMPTY,
-      loadBalancerIPs: loadBalancerIPs.length ? loadBalancerIPs : EMPTY,
-      sessionAffinity: sessionAffinity as 'None' | 'ClientIP',
+      externalIPs: kept(externalIPs),
+      loadBalancerIPs: kept(loadBalancerIPs),
+      sessionAffinity: sessionAffinity === 'ClientIP' ? 'ClientIP' : 'None',
       affinityTimeoutSeconds,
       externalTrafficPolicy,
       internalTrafficPolicy,
       created: str(meta.creationTimestamp) ?? '',
       ...(healthCheckNodePort ? { healthCheckNodePort } : {}),
-      ...(ipv6ClusterIPs.length > 0 ? { ipv6ClusterIPs } : {}),
+      ...(ipv6ClusterIPs.length > 0 ? { ipv6ClusterIPs: kept(ipv6ClusterIPs) } : {}),
       ...(ipv6Only ? { ipv6Only } : {}),
     },
   };
@@ -261,16 +270,19 @@ export function normalizeEndpointSlice(raw: unknown): Normalized<EndpointSlice> 
     });
   });
 
+  // The datapath serves IPv4 slices only: the others keep no endpoints.
+  const packed = addressType === 'IPv4' ? packEndpoints(endpoints) : NO_ENDPOINTS;
   return {
     problems,
     value: {
       namespace: internString(str(meta.namespace) ?? 'default'),
       name: str(meta.name) ?? '',
       serviceName,
-      addressType,
+      addressType: addressType === 'IPv4' ? 'IPv4' : addressType === 'IPv6' ? 'IPv6' : 'FQDN',
       ports: ports.length === 0 ? EMPTY : portLists.get(ports.map((p) => `${p.name}/${p.protocol}/${p.port}`).join(','), () => Object.freeze(ports.map((p) => Object.freeze({ ...p, name: internString(p.name) })))),
-      // The datapath serves IPv4 slices only: the others keep no endpoints.
-      ...(addressType === 'IPv4' ? packEndpoints(endpoints) : { packed: '', nodes: EMPTY }),
+      // Named, not spread: a spread adds them as out-of-object properties.
+      packed: packed.packed,
+      nodes: packed.nodes,
     },
   };
 }
