@@ -44,6 +44,7 @@ import { AgentPolicy, lbServiceLookup } from './policy.ts';
 import { Routing } from './routing.ts';
 import { serverPort, startServer } from './server.ts';
 import { ephemeralPorts, snatPortRanges } from './snat-ports.ts';
+import { memoryDocument } from './gc.ts';
 import type { AgentStatus, MapUsage } from './status.ts';
 
 /** Kubernetes' default --service-node-port-range. */
@@ -268,6 +269,9 @@ export class Agent {
       documents: {
         '/endpoints': () => this.#pods?.list((ns, name) => this.#podMeta?.get(ns, name)) ?? [],
         '/identities': () => this.#identities?.list() ?? [],
+        // Where the agent's memory is (MB): the process, V8's spaces (used
+        // and committed), and with ?gc=1 after a full collection first.
+        '/memory': (q) => memoryDocument(q.get('gc') === '1'),
         '/policy/endpoints': (q) => this.#policy?.endpointsDocument(q) ?? policyOff,
         '/policy/trace': (q) => this.#policy?.traceDocument(q, { services: lbServiceLookup(this.#table!), ipcache: ipcacheIdentity }) ?? { ...policyOff, verdict: 'none', notes: [policyOff.waiting] },
       },

@@ -5,7 +5,7 @@
 // follows that high-water mark (measured: 420+ MB for 10 000 Services whose
 // live state is a third of that). bin/hypha starts Node with --expose-gc;
 // without it (a test importing the agent) this does nothing.
-import { getHeapStatistics } from 'node:v8';
+import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
@@ -28,4 +28,18 @@ export function maybeCollectGarbage(): void {
   if (!gc) return;
   const used = getHeapStatistics().used_heap_size;
   if (used - afterLast > Math.max(GROWTH_FLOOR, afterLast * GROWTH_SHARE)) collectGarbage();
+}
+
+const mb = (n: number): number => Math.round(n / 104857.6) / 10;
+
+/** GET /memory: the process's resident memory and V8's spaces, MB (with
+ *  `collect`, after a full collection, to tell live from garbage). */
+export function memoryDocument(collect: boolean): Record<string, unknown> {
+  if (collect) collectGarbage();
+  const m = process.memoryUsage();
+  return {
+    collected: collect && gc !== undefined,
+    rssMb: mb(m.rss), heapUsedMb: mb(m.heapUsed), heapTotalMb: mb(m.heapTotal), externalMb: mb(m.external), arrayBuffersMb: mb(m.arrayBuffers),
+    spaces: getHeapSpaceStatistics().map((s) => ({ space: s.space_name, usedMb: mb(s.space_used_size), sizeMb: mb(s.space_size), physicalMb: mb(s.physical_space_size) })),
+  };
 }

@@ -21,3 +21,11 @@ test('/readyz: 200 when ready, with a note when there is one; 503 before', async
     await new Promise((r) => server.close(r));
   }
 });
+
+test('/memory: resident memory and V8 spaces in MB; ?gc=1 collects first when gc is exposed', async () => {
+  const { memoryDocument } = await import('./gc.ts');
+  const d = memoryDocument(true) as { rssMb: number; heapUsedMb: number; spaces: { space: string; usedMb: number }[]; collected: boolean };
+  assert.ok(d.rssMb > d.heapUsedMb && d.heapUsedMb > 0);
+  assert.ok(d.spaces.some((s) => s.space === 'old_space'));
+  assert.equal(d.collected, typeof (globalThis as { gc?: unknown }).gc === 'function');
+});

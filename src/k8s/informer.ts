@@ -71,7 +71,9 @@ export interface InformerOptions {
 
 export function objectKey(obj: ObjectMeta): string {
   const m = obj.metadata ?? {};
-  return m.namespace ? `${m.namespace}/${m.name ?? ''}` : (m.name ?? '');
+  // join makes one flat string; a template makes a rope of three that the
+  // maps keyed by it (here and in the agent) keep for the object's life.
+  return m.namespace ? [m.namespace, m.name ?? ''].join('/') : (m.name ?? '');
 }
 
 interface HttpLikeError {
