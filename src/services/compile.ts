@@ -106,7 +106,9 @@ export const REASON_IPV6 = 'IPv6-only Service: the datapath serves IPv4 only';
 export const REASON_NO_NODE_ADDRESS = 'this node has no address to serve NodePorts on (its Node object is gone or lists no IPv4 InternalIP/ExternalIP)';
 
 export function frontendKey(addr: string, port: number, protocol: Protocol): string {
-  return `${addr}:${port}/${protocol}`;
+  // One flat string: a template makes a rope that every map keyed by the
+  // frontend (owners, ids, the table) would keep.
+  return [addr, ':', port, '/', protocol].join('');
 }
 
 interface Candidate extends CompiledBackend {
