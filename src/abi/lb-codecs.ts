@@ -62,6 +62,16 @@ export function backendKey(id: number): string {
 
 const SLOT_OFFSET = layouts.hypha_lb4_svc_key.fields.find((f) => f.name === 'slot')?.offset ?? 8;
 
+/** The IPv4 address (network order) at offset `o` of a latin1-encoded string, dotted. */
+export function ip4At(s: string, o: number): string {
+  return `${s.charCodeAt(o)}.${s.charCodeAt(o + 1)}.${s.charCodeAt(o + 2)}.${s.charCodeAt(o + 3)}`;
+}
+
+/** The little-endian u32 at offset `o` of a latin1-encoded string. */
+export function u32At(s: string, o: number): number {
+  return (s.charCodeAt(o) | (s.charCodeAt(o + 1) << 8) | (s.charCodeAt(o + 2) << 16) | (s.charCodeAt(o + 3) << 24)) >>> 0;
+}
+
 /** Slot of an encoded services-map key, without decoding it. */
 export function slotOfKey(key: string): number {
   return key.charCodeAt(SLOT_OFFSET) | (key.charCodeAt(SLOT_OFFSET + 1) << 8);

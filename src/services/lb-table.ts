@@ -20,7 +20,7 @@
 // frontend took about 5 KB; the entry lists and backend ids are read back
 // from it when a change or a full resync needs them.
 import { BackendFlags, SvcFlags, layouts } from '../abi/abi.gen.ts';
-import { type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, slotOfKey, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
+import { type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, ip4At, slotOfKey, u32At, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
 import { type CompiledFrontend, type CompiledService, type FrontendKind, type NotServed, frontendKey } from './compile.ts';
 import { FrontendOwners } from './frontend-owners.ts';
 import { IdAllocator, IdPool } from './ids.ts';
@@ -108,10 +108,6 @@ const ZERO4 = '\0\0\0\0';
 // frontend's id, zero affinity timeout (see #render): what entriesOf rebuilds.
 if (field(layouts.hypha_lb4_svc_val, 'backend_id') !== 0 || SVC_ID_AT !== 8 || layouts.hypha_lb4_svc_val.size !== 16) throw new Error('hypha_lb4_svc_val changed: update the packed slot form in lb-table.ts');
 
-function u32At(s: string, o: number): number {
-  return (s.charCodeAt(o) | (s.charCodeAt(o + 1) << 8) | (s.charCodeAt(o + 2) << 16) | (s.charCodeAt(o + 3) << 24)) >>> 0;
-}
-
 /** The entries of a rendered Service as separate [key, value, ...] lists (new strings, sliced from the packed one). */
 export function entriesOf(r: RenderedService): LbEntries {
   const out = emptyEntries();
@@ -155,13 +151,13 @@ export function backendsOf(r: RenderedService, svcId?: number): ProgrammedBacken
   for (let i = 0, o = 0; i < r.backends; i++, o += BE_REC) {
     // hypha_lb4_backend: addr (network order), port (be16), proto, flags, svc_id (u32)
     const v = o + BE_KEY;
-    const id = u32At(p, v + 8);
-    if (svcId !== undefined && id !== svcId) continue;
+    const frontendId = u32At(p, v + 8);
+    if (svcId !== undefined && frontendId !== svcId) continue;
     out.push({
       id: u32At(p, o),
-      addr: `${p.charCodeAt(v)}.${p.charCodeAt(v + 1)}.${p.charCodeAt(v + 2)}.${p.charCodeAt(v + 3)}`,
+      addr: ip4At(p, v),
       port: (p.charCodeAt(v + 4) << 8) | p.charCodeAt(v + 5),
-      svcId: id,
+      svcId: frontendId,
     });
   }
   return out;

@@ -2,6 +2,7 @@
 // Produced by src/services/normalize.ts from Service and EndpointSlice objects
 // (YAML files or the API server); consumed by the pure compiler. Nothing here
 // holds a Kubernetes client type, so every consumer can be tested with literals.
+import { ip4At } from '../abi/lb-codecs.ts';
 import { EMPTY, Interner, internString } from './intern.ts';
 
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
@@ -121,7 +122,7 @@ export function endpointsOf(slice: Pick<EndpointSlice, 'packed' | 'nodes'>): End
   for (let o = 0; o < p.length; o += EP_SIZE) {
     const flags = p.charCodeAt(o + 4);
     out.push({
-      address: `${p.charCodeAt(o)}.${p.charCodeAt(o + 1)}.${p.charCodeAt(o + 2)}.${p.charCodeAt(o + 3)}`,
+      address: ip4At(p, o),
       ready: (flags & READY) !== 0,
       serving: (flags & SERVING) !== 0,
       terminating: (flags & TERMINATING) !== 0,
