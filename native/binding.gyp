@@ -18,7 +18,8 @@
         "src/link.c",
         "src/ringbuf.c",
         "src/netns.c",
-        "src/netlink.c"
+        "src/netlink.c",
+        "src/sock.c"
       ],
       "defines": ["NAPI_VERSION=9", "_GNU_SOURCE"],
       "cflags!": ["-O3"],

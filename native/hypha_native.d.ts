@@ -252,6 +252,11 @@ export interface NativeConstants {
 }
 
 /** The binding object. Functions throw (or reject with) a NativeError. */
+export interface SockOptions {
+  transparent?: boolean;
+  mark?: number;
+}
+
 export interface HyphaNative {
   readonly constants: NativeConstants;
 
@@ -332,6 +337,11 @@ export interface HyphaNative {
   cgroupAttach(prog: ProgHandle, cgroupPath: string, attachType: 'connect4' | 'sendmsg4' | 'recvmsg4' | 'getpeername4', linkPin: string): void;
   /** The calling thread's network namespace cookie (SO_NETNS_COOKIE). */
   netnsCookie(): bigint;
+  /** IP_TRANSPARENT and SO_MARK on a socket the caller owns (CAP_NET_ADMIN). */
+  sockSetOpts(fd: number, opts: SockOptions): void;
+  /** A new non-blocking, close-on-exec IPv4 TCP socket with opts set, then bound
+   *  to opts.bind when given; the caller owns the fd (net.Socket({ fd }) takes it). */
+  tcpSocket4(opts: SockOptions & { bind?: { address: string; port?: number } }): number;
   /** false when no such filter (or no clsact qdisc) existed. */
   tcDetach(ifindex: number, direction: TcDirection, opts?: TcOptions): boolean;
   /** undefined when no such filter (or no clsact qdisc) exists. */

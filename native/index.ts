@@ -76,6 +76,8 @@ export const {
   tcQuery,
   cgroupAttach,
   netnsCookie,
+  sockSetOpts,
+  tcpSocket4,
   ringbufOpen,
   netlinkOpen,
   netlinkTransact,

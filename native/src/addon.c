@@ -13,7 +13,7 @@ static napi_value init(napi_env env, napi_value exports)
 	    !map_register(env, exports) || !prog_register(env, exports) ||
 	    !link_register(env, exports) || !ringbuf_register(env, exports) ||
 	    !netlink_register(env, exports) || !constants_register(env, exports) ||
-	    !sweep_register(env, exports))
+	    !sweep_register(env, exports) || !sock_register(env, exports))
 		return NULL;
 	return exports;
 }

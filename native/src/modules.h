@@ -17,6 +17,7 @@ bool ringbuf_register(napi_env env, napi_value exports);
 bool netlink_register(napi_env env, napi_value exports);
 bool constants_register(napi_env env, napi_value exports);
 bool sweep_register(napi_env env, napi_value exports);
+bool sock_register(napi_env env, napi_value exports);
 
 /* A map handle owning fd (closed on failure). op names the call that produced fd. */
 napi_value map_handle_from_fd(napi_env env, int fd, const char *op);
