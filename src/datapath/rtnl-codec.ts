@@ -40,6 +40,10 @@ import {
   parseNeighborAttrs,
   parseRoute,
   parseRouteAttrs,
+  formatRule,
+  formatRuleAttrs,
+  parseRule,
+  parseRuleAttrs,
   type AddressAttrs,
   type Link,
   type NeighborAttrs,
@@ -784,6 +788,69 @@ export function routeMatches(r: Route, f: RouteFilter = {}): boolean {
   if (f.protocol !== undefined && r.protocol !== f.protocol) return false;
   if (f.ifindex !== undefined && r.ifindex !== f.ifindex) return false;
   return true;
+}
+
+// --- policy routing rules (IPv4) -------------------------------------------------
+
+/** An IPv4 policy routing rule that sends packets carrying a mark to a table
+ *  (`ip rule add fwmark M/MASK lookup T pref P`). */
+export interface FibRule {
+  /** Preference: rules are tried in increasing order (the main table's is 32766). */
+  priority: number;
+  fwmark: number;
+  /** Default 0xffffffff. */
+  fwmask?: number;
+  table: number;
+  /** Originator (FRA_PROTOCOL, RTPROT_*): Hypha's own are listed and pruned by it. */
+  protocol?: number;
+}
+
+export function describeRule(r: Partial<FibRule>): string {
+  const mask = r.fwmask === undefined ? '' : `/0x${(r.fwmask >>> 0).toString(16)}`;
+  return `rule pref ${r.priority} fwmark 0x${((r.fwmark ?? 0) >>> 0).toString(16)}${mask} lookup ${r.table}`;
+}
+
+function ruleRequest(type: number, flags: number, op: string, r: FibRule): RtnlRequest {
+  if (r === null || typeof r !== 'object') throw invalidArg(op, 'rule must be an object');
+  const priority = checkInt(op, 'priority', r.priority, 1, 32765);
+  const fwmark = checkInt(op, 'fwmark', r.fwmark, 1, 0xffffffff);
+  const fwmask = r.fwmask === undefined ? 0xffffffff : checkInt(op, 'fwmask', r.fwmask, 1, 0xffffffff);
+  const table = checkInt(op, 'table', r.table, 1, 0xffffffff);
+  const protocol = r.protocol === undefined ? RTPROT_BOOT : checkInt(op, 'protocol', r.protocol, 0, 255);
+  if (table === RT_TABLE_MAIN || table === RT_TABLE_LOCAL) throw invalidArg(op, `table ${table} is the kernel's own; give a table of your own`);
+  return request(type, flags, describeRule(r), [
+    formatRule({ family: AF_INET, table: table < 256 ? table : 0, action: 'toTbl' }),
+    formatRuleAttrs({ priority, fwmark, fwmask, table, protocol }),
+  ]);
+}
+
+/** Fails with EEXIST when the same rule is there (rtnl.ruleEnsure treats that as done). */
+export function ruleAddRequest(r: FibRule): RtnlRequest {
+  return ruleRequest(MessageType.NEWRULE, NLM_F_CREATE | NLM_F_EXCL, 'ruleAdd', r);
+}
+
+export function ruleDeleteRequest(r: FibRule): RtnlRequest {
+  return ruleRequest(MessageType.DELRULE, 0, 'ruleDelete', r);
+}
+
+export function ruleDumpRequest(): RtnlRequest {
+  return request(MessageType.GETRULE, NLM_F_DUMP, 'IPv4 rules', [formatRule({ family: AF_INET })]);
+}
+
+/** A rule of the dump that matches on a mark and looks up a table; undefined for the others. */
+export function decodeRule(m: Uint8Array): FibRule | undefined {
+  const what = 'RTM_NEWRULE';
+  return decodeWith(what, () => {
+    const p = payload(m, MessageType.NEWRULE, what);
+    const hdr = parseRule(p.subarray(0, 12));
+    if (hdr.family !== AF_INET) return undefined;
+    const attrs = parseRuleAttrs(p.subarray(12));
+    if (!attrs.fwmark || attrs.priority === undefined) return undefined;
+    const table = attrs.table ?? hdr.table ?? 0;
+    const r: FibRule = { priority: attrs.priority, fwmark: attrs.fwmark, fwmask: attrs.fwmask ?? 0xffffffff, table };
+    if (attrs.protocol !== undefined) r.protocol = attrs.protocol;
+    return r;
+  });
 }
 
 // --- neighbours ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ import type {
   AddrInfo,
   FdbEntry,
   FdbInfo,
+  FibRule,
   LinkInfo,
   LinkRef,
   Neigh,
@@ -42,6 +43,7 @@ export type {
   AddrInfo,
   FdbEntry,
   FdbInfo,
+  FibRule,
   LinkInfo,
   LinkRef,
   Neigh,
@@ -304,6 +306,33 @@ export class Rtnl {
     return this.#api(async () => {
       const routes = await this.#dump(codec.routeDumpRequest(filter), codec.decodeRoute, 'ENOENT');
       return routes.filter((r) => codec.routeMatches(r, filter));
+    });
+  }
+
+  // --- policy routing rules (IPv4) ---
+
+  /** Adds the rule unless the same one is there. */
+  ruleEnsure(rule: FibRule): Promise<void> {
+    return this.#api(async () => {
+      const req = codec.ruleAddRequest(rule);
+      const reply = await this.#call(req);
+      if (reply.code === 'EEXIST') return;
+      this.#check(req, reply);
+    });
+  }
+
+  /** false when no such rule. */
+  ruleDelete(rule: FibRule): Promise<boolean> {
+    return this.#api(async () => {
+      return this.#delete(codec.ruleDeleteRequest(rule), 'ENOENT');
+    });
+  }
+
+  /** The IPv4 rules that match on a mark. */
+  ruleList(): Promise<FibRule[]> {
+    return this.#api(async () => {
+      const rules = await this.#dump(codec.ruleDumpRequest(), codec.decodeRule);
+      return rules.filter((r): r is FibRule => r !== undefined);
     });
   }
 

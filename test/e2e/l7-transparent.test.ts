@@ -1,0 +1,95 @@
+// The kernel side of L7 redirection (src/l7/transparent.ts) on a node of
+// namespaces, with nftables standing in for the datapath's marking (the BPF
+// redirect is not written yet): the proxy rule and table, a transparent
+// listener that takes a pod's flow keeping its original destination, and a
+// transparent upstream that reaches a pod from another pod's address.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { Rtnl } from '../../src/datapath/rtnl.ts';
+import { MARK_TO_PROXY, PROXY_RULE, PROXY_TABLE, ensureProxyRouting, removeProxyRouting } from '../../src/l7/transparent.ts';
+import { type Node, type Pod, Topology, toolArgv } from './lib/topology.ts';
+
+const PROBE = fileURLToPath(new URL('./tools/l7-transparent-probe.ts', import.meta.url));
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+describe('L7 redirection: proxy routing and transparent sockets (nftables marks for the datapath)', () => {
+  let topo: Topology;
+  let n1: Node;
+  let server: Pod;
+  let client: Pod;
+
+  before(async () => {
+    Topology.sweepStale();
+    topo = await Topology.create({ name: 'l7t' });
+    n1 = await topo.addNode('n1');
+    [server, client] = await Promise.all([topo.addPod(n1, 'srv'), topo.addPod(n1, 'cli')]);
+    await topo.spawnReady(server, toolArgv('echo-server', ['--name', 'srv', '--port', '8080', '--peer']));
+  });
+  after(async () => {
+    await topo?.destroy();
+  });
+
+  test('the rule and the local route are made once and removed', async () => {
+    const r = Rtnl.open(topo.netnsPath(n1));
+    try {
+      await ensureProxyRouting(r);
+      await ensureProxyRouting(r); // idempotent
+      const rules = (await r.ruleList()).filter((x) => x.table === PROXY_TABLE);
+      assert.deepEqual(rules.map((x) => [x.priority, hex(x.fwmark), hex(x.fwmask ?? 0)]), [[PROXY_RULE.priority, hex(MARK_TO_PROXY), hex(MARK_TO_PROXY)]]);
+      const routes = await r.routeList({ table: PROXY_TABLE });
+      assert.deepEqual(routes.map((x) => [x.dst, x.type]), [['default', 'local']]);
+      assert.equal(await removeProxyRouting(r), true);
+      assert.deepEqual((await r.ruleList()).filter((x) => x.table === PROXY_TABLE), []);
+      assert.equal(await removeProxyRouting(r), false);
+    } finally {
+      r.close();
+    }
+  });
+
+  test("a pod's flow to another pod reaches the transparent listener with its original destination", async () => {
+    await topo.exec(n1, ['nft', '-f', '-'], {
+      input: `table ip hyl7a {
+  chain pre {
+    type filter hook prerouting priority mangle; policy accept;
+    iifname "${client.hostIfname}" ip daddr ${server.ip} tcp dport 9090 meta mark set ${hex(MARK_TO_PROXY)} tproxy ip to 127.0.0.1:15001 accept
+  }
+}
+`,
+    });
+    try {
+      const listener = await topo.spawnReady(n1, [process.execPath, PROBE, 'listen', '15001']);
+      const got = await topo.exec(client, toolArgv('client', ['once', '--to', `${server.ip}:9090`, '--timeout', '5000']));
+      const line = await listener.waitForLine((l) => l.includes('"local"'), { timeoutMs: 5000 });
+      const seen = JSON.parse(line) as { local: string; remote: string };
+      assert.equal(seen.local, `${server.ip}:9090`, 'the accepted socket keeps the original destination');
+      assert.equal(seen.remote, client.ip);
+      assert.match(got.stdout, /proxy/, `the client got the proxy's answer: ${got.stdout} ${got.stderr}`);
+    } finally {
+      await topo.exec(n1, ['nft', 'delete', 'table', 'ip', 'hyl7a']);
+    }
+  });
+
+  test("the upstream leaves with the client's address, and its replies come back to it", async () => {
+    // what the datapath will do: mark the replies to the proxy's upstream
+    await topo.exec(n1, ['nft', '-f', '-'], {
+      input: `table ip hyl7b {
+  chain pre {
+    type filter hook prerouting priority mangle; policy accept;
+    iifname "${server.hostIfname}" ip daddr ${client.ip} tcp sport 8080 meta mark set ${hex(MARK_TO_PROXY)}
+  }
+}
+`,
+    });
+    try {
+      const res = await topo.exec(n1, [process.execPath, PROBE, 'dial', client.ip, server.ip, '8080']);
+      const out = JSON.parse(res.stdout.trim().split('\n').at(-1) ?? '{}') as { greeting?: string; local?: string; error?: string };
+      assert.equal(out.error, undefined, res.stderr);
+      assert.equal(out.greeting, `srv ${client.ip}`, 'the server saw the client pod, not the node');
+      assert.equal(out.local, client.ip);
+    } finally {
+      await topo.exec(n1, ['nft', 'delete', 'table', 'ip', 'hyl7b']);
+    }
+  });
+});
