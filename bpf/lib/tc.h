@@ -227,12 +227,18 @@ static __noinline int hypha_tc_policy_icmp_err(struct __sk_buff *skb, const stru
 	return TC_ACT_SHOT;
 }
 
+/* What hypha_tc_policy returns besides 0 and TC_ACT_SHOT (the low 16 bits:
+ * the proxy port, host order). */
+#define HYPHA_TC_POLICY_PROXY 0x10000
+#define HYPHA_TC_POLICY_TO_HOST 0x20000
+
 /* NetworkPolicy on a packet entering or leaving a pod of this node
  * (policy.h): nat, when given, is the translation the packet is about to
- * get (the flow judged is the one after it). Returns 0 to go on, or
+ * get (the flow judged is the one after it). Returns 0 to go on,
  * TC_ACT_SHOT for a denied packet, counted and reported with the tuple
- * judged and both identities. A function of its own: the flow's state stays
- * off the main path's stack. */
+ * judged and both identities, or where an L7 flow's packet goes
+ * (HYPHA_TC_POLICY_*, see hypha_tc_policy_steer). A function of its own:
+ * the flow's state stays off the main path's stack. */
 static __noinline int hypha_tc_policy(struct __sk_buff *skb, const struct hypha_pkt4 *p, const struct hypha_nat4 *nat,
 				      enum hypha_hook hook, __u32 gen)
 {
@@ -249,9 +255,13 @@ static __noinline int hypha_tc_policy(struct __sk_buff *skb, const struct hypha_
 			   (what & HYPHA_NAT_DPORT) ? nat->dport : p->dport);
 	f.id_saddr = p->saddr;
 	f.proto = p->proto;
+	f.from_proxy = (skb->mark & HYPHA_MARK_FROM_PROXY) != 0;
 	reason = hypha_policy_enforce(&f, p, gen);
-	if (!reason)
-		return 0;
+	if (!reason) {
+		if (f.action == HYPHA_POLICY_ACT_PROXY)
+			return HYPHA_TC_POLICY_PROXY | bpf_ntohs(f.proxy_port);
+		return f.action == HYPHA_POLICY_ACT_TO_HOST ? HYPHA_TC_POLICY_TO_HOST : 0;
+	}
 	q = *p;
 	q.saddr = f.id_saddr;
 	q.daddr = f.daddr;
@@ -265,6 +275,44 @@ static __noinline int hypha_tc_policy(struct __sk_buff *skb, const struct hypha_
 static __always_inline int hypha_policy_on(const struct hypha_config *cfg)
 {
 	return cfg && (cfg->flags & HYPHA_CFG_POLICY);
+}
+
+/* Give an L7 flow's packet (already translated) to the node's stack for the
+ * proxy: a SYN is assigned the proxy's listener (127.0.0.1 at the entry's
+ * port); every packet is marked HYPHA_MARK_TO_PROXY, which a routing rule
+ * delivers locally (src/l7/transparent.ts), where the accepted connection
+ * (local address: the original destination) or the proxy's upstream socket
+ * takes it. No listener: refused (fail closed: never let through). At
+ * to_pod (tc egress: no socket can be assigned) a flow that was not
+ * redirected where it entered is dropped. */
+static __noinline int hypha_tc_policy_steer(struct __sk_buff *skb, const struct hypha_pkt4 *p, int pol,
+					    enum hypha_hook hook)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	long err;
+
+	if (pol == HYPHA_TC_POLICY_TO_HOST) {
+		skb->mark |= HYPHA_MARK_TO_PROXY;
+		return TC_ACT_OK;
+	}
+	if (hook == HYPHA_HOOK_TO_POD)
+		return hypha_tc_drop(skb, -HYPHA_DROP_PROXY_NOT_REDIRECTED, hook, p, 0);
+	if ((p->tcp_flags & (HYPHA_TCP_SYN | HYPHA_TCP_ACK)) == HYPHA_TCP_SYN) {
+		t.ipv4.saddr = p->saddr;
+		t.ipv4.sport = p->sport;
+		t.ipv4.daddr = bpf_htonl(HYPHA_PROXY_ADDR);
+		t.ipv4.dport = bpf_htons(pol & 0xffff);
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return hypha_tc_drop(skb, -HYPHA_DROP_PROXY_UNAVAILABLE, hook, p, 0);
+		err = bpf_sk_assign(skb, sk, 0);
+		bpf_sk_release(sk);
+		if (err)
+			return hypha_tc_drop(skb, -HYPHA_DROP_PROXY_UNAVAILABLE, hook, p, 0);
+	}
+	skb->mark |= HYPHA_MARK_TO_PROXY;
+	return TC_ACT_OK;
 }
 
 /* Rewrite a packet and forward it ourselves (see hypha_tc_fib). A function
@@ -331,7 +379,7 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 	struct hypha_nat4 nat = {};
 	struct hypha_pkt4 p = {};
 	__u32 now, seen = hypha_seen_mark(cfg);
-	int ret, reversed = 0;
+	int ret, reversed = 0, pol = 0;
 
 	/* Already looked at by from_pod on this node (a pod talking to a
 	 * local pod): nothing left for to_pod to restore. */
@@ -351,7 +399,7 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 
 	if (p.icmp_err) {
 		if ((hook == HYPHA_HOOK_FROM_POD || hook == HYPHA_HOOK_TO_POD) && hypha_policy_on(cfg) &&
-		    hypha_tc_policy(skb, &p, NULL, hook, cfg->policy_generation))
+		    hypha_tc_policy(skb, &p, NULL, hook, cfg->policy_generation) == TC_ACT_SHOT)
 			return TC_ACT_SHOT;
 		return hypha_tc_icmp_err_path(skb, &p, hook, hypha_tc_icmp_err_which(forward, reverse, mode), cfg);
 	}
@@ -371,14 +419,16 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 		ret = hypha_tc_new_flow(&p, &nat, cfg, (mode << 1) | scope, now);
 	/* Policy after the Service decision (a ClusterIP flow is judged as
 	 * the flow to its backend) and before any rewrite or redirect. */
-	if (ret >= 0 && (hook == HYPHA_HOOK_FROM_POD || hook == HYPHA_HOOK_TO_POD) && hypha_policy_on(cfg) &&
-	    hypha_tc_policy(skb, &p, ret == HYPHA_LB_NAT && !reversed ? &nat : NULL, hook, cfg->policy_generation))
-		return TC_ACT_SHOT;
+	if (ret >= 0 && (hook == HYPHA_HOOK_FROM_POD || hook == HYPHA_HOOK_TO_POD) && hypha_policy_on(cfg)) {
+		pol = hypha_tc_policy(skb, &p, ret == HYPHA_LB_NAT && !reversed ? &nat : NULL, hook, cfg->policy_generation);
+		if (pol == TC_ACT_SHOT)
+			return TC_ACT_SHOT;
+	}
 	if (ret == HYPHA_LB_PASS && (mode & HYPHA_TC_MASQ_REPLIES)) {
 		ret = hypha_masq_ingress(&p, &nat, now);
 		/* Straight into the pod below: its ingress policy first. */
 		if (ret == HYPHA_LB_NAT && hypha_policy_on(cfg) &&
-		    hypha_tc_policy(skb, &p, &nat, hook, cfg->policy_generation))
+		    hypha_tc_policy(skb, &p, &nat, hook, cfg->policy_generation) == TC_ACT_SHOT)
 			return TC_ACT_SHOT;
 		if (ret == HYPHA_LB_NAT) {
 			ret = hypha_tc_nat4(skb, &p, &nat);
@@ -414,6 +464,8 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 			return hypha_tc_nat_forward(skb, &p, &nat, hook, seen);
 		ret = hypha_tc_nat4(skb, &p, &nat);
 	}
+	if (ret == 0 && pol)
+		return hypha_tc_policy_steer(skb, &p, pol, hook);
 	if (ret == 0 && hook == HYPHA_HOOK_FROM_POD) {
 		int verdict = hypha_tc_redirect_local(skb, cfg, (nat.what & HYPHA_NAT_DADDR) ? nat.daddr : p.daddr);
 

@@ -35,6 +35,8 @@ export const CtFlags = {
   SEEN_NON_SYN: 8,
   SNAT_PORT: 16,
   REMOTE: 32,
+  PROXY: 64,
+  PROXY_UPSTREAM: 128,
 } as const;
 
 /** enum hypha_drop_reason */
@@ -57,6 +59,8 @@ export const DropReason = {
   FRAG_NEEDED: 16,
   POLICY_EGRESS: 17,
   POLICY_INGRESS: 18,
+  PROXY_UNAVAILABLE: 19,
+  PROXY_NOT_REDIRECTED: 20,
   MAX: 255,
 } as const;
 
@@ -80,6 +84,7 @@ export const DropReasonText: Record<number, string> = {
   16: "answered with ICMP fragmentation needed (or dropped without DF): too big for the next hop",
   17: "NetworkPolicy: the source pod's egress policy allows no such flow",
   18: "NetworkPolicy: the destination pod's ingress policy allows no such flow",
+  19: "L7: an HTTP rule covers the flow and no proxy listens: refused",
 };
 
 /** enum hypha_endpoint_flags */

@@ -64,7 +64,7 @@ export interface DropMonitorEvent {
   reason: string;
   code: number;
   description: string;
-  /** NetworkPolicy denied it (POLICY_EGRESS, POLICY_INGRESS). */
+  /** NetworkPolicy denied it (POLICY_EGRESS, POLICY_INGRESS; PROXY_*: an HTTP rule covers it and the proxy could not take it). */
   policy: boolean;
   hook: string;
   ifindex: number;
@@ -94,7 +94,9 @@ const REASON_NAME = new Map<number, string>(Object.entries(DropReason).map(([k, 
 const HOOK_NAME = new Map<number, string>(Object.entries(Hook).map(([k, v]) => [v, k.toLowerCase().replace(/_/g, '-')]));
 const PROTO_NAME: Readonly<Record<number, string>> = { 1: 'ICMP', 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
 const PORTED = new Set([6, 17, 132]);
-const POLICY_REASONS = new Set<number>([DropReason.POLICY_EGRESS, DropReason.POLICY_INGRESS]);
+const POLICY_REASONS = new Set<number>([
+  DropReason.POLICY_EGRESS, DropReason.POLICY_INGRESS, DropReason.PROXY_UNAVAILABLE, DropReason.PROXY_NOT_REDIRECTED,
+]);
 
 export interface EnrichSources {
   node: string;

@@ -13,7 +13,7 @@ import { ipcacheKeyCodec, ipcacheValCodec } from '../../src/datapath/ipcache-rec
 import { entryKeys } from '../../src/datapath/policy-maps.ts';
 import { slice, svc } from '../../src/services/fixtures.ts';
 import { buildPacket, icmpError, onesSum, type PacketSpec, parsePacket } from '../lib/packet.ts';
-import { BpfHarness, ctKey, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT } from './harness.ts';
+import { BpfHarness, ctEntry, ctKey, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT } from './harness.ts';
 
 const keyCodec = codec<PolicyKey>(layouts.hypha_policy_key);
 const valCodec = codec<{ flags: number; proxy_port: number }>(layouts.hypha_policy_val);
@@ -286,6 +286,89 @@ describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
       [e.reason, e.hook, e.saddr, e.daddr, e.sport, e.dport, e.proto, e.src_identity, e.dst_identity],
       [DropReason.POLICY_INGRESS, Hook.FROM_POD, A, B, 40200, 8080, 6, ID_A, ID_B],
     );
+  });
+  describe('L7: flows an HTTP rule covers go to the node\'s proxy', () => {
+    const PROXY_PORT = 15001;
+    const TO_PROXY = 0x00200000;
+    const FROM_PROXY = 0x00100000;
+    const SKB_SIZE = 192; // struct __sk_buff
+    /** A run with skb->mark set going in; the verdict and the mark coming out. */
+    const runMarked = (prog: 'fromPod' | 'toPod', spec: PacketSpec, mark = 0): { retval: number; mark: number } => {
+      const ctx = new Uint8Array(SKB_SIZE);
+      new DataView(ctx.buffer).setUint32(8, mark, true);
+      const r = native.progTestRun(h.dp.programs[prog], { data: buildPacket(spec), ctxIn: ctx, ctxOutSize: SKB_SIZE });
+      return { retval: r.retval, mark: new DataView(r.ctxOut!.buffer).getUint32(8, true) };
+    };
+    const allowL7 = (ep: string, dir: 'ingress' | 'egress', peer: number, port: number): void => {
+      for (const k of entryKeys(ep, dir, { identity: peer, proto: 'TCP', ports: { from: port, to: port } })) {
+        native.mapUpdate(mapOf('hypha_policy_v1'), keyCodec.encode(k), valCodec.encode({ flags: PolicyFlags.ALLOW, proxy_port: PROXY_PORT }));
+      }
+    };
+    const CT_F_PROXY = 1 << 6;
+    const CT_F_PROXY_UPSTREAM = 1 << 7;
+
+    test('no proxy listening: the SYN is refused and counted (fail closed), never let through', () => {
+      endpoint(B, ID_B, { ingress: true });
+      allowL7(B, 'ingress', ID_A, 80);
+      const before = h.drops().PROXY_UNAVAILABLE ?? 0;
+      const r = runMarked('fromPod', syn(A, B, 80));
+      assert.notEqual(r.retval, TC_ACT_OK, 'not passed on to B');
+      assert.equal((h.drops().PROXY_UNAVAILABLE ?? 0) - before, 1);
+    });
+
+    test('a packet of a flow at the proxy is marked for it and handed to the stack, not redirected into the pod', () => {
+      h.localPods([A, B]);
+      try {
+        h.config({ ...baseConfig, flags: ConfigFlags.POLICY | ConfigFlags.HOST_ROUTING });
+        endpoint(B, ID_B, { ingress: true });
+        allowL7(B, 'ingress', ID_A, 80);
+        // The flow as the SYN left it (the SYN itself needs a listener: above, and in e2e).
+        const key = ctKey.encode({ saddr: A, daddr: B, sport: 40000, dport: 80, proto: 6, dir: CtDir.POLICY });
+        runMarked('fromPod', syn(A, B, 80));
+        // A SYN refused for want of a proxy leaves the flow's record: its
+        // retransmission is steered again, and reaches a proxy that is back.
+        const refused = policyCt().find((x) => x.key.saddr === A && x.key.dport === 80);
+        assert.ok(refused && (refused.entry.flags & CT_F_PROXY) && refused.entry.nat_port === PROXY_PORT);
+        // Entry as a successful SYN leaves it:
+        native.mapUpdate(h.dp.map('hypha_ct4_v1'), key, ctEntry.encode({ nat_addr: '0.0.0.0', nat_addr2: '0.0.0.0', nat_port: PROXY_PORT, nat_port2: 0, flags: CT_F_PROXY | (1 << 3), lb_gen: 0, pol_gen: h.configValue().policy_generation & 0xff, svc_id: 0, backend_id: 0, expires: 0x7fffffff }));
+        const r = runMarked('fromPod', ack(A, B, 80));
+        assert.equal(r.retval, TC_ACT_OK, 'to the stack (host routing would have redirected it into B)');
+        assert.equal(r.mark & TO_PROXY, TO_PROXY);
+        // The proxy's answer to A (from B's address) is a reply of the flow.
+        assert.equal(runMarked('toPod', { src: B, dst: A, proto: 'tcp', sport: 80, dport: 40000, flags: ['SYN', 'ACK'] }).retval, TC_ACT_OK);
+      } finally {
+        for (const ip of [A, B]) native.mapDelete(h.dp.map('hypha_endpoints_v1'), addrCodec.encode({ value: ip }));
+      }
+    });
+
+    test("the proxy's upstream (marked) passes an HTTP entry as a plain allow; its replies go to the stack for the proxy", () => {
+      endpoint(B, ID_B, { ingress: true });
+      allowL7(B, 'ingress', ID_A, 80);
+      const up = runMarked('toPod', syn(A, B, 80, 50000), FROM_PROXY);
+      assert.equal(up.retval, TC_ACT_OK, 'judged with the client pod\'s identity, not redirected again');
+      const e = policyCt().find((x) => x.key.sport === 50000);
+      assert.ok(e && (e.entry.flags & CT_F_PROXY_UPSTREAM), 'remembered as the proxy\'s own');
+      assert.equal(e.entry.flags & CT_F_PROXY, 0);
+      const reply = runMarked('fromPod', { src: B, dst: A, proto: 'tcp', sport: 80, dport: 50000, flags: ['SYN', 'ACK'] });
+      assert.equal(reply.retval, TC_ACT_OK);
+      assert.equal(reply.mark & TO_PROXY, TO_PROXY, 'to the upstream socket, not to A');
+    });
+
+    test('at to_pod, a covered flow that was not redirected where it entered is dropped with its reason', () => {
+      endpoint(B, ID_B, { ingress: true });
+      allowL7(B, 'ingress', ID_C, 80);
+      const before = h.drops().PROXY_NOT_REDIRECTED ?? 0;
+      assert.equal(runMarked('toPod', syn(C, B, 80)).retval, TC_ACT_SHOT);
+      assert.equal((h.drops().PROXY_NOT_REDIRECTED ?? 0) - before, 1);
+    });
+
+    test('UDP on a port with a proxy entry is not proxied (HTTP is TCP only)', () => {
+      endpoint(B, ID_B, { ingress: true });
+      for (const k of entryKeys(B, 'ingress', { identity: ID_A, proto: 'UDP', ports: { from: 80, to: 80 } })) {
+        native.mapUpdate(mapOf('hypha_policy_v1'), keyCodec.encode(k), valCodec.encode({ flags: PolicyFlags.ALLOW, proxy_port: PROXY_PORT }));
+      }
+      assert.equal(runMarked('fromPod', { src: A, dst: B, proto: 'udp', sport: 40000, dport: 80 }).retval, TC_ACT_OK);
+    });
   });
 });
 

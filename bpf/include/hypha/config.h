@@ -20,6 +20,15 @@ enum hypha_config_flags {
  * means this default. */
 #define HYPHA_MARK_SEEN 0x00400000
 
+/* L7 redirection (src/l7/transparent.ts has the same numbers): packets
+ * given to the node's proxy, or to its upstream sockets, carry TO_PROXY (a
+ * routing rule delivers them locally); the proxy's own connections carry
+ * FROM_PROXY (SO_MARK), so they are not redirected again. The proxy listens
+ * on 127.0.0.1 at the port its policy entries name. */
+#define HYPHA_MARK_TO_PROXY 0x00200000
+#define HYPHA_MARK_FROM_PROXY 0x00100000
+#define HYPHA_PROXY_ADDR 0x7f000001
+
 /* The NodePort range when the config gives none (Kubernetes' default). */
 #define HYPHA_NODEPORT_MIN 30000
 #define HYPHA_NODEPORT_MAX 32767

@@ -59,6 +59,10 @@ enum __attribute__((packed)) hypha_ct_flags {
 	HYPHA_CT_F_SNAT_PORT = 1 << 4,	/* source port rewritten (tuple clash) */
 	HYPHA_CT_F_REMOTE = 1 << 5,	/* from outside to a backend on another node: source-NATed to
 					 * this node and forwarded by FIB lookup, both ways */
+	HYPHA_CT_F_PROXY = 1 << 6,	/* POLICY: an HTTP rule covers the flow: its packets go to the
+					 * node's L7 proxy (nat_port: the proxy's port) */
+	HYPHA_CT_F_PROXY_UPSTREAM = 1 << 7,	/* POLICY: the L7 proxy's own connection: its replies go
+						 * to the proxy, not to the pod it speaks for */
 	HYPHA_CT_F__WIDTH = 0xff,
 };
 _Static_assert(sizeof(enum hypha_ct_flags) == 1, "ct flags are one byte");

@@ -28,6 +28,9 @@ enum hypha_drop_reason {
 	HYPHA_DROP_FRAG_NEEDED = 16,		/* answered with ICMP fragmentation needed (or dropped without DF): too big for the next hop */
 	HYPHA_DROP_POLICY_EGRESS = 17,		/* NetworkPolicy: the source pod's egress policy allows no such flow */
 	HYPHA_DROP_POLICY_INGRESS = 18,		/* NetworkPolicy: the destination pod's ingress policy allows no such flow */
+	HYPHA_DROP_PROXY_UNAVAILABLE = 19,	/* L7: an HTTP rule covers the flow and no proxy listens: refused */
+	HYPHA_DROP_PROXY_NOT_REDIRECTED = 20,	/* L7: an HTTP rule covers the flow where it cannot be given to
+						 * the proxy (to_pod: a client on another node): dropped */
 	HYPHA_DROP_MAX = 255,
 };
 
@@ -38,7 +41,7 @@ enum hypha_drop_reason {
 static __always_inline int hypha_drop_is_reject(enum hypha_drop_reason r)
 {
 	return r == HYPHA_DROP_NO_BACKEND || r == HYPHA_DROP_NO_LOCAL_BACKEND ||
-	       r == HYPHA_DROP_UNKNOWN_SERVICE_PORT;
+	       r == HYPHA_DROP_UNKNOWN_SERVICE_PORT || r == HYPHA_DROP_PROXY_UNAVAILABLE;
 }
 
 /* Reasons answered with ICMP fragmentation needed (path-MTU discovery). */
