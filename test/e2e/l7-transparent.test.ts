@@ -1,9 +1,12 @@
-// The kernel side of L7 redirection (src/l7/transparent.ts) on a node of
-// namespaces, with nftables standing in for the datapath's marking (the BPF
-// redirect is not written yet): the proxy rule and table, a transparent
-// listener that takes a pod's flow keeping its original destination, and a
-// transparent upstream that reaches a pod from another pod's address.
+// L7 redirection on a node of namespaces. First the kernel pieces
+// (src/l7/transparent.ts) with nftables marking packets: the proxy rule and
+// table, a transparent listener that takes a pod's flow keeping its original
+// destination, a transparent upstream that reaches a pod from another pod's
+// address. Then the same through Hypha's tc programs (policy maps written by
+// hand, a stand-in proxy): the SYN assigned to the listener, the upstream's
+// replies steered back to it, and a refusal while no proxy listens.
 import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
@@ -14,7 +17,7 @@ import { type Node, type Pod, Topology, toolArgv } from './lib/topology.ts';
 const PROBE = fileURLToPath(new URL('./tools/l7-transparent-probe.ts', import.meta.url));
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
-describe('L7 redirection: proxy routing and transparent sockets (nftables marks for the datapath)', () => {
+describe('L7 redirection: proxy routing, transparent sockets, and the datapath steering flows to the proxy', () => {
   let topo: Topology;
   let n1: Node;
   let server: Pod;
@@ -90,6 +93,28 @@ describe('L7 redirection: proxy routing and transparent sockets (nftables marks 
       assert.equal(out.local, client.ip);
     } finally {
       await topo.exec(n1, ['nft', 'delete', 'table', 'ip', 'hyl7b']);
+    }
+  });
+
+  test("through Hypha's programs: a flow an HTTP entry covers is given to the proxy, which reaches the server as the client; no proxy: refused", async () => {
+    const probe = await topo.spawnReady(n1, [process.execPath, PROBE, 'datapath', client.ip, client.hostIfname, server.ip, server.hostIfname, '8080']);
+    try {
+      const got = await topo.exec(client, toolArgv('client', ['once', '--to', `${server.ip}:8080`, '--timeout', '5000']));
+      const out = JSON.parse(got.stdout.trim().split('\n').at(-1) ?? '{}') as { ok?: boolean; reply?: string; error?: string };
+      assert.equal(out.reply, `proxy srv ${client.ip}`, `through the proxy, and the server saw the client pod: ${got.stdout}`);
+      const line = await probe.waitForLine((l) => l.includes('"local"'), { timeoutMs: 5000 });
+      assert.equal((JSON.parse(line) as { local: string }).local, `${server.ip}:8080`, 'the proxy got the original destination');
+      // The proxy goes away: the flow is refused, never let through to the server.
+      process.kill(probe.pid, 'SIGUSR2');
+      await probe.waitForLine((l) => l.includes('"stopped"'), { timeoutMs: 5000 });
+      const refused = await topo.exec(client, toolArgv('client', ['once', '--to', `${server.ip}:8080`, '--timeout', '3000']), { allowFail: true });
+      const r = JSON.parse(refused.stdout.trim().split('\n').at(-1) ?? '{}') as { ok?: boolean; error?: string };
+      assert.equal(r.ok, false, refused.stdout);
+      assert.equal(r.error, 'ECONNREFUSED', 'refused at once (ICMP port unreachable), not a hang');
+    } finally {
+      const st = await probe.stop();
+      rmSync(`/sys/fs/bpf/hypha-l7t-${probe.pid}`, { recursive: true, force: true }); // the probe's own cleanup, if it could not
+      assert.equal(st.code, 0, `the probe cleaned up: ${JSON.stringify(st)}`);
     }
   });
 });
