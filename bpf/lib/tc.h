@@ -315,6 +315,72 @@ static __noinline int hypha_tc_policy_steer(struct __sk_buff *skb, const struct 
 	return TC_ACT_OK;
 }
 
+/* At the external device (with HYPHA_CFG_L7): the flows of clients on other
+ * nodes to a pod of this node whose ingress entry names the proxy, and the
+ * replies to the proxy's upstream whose server is on another node, go to
+ * the proxy like from_pod's do (hypha_tc_policy_steer's return values; 0:
+ * the usual path, where to_pod judges the flow). nat: the translation the
+ * packet gets here, if any. */
+static __noinline int hypha_tc_netdev_l7(const struct hypha_pkt4 *p, const struct hypha_nat4 *nat, __u32 gen)
+{
+	struct hypha_policy_flow f = {};
+	struct hypha_ct4_entry *e, entry = {};
+	struct hypha_ct4_key key;
+	struct hypha_policy_ep *ep;
+	__u32 what = nat ? nat->what : 0, now = hypha_now();
+
+	f.saddr = f.id_saddr = (what & HYPHA_NAT_SADDR) ? nat->saddr : p->saddr;
+	f.daddr = (what & HYPHA_NAT_DADDR) ? nat->daddr : p->daddr;
+	f.sport = (what & HYPHA_NAT_SPORT) ? nat->sport : p->sport;
+	f.dport = (what & HYPHA_NAT_DPORT) ? nat->dport : p->dport;
+	f.proto = p->proto;
+	hypha_ct_key4(&key, f.daddr, f.saddr, f.dport, f.sport, f.proto, HYPHA_CT_POLICY);
+	e = hypha_ct4_lookup(&key);
+	if (e && !hypha_ct_expired(e, now) && (e->flags & HYPHA_CT_F_PROXY_UPSTREAM)) {
+		hypha_ct_refresh(e, p, now);
+		return HYPHA_TC_POLICY_TO_HOST;
+	}
+	ep = bpf_map_lookup_elem(&hypha_policy_eps_v1, &f.daddr);
+	if (!ep || !(ep->flags & HYPHA_POLICY_EP_INGRESS))
+		return 0;
+	hypha_ct_key4(&key, f.saddr, f.daddr, f.sport, f.dport, f.proto, HYPHA_CT_POLICY);
+	e = hypha_ct4_lookup(&key);
+	if (e && !hypha_ct_expired(e, now) && !hypha_ct_is_reopen(e, p)) {
+		if (!(e->flags & HYPHA_CT_F_PROXY))
+			return 0;
+		hypha_ct_refresh(e, p, now);
+		return HYPHA_TC_POLICY_PROXY | bpf_ntohs(e->nat_port);
+	}
+	if ((p->tcp_flags & (HYPHA_TCP_SYN | HYPHA_TCP_ACK)) != HYPHA_TCP_SYN || hypha_policy_judge(&f) || !f.proxy_port)
+		return 0; /* denied or not covered: to_pod judges it as ever */
+	entry.flags = hypha_ct_next_flags(0, p) | HYPHA_CT_F_PROXY;
+	entry.nat_port = f.proxy_port;
+	entry.expires = now + hypha_ct_lifetime(p->proto, entry.flags);
+	entry.pol_gen = gen;
+	hypha_ct4_update(&key, &entry, BPF_ANY);
+	return HYPHA_TC_POLICY_PROXY | bpf_ntohs(f.proxy_port);
+}
+
+/* The proxy's upstream leaving for a server on another node (with
+ * HYPHA_CFG_L7): noted so its replies go to the proxy at from_netdev. */
+static __noinline void hypha_tc_note_upstream(const struct hypha_pkt4 *p, __u32 gen)
+{
+	struct hypha_ct4_entry *e, entry = {};
+	struct hypha_ct4_key key;
+	__u32 now = hypha_now();
+
+	hypha_ct_key4(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, HYPHA_CT_POLICY);
+	e = hypha_ct4_lookup(&key);
+	if (e && !hypha_ct_expired(e, now) && !hypha_ct_is_reopen(e, p)) {
+		hypha_ct_refresh(e, p, now);
+		return;
+	}
+	entry.flags = hypha_ct_next_flags(0, p) | HYPHA_CT_F_PROXY_UPSTREAM;
+	entry.expires = now + hypha_ct_lifetime(p->proto, entry.flags);
+	entry.pol_gen = gen;
+	hypha_ct4_update(&key, &entry, BPF_ANY);
+}
+
 /* Rewrite a packet and forward it ourselves (see hypha_tc_fib). A function
  * of its own: the FIB lookup's state stays off the main path's stack. */
 static __noinline int hypha_tc_nat_forward(struct __sk_buff *skb, const struct hypha_pkt4 *p,
@@ -424,6 +490,9 @@ static __always_inline int hypha_tc_handle(struct __sk_buff *skb, enum hypha_hoo
 		if (pol == TC_ACT_SHOT)
 			return TC_ACT_SHOT;
 	}
+	if (ret >= 0 && hook == HYPHA_HOOK_FROM_NETDEV && p.proto == IPPROTO_TCP && hypha_policy_on(cfg) &&
+	    (cfg->flags & HYPHA_CFG_L7))
+		pol = hypha_tc_netdev_l7(&p, ret == HYPHA_LB_NAT && !reversed ? &nat : NULL, cfg->policy_generation);
 	if (ret == HYPHA_LB_PASS && (mode & HYPHA_TC_MASQ_REPLIES)) {
 		ret = hypha_masq_ingress(&p, &nat, now);
 		/* Straight into the pod below: its ingress policy first. */
@@ -537,6 +606,8 @@ static __always_inline int hypha_tc_to_netdev(struct __sk_buff *skb)
 	}
 	__builtin_memset(&nat, 0, sizeof(nat));
 	hypha_tc_note_host(skb, &p, cfg, now);
+	if ((skb->mark & HYPHA_MARK_FROM_PROXY) && p.proto == IPPROTO_TCP && cfg && (cfg->flags & HYPHA_CFG_L7))
+		hypha_tc_note_upstream(&p, cfg->policy_generation);
 	ret = hypha_masq_egress(&p, cfg, &nat, now);
 	if (ret == HYPHA_LB_NAT)
 		ret = hypha_tc_nat4(skb, &p, &nat);

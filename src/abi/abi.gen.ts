@@ -14,6 +14,7 @@ export const ConfigFlags = {
   HOST_ROUTING: 2,
   MASQUERADE: 4,
   POLICY: 8,
+  L7: 16,
 } as const;
 
 /** enum hypha_ct_dir */

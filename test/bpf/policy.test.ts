@@ -293,7 +293,7 @@ describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
     const FROM_PROXY = 0x00100000;
     const SKB_SIZE = 192; // struct __sk_buff
     /** A run with skb->mark set going in; the verdict and the mark coming out. */
-    const runMarked = (prog: 'fromPod' | 'toPod', spec: PacketSpec, mark = 0): { retval: number; mark: number } => {
+    const runMarked = (prog: 'fromPod' | 'toPod' | 'fromNetdev' | 'toNetdev', spec: PacketSpec, mark = 0): { retval: number; mark: number } => {
       const ctx = new Uint8Array(SKB_SIZE);
       new DataView(ctx.buffer).setUint32(8, mark, true);
       const r = native.progTestRun(h.dp.programs[prog], { data: buildPacket(spec), ctxIn: ctx, ctxOutSize: SKB_SIZE });
@@ -360,6 +360,40 @@ describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
       const before = h.drops().PROXY_NOT_REDIRECTED ?? 0;
       assert.equal(runMarked('toPod', syn(C, B, 80)).retval, TC_ACT_SHOT);
       assert.equal((h.drops().PROXY_NOT_REDIRECTED ?? 0) - before, 1);
+    });
+
+    test('at the external device (L7 flag): a client on another node is steered to the proxy; without the flag, to_pod judges as before', () => {
+      endpoint(B, ID_B, { ingress: true });
+      allowL7(B, 'ingress', ID_C, 80);
+      assert.equal(runMarked('fromNetdev', syn(C, B, 80)).retval, TC_ACT_OK, 'no L7 flag: the usual path');
+      assert.equal(policyCt().length, 0);
+      h.config({ ...baseConfig, flags: ConfigFlags.POLICY | ConfigFlags.L7 });
+      const before = h.drops().PROXY_UNAVAILABLE ?? 0;
+      assert.notEqual(runMarked('fromNetdev', syn(C, B, 80)).retval, TC_ACT_OK, 'no proxy listening: refused');
+      assert.equal((h.drops().PROXY_UNAVAILABLE ?? 0) - before, 1);
+      const e = policyCt().find((x) => x.key.saddr === C && x.key.daddr === B);
+      assert.ok(e && (e.entry.flags & CT_F_PROXY), 'the flow is remembered as the proxy\'s');
+      const r = runMarked('fromNetdev', ack(C, B, 80));
+      assert.equal(r.retval, TC_ACT_OK);
+      assert.equal(r.mark & TO_PROXY, TO_PROXY, 'later packets are marked for the proxy');
+      // Not covered (another port, a plain allow): no mark, to_pod's business.
+      allow(B, 'ingress', ID_C, 'TCP', { from: 81, to: 81 });
+      const plain = runMarked('fromNetdev', syn(C, B, 81));
+      assert.equal(plain.retval, TC_ACT_OK);
+      assert.equal(plain.mark & TO_PROXY, 0);
+    });
+
+    test("the proxy's upstream to a server on another node: noted at to_netdev, its replies go to the proxy at from_netdev", () => {
+      h.config({ ...baseConfig, flags: ConfigFlags.POLICY | ConfigFlags.L7 });
+      assert.equal(runMarked('toNetdev', syn(A, C, 80, 50001), FROM_PROXY).retval, TC_ACT_OK);
+      const e = policyCt().find((x) => x.key.sport === 50001);
+      assert.ok(e && (e.entry.flags & CT_F_PROXY_UPSTREAM));
+      const reply = runMarked('fromNetdev', { src: C, dst: A, proto: 'tcp', sport: 80, dport: 50001, flags: ['SYN', 'ACK'] });
+      assert.equal(reply.retval, TC_ACT_OK);
+      assert.equal(reply.mark & TO_PROXY, TO_PROXY);
+      // An unmarked connection of the node is not noted.
+      runMarked('toNetdev', syn(A, C, 80, 50002));
+      assert.equal(policyCt().find((x) => x.key.sport === 50002), undefined);
     });
 
     test('UDP on a port with a proxy entry is not proxied (HTTP is TCP only)', () => {

@@ -10,6 +10,8 @@ enum hypha_config_flags {
 	HYPHA_CFG_HOST_ROUTING = 1 << 1,	/* deliver to local pods with bpf_redirect_peer */
 	HYPHA_CFG_MASQUERADE = 1 << 2,	/* source-NAT pod traffic leaving the cluster to snat_addr */
 	HYPHA_CFG_POLICY = 1 << 3,	/* track every pod flow and enforce NetworkPolicy (policy.h) */
+	HYPHA_CFG_L7 = 1 << 4,		/* some policy entry names the L7 proxy: the external device
+					 * steers its flows too (tc.h, hypha_tc_netdev_l7) */
 };
 
 /* skb->mark bit from_pod sets on every packet it has handled, so to_pod on
