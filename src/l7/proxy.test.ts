@@ -1,0 +1,241 @@
+// The L7 proxy over loopback, with a real upstream server: what a client
+// sees for allowed, denied and bad requests, and that nothing is buffered
+// whole or left half-open.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { type IncomingMessage, type Server, Agent, createServer, request } from 'node:http';
+import { type AddressInfo, type Socket, connect } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+
+import { type AccessEvent, L7Proxy } from './proxy.ts';
+import type { FlowChecks, HttpRule } from './types.ts';
+
+const rule = (r: Partial<HttpRule>, i: number): HttpRule => ({ policy: 'hnp:ns/web', rule: `ingress[0].ports[0].http[${i}]`, ...r });
+const RULES: HttpRule[] = [
+  rule({ method: 'GET', path: { kind: 'prefix', value: '/public/' } }, 0),
+  rule({ method: 'POST', path: { kind: 'exact', value: '/upload' } }, 1),
+  rule({ method: 'GET', path: { kind: 'regex', value: '/items/[0-9]+' } }, 2),
+  rule({ method: 'GET', host: 'admin.example', headers: [{ name: 'x-token' }] }, 3),
+  rule({ method: 'GET', path: { kind: 'exact', value: '/ws' }, headers: [{ name: 'upgrade', value: 'websocket' }] }, 4),
+];
+
+interface Res {
+  status: number;
+  body: string;
+  headers: IncomingMessage['headers'];
+}
+
+function get(port: number, path: string, opts: { method?: string; headers?: Record<string, string>; agent?: Agent; body?: Buffer } = {}): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    const r = request({ host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: opts.agent ?? false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (b: Buffer) => chunks.push(b));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: res.headers }));
+      res.on('error', reject);
+    });
+    r.on('error', reject);
+    r.end(opts.body);
+  });
+}
+
+/** Raw bytes to the proxy; everything it answers until it closes (or timeoutMs). */
+async function raw(port: number, data: string | Buffer, timeoutMs = 2000): Promise<string> {
+  const s = connect(port, '127.0.0.1');
+  await once(s, 'connect');
+  s.write(data);
+  const chunks: Buffer[] = [];
+  s.on('data', (b: Buffer) => chunks.push(b));
+  await Promise.race([once(s, 'close'), new Promise((r) => setTimeout(r, timeoutMs))]);
+  s.destroy();
+  return Buffer.concat(chunks).toString();
+}
+
+describe('L7 proxy (loopback)', () => {
+  let upstream: Server;
+  let upPort = 0;
+  let port = 0;
+  let proxy: L7Proxy;
+  const seen: string[] = [];
+  const events: AccessEvent[] = [];
+  const registry = new Registry();
+  let upstreamDown = false;
+
+  before(async () => {
+    upstream = createServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      if (req.url === '/public/big') {
+        // 16 MiB answer, written with backpressure
+        let left = 16 << 20;
+        const chunk = Buffer.alloc(64 << 10, 'b');
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        const pump = (): void => {
+          while (left > 0) {
+            left -= chunk.length;
+            if (!res.write(chunk)) return void res.once('drain', pump);
+          }
+          res.end();
+        };
+        pump();
+        return;
+      }
+      if (req.url === '/public/die') {
+        res.writeHead(200, { 'content-length': '1000' });
+        res.write('partial');
+        setTimeout(() => res.socket?.destroy(), 20);
+        return;
+      }
+      let n = 0;
+      req.on('data', (b: Buffer) => (n += b.length));
+      req.on('end', () => res.end(`${req.method} ${req.url} host=${req.headers.host} bytes=${n} te=${req.headers['transfer-encoding'] ?? ''}`));
+    });
+    upstream.on('upgrade', (req, socket: Socket, head: Buffer) => {
+      seen.push(`UPGRADE ${req.url}`);
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
+      if (head.length) socket.write(head);
+      socket.pipe(socket);
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    upPort = (upstream.address() as AddressInfo).port;
+    const flow = (): FlowChecks => ({
+      src: { ip: '10.244.0.5', port: 40000, identity: 1000, pod: 'ns/client' },
+      dst: { ip: '127.0.0.1', port: upPort, identity: 1001, pod: 'ns/web' },
+      checks: [{ direction: 'ingress', endpoint: 'ns/web', rules: RULES }],
+    });
+    proxy = new L7Proxy({
+      resolve: () => flow(),
+      connectUpstream: () => connect(upstreamDown ? 1 : upPort, '127.0.0.1'),
+      log: pino({ level: 'silent' }),
+      registry,
+      onAccess: (e) => events.push(e),
+      headersTimeoutMs: 400,
+      maxHeaderSize: 4096,
+    });
+    port = await proxy.listen(0, '127.0.0.1');
+  });
+  after(async () => {
+    await proxy?.close();
+    upstream?.close();
+  });
+
+  test('allowed requests are forwarded with their Host; others get 403 naming the policy', async () => {
+    const ok = await get(port, '/public/a?q=1', { headers: { host: 'web.example' } });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.body, 'GET /public/a?q=1 host=web.example bytes=0 te=');
+    assert.equal((await get(port, '/items/42')).status, 200, 'regex');
+    assert.equal((await get(port, '/items/x')).status, 403);
+    const denied = await get(port, '/admin');
+    assert.equal(denied.status, 403);
+    assert.match(denied.body, /no rule of hnp:ns\/web \(ingress of ns\/web\) allows GET \/admin/);
+    assert.equal((await get(port, '/', { headers: { host: 'admin.example' } })).status, 403, 'host without the header');
+    assert.equal((await get(port, '/', { headers: { host: 'admin.example:80', 'x-token': 't' } })).status, 200, 'host and header');
+    assert.equal((await get(port, '/upload', { method: 'PUT', body: Buffer.from('x') })).status, 403, 'method');
+    assert.ok(!seen.includes('GET /admin'), 'a denied request never reaches the server');
+  });
+
+  test('keep-alive: allowed, denied, allowed on one connection', async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const ports = new Set<number>();
+    agent.on('free', (s: Socket) => ports.add(s.localPort ?? 0));
+    assert.equal((await get(port, '/public/1', { agent })).status, 200);
+    assert.equal((await get(port, '/secret', { agent })).status, 403);
+    assert.equal((await get(port, '/public/2', { agent })).status, 200);
+    assert.equal(ports.size, 1, 'one client connection throughout');
+    agent.destroy();
+  });
+
+  test('pipelined requests are answered in order', async () => {
+    const out = await raw(port, 'GET /public/p1 HTTP/1.1\r\nhost: a\r\n\r\nGET /nope HTTP/1.1\r\nhost: a\r\n\r\nGET /public/p2 HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n');
+    const statuses = [...out.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
+    assert.deepEqual(statuses, ['200', '403', '200']);
+    assert.ok(out.indexOf('/public/p1') < out.indexOf('/public/p2'));
+  });
+
+  test('bodies stream both ways: 16 MiB up, 16 MiB down, chunked kept chunked', async () => {
+    const up = await get(port, '/upload', { method: 'POST', body: Buffer.alloc(16 << 20, 'a') });
+    assert.equal(up.body, `POST /upload host=127.0.0.1:${port} bytes=${16 << 20} te=`);
+    const down = await get(port, '/public/big');
+    assert.equal(down.body.length, 16 << 20);
+    const chunked = await raw(port, 'POST /upload HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n');
+    assert.match(chunked, /bytes=5 te=chunked/);
+  });
+
+  test('Expect: 100-continue is judged before the 100; a refused one gets 403 and its body is never read', async () => {
+    const ok = await raw(port, 'POST /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n', 300);
+    assert.match(ok, /^HTTP\/1\.1 100 Continue/);
+    const no = await raw(port, 'POST /other HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\nexpect: 100-continue\r\n\r\n');
+    assert.match(no, /^HTTP\/1\.1 403/);
+    assert.doesNotMatch(no, /100 Continue/);
+  });
+
+  test('an upgrade the rules allow is joined raw; one they deny is refused', async () => {
+    const ok = await raw(port, 'GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\nping', 300);
+    assert.match(ok, /^HTTP\/1\.1 101/);
+    assert.match(ok, /ping$/, 'bytes after the 101 are echoed through');
+    const no = await raw(port, 'GET /chat HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
+    assert.match(no, /^HTTP\/1\.1 403/);
+    assert.ok(!seen.includes('UPGRADE /chat'));
+  });
+
+  test('bad input: malformed, smuggling, oversize headers, dot segments, HTTP/2 preface', async () => {
+    assert.match(await raw(port, 'GARBAGE\r\n\r\n'), /^HTTP\/1\.1 400/);
+    const before = seen.length;
+    const smuggle = await raw(port, 'POST /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nhost: a\r\n\r\n');
+    assert.match(smuggle, /^HTTP\/1\.1 400/);
+    assert.equal(seen.length, before, 'the server saw neither request');
+    assert.match(await raw(port, `GET /public/a HTTP/1.1\r\nhost: a\r\nx-big: ${'x'.repeat(8000)}\r\n\r\n`), /^HTTP\/1\.1 431/);
+    const dots = await get(port, '/public/../admin');
+    assert.equal(dots.status, 400);
+    assert.match(dots.body, /dot segment/);
+    assert.equal((await get(port, '/public/%2e%2e/admin')).status, 400);
+    assert.match(await raw(port, 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), /^HTTP\/1\.1 400/);
+  });
+
+  test('a slow client sending headers byte by byte is cut off while others are served', async () => {
+    const slow = connect(port, '127.0.0.1');
+    await once(slow, 'connect');
+    const text = 'GET /public/slow HTTP/1.1\r\nhost: a\r\nx-pad: ' + 'y'.repeat(40);
+    let i = 0;
+    const t = setInterval(() => {
+      if (!slow.destroyed && i < text.length) slow.write(text[i++]!);
+    }, 50);
+    const got: Buffer[] = [];
+    slow.on('data', (b: Buffer) => got.push(b));
+    slow.on('error', () => {});
+    assert.equal((await get(port, '/public/fast')).status, 200, 'another client is served meanwhile');
+    await Promise.race([once(slow, 'close'), new Promise((r) => setTimeout(r, 3000))]);
+    clearInterval(t);
+    assert.ok(slow.destroyed || slow.readableEnded, 'the slow client was cut off');
+    assert.match(Buffer.concat(got).toString(), /^(HTTP\/1\.1 408|$)/);
+    assert.ok(!seen.includes('GET /public/slow'));
+    slow.destroy();
+  });
+
+  test('upstream unreachable: 503; upstream dying mid-answer: the client connection is closed', async () => {
+    upstreamDown = true;
+    try {
+      const r = await get(port, '/public/x');
+      assert.equal(r.status, 503);
+      assert.match(r.body, /unreachable/);
+    } finally {
+      upstreamDown = false;
+    }
+    await assert.rejects(get(port, '/public/die'), 'a cut answer is an error, not a short body');
+  });
+
+  test('access events and counters', async () => {
+    events.length = 0;
+    await get(port, '/public/e');
+    await get(port, '/denied');
+    assert.deepEqual(events.map((e) => [e.method, e.path, e.verdict, e.status, e.rule ?? '']), [
+      ['GET', '/public/e', 'allow', 200, 'ingress[0].ports[0].http[0]'],
+      ['GET', '/denied', 'deny', 403, ''],
+    ]);
+    assert.equal(events[0]!.src.pod, 'ns/client');
+    const text = await registry.metrics();
+    assert.match(text, /hypha_l7_requests_total\{verdict="deny",policy="hnp:ns\/web"\} \d+/);
+    assert.match(text, /hypha_l7_requests_total\{verdict="allow",policy="hnp:ns\/web"\} \d+/);
+  });
+});

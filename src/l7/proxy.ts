@@ -1,0 +1,293 @@
+// The L7 proxy: HTTP/1.1 through Node's own parser, each request judged
+// against the checks of its flow (http-match.ts) and forwarded to the
+// flow's original destination, or refused.
+//
+//   const proxy = new L7Proxy({ resolve, connectUpstream, log, registry });
+//   const port = await proxy.listen(15001, '127.0.0.1');
+//   makeTransparent(proxy.fd());             // src/l7/transparent.ts
+//
+// - resolve(socket) runs once per client connection: the flow's parties and
+//   checks (the accepted socket's local address is the original
+//   destination). undefined: the connection is closed.
+// - Requests on a connection are judged one by one (keep-alive, pipelining:
+//   Node answers them in order) and forwarded on one upstream connection per
+//   client connection (connectUpstream; in the datapath a transparent socket
+//   from the client's address). Bodies are streamed both ways, never held
+//   whole; chunked encoding is Node's.
+// - Answers of the proxy's own: 400 for a malformed request (Node's parser
+//   refuses conflicting Content-Length and Transfer-Encoding: no smuggling),
+//   a target that is not origin-form, or a path with dot segments or encoded
+//   separators; 431 for headers past maxHeaderSize; 403 for a request no rule
+//   allows, naming the policy and rule; 503 when the upstream cannot be
+//   reached. Each closes the connection when the request's body was not
+//   read. An upstream that fails mid-answer takes the client connection
+//   with it: no connection is left half-open.
+// - HTTP/2 with prior knowledge ('PRI * HTTP/2.0') is refused: Node's
+//   HTTP/1 parser rejects the preface, and the client gets 400 and a close.
+//   Upgrades (WebSocket) pass when the upgrade request is allowed: the
+//   request goes upstream, and both sockets are then joined raw.
+// - Expect: 100-continue: judged before the 100 is sent; refused requests
+//   get 403 without their body being read.
+// - Slow clients: headersTimeoutMs bounds the time to send the headers
+//   (slowloris), requestTimeoutMs the whole request.
+import { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse, Agent, type Server, createServer, request } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+import { hostOf, judge, pathOf, requestTargetProblem, type Judgement } from './http-match.ts';
+import type { FlowChecks, FlowParty } from './types.ts';
+
+export interface AccessEvent {
+  time: string;
+  src: FlowParty;
+  dst: FlowParty;
+  method: string;
+  path: string;
+  host: string;
+  verdict: 'allow' | 'deny' | 'error';
+  status: number;
+  policy?: string;
+  rule?: string;
+  latencyMs: number;
+}
+
+export interface L7ProxyOptions {
+  resolve: (socket: Socket) => FlowChecks | undefined;
+  connectUpstream: (flow: FlowChecks) => Socket;
+  log: Logger;
+  registry: Registry;
+  onAccess?: (e: AccessEvent) => void;
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  keepAliveTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  maxHeaderSize?: number;
+  maxHeadersCount?: number;
+}
+
+/** Hop-by-hop headers (RFC 9110 7.6.1), never forwarded. */
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+function forwardHeaders(h: IncomingHttpHeaders, keepUpgrade = false): OutgoingHttpHeaders {
+  const listed = new Set(String(h.connection ?? '').toLowerCase().split(',').map((s) => s.trim()).filter(Boolean));
+  const out: OutgoingHttpHeaders = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (v === undefined || listed.has(k) || (HOP.has(k) && !(keepUpgrade && (k === 'upgrade' || k === 'connection')))) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+function denyText(j: Judgement, method: string, path: string): string {
+  if (j.policies && j.policies.length > 0) {
+    return `denied: no rule of ${j.policies.join(', ')} (${j.direction} of ${j.endpoint}) allows ${method} ${path}\n`;
+  }
+  return `denied: no L7 policy covers this flow now (${method} ${path})\n`;
+}
+
+interface Conn {
+  flow: FlowChecks;
+  agent: Agent;
+}
+
+export class L7Proxy {
+  readonly server: Server;
+  readonly #o: L7ProxyOptions;
+  readonly #conns = new WeakMap<Socket, Conn>();
+  readonly #requests: Counter<'verdict' | 'policy'>;
+  readonly #latency: Histogram<'verdict'>;
+  readonly #open: Gauge;
+
+  constructor(o: L7ProxyOptions) {
+    this.#o = o;
+    this.#requests = new Counter({ name: 'hypha_l7_requests_total', help: 'HTTP requests the L7 proxy judged, by verdict and deciding policy', labelNames: ['verdict', 'policy'] as const, registers: [o.registry] });
+    this.#latency = new Histogram({ name: 'hypha_l7_request_duration_seconds', help: 'Time from a request to its answer through the L7 proxy', labelNames: ['verdict'] as const, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5], registers: [o.registry] });
+    this.#open = new Gauge({ name: 'hypha_l7_connections', help: 'Client connections open at the L7 proxy', registers: [o.registry] });
+    this.server = createServer({
+      maxHeaderSize: o.maxHeaderSize ?? 16384,
+      headersTimeout: o.headersTimeoutMs ?? 10_000,
+      requestTimeout: o.requestTimeoutMs ?? 300_000,
+      keepAliveTimeout: o.keepAliveTimeoutMs ?? 60_000,
+      // how often the header and request deadlines are checked (Node's default is 30 s)
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, (o.headersTimeoutMs ?? 10_000) / 4)),
+      insecureHTTPParser: false,
+    });
+    this.server.maxHeadersCount = o.maxHeadersCount ?? 100;
+    this.server.on('connection', (s: Socket) => this.#onConnection(s));
+    this.server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res, false));
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res, true));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket as Socket, head));
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      const code = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      const text = code === 431 ? 'Request Header Fields Too Large' : code === 408 ? 'Request Timeout' : 'Bad Request';
+      const conn = this.#conns.get(socket as Socket);
+      if (conn) this.#account(conn.flow, { method: '', path: '', host: '' }, 'error', code, undefined, performance.now());
+      if (socket.writable && !(socket as Socket).destroyed) socket.end(`HTTP/1.1 ${code} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      else socket.destroy();
+    });
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        const a = this.server.address();
+        resolve(typeof a === 'object' && a ? a.port : port);
+      });
+    });
+  }
+
+  /** The listening socket's descriptor (for IP_TRANSPARENT). */
+  fd(): number {
+    return (this.server as unknown as { _handle: { fd: number } })._handle.fd;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  #onConnection(s: Socket): void {
+    let flow: FlowChecks | undefined;
+    try {
+      flow = this.#o.resolve(s);
+    } catch (err) {
+      this.#o.log.warn({ err }, 'l7 proxy: could not resolve a connection');
+    }
+    if (!flow) {
+      s.destroy();
+      return;
+    }
+    const f = flow;
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    (agent as unknown as { createConnection: () => Socket }).createConnection = () => {
+      const up = this.#o.connectUpstream(f);
+      up.setTimeout(this.#o.connectTimeoutMs ?? 5000, () => {
+        if (up.connecting) up.destroy(Object.assign(new Error('upstream connect timed out'), { code: 'ETIMEDOUT' }));
+      });
+      up.once('connect', () => up.setTimeout(0));
+      return up;
+    };
+    this.#conns.set(s, { flow: f, agent });
+    this.#open.inc();
+    s.once('close', () => {
+      this.#open.dec();
+      agent.destroy();
+    });
+  }
+
+  #account(flow: FlowChecks, r: { method: string; path: string; host: string }, verdict: AccessEvent['verdict'], status: number, j: Judgement | undefined, start: number): void {
+    const latencyMs = performance.now() - start;
+    this.#requests.inc({ verdict, policy: j?.policy ?? (j?.policies?.join(',') ?? '') });
+    this.#latency.observe({ verdict }, latencyMs / 1000);
+    const e: AccessEvent = { time: new Date().toISOString(), src: flow.src, dst: flow.dst, method: r.method, path: r.path, host: r.host, verdict, status, latencyMs };
+    if (j?.policy) e.policy = j.policy;
+    if (j?.rule) e.rule = j.rule;
+    this.#o.onAccess?.(e);
+  }
+
+  #view(req: IncomingMessage): { method: string; path: string; host: string; problem?: string } {
+    const target = req.url ?? '';
+    const problem = requestTargetProblem(target);
+    return { method: req.method ?? '', path: pathOf(target), host: hostOf(req.headers.host), ...(problem ? { problem } : {}) };
+  }
+
+  #refuse(res: ServerResponse, status: number, text: string, bodyUnread: boolean): void {
+    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text), ...(bodyUnread ? { connection: 'close' } : {}) });
+    res.end(text);
+    if (bodyUnread) res.once('finish', () => res.socket?.destroySoon?.());
+  }
+
+  #onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
+    const start = performance.now();
+    const conn = this.#conns.get(req.socket);
+    if (!conn) {
+      req.socket.destroy();
+      return;
+    }
+    const v = this.#view(req);
+    const hasBody = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0' || req.headers['transfer-encoding'] !== undefined;
+    if (v.problem) {
+      this.#account(conn.flow, v, 'error', 400, undefined, start);
+      this.#refuse(res, 400, `bad request: ${v.problem}\n`, hasBody);
+      return;
+    }
+    const j = judge(conn.flow.checks, { method: v.method, path: v.path, host: v.host, headers: req.headers });
+    if (j.verdict === 'deny') {
+      this.#account(conn.flow, v, 'deny', 403, j, start);
+      this.#refuse(res, 403, denyText(j, v.method, v.path), hasBody || expectsContinue);
+      return;
+    }
+    if (expectsContinue) res.writeContinue();
+    const headers = forwardHeaders(req.headers);
+    delete headers.expect;
+    const up = request({ agent: conn.agent, method: req.method, path: req.url, headers, setHost: false });
+    let answered = false;
+    up.on('response', (ur: IncomingMessage) => {
+      answered = true;
+      res.writeHead(ur.statusCode ?? 502, ur.statusMessage, forwardHeaders(ur.headers));
+      ur.pipe(res);
+      ur.on('aborted', () => res.destroy());
+      ur.on('error', () => res.destroy());
+      res.once('finish', () => this.#account(conn.flow, v, 'allow', ur.statusCode ?? 0, j, start));
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      if (answered || res.headersSent) {
+        res.destroy(); // mid-answer: the client must not take a cut answer for a whole one
+        return;
+      }
+      this.#o.log.debug({ err: err.message, dst: conn.flow.dst }, 'l7 proxy: upstream failed');
+      this.#account(conn.flow, v, 'error', 503, j, start);
+      req.unpipe(up);
+      this.#refuse(res, 503, `upstream ${conn.flow.dst.ip}:${conn.flow.dst.port} unreachable: ${err.code ?? err.message}\n`, true);
+    });
+    res.on('close', () => {
+      if (!res.writableFinished) up.destroy();
+    });
+    req.pipe(up);
+  }
+
+  #onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const start = performance.now();
+    const conn = this.#conns.get(socket);
+    if (!conn) {
+      socket.destroy();
+      return;
+    }
+    const v = this.#view(req);
+    const j = v.problem ? undefined : judge(conn.flow.checks, { method: v.method, path: v.path, host: v.host, headers: req.headers });
+    if (!j || j.verdict === 'deny') {
+      const status = j ? 403 : 400;
+      const text = j ? denyText(j, v.method, v.path) : `bad request: ${v.problem}\n`;
+      this.#account(conn.flow, v, j ? 'deny' : 'error', status, j, start);
+      socket.end(`HTTP/1.1 ${status} ${status === 403 ? 'Forbidden' : 'Bad Request'}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+      return;
+    }
+    const up = this.#o.connectUpstream(conn.flow);
+    const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+    up.on('connect', () => {
+      up.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (head.length > 0) up.write(head);
+      up.pipe(socket);
+      socket.pipe(up);
+      this.#account(conn.flow, v, 'allow', 101, j, start);
+    });
+    const close = (): void => {
+      up.destroy();
+      socket.destroy();
+    };
+    up.on('error', () => {
+      if (!up.readyState || up.connecting) socket.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      close();
+    });
+    socket.on('error', close);
+    up.on('close', close);
+    socket.on('close', close);
+  }
+}
