@@ -15,6 +15,8 @@ import { MARK_TO_PROXY, PROXY_RULE, PROXY_TABLE, ensureProxyRouting, removeProxy
 import { type Node, type Pod, Topology, toolArgv } from './lib/topology.ts';
 
 const PROBE = fileURLToPath(new URL('./tools/l7-transparent-probe.ts', import.meta.url));
+/** An HTTP server for the server pod: answers `<METHOD> <url> from <client address>`, logs each request. */
+const HTTP_SERVER = `require('node:http').createServer((q, s) => { console.log('req ' + q.url); s.end(q.method + ' ' + q.url + ' from ' + q.socket.remoteAddress); }).listen(9000, '0.0.0.0', () => console.log(JSON.stringify({ ready: true })));`;
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
 describe('L7 redirection: proxy routing, transparent sockets, and the datapath steering flows to the proxy', () => {
@@ -114,6 +116,29 @@ describe('L7 redirection: proxy routing, transparent sockets, and the datapath s
     } finally {
       const st = await probe.stop();
       rmSync(`/sys/fs/bpf/hypha-l7t-${probe.pid}`, { recursive: true, force: true }); // the probe's own cleanup, if it could not
+      assert.equal(st.code, 0, `the probe cleaned up: ${JSON.stringify(st)}`);
+    }
+  });
+
+  test('HTTP through the real proxy and the datapath: an allowed GET reaches the server as the client pod, a denied one gets 403 and never reaches it', async () => {
+    const web = await topo.spawnReady(server, [process.execPath, '-e', HTTP_SERVER]);
+    const probe = await topo.spawnReady(n1, [process.execPath, PROBE, 'http', client.ip, client.hostIfname, server.ip, server.hostIfname, '9000']);
+    const fetchFrom = async (path: string): Promise<{ status: number; body: string }> => {
+      const r = await topo.exec(client, [process.execPath, '-e', `fetch('http://${server.ip}:9000${path}').then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })), (e) => console.log(JSON.stringify({ status: 0, body: String(e.cause ?? e) })))`]);
+      return JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as { status: number; body: string };
+    };
+    try {
+      const ok = await fetchFrom('/public/hello');
+      assert.deepEqual(ok, { status: 200, body: `GET /public/hello from ${client.ip}` });
+      const no = await fetchFrom('/admin');
+      assert.equal(no.status, 403);
+      assert.match(no.body, /hnp:ns\/web/);
+      await probe.waitForLine((l) => l.includes('"/admin"') && l.includes('"deny"'), { timeoutMs: 5000 });
+      assert.ok(!web.lines.some((l) => l.includes('/admin')), 'the server never saw the denied request');
+    } finally {
+      const st = await probe.stop();
+      rmSync(`/sys/fs/bpf/hypha-l7t-${probe.pid}`, { recursive: true, force: true });
+      await web.stop();
       assert.equal(st.code, 0, `the probe cleaned up: ${JSON.stringify(st)}`);
     }
   });

@@ -13,6 +13,9 @@
 //     each connection through a transparent upstream from the client's
 //     address, prefixing the first line with "proxy "; one JSON line per
 //     accepted connection. SIGUSR2 closes the listener; SIGTERM unpins the maps.
+//   l7-transparent-probe.ts http <same arguments>
+//     the same with the real proxy (src/l7/proxy.ts): GET /public/... allowed,
+//     anything else 403; one {"access": ...} line per request
 import { rmSync } from 'node:fs';
 import { type Server, createServer } from 'node:net';
 import * as native from '../../../native/index.ts';
@@ -20,7 +23,10 @@ import { ConfigFlags, PolicyEpFlags, PolicyFlags } from '../../../src/abi/abi.ge
 import { ipcacheKeyCodec, ipcacheValCodec } from '../../../src/datapath/ipcache-reconciler.ts';
 import { Datapath } from '../../../src/datapath/loader.ts';
 import { entryKeys, policyEpKeyCodec, policyEpValCodec, policyKeyCodec, policyValCodec } from '../../../src/datapath/policy-maps.ts';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
 import { Rtnl } from '../../../src/datapath/rtnl.ts';
+import { L7Proxy } from '../../../src/l7/proxy.ts';
 import { dialTransparent, ensureProxyRouting, makeTransparent } from '../../../src/l7/transparent.ts';
 
 const [mode, ...args] = process.argv.slice(2);
@@ -56,7 +62,7 @@ if (mode === 'dial') {
     makeTransparent((server as unknown as { _handle: { fd: number } })._handle.fd);
     console.log(JSON.stringify({ ready: true }));
   });
-} else if (mode === 'datapath') {
+} else if (mode === 'datapath' || mode === 'http') {
   const [clientIp = '', clientVeth = '', serverIp = '', serverVeth = '', portText = '0'] = args;
   const port = Number(portText);
   const pinRoot = `/sys/fs/bpf/hypha-l7t-${process.pid}`;
@@ -93,22 +99,38 @@ if (mode === 'dial') {
       native.tcAttach(ifindex, 'ingress', dp.programs.fromPod);
       native.tcAttach(ifindex, 'egress', dp.programs.toPod);
     }
-    server = createServer((down) => {
-      console.log(JSON.stringify({ local: `${down.localAddress}:${down.localPort}`, remote: down.remoteAddress }));
-      const up = dialTransparent({ ip: down.remoteAddress ?? '' }, { ip: down.localAddress ?? '', port: down.localPort ?? 0 });
-      let first = true;
-      up.on('data', (b: Buffer) => {
-        down.write(first ? Buffer.concat([Buffer.from('proxy '), b]) : b);
-        first = false;
+    if (mode === 'http') {
+      // The real proxy: GET /public/... allowed by the server's ingress rule, the rest refused.
+      const proxy = new L7Proxy({
+        resolve: (sock) => ({
+          src: { ip: sock.remoteAddress ?? '', port: sock.remotePort ?? 0, identity: 1000 },
+          dst: { ip: sock.localAddress ?? '', port: sock.localPort ?? 0, identity: 1001 },
+          checks: [{ direction: 'ingress', endpoint: 'ns/srv', rules: [{ method: 'GET', path: { kind: 'prefix', value: '/public/' }, policy: 'hnp:ns/web', rule: 'ingress[0].ports[0].http[0]' }] }],
+        }),
+        connectUpstream: (flow) => dialTransparent({ ip: flow.src.ip }, { ip: flow.dst.ip, port: flow.dst.port }),
+        log: pino({ level: 'silent' }),
+        registry: new Registry(),
+        onAccess: (e) => console.log(JSON.stringify({ access: { method: e.method, path: e.path, verdict: e.verdict, status: e.status } })),
       });
-      down.pipe(up);
-      up.on('end', () => down.end());
-      up.on('error', (err) => {
-        console.log(JSON.stringify({ upstreamError: err.message }));
-        down.destroy();
+      server = proxy.server;
+    } else {
+      server = createServer((down) => {
+        console.log(JSON.stringify({ local: `${down.localAddress}:${down.localPort}`, remote: down.remoteAddress }));
+        const up = dialTransparent({ ip: down.remoteAddress ?? '' }, { ip: down.localAddress ?? '', port: down.localPort ?? 0 });
+        let first = true;
+        up.on('data', (b: Buffer) => {
+          down.write(first ? Buffer.concat([Buffer.from('proxy '), b]) : b);
+          first = false;
+        });
+        down.pipe(up);
+        up.on('end', () => down.end());
+        up.on('error', (err) => {
+          console.log(JSON.stringify({ upstreamError: err.message }));
+          down.destroy();
+        });
+        down.on('error', () => up.destroy());
       });
-      down.on('error', () => up.destroy());
-    });
+    }
     server.listen(15001, '127.0.0.1', () => {
       makeTransparent((server as unknown as { _handle: { fd: number } })._handle.fd);
       console.log(JSON.stringify({ ready: true }));
