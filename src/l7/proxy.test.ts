@@ -19,6 +19,7 @@ const RULES: HttpRule[] = [
   rule({ method: 'GET', path: { kind: 'regex', value: '/items/[0-9]+' } }, 2),
   rule({ method: 'GET', host: 'admin.example', headers: [{ name: 'x-token' }] }, 3),
   rule({ method: 'GET', path: { kind: 'exact', value: '/ws' }, headers: [{ name: 'upgrade', value: 'websocket' }] }, 4),
+  rule({ method: 'GET', path: { kind: 'exact', value: '/ws-no' } }, 5),
 ];
 
 interface Res {
@@ -92,6 +93,14 @@ describe('L7 proxy (loopback)', () => {
     });
     upstream.on('upgrade', (req, socket: Socket, head: Buffer) => {
       seen.push(`UPGRADE ${req.url}`);
+      if (req.url === '/ws-no') {
+        // declines the upgrade and would go on reading: whatever reaches it now is recorded
+        socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nno');
+        socket.on('data', (b: Buffer) => seen.push(`RAW ${b.toString()}`));
+        socket.on('end', () => socket.destroy());
+        socket.on('error', () => {});
+        return;
+      }
       socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
       if (head.length) socket.write(head);
       socket.pipe(socket);
@@ -177,6 +186,17 @@ describe('L7 proxy (loopback)', () => {
     const no = await raw(port, 'GET /chat HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
     assert.match(no, /^HTTP\/1\.1 403/);
     assert.ok(!seen.includes('UPGRADE /chat'));
+    const declined = await raw(port, 'GET /ws-no HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n', 300);
+    assert.match(declined, /^HTTP\/1\.1 200 OK\r\nconnection: close\r\n/);
+    assert.match(declined, /\r\n\r\nno$/);
+    const sneak = connect(port, '127.0.0.1');
+    sneak.on('error', () => {});
+    sneak.write('GET /ws-no HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
+    await new Promise((r) => setTimeout(r, 100));
+    sneak.write('GET /admin HTTP/1.1\r\nhost: a\r\n\r\n');
+    await Promise.race([once(sneak, 'close'), new Promise((r) => setTimeout(r, 500))]);
+    sneak.destroy();
+    assert.ok(!seen.some((x) => x.startsWith('RAW')), 'after a declined upgrade, nothing more reaches the server unjudged');
   });
 
   test('bad input: malformed, smuggling, oversize headers, dot segments, HTTP/2 preface', async () => {
@@ -188,7 +208,7 @@ describe('L7 proxy (loopback)', () => {
     assert.match(await raw(port, `GET /public/a HTTP/1.1\r\nhost: a\r\nx-big: ${'x'.repeat(8000)}\r\n\r\n`), /^HTTP\/1\.1 431/);
     const dots = await get(port, '/public/../admin');
     assert.equal(dots.status, 400);
-    assert.match(dots.body, /dot segment/);
+    assert.match(dots.body, /dot.segment/);
     assert.equal((await get(port, '/public/%2e%2e/admin')).status, 400);
     assert.match(await raw(port, 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), /^HTTP\/1\.1 400/);
   });

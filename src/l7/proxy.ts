@@ -74,8 +74,13 @@ function forwardHeaders(h: IncomingHttpHeaders, keepUpgrade = false): OutgoingHt
   const listed = new Set(String(h.connection ?? '').toLowerCase().split(',').map((s) => s.trim()).filter(Boolean));
   const out: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(h)) {
-    if (v === undefined || listed.has(k) || (HOP.has(k) && !(keepUpgrade && (k === 'upgrade' || k === 'connection')))) continue;
+    if (v === undefined || listed.has(k) || HOP.has(k)) continue;
     out[k] = v;
+  }
+  if (keepUpgrade && h.upgrade !== undefined) {
+    // an upgrade keeps its Upgrade header, and a Connection naming only it
+    out.upgrade = h.upgrade;
+    out.connection = 'Upgrade';
   }
   return out;
 }
@@ -96,6 +101,8 @@ export class L7Proxy {
   readonly server: Server;
   readonly #o: L7ProxyOptions;
   readonly #conns = new WeakMap<Socket, Conn>();
+  /** Client sockets taken over by an upgrade: Node no longer tracks them. */
+  readonly #upgraded = new Set<Socket>();
   readonly #requests: Counter<'verdict' | 'policy'>;
   readonly #latency: Histogram<'verdict'>;
   readonly #open: Gauge;
@@ -149,6 +156,7 @@ export class L7Proxy {
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
+      for (const s of this.#upgraded) s.destroy();
     });
   }
 
@@ -165,20 +173,24 @@ export class L7Proxy {
     }
     const f = flow;
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    (agent as unknown as { createConnection: () => Socket }).createConnection = () => {
-      const up = this.#o.connectUpstream(f);
-      up.setTimeout(this.#o.connectTimeoutMs ?? 5000, () => {
-        if (up.connecting) up.destroy(Object.assign(new Error('upstream connect timed out'), { code: 'ETIMEDOUT' }));
-      });
-      up.once('connect', () => up.setTimeout(0));
-      return up;
-    };
+    (agent as unknown as { createConnection: () => Socket }).createConnection = () => this.#dial(f);
     this.#conns.set(s, { flow: f, agent });
     this.#open.inc();
     s.once('close', () => {
       this.#open.dec();
       agent.destroy();
     });
+  }
+
+  /** A connection to the flow's destination, destroyed with ETIMEDOUT when
+   *  it is not made within connectTimeoutMs. */
+  #dial(flow: FlowChecks): Socket {
+    const up = this.#o.connectUpstream(flow);
+    up.setTimeout(this.#o.connectTimeoutMs ?? 5000, () => {
+      if (up.connecting) up.destroy(Object.assign(new Error('upstream connect timed out'), { code: 'ETIMEDOUT' }));
+    });
+    up.once('connect', () => up.setTimeout(0));
+    return up;
   }
 
   #account(flow: FlowChecks, r: { method: string; path: string; host: string }, verdict: AccessEvent['verdict'], status: number, j: Judgement | undefined, start: number): void {
@@ -268,26 +280,62 @@ export class L7Proxy {
       socket.end(`HTTP/1.1 ${status} ${status === 403 ? 'Forbidden' : 'Bad Request'}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
       return;
     }
-    const up = this.#o.connectUpstream(conn.flow);
-    const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
-    for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
-    up.on('connect', () => {
-      up.write(`${lines.join('\r\n')}\r\n\r\n`);
-      if (head.length > 0) up.write(head);
-      up.pipe(socket);
-      socket.pipe(up);
-      this.#account(conn.flow, v, 'allow', 101, j, start);
-    });
+    // Sent upstream through Node's client, on a connection of its own: the
+    // sockets are joined only on a 101. Any other answer is passed on with
+    // its body and the client connection closed after it, so nothing the
+    // client sends after an upgrade that did not happen escapes the judge.
+    const up = request({ method: req.method, path: req.url, headers: forwardHeaders(req.headers, true), setHost: false, createConnection: () => this.#dial(conn.flow) });
+    this.#upgraded.add(socket);
+    let answered = false;
+    let upSock: Socket | undefined;
+    up.on('socket', (x: Socket) => (upSock = x));
     const close = (): void => {
       up.destroy();
+      upSock?.destroy();
       socket.destroy();
     };
-    up.on('error', () => {
-      if (!up.readyState || up.connecting) socket.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      close();
-    });
     socket.on('error', close);
-    up.on('close', close);
-    socket.on('close', close);
+    socket.on('close', () => {
+      this.#upgraded.delete(socket);
+      up.destroy();
+      upSock?.destroy();
+    });
+    up.on('upgrade', (ur: IncomingMessage, upSocket: Socket, upHead: Buffer) => {
+      answered = true;
+      let h = `HTTP/1.1 ${ur.statusCode ?? 101} ${ur.statusMessage ?? 'Switching Protocols'}\r\n`;
+      for (let i = 0; i < ur.rawHeaders.length; i += 2) h += `${ur.rawHeaders[i]}: ${ur.rawHeaders[i + 1]}\r\n`;
+      socket.write(`${h}\r\n`);
+      if (upHead.length > 0) socket.write(upHead);
+      if (head.length > 0) upSocket.write(head);
+      upSocket.pipe(socket);
+      socket.pipe(upSocket);
+      upSocket.on('error', close);
+      upSocket.on('close', close);
+      socket.on('close', () => upSocket.destroy());
+      this.#account(conn.flow, v, 'allow', 101, j, start);
+    });
+    up.on('response', (ur: IncomingMessage) => {
+      answered = true;
+      const out = forwardHeaders(ur.headers);
+      delete out['content-length'];
+      let h = `HTTP/1.1 ${ur.statusCode ?? 502} ${ur.statusMessage ?? ''}\r\nconnection: close\r\n`;
+      for (const [k, val] of Object.entries(out)) for (const x of Array.isArray(val) ? val : [String(val)]) h += `${k}: ${x}\r\n`;
+      socket.write(`${h}\r\n`);
+      ur.pipe(socket); // close-delimited: the client connection ends with the body
+      ur.on('end', () => {
+        upSock?.destroy();
+        socket.destroySoon();
+      });
+      ur.on('error', close);
+      ur.on('aborted', close);
+      this.#account(conn.flow, v, 'allow', ur.statusCode ?? 0, j, start);
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      if (answered) return close();
+      this.#account(conn.flow, v, 'error', 503, j, start);
+      const text = `upstream ${conn.flow.dst.ip}:${conn.flow.dst.port} unreachable: ${err.code ?? err.message}\n`;
+      socket.end(`HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+    });
+    up.end();
   }
 }
