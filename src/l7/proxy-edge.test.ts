@@ -50,6 +50,8 @@ describe('L7 proxy edges (loopback)', () => {
   /** stall.up: the next /upload/stall request is not read until release(). */
   const stall: { up: boolean; release?: () => void } = { up: false };
   let downWritten = 0;
+  /** The next connection's flow is unknown to resolve. */
+  let refuseNext = false;
 
   before(async () => {
     upstream = createServer((req, res) => {
@@ -71,6 +73,7 @@ describe('L7 proxy edges (loopback)', () => {
         pump();
         return;
       }
+      if (req.url === '/public/silent') return; // never answers
       if (req.url === '/public/chunked') {
         res.writeHead(200, { 'transfer-encoding': 'chunked' });
         res.write('one,');
@@ -86,6 +89,11 @@ describe('L7 proxy edges (loopback)', () => {
       req.on('data', (b: Buffer) => (n += b.length));
       req.on('end', () => res.end(`${req.method} ${req.url} bytes=${n}`));
     });
+    upstream.on('upgrade', (req: IncomingMessage, socket: Socket) => {
+      // a server that speaks h2c would switch here; after this the bytes are HTTP/2, which no rule judges
+      seen.push({ line: `UPGRADE ${req.headers.upgrade} ${req.url}`, headers: req.headers, raw: req.rawHeaders });
+      socket.end('HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n');
+    });
     upstream.listen(0, '127.0.0.1');
     await once(upstream, 'listening');
     upPort = (upstream.address() as AddressInfo).port;
@@ -96,7 +104,11 @@ describe('L7 proxy edges (loopback)', () => {
       checks: [{ direction: 'ingress', endpoint: 'ns/web', rules: RULES }],
     });
     proxy = new L7Proxy({
-      resolve: () => flow(),
+      resolve: () => {
+        if (!refuseNext) return flow();
+        refuseNext = false;
+        return undefined;
+      },
       connectUpstream: () => dialTo(),
       log: pino({ level: 'silent' }),
       registry,
@@ -294,6 +306,31 @@ describe('L7 proxy edges (loopback)', () => {
       for (const f of fill) f.destroy();
       py.kill();
     }
+  });
+
+  // A bypass: the rule allowed GET /public/h2c, and after the 101 every
+  // HTTP/2 stream on the connection (any method, any path) goes unjudged.
+  // Node's http.createServer({ shouldUpgradeCallback }) can send such a
+  // request to 'request' with its Upgrade dropped (RFC 9110 7.8: a server may ignore it).
+  test('an h2c upgrade is not passed on: after a 101 HTTP/2 would go unjudged', { todo: 'proxy.ts tunnels an allowed h2c upgrade (bypass)' }, async () => {
+    seen.length = 0;
+    const { text } = await raw(port, 'GET /public/h2c HTTP/1.1\r\nhost: a\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n', 800);
+    assert.doesNotMatch(text, /^HTTP\/1\.1 101/);
+    assert.ok(!seen.some((x) => x.line.startsWith('UPGRADE')), `the upstream saw ${JSON.stringify(seen.map((x) => x.line))}`);
+  });
+
+  test('a flow resolve does not know is closed at once, unanswered', async () => {
+    seen.length = 0;
+    refuseNext = true;
+    const { text, closed } = await raw(port, 'GET /public/unknown HTTP/1.1\r\nhost: a\r\n\r\n');
+    assert.ok(closed);
+    assert.equal(text, '');
+    assert.equal(seen.length, 0);
+  });
+
+  test('an upstream that never answers does not hold the client forever', { todo: 'proxy.ts sets no idle timeout on either socket' }, async () => {
+    const { text, closed } = await raw(port, 'GET /public/silent HTTP/1.1\r\nhost: a\r\n\r\n', 3000);
+    assert.ok(closed || /^HTTP\/1\.1 50[24]/.test(text), `after 3 s: ${JSON.stringify(text)}`);
   });
 
   test('connections are counted while open, and not after', async () => {
