@@ -179,7 +179,7 @@ describe('L7 proxy (loopback)', () => {
     assert.doesNotMatch(no, /100 Continue/);
   });
 
-  test('an upgrade the rules allow is joined raw; one they deny is refused', async () => {
+  test('an upgrade the rules allow is joined raw; one they deny is refused; one declined or not websocket is never joined', async () => {
     const ok = await raw(port, 'GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\nping', 300);
     assert.match(ok, /^HTTP\/1\.1 101/);
     assert.match(ok, /ping$/, 'bytes after the 101 are echoed through');
@@ -197,6 +197,11 @@ describe('L7 proxy (loopback)', () => {
     await Promise.race([once(sneak, 'close'), new Promise((r) => setTimeout(r, 500))]);
     sneak.destroy();
     assert.ok(!seen.some((x) => x.startsWith('RAW')), 'after a declined upgrade, nothing more reaches the server unjudged');
+    const h2c = await raw(port, 'GET /public/h2c HTTP/1.1\r\nhost: a\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n', 500);
+    assert.match(h2c, /^HTTP\/1\.1 200 OK\r\nconnection: close\r\n/, 'h2c: answered in HTTP/1.1, never switched');
+    assert.match(h2c, /GET \/public\/h2c host=a/);
+    assert.ok(seen.includes('GET /public/h2c') && !seen.includes('UPGRADE /public/h2c'), 'sent on without its Upgrade');
+    assert.match(await raw(port, 'POST /upload HTTP/1.1\r\nhost: a\r\nconnection: Upgrade\r\nupgrade: h2c\r\ncontent-length: 3\r\n\r\nabc'), /^HTTP\/1\.1 400/);
   });
 
   test('bad input: malformed, smuggling, oversize headers, dot segments, HTTP/2 preface', async () => {

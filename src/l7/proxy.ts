@@ -284,7 +284,19 @@ export class L7Proxy {
     // sockets are joined only on a 101. Any other answer is passed on with
     // its body and the client connection closed after it, so nothing the
     // client sends after an upgrade that did not happen escapes the judge.
-    const up = request({ method: req.method, path: req.url, headers: forwardHeaders(req.headers, true), setHost: false, createConnection: () => this.#dial(conn.flow) });
+    //
+    // Only WebSocket is joined: after any other upgrade (h2c above all) the
+    // bytes would be a protocol no rule judges. Such a request is sent on
+    // without its Upgrade (RFC 9110 7.8 lets a server ignore it: an h2c
+    // client goes on in HTTP/1.1), and one with a body is refused.
+    const websocket = String(req.headers.upgrade ?? '').toLowerCase().split(',').some((p) => p.trim() === 'websocket');
+    if (!websocket && (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0')) {
+      const text = `bad request: upgrade to ${String(req.headers.upgrade)} with a body (only websocket upgrades are passed on)\n`;
+      this.#account(conn.flow, v, 'error', 400, j, start);
+      socket.end(`HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+      return;
+    }
+    const up = request({ method: req.method, path: req.url, headers: forwardHeaders(req.headers, websocket), setHost: false, createConnection: () => this.#dial(conn.flow) });
     this.#upgraded.add(socket);
     let answered = false;
     let upSock: Socket | undefined;
@@ -302,6 +314,10 @@ export class L7Proxy {
     });
     up.on('upgrade', (ur: IncomingMessage, upSocket: Socket, upHead: Buffer) => {
       answered = true;
+      if (!websocket) {
+        upSocket.destroy();
+        return close();
+      }
       let h = `HTTP/1.1 ${ur.statusCode ?? 101} ${ur.statusMessage ?? 'Switching Protocols'}\r\n`;
       for (let i = 0; i < ur.rawHeaders.length; i += 2) h += `${ur.rawHeaders[i]}: ${ur.rawHeaders[i + 1]}\r\n`;
       socket.write(`${h}\r\n`);
