@@ -216,6 +216,7 @@ describe('L7 proxy (loopback)', () => {
     assert.match(dots.body, /dot.segment/);
     assert.equal((await get(port, '/public/%2e%2e/admin')).status, 400);
     assert.match(await raw(port, 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), /^HTTP\/1\.1 400/);
+    assert.match(await raw(port, 'CONNECT web.example:443 HTTP/1.1\r\nhost: web.example:443\r\n\r\n'), /^HTTP\/1\.1 400[^]*CONNECT is not passed on/);
   });
 
   test('a slow client sending headers byte by byte is cut off while others are served', async () => {

@@ -126,6 +126,16 @@ export class L7Proxy {
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res, false));
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res, true));
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket as Socket, head));
+    // CONNECT would open a tunnel no rule judges: refused with an answer
+    // (without a listener Node closes the socket silently).
+    this.server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+      const conn = this.#conns.get(socket as Socket);
+      const v = { method: req.method ?? 'CONNECT', path: req.url ?? '', host: hostOf(req.headers.host) };
+      if (conn) this.#account(conn.flow, v, 'error', 400, undefined, performance.now());
+      const text = 'bad request: CONNECT is not passed on (only origin-form requests are)\n';
+      socket.on('error', () => socket.destroy());
+      socket.end(`HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+    });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       const code = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
       const text = code === 431 ? 'Request Header Fields Too Large' : code === 408 ? 'Request Timeout' : 'Bad Request';
