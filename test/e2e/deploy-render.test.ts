@@ -213,7 +213,7 @@ describe('deploy/helm/hypha renders deploy/', () => {
       const tgz = r.stdout.match(/saved it to: (\S+)/)?.[1];
       assert.ok(tgz, r.stdout);
       const listing = runTool(['tar', 'tzf', tgz]);
-      for (const f of ['hypha/crds/hyphanodes.yaml', 'hypha/crds/hyphaidentities.yaml', 'hypha/files/agent.yaml', 'hypha/values.schema.json']) {
+      for (const f of ['hypha/crds/hyphanodes.yaml', 'hypha/crds/hyphaidentities.yaml', 'hypha/crds/hyphanetworkpolicies.yaml', 'hypha/files/agent.yaml', 'hypha/values.schema.json']) {
         assert.ok(listing.stdout.split('\n').includes(f), `${f} not in ${tgz}`);
       }
       assertSameObjects(helmTemplate([], tgz), plain, 'packaged chart vs kubectl kustomize');
