@@ -81,6 +81,7 @@ describe('L7 proxy (loopback)', () => {
         pump();
         return;
       }
+      if (req.url === '/public/silent') return; // never answers
       if (req.url === '/public/die') {
         res.writeHead(200, { 'content-length': '1000' });
         res.write('partial');
@@ -121,12 +122,14 @@ describe('L7 proxy (loopback)', () => {
       onAccess: (e) => events.push(e),
       headersTimeoutMs: 400,
       maxHeaderSize: 4096,
+      upstreamAnswerTimeoutMs: 1500,
     });
     port = await proxy.listen(0, '127.0.0.1');
   });
   after(async () => {
     await proxy?.close();
     upstream?.close();
+    upstream?.closeAllConnections();
   });
 
   test('allowed requests are forwarded with their Host; others get 403 naming the policy', async () => {
@@ -249,6 +252,11 @@ describe('L7 proxy (loopback)', () => {
       upstreamDown = false;
     }
     await assert.rejects(get(port, '/public/die'), 'a cut answer is an error, not a short body');
+    const t0 = performance.now();
+    const silent = await get(port, '/public/silent');
+    assert.equal(silent.status, 504);
+    assert.match(silent.body, /did not answer within 1500 ms/);
+    assert.ok(performance.now() - t0 < 3000);
   });
 
   test('access events and counters', async () => {

@@ -61,6 +61,9 @@ export interface L7ProxyOptions {
   onAccess?: (e: AccessEvent) => void;
   headersTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /** How long the upstream may take to start its answer once the whole
+   *  request was sent: 504 past it. Default 60000. */
+  upstreamAnswerTimeoutMs?: number;
   keepAliveTimeoutMs?: number;
   connectTimeoutMs?: number;
   maxHeaderSize?: number;
@@ -248,7 +251,15 @@ export class L7Proxy {
     if (expectsContinue) res.writeContinue();
     const headers = forwardHeaders(req.headers);
     delete headers.expect;
+    const idleMs = this.#o.upstreamAnswerTimeoutMs ?? 60_000;
     const up = request({ agent: conn.agent, method: req.method, path: req.url, headers, setHost: false });
+    let answerTimer: NodeJS.Timeout | undefined;
+    up.once('finish', () => {
+      answerTimer = setTimeout(() => up.destroy(Object.assign(new Error(`no answer within ${idleMs} ms`), { code: 'UPSTREAM_IDLE' })), idleMs);
+    });
+    const stopTimer = (): void => clearTimeout(answerTimer);
+    up.once('response', stopTimer);
+    up.once('close', stopTimer);
     let answered = false;
     up.on('response', (ur: IncomingMessage) => {
       answered = true;
@@ -264,8 +275,13 @@ export class L7Proxy {
         return;
       }
       this.#o.log.debug({ err: err.message, dst: conn.flow.dst }, 'l7 proxy: upstream failed');
-      this.#account(conn.flow, v, 'error', 503, j, start);
       req.unpipe(up);
+      if (err.code === 'UPSTREAM_IDLE') {
+        this.#account(conn.flow, v, 'error', 504, j, start);
+        this.#refuse(res, 504, `upstream ${conn.flow.dst.ip}:${conn.flow.dst.port} did not answer within ${idleMs} ms\n`, true);
+        return;
+      }
+      this.#account(conn.flow, v, 'error', 503, j, start);
       this.#refuse(res, 503, `upstream ${conn.flow.dst.ip}:${conn.flow.dst.port} unreachable: ${err.code ?? err.message}\n`, true);
     });
     res.on('close', () => {
