@@ -206,6 +206,19 @@ describe('L7 proxy edges (loopback)', () => {
     assert.ok(!seen.some((s) => s.line.includes('smuggled')), 'the body was not taken for a request');
   });
 
+  // Transfer-Encoding is hop-by-hop, but a body it frames must stay framed:
+  // Node's client sends a GET (DELETE, OPTIONS ...) body without a length
+  // unless told how, and the upstream would read it as the next request.
+  test('a chunked body on a GET stays a body upstream, never a request of its own', { todo: "BYPASS in proxy.ts: forwardHeaders drops the request's Transfer-Encoding, so the body of an allowed GET reaches the upstream unframed and is served as a request no rule judged" }, async () => {
+    seen.length = 0;
+    const inner = 'GET /secret HTTP/1.1\r\nhost: a\r\n\r\n';
+    for (const method of ['GET', 'DELETE', 'OPTIONS']) {
+      const { text } = await raw(port, `${method} /public/te HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`, 600);
+      assert.match(text, /^HTTP\/1\.1 (200|400|403)/, method);
+    }
+    assert.ok(!seen.some((x) => x.line.includes('/secret')), `the upstream saw ${JSON.stringify(seen.map((x) => x.line))}`);
+  });
+
   test('a denied large upload gets its 403 (not a reset)', async () => {
     const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
       const r = request({ host: '127.0.0.1', port, method: 'PUT', path: '/upload', headers: { 'content-length': String(8 << 20) }, agent: false }, (res) => {
