@@ -172,6 +172,10 @@ describe('L7 proxy (loopback)', () => {
     assert.equal(down.body.length, 16 << 20);
     const chunked = await raw(port, 'POST /upload HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n');
     assert.match(chunked, /bytes=5 te=chunked/);
+    const inner = 'GET /admin HTTP/1.1\r\nhost: a\r\n\r\n';
+    const getBody = await raw(port, `GET /public/te HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`);
+    assert.match(getBody, new RegExp(`GET /public/te host=a bytes=${inner.length} te=chunked`), 'a chunked GET body stays a body');
+    assert.ok(!seen.includes('GET /admin'), 'never a request of its own');
   });
 
   test('Expect: 100-continue is judged before the 100; a refused one gets 403 and its body is never read', async () => {

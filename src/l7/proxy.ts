@@ -251,6 +251,13 @@ export class L7Proxy {
     if (expectsContinue) res.writeContinue();
     const headers = forwardHeaders(req.headers);
     delete headers.expect;
+    // A body Node read as chunked goes upstream chunked, whatever the method:
+    // Node's client frames GET, DELETE, OPTIONS bodies only when told, and an
+    // unframed body would be read upstream as a request no rule judged.
+    if (req.headers['transfer-encoding'] !== undefined) {
+      delete headers['content-length'];
+      headers['transfer-encoding'] = 'chunked';
+    }
     const idleMs = this.#o.upstreamAnswerTimeoutMs ?? 60_000;
     const up = request({ agent: conn.agent, method: req.method, path: req.url, headers, setHost: false });
     let answerTimer: NodeJS.Timeout | undefined;
