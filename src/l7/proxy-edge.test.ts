@@ -219,6 +219,17 @@ describe('L7 proxy edges (loopback)', () => {
     assert.ok(!seen.some((x) => x.line.includes('/secret')), `the upstream saw ${JSON.stringify(seen.map((x) => x.line))}`);
   });
 
+  // Connection may name headers for the next hop to drop; never the ones
+  // that frame the body (nor Host): dropping Content-Length leaves a GET's
+  // body unframed, read upstream as the next request.
+  test("Connection: content-length does not strip the body's framing", { todo: "BYPASS in proxy.ts: forwardHeaders drops every header Connection names, Content-Length too, and the GET's body reaches the upstream unframed, served as a request no rule judged" }, async () => {
+    seen.length = 0;
+    const inner = 'GET /secret HTTP/1.1\r\nhost: a\r\n\r\n';
+    const { text } = await raw(port, `GET /public/cl HTTP/1.1\r\nhost: a\r\nconnection: content-length\r\ncontent-length: ${inner.length}\r\n\r\n${inner}`, 600);
+    assert.match(text, /^HTTP\/1\.1 (200|400)/);
+    assert.ok(!seen.some((x) => x.line.includes('/secret')), `the upstream saw ${JSON.stringify(seen.map((x) => x.line))}`);
+  });
+
   test('a denied large upload gets its 403 (not a reset)', async () => {
     const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
       const r = request({ host: '127.0.0.1', port, method: 'PUT', path: '/upload', headers: { 'content-length': String(8 << 20) }, agent: false }, (res) => {
