@@ -24,8 +24,13 @@
 //   with it: no connection is left half-open.
 // - HTTP/2 with prior knowledge ('PRI * HTTP/2.0') is refused: Node's
 //   HTTP/1 parser rejects the preface, and the client gets 400 and a close.
-//   Upgrades (WebSocket) pass when the upgrade request is allowed: the
-//   request goes upstream, and both sockets are then joined raw.
+//   Upgrades: only WebSocket, when the upgrade request is allowed: it goes
+//   upstream on a connection of its own, and the sockets are joined raw on
+//   a 101 only (any other answer is passed on and the connection closed).
+//   Other upgrades (h2c) are sent on without their Upgrade and answered in
+//   HTTP/1.1. CONNECT is refused (400): a tunnel no rule could judge.
+// - Timeouts: connectTimeoutMs for the upstream's accept (503),
+//   upstreamAnswerTimeoutMs for its answer to start (504).
 // - Expect: 100-continue: judged before the 100 is sent; refused requests
 //   get 403 without their body being read.
 // - Slow clients: headersTimeoutMs bounds the time to send the headers
