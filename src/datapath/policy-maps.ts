@@ -29,6 +29,7 @@ import { portRangePrefixes } from '../policy/port-prefixes.ts';
 import { type Problem, problem } from '../services/problems.ts';
 import { ipcacheKeyCodec } from './ipcache-reconciler.ts';
 import type { MapIO } from './map-io.ts';
+import { DEFAULT_L7_PROXY_PORT } from '../l7/constants.ts';
 import { type ApplyStats, type Bytes, type Desired, MapFamilyReconciler, type Plan, toBytes } from './reconciler.ts';
 
 export const POLICY_MAP = 'hypha_policy_v1';
@@ -99,7 +100,9 @@ export const epKey = (addr: string): Bytes => toBytes(policyEpKeyCodec.encode({ 
  * map has left gets none and denies (reported); so does every ipBlock when
  * the CIDR table does not fit.
  */
-export function encodePolicyMaps(compiled: CompiledPolicy, capacity: PolicyMapCapacity, open: readonly string[] = [], closed: Iterable<string> = []): PolicyMapEntries {
+export function encodePolicyMaps(compiled: CompiledPolicy, capacity: PolicyMapCapacity, open: readonly string[] = [], closed: Iterable<string> = [], opts: { proxyPort?: number } = {}): PolicyMapEntries {
+  // Entries with http rules redirect to the L7 proxy (value proxy_port).
+  const PROXY = toBytes(policyValCodec.encode({ flags: PolicyFlags.ALLOW, proxy_port: opts.proxyPort ?? DEFAULT_L7_PROXY_PORT }));
   const policy = new Map<Bytes, Bytes>();
   const eps = new Map<Bytes, Bytes>();
   const cidrs = new Map<Bytes, Bytes>();
@@ -128,10 +131,15 @@ export function encodePolicyMaps(compiled: CompiledPolicy, capacity: PolicyMapCa
       if (!d.enforced) continue;
       flags |= dir === 'ingress' ? PolicyEpFlags.INGRESS : PolicyEpFlags.EGRESS;
       const keys: Bytes[] = [];
+      const proxied = new Set<Bytes>();
       for (const e of d.entries) {
         // Entries for CIDR identities the map does not hold match nothing: left out.
         if (typeof e.identity === 'number' && cidrIds.has(e.identity)) continue;
-        for (const a of addrs) for (const k of entryKeys(a, dir, e)) keys.push(toBytes(policyKeyCodec.encode(k)));
+        for (const a of addrs) for (const k of entryKeys(a, dir, e)) {
+          const kb = toBytes(policyKeyCodec.encode(k));
+          keys.push(kb);
+          if (e.http !== undefined) proxied.add(kb);
+        }
       }
       let fresh = 0;
       for (const k of keys) if (!policy.has(k)) fresh++;
@@ -141,7 +149,7 @@ export function encodePolicyMaps(compiled: CompiledPolicy, capacity: PolicyMapCa
           `do not fit in the policy map (${capacity.policy - policy.size} of ${capacity.policy} left): none are programmed and ${dir} traffic is denied (policies: ${d.selectedBy.join(', ')})`));
         continue;
       }
-      for (const k of keys) policy.set(k, ALLOW);
+      for (const k of keys) policy.set(k, proxied.has(k) ? PROXY : ALLOW);
     }
     const id = ep.endpoint.identity > 0 && ep.endpoint.identity <= 0xffffffff ? ep.endpoint.identity : 0;
     for (const a of addrs) eps.set(toBytes(policyEpKeyCodec.encode({ value: a })), toBytes(policyEpValCodec.encode({ identity: id, flags })));

@@ -30,6 +30,7 @@
 // What cannot be enforced as written (an IPv6 ipBlock, a named port towards
 // an ipBlock, a direction with more entries than the map holds, an endpoint
 // whose identity is unknown) is reported as a problem and fails closed.
+import type { HttpRule } from '../l7/types.ts';
 import { type Problem, problem } from '../services/problems.ts';
 import { comparePrefix4, type Prefix4, parsePrefix, prefixWithin } from './cidr.ts';
 import {
@@ -96,6 +97,8 @@ interface Template {
   proto: Proto;
   ports: PortRange | 'any';
   prov: Provenance;
+  /** HyphaNetworkPolicy port http rules; absent: a plain L3/L4 allow. */
+  http?: HttpRule[];
 }
 
 /** An ingress allow whose port is named: resolved per destination endpoint. */
@@ -104,6 +107,7 @@ interface NamedTemplate {
   proto: Protocol;
   name: string;
   prov: Provenance;
+  http?: HttpRule[];
 }
 
 interface CompiledDirection {
@@ -145,20 +149,36 @@ export function compareEntries(a: Entry, b: Entry): number {
 
 const PROTO_INDEX: Record<Proto, number> = PROTO_ORDER;
 
+function withHttp<T extends object>(t: T, http: HttpRule[] | undefined): T & { http?: HttpRule[] } {
+  return http === undefined ? t : { ...t, http };
+}
+
 /** Entries of one endpoint and direction, merged by key: (identity) then
  *  (protocol, port range) as one number, so adding allocates only new entries. */
 class EntrySet {
   readonly #byIdentity = new Map<number | 'any', Map<number, Entry>>();
   #size = 0;
 
-  add(identity: number | 'any', proto: Proto, ports: PortRange | 'any', prov: Provenance): void {
+  /** http: the rules of a HyphaNetworkPolicy port (absent: plain). An entry
+   *  carries http only while every allow behind it does: a plain allow of
+   *  the same key drops it (every request allowed, as in Cilium); two http
+   *  allows give the union of their rules. */
+  add(identity: number | 'any', proto: Proto, ports: PortRange | 'any', prov: Provenance, http?: readonly HttpRule[]): void {
     let m = this.#byIdentity.get(identity);
     if (!m) this.#byIdentity.set(identity, (m = new Map()));
     const k = PROTO_INDEX[proto] * 0x100000000 + (ports === 'any' ? 0xffffffff : ports.from * 0x10000 + ports.to);
     const e = m.get(k);
-    if (e) e.because.push(prov);
-    else {
-      m.set(k, { identity, proto, ports, because: [prov] });
+    if (e) {
+      e.because.push(prov);
+      if (e.http === undefined) return;
+      if (http === undefined) delete e.http;
+      else {
+        for (const r of http) if (!e.http.some((x) => x.policy === r.policy && x.rule === r.rule)) e.http.push(r);
+      }
+    } else {
+      const entry: Entry = { identity, proto, ports, because: [prov] };
+      if (http !== undefined) entry.http = [...http];
+      m.set(k, entry);
       this.#size++;
     }
   }
@@ -363,13 +383,13 @@ export function compilePolicies(tables: PolicyTables, options: CompileOptions = 
         }
         for (const port of ports) {
           if (port.kind === 'all') {
-            for (const id of pr.ids) out.templates.push({ identity: id, proto: port.protocol, ports: 'any', prov: prov(port.index) });
+            for (const id of pr.ids) out.templates.push(withHttp({ identity: id, proto: port.protocol, ports: 'any', prov: prov(port.index) }, port.http));
           } else if (port.kind === 'range') {
             const range = { from: port.from, to: port.to };
-            for (const id of pr.ids) out.templates.push({ identity: id, proto: port.protocol, ports: range, prov: prov(port.index) });
+            for (const id of pr.ids) out.templates.push(withHttp({ identity: id, proto: port.protocol, ports: range, prov: prov(port.index) }, port.http));
           } else if (dir === 'ingress') {
             // The destination is the endpoint itself: resolved per endpoint.
-            for (const id of pr.ids) out.named.push({ identity: id, proto: port.protocol, name: port.name, prov: prov(port.index) });
+            for (const id of pr.ids) out.named.push(withHttp({ identity: id, proto: port.protocol, name: port.name, prov: prov(port.index) }, port.http));
           } else if (pr.cidr) {
             report(problem(obj, `${base}.ports[${port.index}].port`, port.name,
               `is a named port towards an ipBlock (${base}.to[${pr.peer}]): a named port resolves on the destination pod, ` +
@@ -384,7 +404,7 @@ export function compilePolicies(tables: PolicyTables, options: CompileOptions = 
                   `resolves to different ${port.protocol} ports on the pods of identity ${id} (${r.conflict}): ` +
                     `only ports they all have are allowed (${r.ports.length ? r.ports.join(', ') : 'none'})`));
               }
-              for (const n of r.ports) out.templates.push({ identity: id, proto: port.protocol, ports: { from: n, to: n }, prov: prov(port.index) });
+              for (const n of r.ports) out.templates.push(withHttp({ identity: id, proto: port.protocol, ports: { from: n, to: n }, prov: prov(port.index) }, port.http));
             }
           }
         }
@@ -462,13 +482,13 @@ export function compilePolicies(tables: PolicyTables, options: CompileOptions = 
       const set = new EntrySet();
       for (const pi of certain) {
         const c = compiledDir(pi, dir);
-        for (const t of c.templates) set.add(t.identity, t.proto, t.ports, t.prov);
+        for (const t of c.templates) set.add(t.identity, t.proto, t.ports, t.prov, t.http);
         for (const t of c.named) {
           const seen = new Set<number>();
           for (const np of e.ports) {
             if (np.name !== t.name || np.protocol !== t.proto || seen.has(np.port)) continue;
             seen.add(np.port);
-            set.add(t.identity, t.proto, { from: np.port, to: np.port }, t.prov);
+            set.add(t.identity, t.proto, { from: np.port, to: np.port }, t.prov, t.http);
           }
         }
       }

@@ -8,6 +8,7 @@
 // consumer can be tested with literals.
 
 import { RESERVED_IDENTITIES as RESERVED } from '../identity/labels.ts';
+import type { HttpRule } from '../l7/types.ts';
 
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 export type Direction = 'ingress' | 'egress';
@@ -107,10 +108,12 @@ export type Peer =
     family: 4 | 6;
   };
 
+/** http: set on HyphaNetworkPolicy ports with an `http` list; the port then
+ *  allows only requests some rule matches ([]: none, fail closed). */
 export type PolicyPort =
-  | { index: number; protocol: Protocol; kind: 'all' }
-  | { index: number; protocol: Protocol; kind: 'range'; from: number; to: number }
-  | { index: number; protocol: Protocol; kind: 'named'; name: string };
+  | { index: number; protocol: Protocol; kind: 'all'; http?: HttpRule[] }
+  | { index: number; protocol: Protocol; kind: 'range'; from: number; to: number; http?: HttpRule[] }
+  | { index: number; protocol: Protocol; kind: 'named'; name: string; http?: HttpRule[] };
 
 export interface Rule {
   /** Position in spec.ingress / spec.egress. */
@@ -167,6 +170,9 @@ export interface Entry {
   proto: Protocol | 'any';
   ports: PortRange | 'any';
   because: Provenance[];
+  /** Set when every rule behind the entry carries http rules: the flow goes
+   *  to the L7 proxy, which allows only requests one of these matches. */
+  http?: HttpRule[];
 }
 
 /** Endpoints selected alike share one DirectionPolicy object: read-only. */

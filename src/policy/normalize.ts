@@ -15,6 +15,7 @@
 // part cannot be read allows nothing, and an unreadable podSelector or
 // policyTypes makes the policy select more, never less. Every problem names
 // the field and the value.
+import { readHttpRules } from '../l7/http-rules.ts';
 import { type Problem, problem } from '../services/problems.ts';
 import { parsePrefix, prefixWithin } from './cidr.ts';
 import type { Direction, LabelSelector, NetworkPolicy, Peer, PolicyPort, Protocol, Rule } from './model.ts';
@@ -63,7 +64,23 @@ export interface Normalized<T> {
 }
 
 export function normalizeNetworkPolicy(raw: unknown): Normalized<NetworkPolicy> {
-  const obj = policyObjectName(raw);
+  return normalizePolicy(raw, false);
+}
+
+/**
+ * A HyphaNetworkPolicy (hypha.dev/v1alpha1): a NetworkPolicy whose ports may
+ * carry `http` rules (read by readHttpRules, src/l7/http-rules.ts). A bad
+ * http rule is dropped; a port whose rules were all bad keeps http: [] and
+ * allows no request (fail closed). HttpRule.policy is 'hnp:ns/name'.
+ */
+export function normalizeHyphaNetworkPolicy(raw: unknown): Normalized<NetworkPolicy> {
+  return normalizePolicy(raw, true);
+}
+
+function normalizePolicy(raw: unknown, hnp: boolean): Normalized<NetworkPolicy> {
+  const kind = hnp ? 'HyphaNetworkPolicy' : 'NetworkPolicy';
+  const apiVersion = hnp ? 'hypha.dev/v1alpha1' : 'networking.k8s.io/v1';
+  const obj = hnp ? policyObjectName(raw).replace(/^NetworkPolicy /, 'HyphaNetworkPolicy ') : policyObjectName(raw);
   if (!isObj(raw) || !isObj(raw.metadata) || !str(raw.metadata.name)) {
     return { problems: [problem(obj, 'metadata.name', isObj(raw) && isObj(raw.metadata) ? raw.metadata.name : undefined, 'is required')] };
   }
@@ -74,9 +91,9 @@ export function normalizeNetworkPolicy(raw: unknown): Normalized<NetworkPolicy> 
   const badAll = (ps: FieldProblem[]): void => {
     for (const p of ps) bad(p.field, p.value, p.why);
   };
-  if (raw.kind !== undefined && raw.kind !== 'NetworkPolicy') bad('kind', raw.kind, 'is not NetworkPolicy');
-  if (raw.apiVersion !== undefined && raw.apiVersion !== 'networking.k8s.io/v1') {
-    bad('apiVersion', raw.apiVersion, 'is not networking.k8s.io/v1');
+  if (raw.kind !== undefined && raw.kind !== kind) bad('kind', raw.kind, `is not ${kind}`);
+  if (raw.apiVersion !== undefined && raw.apiVersion !== apiVersion) {
+    bad('apiVersion', raw.apiVersion, `is not ${apiVersion}`);
   }
   const namespace = str(raw.metadata.namespace) || 'default';
   const name = raw.metadata.name as string;
@@ -223,6 +240,15 @@ export function normalizeNetworkPolicy(raw: unknown): Normalized<NetworkPolicy> 
   };
 
   const port = (raw: unknown, field: string, index: number): PolicyPort | undefined => {
+    const pv = l4port(raw, field, index);
+    if (!pv || !isObj(raw)) return pv;
+    if (!hnp) return pv;
+    const r = readHttpRules(raw.http, { object: obj, field: `${field}.http`, policy: `hnp:${namespace}/${name}`, protocol: pv.protocol });
+    problems.push(...r.problems);
+    return r.rules === undefined ? pv : { ...pv, http: r.rules };
+  };
+
+  const l4port = (raw: unknown, field: string, index: number): PolicyPort | undefined => {
     const dropped = 'this port is left out (allows nothing)';
     if (!isObj(raw)) {
       bad(field, raw, `is not a port object; ${dropped}`);
