@@ -50,6 +50,8 @@ describe('L7 proxy edges (loopback)', () => {
   /** stall.up: the next /upload/stall request is not read until release(). */
   const stall: { up: boolean; release?: () => void } = { up: false };
   let downWritten = 0;
+  /** The proxy's side of every client connection (seen from the test). */
+  const serverSockets = new Set<Socket>();
   /** The next connection's flow is unknown to resolve. */
   let refuseNext = false;
 
@@ -115,12 +117,18 @@ describe('L7 proxy edges (loopback)', () => {
       onAccess: (e) => events.push(e),
       headersTimeoutMs: 1000,
       connectTimeoutMs: 300,
+      upstreamAnswerTimeoutMs: 500,
       maxHeaderSize: 4096,
       maxHeadersCount: 20,
     });
     port = await proxy.listen(0, '127.0.0.1');
+    proxy.server.on('connection', (sock: Socket) => {
+      serverSockets.add(sock);
+      sock.once('close', () => serverSockets.delete(sock));
+    });
   });
   after(async () => {
+    for (const sock of serverSockets) sock.destroy(); // what a test left open must not hold the proxy's close
     await proxy?.close();
     upstream?.close();
   });
@@ -350,9 +358,43 @@ describe('L7 proxy edges (loopback)', () => {
     assert.equal(seen.length, 0);
   });
 
-  test('an upstream that never answers does not hold the client forever', { todo: 'proxy.ts sets no idle timeout on either socket' }, async () => {
-    const { text, closed } = await raw(port, 'GET /public/silent HTTP/1.1\r\nhost: a\r\n\r\n', 3000);
-    assert.ok(closed || /^HTTP\/1\.1 50[24]/.test(text), `after 3 s: ${JSON.stringify(text)}`);
+  test('an upstream that never answers: 504 after upstreamAnswerTimeoutMs', async () => {
+    const t0 = performance.now();
+    const { text } = await raw(port, 'GET /public/silent HTTP/1.1\r\nhost: a\r\n\r\n', 2000);
+    assert.match(text, /^HTTP\/1\.1 504/);
+    const took = performance.now() - t0;
+    assert.ok(took >= 450 && took < 1500, `answered after ${took.toFixed(0)} ms`);
+  });
+
+  // After the proxy's own answer and its FIN, a client that never closes its
+  // side must not keep the proxy's socket (a descriptor) open.
+  test('refusals close fully: a client that keeps its side open is not kept half-open', { todo: "proxy.ts ends the socket after a clientError answer (malformed, HTTP/2 preface), a CONNECT or a refused upgrade, but never destroys it: it stays open as long as the client's side does (this test closes them after it)" }, async () => {
+    const cases: [string, string][] = [
+      ['malformed', 'GARBAGE\r\n\r\n'],
+      ['CONNECT', 'CONNECT web.example:443 HTTP/1.1\r\nhost: web.example:443\r\n\r\n'],
+      ['denied upgrade', 'GET /nope HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n'],
+      ['HTTP/2 preface', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'],
+      ['denied with a body', 'POST /nope HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\nabc'],
+    ];
+    const halfOpen: string[] = [];
+    for (const [name, data] of cases) {
+      const s = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      s.on('error', () => {});
+      await once(s, 'connect');
+      let mine: Socket | undefined;
+      for (let i = 0; i < 20 && !mine; i++) {
+        mine = [...serverSockets].find((x) => x.remotePort === s.localPort);
+        if (!mine) await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.ok(mine, name);
+      s.on('data', () => {});
+      s.write(data);
+      await Promise.race([once(s, 'end'), new Promise((r) => setTimeout(r, 1500))]);
+      for (let i = 0; i < 10 && !mine.destroyed; i++) await new Promise((r) => setTimeout(r, 100));
+      if (!mine.destroyed) halfOpen.push(name);
+      s.destroy();
+    }
+    assert.deepEqual(halfOpen, [], "the proxy's socket still open 1 s after its answer");
   });
 
   test('connections are counted while open, and not after', async () => {
