@@ -175,6 +175,8 @@ describe('L7 proxy (loopback)', () => {
     const inner = 'GET /admin HTTP/1.1\r\nhost: a\r\n\r\n';
     const getBody = await raw(port, `GET /public/te HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`);
     assert.match(getBody, new RegExp(`GET /public/te host=a bytes=${inner.length} te=chunked`), 'a chunked GET body stays a body');
+    const clBody = await raw(port, `GET /public/cl HTTP/1.1\r\nhost: a\r\nconnection: content-length, close\r\ncontent-length: ${inner.length}\r\n\r\n${inner}`);
+    assert.match(clBody, new RegExp(`GET /public/cl host=a bytes=${inner.length} `), 'Connection naming Content-Length does not unframe the body');
     assert.ok(!seen.includes('GET /admin'), 'never a request of its own');
   });
 

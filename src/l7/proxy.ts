@@ -80,6 +80,9 @@ const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-auth
 
 function forwardHeaders(h: IncomingHttpHeaders, keepUpgrade = false): OutgoingHttpHeaders {
   const listed = new Set(String(h.connection ?? '').toLowerCase().split(',').map((s) => s.trim()).filter(Boolean));
+  // framing and Host are end to end, whatever Connection names: dropping
+  // Content-Length would send a body upstream unframed
+  for (const k of ['content-length', 'host', 'transfer-encoding']) listed.delete(k);
   const out: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(h)) {
     if (v === undefined || listed.has(k) || HOP.has(k)) continue;
@@ -262,6 +265,8 @@ export class L7Proxy {
     if (req.headers['transfer-encoding'] !== undefined) {
       delete headers['content-length'];
       headers['transfer-encoding'] = 'chunked';
+    } else if (req.headers['content-length'] !== undefined) {
+      headers['content-length'] = req.headers['content-length'];
     }
     const idleMs = this.#o.upstreamAnswerTimeoutMs ?? 60_000;
     const up = request({ agent: conn.agent, method: req.method, path: req.url, headers, setHost: false });
