@@ -145,14 +145,14 @@ export class L7Proxy {
       if (conn) this.#account(conn.flow, v, 'error', 400, undefined, performance.now());
       const text = 'bad request: CONNECT is not passed on (only origin-form requests are)\n';
       socket.on('error', () => socket.destroy());
-      socket.end(`HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+      socket.end(`HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`, () => socket.destroy()); // a full close: a client holding its side open is not kept half-open
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       const code = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
       const text = code === 431 ? 'Request Header Fields Too Large' : code === 408 ? 'Request Timeout' : 'Bad Request';
       const conn = this.#conns.get(socket as Socket);
       if (conn) this.#account(conn.flow, { method: '', path: '', host: '' }, 'error', code, undefined, performance.now());
-      if (socket.writable && !(socket as Socket).destroyed) socket.end(`HTTP/1.1 ${code} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      if (socket.writable && !(socket as Socket).destroyed) socket.end(`HTTP/1.1 ${code} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`, () => socket.destroy()); // a full close: a client holding its side open is not kept half-open
       else socket.destroy();
     });
   }
@@ -320,7 +320,7 @@ export class L7Proxy {
       const status = j ? 403 : 400;
       const text = j ? denyText(j, v.method, v.path) : `bad request: ${v.problem}\n`;
       this.#account(conn.flow, v, j ? 'deny' : 'error', status, j, start);
-      socket.end(`HTTP/1.1 ${status} ${status === 403 ? 'Forbidden' : 'Bad Request'}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+      socket.end(`HTTP/1.1 ${status} ${status === 403 ? 'Forbidden' : 'Bad Request'}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`, () => socket.destroy()); // a full close: a client holding its side open is not kept half-open
       return;
     }
     // Sent upstream through Node's client, on a connection of its own: the
@@ -336,7 +336,7 @@ export class L7Proxy {
     if (!websocket && (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0')) {
       const text = `bad request: upgrade to ${String(req.headers.upgrade)} with a body (only websocket upgrades are passed on)\n`;
       this.#account(conn.flow, v, 'error', 400, j, start);
-      socket.end(`HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+      socket.end(`HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`, () => socket.destroy()); // a full close: a client holding its side open is not kept half-open
       return;
     }
     const up = request({ method: req.method, path: req.url, headers: forwardHeaders(req.headers, websocket), setHost: false, createConnection: () => this.#dial(conn.flow) });
@@ -393,7 +393,7 @@ export class L7Proxy {
       if (answered) return close();
       this.#account(conn.flow, v, 'error', 503, j, start);
       const text = `upstream ${conn.flow.dst.ip}:${conn.flow.dst.port} unreachable: ${err.code ?? err.message}\n`;
-      socket.end(`HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+      socket.end(`HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`, () => socket.destroy()); // a full close: a client holding its side open is not kept half-open
     });
     up.end();
   }
