@@ -265,6 +265,24 @@ describe('L7 proxy (loopback)', () => {
     assert.ok(performance.now() - t0 < 3000);
   });
 
+  test('a connectUpstream that throws: 503, and the proxy goes on', async () => {
+    const p2 = new L7Proxy({
+      resolve: () => ({ src: { ip: '10.244.0.5', port: 1, identity: 1 }, dst: { ip: '127.0.0.1', port: upPort, identity: 2 }, checks: [{ direction: 'ingress', endpoint: 'ns/web', rules: 'all' }] }),
+      connectUpstream: () => { throw new Error('no route'); },
+      log: pino({ level: 'silent' }),
+      registry: new Registry(),
+    });
+    const p2port = await p2.listen(0, '127.0.0.1');
+    try {
+      const r = await get(p2port, '/x');
+      assert.equal(r.status, 503);
+      assert.match(r.body, /no route/);
+      assert.equal((await get(p2port, '/y')).status, 503, 'still serving');
+    } finally {
+      await p2.close();
+    }
+  });
+
   test('access events and counters', async () => {
     events.length = 0;
     await get(port, '/public/e');

@@ -37,7 +37,7 @@
 //   (slowloris), requestTimeoutMs the whole request.
 import { type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse, Agent, type Server, createServer, request } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { type Socket } from 'node:net';
+import { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
@@ -206,7 +206,15 @@ export class L7Proxy {
   /** A connection to the flow's destination, destroyed with ETIMEDOUT when
    *  it is not made within connectTimeoutMs. */
   #dial(flow: FlowChecks): Socket {
-    const up = this.#o.connectUpstream(flow);
+    let up: Socket;
+    try {
+      up = this.#o.connectUpstream(flow);
+    } catch (err) {
+      // a throw would come out of http.request uncaught: a socket that fails instead (503)
+      const dead = new Socket();
+      process.nextTick(() => dead.destroy(err as Error));
+      return dead;
+    }
     up.setTimeout(this.#o.connectTimeoutMs ?? 5000, () => {
       if (up.connecting) up.destroy(Object.assign(new Error('upstream connect timed out'), { code: 'ETIMEDOUT' }));
     });
