@@ -3,8 +3,9 @@
 process.env.TZ = 'UTC';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { AccessEvent } from '../l7/proxy.ts';
 import {
-  type EnrichSources, dropEventCodec, enrichDrop, formatLine, matchesType, monotonicToWallMs, parseMonitorType,
+  type EnrichSources, dropEventCodec, enrichDrop, enrichL7, formatLine, matchesType, monotonicToWallMs, parseMonitorType,
 } from './monitor-event.ts';
 
 // struct hypha_drop_event, 48 bytes, host order (little-endian) except the
@@ -79,13 +80,55 @@ describe('monitor events', () => {
     assert.equal(formatLine({ lost: 3, cause: 'client' }), '... 3 events not sent: this monitor read too slowly');
     assert.equal(formatLine({ lost: 1, cause: 'ring' }), "... 1 drop event lost: the datapath's ring buffer was full");
     assert.equal(formatLine({ monitor: { node: 'n1', type: 'policy-drop' } }), 'listening for policy-drop events on node n1 (Ctrl-C to stop)');
+    assert.equal(formatLine({ monitor: { node: 'n1', type: 'l7' } }), 'listening for l7 (HTTP access) events on node n1 (Ctrl-C to stop)');
   });
 
   test('the type: drop by default, a bad one named with the field', () => {
     assert.equal(parseMonitorType(undefined), 'drop');
     assert.equal(parseMonitorType(''), 'drop');
     assert.equal(parseMonitorType('all'), 'all');
-    assert.throws(() => parseMonitorType('drops'), { name: 'MonitorInputError', field: 'type', message: 'type "drops" is not one of drop, policy-drop, all' });
+    assert.equal(parseMonitorType('l7'), 'l7');
+    assert.throws(() => parseMonitorType('drops'), { name: 'MonitorInputError', field: 'type', message: 'type "drops" is not one of drop, policy-drop, l7, all' });
+  });
+
+  // What the L7 proxy hands onAccess: the flow's parties (pods when it knew them) and the judgement.
+  const access = (o: Partial<AccessEvent> = {}): AccessEvent => ({
+    time: '2026-12-04T12:00:01.123Z',
+    src: { ip: '10.244.1.5', port: 40000, identity: 1001 },
+    dst: { ip: '10.244.2.7', port: 80, identity: 1003, pod: 'y/a' },
+    method: 'GET', path: '/api/v1', host: 'web.y', verdict: 'allow', status: 200,
+    policy: 'hnp:y/web', rule: 'ingress[0].ports[0].http[1]', latencyMs: 1.234,
+    ...o,
+  });
+
+  test('an L7 access event names both pods and identities, and reads as one line', () => {
+    const ev = enrichL7(access(), sources);
+    assert.deepEqual(ev, {
+      type: 'l7', time: '2026-12-04T12:00:01.123Z', node: 'n1',
+      src: { ip: '10.244.1.5', port: 40000, pod: 'x/b', identity: { id: 1001, namespace: 'x', labels: { pod: 'b' } } },
+      dst: { ip: '10.244.2.7', port: 80, pod: 'y/a', identity: { id: 1003, namespace: 'y', labels: { pod: 'a' } } },
+      method: 'GET', path: '/api/v1', host: 'web.y', verdict: 'allow', status: 200,
+      policy: 'hnp:y/web', rule: 'ingress[0].ports[0].http[1]', latencyMs: 1.234,
+    });
+    assert.equal(formatLine(ev),
+      '12:00:01.123 L7 ALLOW 200 x/b 10.244.1.5:40000 [identity 1001 x: pod=b] -> y/a 10.244.2.7:80 [identity 1003 y: pod=a]  ' +
+      'GET web.y/api/v1  allowed by hnp:y/web ingress[0].ports[0].http[1]  1.2 ms');
+    assert.deepEqual((['drop', 'policy-drop', 'l7', 'all'] as const).map((t) => matchesType(ev, t)), [false, false, true, true]);
+  });
+
+  test('L7 denials, plain L3/L4 allows and the proxy\'s own answers say which they are', () => {
+    const line = (o: Partial<AccessEvent>) => formatLine(enrichL7(access(o), sources)).split('  ').slice(1).join('  ');
+    assert.equal(line({ path: '/admin', verdict: 'deny', status: 403, rule: undefined, latencyMs: 0.25 }), 'GET web.y/admin  denied: no rule of hnp:y/web allows it  0.3 ms');
+    assert.equal(line({ verdict: 'deny', status: 403, policy: undefined, rule: undefined }), 'GET web.y/api/v1  denied: no L7 policy covers this flow  1.2 ms');
+    assert.equal(line({ policy: undefined, rule: undefined, latencyMs: 12.6 }), 'GET web.y/api/v1  allowed: plain L3/L4 allows (every request)  13 ms');
+    assert.equal(line({ verdict: 'error', status: 503, policy: undefined, rule: undefined }), 'GET web.y/api/v1  answered by the proxy: upstream unreachable  1.2 ms');
+    assert.equal(line({ method: '', path: '', host: '', verdict: 'error', status: 431, policy: undefined, rule: undefined }), '(no request line)  answered by the proxy: headers too large  1.2 ms');
+    assert.match(formatLine(enrichL7(access({ verdict: 'deny', status: 403 }), sources)), /^12:00:01\.123 L7 DENY 403 x\/b /);
+  });
+
+  test('a drop goes to drop and all, never to l7', () => {
+    const ev = enrichDrop(dropEventCodec.decode(POLICY_INGRESS), sources, WALL);
+    assert.deepEqual((['drop', 'policy-drop', 'l7', 'all'] as const).map((t) => matchesType(ev, t)), [true, true, false, true]);
   });
 
   test('a short record is refused with the layout named', () => {

@@ -1,17 +1,22 @@
 // The events `hypha monitor` streams, pure: a drop event from the datapath's
 // ring buffer (struct hypha_drop_event, decoded with the generated layout)
 // turned into a line a person can read, with names for the reason, the hook,
-// the Service, both pods and both identities. The agent decodes and enriches
-// (src/agent/monitor.ts); the CLI filters nothing and formats (src/cli/monitor.ts).
+// the Service, both pods and both identities; and the L7 proxy's access log
+// (one event per HTTP request it judged: src/l7/proxy.ts AccessEvent) named
+// the same way. The agent decodes and enriches (src/agent/monitor.ts); the
+// CLI filters nothing and formats (src/cli/monitor.ts).
 import { type DropEvent, DropReason, DropReasonText, Hook, layouts } from '../abi/abi.gen.ts';
 import { codec } from '../abi/codec.ts';
 import { type Labels, formatLabels } from '../identity/labels.ts';
+import type { AccessEvent } from '../l7/proxy.ts';
+import type { FlowParty } from '../l7/types.ts';
 import { CIDR_IDENTITY_BASE } from '../policy/model.ts';
 
 export const dropEventCodec = codec<DropEvent>(layouts.hypha_drop_event);
 
-/** What a monitor asks for: every drop, policy drops only, or everything the agent emits. */
-export const MONITOR_TYPES = ['drop', 'policy-drop', 'all'] as const;
+/** What a monitor asks for: every drop, policy drops only, the L7 proxy's
+ *  HTTP access log, or everything the agent emits. */
+export const MONITOR_TYPES = ['drop', 'policy-drop', 'l7', 'all'] as const;
 export type MonitorType = (typeof MONITOR_TYPES)[number];
 
 export class MonitorInputError extends Error {
@@ -76,6 +81,31 @@ export interface DropMonitorEvent {
   svcId?: number;
 }
 
+/** One HTTP request the L7 proxy judged (its access log). */
+export interface L7MonitorEvent {
+  type: 'l7';
+  /** When the answer was done (ISO 8601). */
+  time: string;
+  node: string;
+  src: MonitorPeer;
+  /** The original destination (the backend, after Service translation). */
+  dst: MonitorPeer;
+  method: string;
+  /** As sent, without the query. */
+  path: string;
+  /** The Host header without its port, lower case ('' when none). */
+  host: string;
+  /** allow: passed on (status is the upstream's); deny: 403 from the proxy;
+   *  error: the proxy's own answer to a malformed request or a failed upstream. */
+  verdict: AccessEvent['verdict'];
+  status: number;
+  /** allow: the policy and rule that allowed it (absent when plain L3/L4
+   *  allows cover every check); deny: the first policy consulted. */
+  policy?: string;
+  rule?: string;
+  latencyMs: number;
+}
+
 /** A line telling a client it missed events: its own connection was too slow
  *  ('client'), or the datapath's ring was full ('ring', any client's loss). */
 export interface LostLine {
@@ -88,7 +118,8 @@ export interface StartLine {
   monitor: { node: string; type: MonitorType };
 }
 
-export type MonitorLine = DropMonitorEvent | LostLine | StartLine;
+export type MonitorEvent = DropMonitorEvent | L7MonitorEvent;
+export type MonitorLine = MonitorEvent | LostLine | StartLine;
 
 const REASON_NAME = new Map<number, string>(Object.entries(DropReason).map(([k, v]) => [v, k]));
 const HOOK_NAME = new Map<number, string>(Object.entries(Hook).map(([k, v]) => [v, k.toLowerCase().replace(/_/g, '-')]));
@@ -154,8 +185,42 @@ export function enrichDrop(e: DropEvent, s: EnrichSources, wallMs: number): Drop
   return ev;
 }
 
-export function matchesType(ev: DropMonitorEvent, type: MonitorType): boolean {
-  return type !== 'policy-drop' || ev.policy;
+/** An access event of the proxy with the names the agent knows (the
+ *  proxy's own pod names first). */
+export function enrichL7(e: AccessEvent, s: EnrichSources): L7MonitorEvent {
+  const party = (p: FlowParty): MonitorPeer => {
+    const out: MonitorPeer = { ip: p.ip, port: p.port };
+    const pod = p.pod ?? (p.ip === '0.0.0.0' ? undefined : s.pod(p.ip));
+    if (pod) out.pod = pod;
+    const ref = identityRef(p.identity, s);
+    if (ref) out.identity = ref;
+    return out;
+  };
+  const ev: L7MonitorEvent = {
+    type: 'l7', time: e.time, node: s.node, src: party(e.src), dst: party(e.dst),
+    method: e.method, path: e.path, host: e.host, verdict: e.verdict, status: e.status, latencyMs: e.latencyMs,
+  };
+  if (e.policy !== undefined) ev.policy = e.policy;
+  if (e.rule !== undefined) ev.rule = e.rule;
+  return ev;
+}
+
+/** Whether a client that asked for `type` gets the event: drops go to drop
+ *  and all (policy-drop: NetworkPolicy drops only), access events to l7 and all. */
+export function matchesType(ev: MonitorEvent, type: MonitorType): boolean {
+  if (type === 'all') return true;
+  if (ev.type === 'l7') return type === 'l7';
+  return type === 'drop' || (type === 'policy-drop' && ev.policy);
+}
+
+/** A type whose clients need the datapath's drop events switched on. */
+export function wantsDatapath(type: MonitorType): boolean {
+  return type !== 'l7';
+}
+
+/** A type whose clients get the L7 proxy's access events. */
+export function wantsL7(type: MonitorType): boolean {
+  return type === 'l7' || type === 'all';
 }
 
 function clock(iso: string): string {
@@ -184,7 +249,28 @@ export function formatLine(line: MonitorLine): string {
       ? `... ${line.lost} drop event${line.lost === 1 ? '' : 's'} lost: the datapath's ring buffer was full`
       : `... ${line.lost} event${line.lost === 1 ? '' : 's'} not sent: this monitor read too slowly`;
   }
-  if ('monitor' in line) return `listening for ${line.monitor.type === 'all' ? 'all events' : `${line.monitor.type} events`} on node ${line.monitor.node} (Ctrl-C to stop)`;
+  if ('monitor' in line) return `listening for ${line.monitor.type === 'all' ? 'all events' : line.monitor.type === 'l7' ? 'l7 (HTTP access) events' : `${line.monitor.type} events`} on node ${line.monitor.node} (Ctrl-C to stop)`;
+  if (line.type === 'l7') return formatL7(line);
   const via = line.service ? ` via ${line.service}` : line.svcId ? ` via service ${line.svcId}` : '';
   return `${clock(line.time)} ${line.reason} ${line.hook} ${peerText(line.src)} -> ${peerText(line.dst, line.proto)}${via}${line.description ? `  ${line.description}` : ''}`;
+}
+
+function l7Decision(e: L7MonitorEvent): string {
+  const rule = e.policy !== undefined ? `${e.policy}${e.rule !== undefined ? ` ${e.rule}` : ''}` : undefined;
+  switch (e.verdict) {
+    case 'allow': return rule ? `allowed by ${rule}` : 'allowed: plain L3/L4 allows (every request)';
+    case 'deny': return rule ? `denied: no rule of ${rule} allows it` : 'denied: no L7 policy covers this flow';
+    case 'error': return `answered by the proxy: ${ERROR_TEXT[e.status] ?? 'error'}`;
+  }
+}
+
+const ERROR_TEXT: Readonly<Record<number, string>> = {
+  400: 'bad request', 408: 'request timeout', 431: 'headers too large', 502: 'bad upstream answer', 503: 'upstream unreachable', 504: 'upstream did not answer',
+};
+
+/** `12:00:01.123 L7 DENY 403 x/b 10.244.1.5:40000 [identity 1001 x: pod=b] -> y/a 10.244.2.7:80 [identity 1003 y: pod=a]  GET web.y/admin  denied: no rule of hnp:y/web allows it  0.4 ms` */
+function formatL7(e: L7MonitorEvent): string {
+  const what = e.method === '' ? '(no request line)' : `${e.method} ${e.host}${e.path}`;
+  const ms = e.latencyMs < 10 ? e.latencyMs.toFixed(1) : String(Math.round(e.latencyMs));
+  return `${clock(e.time)} L7 ${e.verdict.toUpperCase()} ${e.status} ${peerText(e.src)} -> ${peerText(e.dst)}  ${what}  ${l7Decision(e)}  ${ms} ms`;
 }

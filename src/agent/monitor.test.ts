@@ -2,7 +2,8 @@
 // place of the ring buffer: events reach clients by type, the datapath's drop
 // events are on exactly while a client is attached, a client that does not
 // read gets no more than a bounded backlog and is told how many it missed,
-// and ring overruns are passed on.
+// and ring overruns are passed on; the L7 proxy's access events (emitL7)
+// reach clients of l7 and all only, without switching drop events on.
 import assert from 'node:assert/strict';
 import { type IncomingMessage, get } from 'node:http';
 import type { Server } from 'node:http';
@@ -11,7 +12,8 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { type DropEvent, DropReason, Hook } from '../abi/abi.gen.ts';
 import { Monitor } from './monitor.ts';
-import { type DropMonitorEvent, type MonitorLine, dropEventCodec } from './monitor-event.ts';
+import type { AccessEvent } from '../l7/proxy.ts';
+import { type DropMonitorEvent, type L7MonitorEvent, type MonitorEvent, type MonitorLine, dropEventCodec, formatLine } from './monitor-event.ts';
 import { serverPort, startServer } from './server.ts';
 
 function record(reason: number, sport: number): Uint8Array {
@@ -42,7 +44,13 @@ class Reader {
     return r;
   }
   events(): DropMonitorEvent[] {
-    return this.lines.filter((l): l is DropMonitorEvent => 'type' in l);
+    return this.lines.filter((l): l is DropMonitorEvent => 'type' in l && l.type === 'drop');
+  }
+  l7(): L7MonitorEvent[] {
+    return this.lines.filter((l): l is L7MonitorEvent => 'type' in l && l.type === 'l7');
+  }
+  all(): MonitorEvent[] {
+    return this.lines.filter((l): l is MonitorEvent => 'type' in l);
   }
   close(): void {
     this.res.destroy();
@@ -119,7 +127,7 @@ describe('monitor stream', () => {
     const res = await new Promise<IncomingMessage>((resolve) => get({ host: '127.0.0.1', port, path: '/monitor?type=l8' }, resolve));
     let body = '';
     for await (const c of res) body += String(c);
-    assert.deepEqual([res.statusCode, body], [400, 'type "l8" is not one of drop, policy-drop, all\n']);
+    assert.deepEqual([res.statusCode, body], [400, 'type "l8" is not one of drop, policy-drop, l7, all\n']);
     assert.equal(monitor.active, false);
   });
 
@@ -153,5 +161,44 @@ describe('monitor stream', () => {
     assert.match(await registry.getSingleMetricAsString('hypha_monitor_events_lost_total'), /cause="ring"} 107\b/);
     r.close();
     await until('no client', () => !monitor.active);
+  });
+
+  const access = (path: string, verdict: AccessEvent['verdict'], status: number): AccessEvent => ({
+    time: new Date().toISOString(), src: { ip: '10.244.1.5', port: 40000, identity: 1001 }, dst: { ip: '10.244.2.7', port: 80, identity: 1003, pod: 'y/a' },
+    method: 'GET', path, host: 'web.y', verdict, status, policy: 'hnp:y/web', ...(verdict === 'allow' ? { rule: 'ingress[0].ports[0].http[0]' } : {}), latencyMs: 0.5,
+  });
+
+  test('access events reach clients of l7 and all, not of drop or policy-drop; an l7 client does not switch drop events on', async () => {
+    const countL7 = async () => /type="l7"} (\d+)/.exec(await registry.getSingleMetricAsString('hypha_monitor_events_total'))?.[1] ?? '0';
+    const before = await countL7();
+    monitor.emitL7(access('/nobody', 'allow', 200)); // no client: nothing sent, nothing counted
+    assert.equal(await countL7(), before);
+    active.length = 0;
+    const l7 = await Reader.open(port, '?type=l7');
+    await until('start line', () => l7.lines.length === 1);
+    assert.deepEqual(l7.lines[0], { monitor: { node: 'n1', type: 'l7' } });
+    assert.deepEqual([monitor.active, monitor.clients, active], [false, 1, []], 'drop events stay off for an l7 client alone');
+    const pol = await Reader.open(port, '?type=policy-drop');
+    const drop = await Reader.open(port, '?type=drop');
+    const all = await Reader.open(port, '?type=all');
+    await until('start lines', () => pol.lines.length === 1 && drop.lines.length === 1 && all.lines.length === 1);
+    assert.deepEqual(active, [true]);
+    monitor.emitL7(access('/api/v1', 'allow', 200));
+    monitor.emitL7(access('/admin', 'deny', 403));
+    push(record(DropReason.POLICY_INGRESS, 3));
+    await until('events', () => l7.l7().length === 2 && all.all().length === 3 && pol.events().length === 1 && drop.events().length === 1);
+    assert.deepEqual(l7.l7().map((e) => [e.path, e.verdict, e.status, e.src.pod, e.dst.pod]), [['/api/v1', 'allow', 200, 'x/b', 'y/a'], ['/admin', 'deny', 403, 'x/b', 'y/a']]);
+    assert.equal(l7.events().length, 0, 'no drops for an l7 client');
+    assert.deepEqual(all.all().map((e) => e.type).sort(), ['drop', 'l7', 'l7']);
+    assert.deepEqual([pol.l7().length, drop.l7().length], [0, 0], 'no access events for drop and policy-drop clients');
+    assert.match(formatLine(l7.l7()[1]!), /L7 DENY 403 x\/b 10\.244\.1\.5:40000 \[identity 1001\] -> y\/a 10\.244\.2\.7:80 \[identity 1003\]  GET web\.y\/admin  denied: no rule of hnp:y\/web allows it/);
+    assert.equal(Number(await countL7()) - Number(before), 2);
+    for (const r of [pol, drop, all]) r.close();
+    await until('drop clients gone', () => !monitor.active && monitor.clients === 1);
+    assert.deepEqual(active, [true, false], 'switched off when the last drop client left, the l7 client still attached');
+    monitor.emitL7(access('/later', 'allow', 204));
+    await until('event after', () => l7.l7().length === 3);
+    l7.close();
+    await until('no client', () => monitor.clients === 0);
   });
 });

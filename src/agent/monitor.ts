@@ -1,11 +1,14 @@
 // `hypha monitor` on the agent's side: the datapath's drop events, read from
 // the ring buffer (hypha_events_v1), named (src/agent/monitor-event.ts) and
-// streamed as NDJSON to every client of GET /monitor?type=drop|policy-drop|all.
+// streamed as NDJSON to every client of GET /monitor?type=drop|policy-drop|l7|all.
+// The L7 proxy's access events come in-process (emitL7) and go to clients of
+// l7 and all; with none attached emitL7 returns at once.
 //
 // Events are "when asked": the programs write them only while
 // ConfigFlags.DROP_EVENTS is set, which the agent does while at least one
-// client is attached (or bpf.dropEvents is on); `active` tells it, and
-// onActiveChange fires when that changes.
+// client of drop, policy-drop or all is attached (or bpf.dropEvents is on):
+// `active` tells it, and onActiveChange fires when that changes. A client of
+// l7 alone does not switch drop events on.
 //
 // Memory is bounded. The ring is drained all the time (it holds nothing once
 // the flag is off), and a client whose connection holds more than
@@ -19,14 +22,15 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import * as native from '../../native/index.ts';
+import type { AccessEvent } from '../l7/proxy.ts';
 import type { MapHandle, RingbufHandle } from '../../native/index.ts';
 import { decodeName, u32Codec } from '../abi/lb-codecs.ts';
 import { readEventsLost } from '../datapath/drops.ts';
 import { reservedName } from '../identity/labels.ts';
 import type { AgentIdentities, LocalEndpoint } from './identities.ts';
 import {
-  type DropMonitorEvent, type EnrichSources, type LostLine, type MonitorLine, type MonitorType, dropEventCodec, enrichDrop,
-  isMonitorInputError, matchesType, monotonicToWallMs, parseMonitorType,
+  type DropMonitorEvent, type EnrichSources, type LostLine, type MonitorLine, type MonitorType, dropEventCodec, enrichDrop, enrichL7,
+  isMonitorInputError, matchesType, monotonicToWallMs, parseMonitorType, wantsDatapath, wantsL7,
 } from './monitor-event.ts';
 
 /** Where records come from: the ring buffer (native.ringbufOpen), or a test. */
@@ -64,6 +68,10 @@ export class Monitor {
   readonly #o: MonitorOptions;
   readonly #log: Logger;
   readonly #clients = new Set<Client>();
+  /** Clients that need the datapath's drop events (drop, policy-drop, all). */
+  #datapathClients = 0;
+  /** Clients that get the L7 proxy's access events (l7, all). */
+  #l7Clients = 0;
   readonly #bufferBytes: number;
   #ring: { close(): void } | undefined;
   #ringLost = 0n;
@@ -88,7 +96,7 @@ export class Monitor {
         this.set(self.#clients.size);
       },
     });
-    this.#events = new Counter({ name: 'hypha_monitor_events_total', help: 'Datapath events read from the ring buffer while clients were attached, by type', labelNames: ['type'], registers: r });
+    this.#events = new Counter({ name: 'hypha_monitor_events_total', help: 'Events sent on while clients were attached, by type (drop: read from the ring buffer; l7: the L7 proxy\'s access events)', labelNames: ['type'], registers: r });
     new Gauge({
       name: 'hypha_monitor_events_lost_total', labelNames: ['cause'], registers: r,
       help: 'Events lost: ring (the datapath found the ring buffer full; counted in the kernel) or client (a monitor client read too slowly)',
@@ -115,9 +123,9 @@ export class Monitor {
     this.#sources = { node: o.sources.node, pod, identity: (id) => o.sources.identity(id), service: (id) => svc(String(id)) };
   }
 
-  /** Clients are attached: the datapath should emit events. */
+  /** Clients that want drops are attached: the datapath should emit events. */
   get active(): boolean {
-    return this.#clients.size > 0;
+    return this.#datapathClients > 0;
   }
 
   get clients(): number {
@@ -139,7 +147,7 @@ export class Monitor {
   }
 
   #onRecord(data: Uint8Array): void {
-    if (this.#clients.size === 0) return;
+    if (this.#datapathClients === 0) return;
     let ev: DropMonitorEvent;
     try {
       const e = dropEventCodec.decode(data);
@@ -151,6 +159,22 @@ export class Monitor {
     this.#events.inc({ type: ev.type });
     const line = `${JSON.stringify(ev)}\n`;
     for (const c of this.#clients) if (matchesType(ev, c.type)) this.#send(c, line);
+  }
+
+  /** One HTTP request the L7 proxy judged: to the clients of l7 and all.
+   *  Called for every request; with no such client it does nothing else. */
+  emitL7(e: AccessEvent): void {
+    if (this.#l7Clients === 0) return;
+    let line: string;
+    try {
+      const ev = enrichL7(e, this.#sources);
+      line = `${JSON.stringify(ev)}\n`;
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'access event not named');
+      return;
+    }
+    this.#events.inc({ type: 'l7' });
+    for (const c of this.#clients) if (wantsL7(c.type)) this.#send(c, line);
   }
 
   #send(c: Client, line: string): void {
@@ -179,7 +203,7 @@ export class Monitor {
     }
     const line = `${JSON.stringify({ lost: Number(now - this.#ringLost), cause: 'ring' } satisfies LostLine)}\n`;
     this.#ringLost = now;
-    for (const c of this.#clients) if (c.res.writableLength <= this.#bufferBytes) c.res.write(line);
+    for (const c of this.#clients) if (wantsDatapath(c.type) && c.res.writableLength <= this.#bufferBytes) c.res.write(line);
   }
 
   /** GET /monitor?type=...: an NDJSON stream until the client goes away. */
@@ -199,24 +223,28 @@ export class Monitor {
       return;
     }
     const c: Client = { type, res, lost: 0 };
+    const datapath = wantsDatapath(type);
     const wasActive = this.active;
-    if (!wasActive) this.#ringLost = this.#readRingLost();
+    if (datapath && !wasActive) this.#ringLost = this.#readRingLost();
     this.#clients.add(c);
+    if (datapath) this.#datapathClients++;
+    if (wantsL7(type)) this.#l7Clients++;
     res.socket?.setNoDelay(true);
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
     res.on('drain', () => this.#flushLost(c));
     const gone = (): void => {
       if (!this.#clients.delete(c)) return;
+      if (wantsL7(type)) this.#l7Clients--;
       this.#log.info({ type, clients: this.#clients.size }, 'monitor client left');
-      if (this.#clients.size === 0) this.#inactive();
+      if (datapath && --this.#datapathClients === 0) this.#inactive();
     };
     req.on('close', gone);
     res.on('close', gone);
     res.on('error', gone);
     this.#log.info({ type, clients: this.#clients.size }, 'monitor client attached');
     // The flag is set before the first line: a client that has read it sees every later drop.
-    if (!wasActive) this.#activeChanged(true);
-    if (!this.#pollTimer) {
+    if (datapath && !wasActive) this.#activeChanged(true);
+    if (datapath && !this.#pollTimer) {
       this.#pollTimer = setInterval(() => this.#pollRingLost(), this.#o.ringLossPollMs ?? 1000);
       this.#pollTimer.unref();
     }
@@ -240,9 +268,11 @@ export class Monitor {
   /** End every stream and stop reading the ring. */
   stop(): void {
     this.#stopped = true;
-    const had = this.#clients.size > 0;
+    const had = this.active;
     for (const c of [...this.#clients]) c.res.end();
     this.#clients.clear();
+    this.#datapathClients = 0;
+    this.#l7Clients = 0;
     if (had) this.#inactive();
     this.#ring?.close();
     this.#ring = undefined;

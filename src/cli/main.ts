@@ -221,9 +221,9 @@ policy
 
 program
   .command('monitor')
-  .description('datapath events as they happen: drops with their reason, pods, identities and Service (asks the agent, which emits drop events while a monitor is attached)')
+  .description('events as they happen: datapath drops with their reason, pods, identities and Service, and the L7 proxy\'s HTTP access log (asks the agent, which emits drop events while a monitor is attached)')
   .option('--agent <url>', 'agent endpoint', 'http://127.0.0.1:9890')
-  .option('--type <type>', 'drop (every drop), policy-drop (NetworkPolicy drops only) or all', 'drop')
+  .option('--type <type>', 'drop (every drop), policy-drop (NetworkPolicy drops only), l7 (each HTTP request the L7 proxy judged) or all', 'drop')
   .option('--json', 'the agent\'s NDJSON, a line per event')
   .action(async (opts: { agent: string; type: string; json?: boolean }) => (await import('./monitor.ts')).runMonitor(opts));
 

@@ -1,6 +1,9 @@
 // `hypha monitor`: the node's datapath events as they happen, one line each
 // (or the agent's NDJSON with --json). Asks the agent (GET /monitor), which
-// turns drop events on in the datapath while at least one monitor is attached.
+// turns drop events on in the datapath while at least one monitor of drops is
+// attached. `--type l7`: the L7 proxy's access log, a line per HTTP request
+// it judged (pods, identities, method, host and path, verdict, status, the
+// deciding policy and rule, latency).
 // Ctrl-C ends it; the agent going away ends it with an error.
 import { formatLine, isMonitorInputError, type MonitorLine, parseMonitorType } from '../agent/monitor-event.ts';
 
