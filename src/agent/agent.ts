@@ -40,6 +40,7 @@ import { NodeState, deviceAddresses } from './node-state.ts';
 import { PodMetadata } from './pod-metadata.ts';
 import type { EndpointPolicyHooks } from '../endpoints/manager.ts';
 import { Pods } from './pods.ts';
+import { AgentL7 } from './l7.ts';
 import { AgentPolicy, lbServiceLookup } from './policy.ts';
 import { Routing } from './routing.ts';
 import { serverPort, startServer } from './server.ts';
@@ -71,6 +72,7 @@ export class Agent {
   #podMeta: PodMetadata | undefined;
   #identities: AgentIdentities | undefined;
   #policy: AgentPolicy | undefined;
+  #l7: AgentL7 | undefined;
   #monitor: Monitor | undefined;
   #server: Server | undefined;
   #metrics: Metrics | undefined;
@@ -213,6 +215,10 @@ export class Agent {
         identities: () => this.#identities,
         endpoints: () => this.#pods?.manager.records() ?? [],
         changed: () => dp.bumpPolicyGeneration(),
+        proxyPort: this.cfg.policy.l7.proxyPort,
+        // HyphaNetworkPolicy http rules present or gone: the external
+        // device's L7 steering (ConfigFlags.L7) follows.
+        l7Changed: () => this.#writeDatapathConfig(),
       });
     }
     // Pods: endpoints reconciled and the CNI socket open before anything
@@ -255,6 +261,17 @@ export class Agent {
       const id = v ? ipcacheValCodec.decode(v).identity : 0;
       return id === 0 ? undefined : id;
     };
+    // The L7 proxy (HyphaNetworkPolicy http rules), listening before any
+    // policy is written: a flow with http rules is never refused for want of it.
+    if (this.#policy) {
+      const policy = this.#policy;
+      this.#l7 = new AgentL7({
+        port: this.cfg.policy.l7.proxyPort, rtnl, log, registry: metrics.registry,
+        flow: (src, dst) => policy.l7Flow(src, dst, ipcacheIdentity),
+        onAccess: (e) => this.#monitor?.emitL7(e),
+      });
+      await this.#l7.start();
+    }
     const policyOff = { enabled: false, synced: false, waiting: 'policy.enabled is false in the agent\'s configuration', endpoints: [], traces: [] };
     this.#server = await startServer(this.cfg.listen.address, this.cfg.listen.port, {
       ready: () => this.#ready,
@@ -394,7 +411,7 @@ export class Agent {
     const [ports, second] = snatPortRanges([bpf.nodePortRange, ephemeralPorts()]);
     this.#dp?.writeConfig({
       flags: (bpf.dropEvents || this.#monitor?.active ? ConfigFlags.DROP_EVENTS : 0) | (bpf.hostRouting ? ConfigFlags.HOST_ROUTING : 0) | (routing.masquerade ? ConfigFlags.MASQUERADE : 0) |
-        (this.cfg.policy.enabled ? ConfigFlags.POLICY : 0),
+        (this.cfg.policy.enabled ? ConfigFlags.POLICY : 0) | (this.#policy?.l7 ? ConfigFlags.L7 : 0),
       loopback_addr: bpf.loopbackAddress,
       snat_addr: this.nodeInfo().addresses[0] ?? '0.0.0.0',
       snat_port_min: ports.min,
@@ -498,6 +515,7 @@ export class Agent {
       pods: this.#pods?.status() ?? null,
       routing: this.#routing?.status() ?? null,
       pinRoot: this.cfg.bpf.pinRoot,
+      l7Proxy: this.#l7?.status() ?? null,
     };
   }
 
@@ -512,6 +530,7 @@ export class Agent {
     this.#podMeta?.stop();
     this.#identities?.stop();
     this.#policy?.stop();
+    await this.#l7?.stop();
     this.#client?.close();
     this.#sync?.stop();
     await this.#routing?.stop();

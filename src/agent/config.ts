@@ -63,7 +63,7 @@ export interface AgentConfig {
   /** Host settings the agent may change (in its own network namespace). */
   sysctl: { manageRpFilter: boolean };
   /** NetworkPolicy: enforced in the datapath (ConfigFlags.POLICY) and the policy maps kept. */
-  policy: { enabled: boolean; podStartWaitSeconds: number };
+  policy: { enabled: boolean; podStartWaitSeconds: number; l7: { proxyPort: number } };
 }
 
 const ipv4 = '^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}$';
@@ -233,6 +233,13 @@ const schema = {
         // identity allocated, the maps written); the pod is closed both ways
         // until then, and stays closed after a timeout until it happens.
         podStartWaitSeconds: { type: 'number', minimum: 0, maximum: 60, default: 10 },
+        // HyphaNetworkPolicy http rules: the agent's transparent proxy
+        // listens on 127.0.0.1:proxyPort of the node, and the policy
+        // entries carrying http rules send their flows there.
+        l7: {
+          type: 'object', additionalProperties: false, default: {},
+          properties: { proxyPort: { type: 'integer', minimum: 1, maximum: 65535, default: 15001 } },
+        },
       },
     },
   },

@@ -28,11 +28,13 @@ import {
   pinnedEndpointIdentities, programmedPolicy,
 } from '../datapath/policy-maps.ts';
 import { type KubeClient, isAlreadyExists } from '../k8s/client.ts';
-import { Informer, type InformerHooks, type InformerStatus, type ObjectMeta } from '../k8s/informer.ts';
+import { Informer, type InformerEvent, type InformerHooks, type InformerStatus, type ObjectMeta } from '../k8s/informer.ts';
 import { type CompiledPolicy, compilePolicies } from '../policy/compile.ts';
 import { describe, type NameContext } from '../policy/describe.ts';
-import type { DirectionPolicy, Endpoint, NetworkPolicy } from '../policy/model.ts';
-import { normalizeNetworkPolicy } from '../policy/normalize.ts';
+import type { FlowChecks, FlowParty } from '../l7/types.ts';
+import { l7ChecksFor } from '../policy/l7.ts';
+import { type DirectionPolicy, type Endpoint, IDENTITY_WORLD, type NetworkPolicy } from '../policy/model.ts';
+import { normalizeHyphaNetworkPolicy, normalizeNetworkPolicy } from '../policy/normalize.ts';
 import { type TraceParty, type TraceProto, type TraceResult, TraceInputError, formatTrace, trace } from '../policy/trace.ts';
 import { type LbTable, backendsOf } from '../services/lb-table.ts';
 import type { Problem } from '../services/problems.ts';
@@ -42,6 +44,7 @@ const DEBOUNCE_MS = 50;
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 30_000;
 export const NETWORKPOLICIES_PATH = '/apis/networking.k8s.io/v1/networkpolicies';
+export const HYPHANETWORKPOLICIES_PATH = '/apis/hypha.dev/v1alpha1/hyphanetworkpolicies';
 
 export interface AgentPolicyOptions {
   /** Undefined: no API server (standalone): no NetworkPolicies, every endpoint open. */
@@ -59,9 +62,14 @@ export interface AgentPolicyOptions {
   /** The maps changed: open flows are judged again (Datapath.bumpPolicyGeneration). */
   changed: () => void;
   debounceMs?: number;
+  /** Where entries with http rules send their flows (the L7 proxy's port). */
+  proxyPort?: number;
+  /** Whether any entry written carries http rules changed (ConfigFlags.L7). */
+  l7Changed?: (on: boolean) => void;
 }
 
 interface StoredPolicy {
+  kind: 'NetworkPolicy' | 'HyphaNetworkPolicy';
   value: NetworkPolicy;
   uid: string;
   generation: number;
@@ -144,7 +152,14 @@ export class AgentPolicy {
   readonly #rec: PolicyMapsReconciler;
   readonly #policies = new Map<string, StoredPolicy>();
   #informer: Informer<ObjectMeta> | undefined;
+  #hnpInformer: Informer<ObjectMeta> | undefined;
   #listed = false;
+  #listedHnp = false;
+  /** The HyphaNetworkPolicy CRD is not installed (its list answers 404). */
+  #hnpAbsent = false;
+  /** HyphaNetworkPolicy key -> the status this node last wrote on it. */
+  readonly #statusWritten = new Map<string, string>();
+  #l7 = false;
   #timer: NodeJS.Timeout | undefined;
   #running = false;
   #again = false;
@@ -183,9 +198,9 @@ export class AgentPolicy {
     new Gauge({
       name: 'hypha_policy_problems', help: 'Problems of NetworkPolicy enforcement present now, by kind of object', labelNames: ['kind'], registers: r,
       collect() {
-        const counts: Record<string, number> = { NetworkPolicy: 0, Endpoint: 0, 'policy map': 0 };
+        const counts: Record<string, number> = { NetworkPolicy: 0, HyphaNetworkPolicy: 0, Endpoint: 0, 'policy map': 0 };
         for (const [obj, ps] of self.#reported) {
-          const kind = obj.startsWith('NetworkPolicy ') ? 'NetworkPolicy' : obj.startsWith('Endpoint ') ? 'Endpoint' : 'policy map';
+          const kind = kindOfObject(obj);
           counts[kind] = (counts[kind] ?? 0) + ps.size;
         }
         for (const [kind, n] of Object.entries(counts)) this.set({ kind }, n);
@@ -214,39 +229,56 @@ export class AgentPolicy {
     const { client, log, hooks, silenceMs, resyncMs } = this.#o;
     if (!client) {
       this.#listed = true;
+      this.#listedHnp = true;
       this.request();
       return;
     }
-    this.#informer = new Informer<ObjectMeta>(client, { resource: 'networkpolicies', path: NETWORKPOLICIES_PATH }, { log, hooks, silenceMs, resyncMs });
-    this.#informer.start((e) => {
+    const follow = (kind: StoredPolicy['kind']) => (e: InformerEvent<ObjectMeta>): void => {
+      const hnp = kind === 'HyphaNetworkPolicy';
+      // The key policyKey() gives the normalised object ('hnp:ns/name' for a HyphaNetworkPolicy).
+      const key = (k: string): string => (hnp ? `hnp:${k}` : k);
       if (e.type === 'synced') {
-        this.#listed = true;
+        if (hnp) {
+          this.#listedHnp = true;
+          this.#hnpAbsent = e.absent === true;
+        } else this.#listed = true;
         return this.request();
       }
       if (e.type === 'delete') {
-        if (this.#policies.delete(e.key)) this.request();
+        this.#statusWritten.delete(key(e.key));
+        if (this.#policies.delete(key(e.key))) this.request();
         return;
       }
-      const n = normalizeNetworkPolicy(e.obj);
+      const n = hnp ? normalizeHyphaNetworkPolicy(e.obj) : normalizeNetworkPolicy(e.obj);
       if (!n.value) {
         // Nameless: cannot be an object of the API server's; nothing to apply.
         for (const p of n.problems) this.#log.warn({ object: p.object, field: p.field, value: p.value }, p.message);
         return;
       }
       const meta = (e.obj as { metadata?: { uid?: string; generation?: number; resourceVersion?: string } }).metadata ?? {};
-      const before = this.#policies.get(e.key);
-      const stored: StoredPolicy = { value: n.value, uid: meta.uid ?? '', generation: meta.generation ?? 0, resourceVersion: meta.resourceVersion ?? '', problems: n.problems };
-      this.#policies.set(e.key, stored);
-      // A change of metadata alone (labels, annotations) compiles to the same.
-      if (before && before.uid === stored.uid && JSON.stringify(before.value) === JSON.stringify(stored.value) && before.problems.length === stored.problems.length) return;
+      const before = this.#policies.get(key(e.key));
+      const stored: StoredPolicy = { kind, value: n.value, uid: meta.uid ?? '', generation: meta.generation ?? 0, resourceVersion: meta.resourceVersion ?? '', problems: n.problems };
+      this.#policies.set(key(e.key), stored);
+      // A change of metadata alone (labels, annotations, status) compiles to the same.
+      if (before && before.uid === stored.uid && JSON.stringify(before.value) === JSON.stringify(stored.value) && before.problems.length === stored.problems.length) {
+        if (before.generation !== stored.generation) this.#statusWritten.delete(key(e.key));
+        return;
+      }
       this.request();
-    });
+    };
+    this.#informer = new Informer<ObjectMeta>(client, { resource: 'networkpolicies', path: NETWORKPOLICIES_PATH }, { log, hooks, silenceMs, resyncMs });
+    this.#informer.start(follow('NetworkPolicy'));
+    // HyphaNetworkPolicies (L7 http rules): the CRD may not be installed,
+    // which counts as none (retried until it is).
+    this.#hnpInformer = new Informer<ObjectMeta>(client, { resource: 'hyphanetworkpolicies', path: HYPHANETWORKPOLICIES_PATH, absentIsEmpty: true }, { log, hooks, silenceMs, resyncMs });
+    this.#hnpInformer.start(follow('HyphaNetworkPolicy'));
   }
 
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#informer?.stop();
+    this.#hnpInformer?.stop();
     for (const w of this.#waiters) w.done(false);
   }
 
@@ -293,7 +325,7 @@ export class AgentPolicy {
   }
 
   status(): InformerStatus[] {
-    return this.#informer ? [this.#informer.status] : [];
+    return [this.#informer, this.#hnpInformer].filter((i) => i !== undefined).map((i) => i.status);
   }
 
   /** Something policy depends on changed: compile and write within DEBOUNCE_MS. */
@@ -319,6 +351,7 @@ export class AgentPolicy {
   /** Why the maps are not written yet (undefined: they are, or can be). */
   #waiting(): string | undefined {
     if (!this.#listed) return 'NetworkPolicies not listed yet';
+    if (!this.#listedHnp) return 'HyphaNetworkPolicies not listed yet';
     const ids = this.#o.identities();
     if (ids?.expected && !ids.synced) return 'identities not listed yet';
     return undefined;
@@ -333,6 +366,36 @@ export class AgentPolicy {
     return this.#written?.compiled;
   }
 
+  /** Whether some entry written carries http rules (its flows go to the L7 proxy). */
+  get l7(): boolean {
+    return this.#l7;
+  }
+
+  /**
+   * What the L7 proxy checks on one connection the datapath gave it: `src`
+   * is the client (the accepted socket's remote end), `dst` the original
+   * destination (its local end). Judged from the compile the maps hold, so
+   * the proxy enforces what the datapath redirected for; before the first
+   * write no check exists and every request is refused (fail closed).
+   * Identities: a local endpoint's from that compile, any other address's
+   * from the ipcache (none: world).
+   */
+  l7Flow(src: { ip: string; port: number }, dst: { ip: string; port: number }, ipcache?: (ip: string) => number | undefined): FlowChecks {
+    const compiled = this.#written?.compiled;
+    const ids = this.#o.identities();
+    const party = (a: { ip: string; port: number }): FlowParty & { endpoint?: string } => {
+      const local = compiled?.endpoints.find((e) => e.endpoint.addresses?.includes(a.ip));
+      const identity = local ? local.endpoint.identity : (ipcache?.(a.ip) ?? IDENTITY_WORLD);
+      const pod = local?.key ?? ids?.podByAddress(a.ip);
+      return { ip: a.ip, port: a.port, identity, ...(pod ? { pod } : {}), ...(local ? { endpoint: local.key } : {}) };
+    };
+    const s = party(src);
+    const d = party(dst);
+    const checks = compiled ? l7ChecksFor(compiled, { src: s, dst: d, proto: 'TCP', port: dst.port }) : [];
+    const strip = ({ endpoint: _e, ...p }: FlowParty & { endpoint?: string }): FlowParty => p;
+    return { src: strip(s), dst: strip(d), checks };
+  }
+
   async #run(): Promise<void> {
     if (this.#stopped) return;
     const why = this.#waiting();
@@ -344,7 +407,7 @@ export class AgentPolicy {
       if (!this.#pinned) this.#pinned = await pinnedEndpointIdentities(this.#o.maps.eps);
       const seq = ++this.#compiles;
       const { compiled, open, judged } = this.#compile();
-      const encoded = encodePolicyMaps(compiled, this.#rec.capacity, open, this.#adding);
+      const encoded = encodePolicyMaps(compiled, this.#rec.capacity, open, this.#adding, this.#o.proxyPort ? { proxyPort: this.#o.proxyPort } : {});
       const stats = await this.#rec.sync(encoded.maps);
       if (stats.upserts + stats.deletes > 0) this.#o.changed();
       const first = !this.#written;
@@ -353,6 +416,11 @@ export class AgentPolicy {
         entries: Object.fromEntries([...encoded.maps].map(([m, e]) => [m, e.size])),
       };
       for (const w of this.#waiters) if (w.after < seq && judged.has(w.ip)) w.done(true);
+      const l7 = this.#written.compiled.endpoints.some((e) => e.ingress.entries.some((x) => x.http) || e.egress.entries.some((x) => x.http));
+      if (l7 !== this.#l7) {
+        this.#l7 = l7;
+        this.#o.l7Changed?.(l7);
+      }
       this.#lastError = null;
       this.#backoff = RETRY_MIN_MS;
       this.#metrics.syncs.inc({ outcome: 'ok' });
@@ -429,8 +497,9 @@ export class AgentPolicy {
     for (const [key, p] of this.#policies) for (const problem of p.problems) add({ problem, policies: [key], reason: 'PolicyNotEnforced' });
     const byKey = new Map(compiled.endpoints.map((e) => [e.key, e]));
     for (const problem of compiled.problems) {
-      if (problem.object.startsWith('NetworkPolicy ')) {
-        add({ problem, policies: [problem.object.slice('NetworkPolicy '.length)], reason: 'PolicyNotEnforced' });
+      const pol = policyOfObject(problem.object);
+      if (pol !== undefined) {
+        add({ problem, policies: [pol], reason: 'PolicyNotEnforced' });
         continue;
       }
       // An endpoint's direction over the per-direction limit: on the policies selecting it.
@@ -448,8 +517,7 @@ export class AgentPolicy {
       const was = this.#reported.get(obj);
       for (const [msg, r] of ps) {
         if (was?.has(msg)) continue;
-        const kind = obj.startsWith('NetworkPolicy ') ? 'NetworkPolicy' : obj.startsWith('Endpoint ') ? 'Endpoint' : 'policy map';
-        this.#metrics.problems.inc({ kind });
+        this.#metrics.problems.inc({ kind: kindOfObject(obj) });
         const fields = { object: r.problem.object, field: r.problem.field, value: r.problem.value, policies: r.policies };
         // A pod whose identity is being allocated is an ordinary moment of its start.
         if (r.problem.field === 'identity') this.#log.info(fields, r.problem.message);
@@ -458,6 +526,51 @@ export class AgentPolicy {
       }
     }
     this.#reported = now;
+    this.#writeStatuses(now);
+  }
+
+  /**
+   * Each HyphaNetworkPolicy's status says, per node, what this node could
+   * not enforce of it (status.nodes.<node>: {enforcing, problems,
+   * observedGeneration}); a merge patch of this node's key only, so the
+   * agents of all nodes never conflict. Written when it changes.
+   */
+  #writeStatuses(now: Map<string, Map<string, Reported>>): void {
+    const client = this.#o.client;
+    if (!client) return;
+    const problemsOf = new Map<string, string[]>();
+    for (const ps of now.values()) {
+      for (const r of ps.values()) {
+        for (const pol of r.policies) {
+          if (!pol.startsWith('hnp:')) continue;
+          let l = problemsOf.get(pol);
+          if (!l) problemsOf.set(pol, (l = []));
+          l.push(r.problem.message);
+        }
+      }
+    }
+    for (const [key, p] of this.#policies) {
+      if (p.kind !== 'HyphaNetworkPolicy') continue;
+      const problems = [...new Set(problemsOf.get(key) ?? [])].sort().slice(0, 20);
+      const state = JSON.stringify([p.generation, problems]);
+      if (this.#statusWritten.get(key) === state) continue;
+      this.#statusWritten.set(key, state);
+      const path = `${HYPHANETWORKPOLICIES_PATH.replace('/hyphanetworkpolicies', '')}/namespaces/${p.value.namespace}/hyphanetworkpolicies/${p.value.name}/status`;
+      const body = {
+        status: {
+          nodes: {
+            [this.#o.nodeName]: {
+              enforcing: problems.length === 0, observedGeneration: p.generation, problems, lastUpdated: new Date().toISOString(),
+            },
+          },
+        },
+      };
+      client.mergePatch(path, body).catch((err: Error) => {
+        // Written again at the next compile.
+        this.#statusWritten.delete(key);
+        this.#log.warn({ object: `HyphaNetworkPolicy ${p.value.namespace}/${p.value.name}`, err: err.message }, 'status of a HyphaNetworkPolicy not written');
+      });
+    }
   }
 
   /** A Warning Event on the NetworkPolicy. Named by the object's uid and
@@ -469,6 +582,7 @@ export class AgentPolicy {
     if (!client || !p) return;
     const hash = createHash('sha256').update(`${p.uid}|${p.generation}|${r.reason}|${r.problem.message}`).digest('hex').slice(0, 16);
     const name = `${p.value.name.slice(0, 200)}.${hash}`;
+    const involved = p.kind === 'HyphaNetworkPolicy' ? { apiVersion: 'hypha.dev/v1alpha1', kind: 'HyphaNetworkPolicy' } : { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy' };
     const ns = p.value.namespace;
     const now = new Date().toISOString();
     const seen = this.#events.get(name);
@@ -483,7 +597,7 @@ export class AgentPolicy {
       await client.create(`/api/v1/namespaces/${ns}/events`, {
         apiVersion: 'v1', kind: 'Event',
         metadata: { name, namespace: ns },
-        involvedObject: { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', namespace: ns, name: p.value.name, uid: p.uid, resourceVersion: p.resourceVersion },
+        involvedObject: { ...involved, namespace: ns, name: p.value.name, uid: p.uid, resourceVersion: p.resourceVersion },
         reason: r.reason, type: 'Warning', message: r.problem.message.slice(0, 1024),
         source: { component: 'hypha-agent', host: this.#o.nodeName },
         firstTimestamp: now, lastTimestamp: now, count: 1,
@@ -497,7 +611,7 @@ export class AgentPolicy {
         return;
       }
       this.#metrics.events.inc({ outcome: 'error' });
-      this.#log.warn({ object: `NetworkPolicy ${policy}`, event: name, err: (err as Error).message }, 'event about a NetworkPolicy not written');
+      this.#log.warn({ object: `${p.kind} ${p.value.namespace}/${p.value.name}`, event: name, err: (err as Error).message }, 'event about a NetworkPolicy not written');
     }
   }
 
@@ -586,6 +700,18 @@ export class AgentPolicy {
     const verdict = verdicts.size === 0 ? 'none' : verdicts.size > 1 ? 'mixed' : [...verdicts][0]!;
     return { verdict, synced: true, traces, notes };
   }
+}
+
+/** 'NetworkPolicy ns/n' -> 'ns/n', 'HyphaNetworkPolicy ns/n' -> 'hnp:ns/n' (policyKey); otherwise undefined. */
+function policyOfObject(obj: string): string | undefined {
+  if (obj.startsWith('NetworkPolicy ')) return obj.slice('NetworkPolicy '.length);
+  if (obj.startsWith('HyphaNetworkPolicy ')) return `hnp:${obj.slice('HyphaNetworkPolicy '.length)}`;
+  return undefined;
+}
+
+function kindOfObject(obj: string): string {
+  for (const k of ['NetworkPolicy', 'HyphaNetworkPolicy', 'Endpoint']) if (obj.startsWith(`${k} `)) return k;
+  return 'policy map';
 }
 
 const PROTOCOLS = ['TCP', 'UDP', 'SCTP'] as const;

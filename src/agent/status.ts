@@ -53,4 +53,6 @@ export interface AgentStatus {
   pods: PodsStatus | null;
   routing: RoutingStatus | null;
   pinRoot: string;
+  /** The L7 proxy (policy on): whether it listens, where, and why not. */
+  l7Proxy?: { listening: boolean; address: string; lastError: string | null } | null;
 }

@@ -11,7 +11,7 @@
 // It keeps only each object's key and resourceVersion: consumers turn events
 // into their own compact state.
 import type { Logger } from 'pino';
-import type { KubeClient, WatchHandle } from './client.ts';
+import { isNotFound, type KubeClient, type WatchHandle } from './client.ts';
 
 export interface ObjectMeta {
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
@@ -29,13 +29,18 @@ export interface InformerSpec {
   path: string;
   /** Extra query parameters of list and watch (fieldSelector, labelSelector). */
   query?: Record<string, string>;
+  /** A resource that may not be installed (a CRD of an optional feature):
+   *  a list answered 404 counts as a complete, empty list (a 'synced' event
+   *  with absent: true; what was known is deleted), and the list is retried
+   *  with backoff until the resource appears. */
+  absentIsEmpty?: boolean;
 }
 
 export type InformerEvent<R> =
   | { type: 'upsert'; key: string; obj: R }
   | { type: 'delete'; key: string }
   /** A complete list was applied: everything the API server holds is known. */
-  | { type: 'synced'; relist: boolean };
+  | { type: 'synced'; relist: boolean; absent?: boolean };
 
 export type InformerPhase = 'idle' | 'listing' | 'watching' | 'backoff' | 'stopped';
 
@@ -261,6 +266,14 @@ export class Informer<R extends ObjectMeta> {
       } while (cont);
     } catch (err) {
       if (gen !== this.#generation) return;
+      if (this.spec.absentIsEmpty && isNotFound(err)) {
+        for (const key of [...this.#known.keys()]) {
+          this.#known.delete(key);
+          this.#emit({ type: 'delete', key });
+        }
+        this.#status.synced = true;
+        this.#emit({ type: 'synced', relist, absent: true });
+      }
       // A continue token can expire (410) mid-list: start the list over.
       this.#failed('list', err, 'relist');
       return;

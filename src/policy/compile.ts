@@ -53,6 +53,7 @@ import {
   type PodNamedPorts,
   type PolicyPort,
   policyKey,
+  policyObject,
   type PortRange,
   type Protocol,
   type Provenance,
@@ -125,7 +126,7 @@ interface NamespaceGroup {
 const PROTO_ORDER: Record<Proto, number> = { any: 0, TCP: 1, UDP: 2, SCTP: 3 };
 
 function objName(p: NetworkPolicy): string {
-  return `NetworkPolicy ${policyKey(p)}`;
+  return policyObject(p);
 }
 
 function sortedKeys(labels: Record<string, string>): string {

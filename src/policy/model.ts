@@ -125,6 +125,10 @@ export interface Rule {
 }
 
 export interface NetworkPolicy {
+  /** Set for a HyphaNetworkPolicy (hypha.dev/v1alpha1): its key is
+   *  'hnp:ns/name', so that it never shares one with a NetworkPolicy of the
+   *  same namespace and name. */
+  kind?: 'HyphaNetworkPolicy';
   namespace: string;
   name: string;
   /** 'unreadable': the selector could not be read; it is taken to select every
@@ -136,8 +140,14 @@ export interface NetworkPolicy {
   egress: Rule[];
 }
 
-export function policyKey(p: { namespace: string; name: string }): string {
-  return `${p.namespace}/${p.name}`;
+/** 'ns/name' for a NetworkPolicy, 'hnp:ns/name' for a HyphaNetworkPolicy. */
+export function policyKey(p: { kind?: 'HyphaNetworkPolicy'; namespace: string; name: string }): string {
+  return p.kind === 'HyphaNetworkPolicy' ? `hnp:${p.namespace}/${p.name}` : `${p.namespace}/${p.name}`;
+}
+
+/** How problems name the object: 'NetworkPolicy ns/name' or 'HyphaNetworkPolicy ns/name'. */
+export function policyObject(p: { kind?: 'HyphaNetworkPolicy'; namespace: string; name: string }): string {
+  return `${p.kind ?? 'NetworkPolicy'} ${p.namespace}/${p.name}`;
 }
 
 // ---- Output ----

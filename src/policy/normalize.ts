@@ -329,6 +329,7 @@ function normalizePolicy(raw: unknown, hnp: boolean): Normalized<NetworkPolicy> 
   return {
     problems,
     value: {
+      ...(hnp ? { kind: 'HyphaNetworkPolicy' as const } : {}),
       namespace,
       name,
       podSelector,

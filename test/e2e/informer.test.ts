@@ -132,6 +132,37 @@ describe('informer', () => {
     }
   });
 
+  test('absentIsEmpty: a CRD not installed is a complete empty list (synced, absent), then its objects once it is', async () => {
+    const client = KubeClient.fromKubeconfig(cp.hostKubeconfigPath);
+    const inf = new Informer<ObjectMeta>(client, { resource: 'gadgets', path: '/apis/test.hypha.io/v1/gadgets', absentIsEmpty: true }, { backoffMinMs: 10, backoffMaxMs: 40 });
+    const events: InformerEvent<ObjectMeta>[] = [];
+    inf.start((e) => events.push(e));
+    try {
+      await eventually('synced as absent', () => events.some((e) => e.type === 'synced' && e.absent === true), 10_000);
+      assert.equal(inf.status.synced, true);
+      const ext = new k8s.KubeConfig();
+      ext.loadFromFile(cp.hostKubeconfigPath);
+      await ext.makeApiClient(k8s.ApiextensionsV1Api).createCustomResourceDefinition({ body: {
+        metadata: { name: 'gadgets.test.hypha.io' },
+        spec: { group: 'test.hypha.io', scope: 'Namespaced', names: { plural: 'gadgets', singular: 'gadget', kind: 'Gadget' },
+          versions: [{ name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', x_kubernetes_preserve_unknown_fields: true } } }] },
+      } });
+      await eventually('the CRD served', async () => {
+        try {
+          await client.create('/apis/test.hypha.io/v1/namespaces/default/gadgets', { apiVersion: 'test.hypha.io/v1', kind: 'Gadget', metadata: { name: 'g1' } });
+          return true;
+        } catch {
+          return false;
+        }
+      }, 30_000);
+      await eventually('the object arrives', () => events.some((e) => e.type === 'upsert' && e.key === 'default/g1'), 30_000);
+      assert.ok(events.some((e) => e.type === 'synced' && !e.absent), 'a real list followed');
+    } finally {
+      inf.stop();
+      client.close();
+    }
+  });
+
   test('API errors name the request: a missing resource is a 404 KubeApiError', async () => {
     const client = KubeClient.fromKubeconfig(cp.hostKubeconfigPath);
     try {
