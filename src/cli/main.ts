@@ -211,13 +211,16 @@ policy
   .action(async (pod: string, opts: { agent: string; json?: boolean }) => (await import('./policy.ts')).policyGet(pod, opts));
 policy
   .command('trace')
-  .description('the verdict for one flow and the exact policy and rule (or the default deny) that decides it; a Service address is traced to each backend')
+  .description('the verdict for one flow and the exact policy and rule (or the default deny) that decides it; a Service address is traced to each backend; with --http, also the HTTP rule that allows or denies one request')
   .option('--from <party>', 'namespace/pod or an IPv4 address')
   .option('--to <party>', 'namespace/pod, an IPv4 address or a Service address')
   .option('--port <port>', 'PORT/PROTOCOL (80/TCP, 53/UDP, 9000/SCTP) or ICMP')
+  .option('--http <request>', "also judge this HTTP request as the L7 proxy would: 'METHOD /path' (a TCP --port only)")
+  .option('--header <name=value>', 'a header of the --http request (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .option('--host <host>', 'the Host of the --http request')
   .option('--agent <url>', 'agent endpoint', 'http://127.0.0.1:9890')
   .option('--json', 'machine-readable output')
-  .action(async (opts: { agent: string; from?: string; to?: string; port?: string; json?: boolean }) => (await import('./policy.ts')).policyTrace(opts));
+  .action(async (opts: { agent: string; from?: string; to?: string; port?: string; http?: string; header?: string[]; host?: string; json?: boolean }) => (await import('./policy.ts')).policyTrace(opts));
 
 program
   .command('monitor')

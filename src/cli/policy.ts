@@ -1,9 +1,13 @@
 // `hypha policy get ns/pod` and `hypha policy trace --from --to --port`: what
 // the node's agent enforces, in words, from the very compile it wrote into
-// the policy maps (GET /policy/endpoints, GET /policy/trace).
+// the policy maps (GET /policy/endpoints, GET /policy/trace). With
+// `--http 'GET /path' [--header k=v ...] [--host h]` the trace also judges
+// that request as the L7 proxy would (src/policy/trace-http.ts, run by the
+// agent) and names the rule that decides.
 import { isIPv4 } from 'node:net';
 import type { PolicyEndpointsDocument, PolicyTraceDocument } from '../agent/policy.ts';
 import { parsePortProto } from '../agent/policy.ts';
+import { checkHttpProto, parseHttpTraceRequest } from '../policy/trace-http.ts';
 import { isTraceInputError } from '../policy/trace.ts';
 
 export interface PolicyGetOptions {
@@ -16,6 +20,11 @@ export interface PolicyTraceOptions {
   from?: string;
   to?: string;
   port?: string;
+  /** 'GET /path' */
+  http?: string;
+  /** NAME=VALUE, repeatable */
+  header?: string[];
+  host?: string;
   json?: boolean;
 }
 
@@ -73,13 +82,29 @@ export async function policyTrace(o: PolicyTraceOptions): Promise<void> {
   const from = checkPod('trace', '--from', o.from, true);
   const to = checkPod('trace', '--to', o.to, true);
   if (o.port === undefined) usage('trace', '--port', o.port, 'is required: PORT/PROTOCOL (e.g. 80/TCP) or ICMP');
+  let proto;
   try {
-    parsePortProto(o.port, '--port');
+    proto = parsePortProto(o.port, '--port').proto;
   } catch (err) {
     if (isTraceInputError(err)) usage('trace', '--port', o.port, err.message.slice(`${err.field}: ${JSON.stringify(err.value)} `.length));
     throw err;
   }
+  const headers = o.header ?? [];
+  if (o.http === undefined && headers.length > 0) usage('trace', '--header', headers[0], "needs --http (the request to judge: --http 'GET /path')");
+  if (o.http === undefined && o.host !== undefined) usage('trace', '--host', o.host, "needs --http (the request to judge: --http 'GET /path')");
+  if (o.http !== undefined) {
+    try {
+      checkHttpProto(o.http, proto);
+      parseHttpTraceRequest(o.http, headers, o.host);
+    } catch (err) {
+      if (isTraceInputError(err)) usage('trace', `--${err.field}`, String(err.value), err.message.slice(`${err.field}: ${JSON.stringify(err.value)} `.length));
+      throw err;
+    }
+  }
   const q = new URLSearchParams({ from, to, port: o.port });
+  if (o.http !== undefined) q.set('http', o.http);
+  for (const h of headers) q.append('header', h);
+  if (o.host !== undefined) q.set('host', o.host);
   const doc = await ask<PolicyTraceDocument>('trace', o.agent, `/policy/trace?${q}`);
   if (o.json) {
     process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
@@ -90,6 +115,9 @@ export async function policyTrace(o: PolicyTraceOptions): Promise<void> {
     if (t.service) out.push(`${t.frontend} is Service ${t.service}: judged at its backend ${t.backend}`);
     out.push(...t.text.map((l) => (t.service ? `  ${l}` : l)));
     for (const n of t.notes) out.push(`${t.service ? '  ' : ''}  note: ${n}`);
+    if (o.http !== undefined && (t as { http?: unknown }).http === undefined && t.result.verdict === 'allowed') {
+      out.push(`${t.service ? '  ' : ''}  note: the agent did not judge the HTTP request (an agent without trace --http)`);
+    }
   }
   for (const n of doc.notes) out.push(`note: ${n}`);
   if (doc.traces.length > 1) out.push(`verdict over ${doc.traces.length} backends: ${doc.verdict.toUpperCase()}`);
