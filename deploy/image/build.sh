@@ -58,6 +58,15 @@ cp -r "$repo/bpf/build/tc" "$repo/bpf/build/xdp" "$repo/bpf/build/sock" "$repo/b
   mkdir -p "$app/$(dirname "$rel")"
   cp -r "$dir" "$app/$rel"
 done
+# re2 (L7 path regexes): its addon and JS only, not the vendored sources and
+# the build tree node-gyp left (~100 MB), nor its install-time dependencies.
+if [ -d "$app/node_modules/re2" ]; then
+  (cd "$app/node_modules/re2" &&
+    find . -mindepth 1 -maxdepth 1 ! -name re2.js ! -name re2.d.ts ! -name package.json ! -name lib ! -name build ! -name LICENSE -exec rm -rf {} + &&
+    find build -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} + &&
+    find build/Release -mindepth 1 -maxdepth 1 ! -name re2.node -exec rm -rf {} + &&
+    strip --strip-unneeded build/Release/re2.node)
+fi
 # Prebuilt addons for other machines are dead weight.
 find "$app/node_modules" -path '*/prebuilds/*' -prune -type d ! -name "linux-$(uname -m | sed 's/x86_64/x64/;s/aarch64/arm64/')" -exec rm -rf {} +
 cp /bin/dash "$root/bin/sh"
@@ -66,7 +75,7 @@ printf 'root:x:0:\n' > "$root/etc/group"
 printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
 
 # Shared libraries, at the paths the dynamic linker looks them up by.
-for bin in "$node" "$addon" /bin/dash "$app"/node_modules/netlink/prebuilds/*/*.node; do
+for bin in "$node" "$addon" /bin/dash "$app"/node_modules/netlink/prebuilds/*/*.node "$app"/node_modules/re2/build/Release/re2.node; do
   ldd "$bin" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }'
 done | sort -u | while read -r lib; do
   mkdir -p "$root$(dirname "$lib")"
