@@ -36,6 +36,7 @@ import { l7ChecksFor } from '../policy/l7.ts';
 import { type DirectionPolicy, type Endpoint, IDENTITY_WORLD, type NetworkPolicy } from '../policy/model.ts';
 import { normalizeHyphaNetworkPolicy, normalizeNetworkPolicy } from '../policy/normalize.ts';
 import { type TraceParty, type TraceProto, type TraceResult, TraceInputError, formatTrace, trace } from '../policy/trace.ts';
+import { type HttpTrace, formatHttpTrace, httpTraceQuery, traceHttp } from '../policy/trace-http.ts';
 import { type LbTable, backendsOf } from '../services/lb-table.ts';
 import type { Problem } from '../services/problems.ts';
 import type { AgentIdentities, LocalEndpoint } from './identities.ts';
@@ -125,6 +126,8 @@ export interface PolicyTraceItem {
   /** 'ip:port' of the backend traced. */
   backend?: string;
   result: TraceResult;
+  /** With http= (trace --http): the request judged as the L7 proxy would. */
+  http?: HttpTrace;
   text: string[];
   notes: string[];
 }
@@ -659,7 +662,7 @@ export class AgentPolicy {
     throw new TraceInputError(field, text, 'has no address and no identity yet');
   }
 
-  /** GET /policy/trace?from=&to=&port=: the verdict from the compile the maps hold. */
+  /** GET /policy/trace?from=&to=&port=[&http=&header=&host=]: the verdict from the compile the maps hold. */
   traceDocument(q: URLSearchParams, ctx: TraceContext = {}): PolicyTraceDocument {
     const from = q.get('from') ?? '';
     const to = q.get('to') ?? '';
@@ -667,6 +670,7 @@ export class AgentPolicy {
     if (!from) throw new TraceInputError('from', from, 'is required (namespace/pod or an IPv4 address)');
     if (!to) throw new TraceInputError('to', to, 'is required (namespace/pod or an IPv4 address)');
     const { proto, port } = parsePortProto(portText, 'port');
+    const http = httpTraceQuery(q, proto);
     const compiled = this.#written?.compiled;
     const notes: string[] = [];
     if (!compiled) {
@@ -683,7 +687,10 @@ export class AgentPolicy {
         const party = d.direction === 'egress' ? result.from : result.to;
         if (party.identity === 2) itemNotes.push(`${d.direction}: ${party.address ?? 'the peer'} is outside the cluster (reserved:world): no policy of this cluster judges it there`);
       }
-      return { ...extra, result, text: formatTrace(result, names), notes: itemNotes };
+      const text = formatTrace(result, names);
+      if (!http) return { ...extra, result, text, notes: itemNotes };
+      const h = traceHttp(compiled, result, http);
+      return { ...extra, result, http: h, text: [...text, ...formatHttpTrace(h)], notes: itemNotes };
     };
     const traces: PolicyTraceItem[] = [];
     const svc = isIPv4(to) && port !== undefined ? ctx.services?.(to, port, proto) : undefined;

@@ -83,7 +83,7 @@ describe('trace --http: the verdict and the rule that decides', () => {
     const t = run('x/c', 'x/a', 'PUT /anything');
     assert.equal(t.verdict, 'plain');
     assert.deepEqual(formatHttpTrace(t), [
-      '  HTTP PUT /anything: ALLOWED: plain L3/L4, not sent to the L7 proxy (every request passes)',
+      '  HTTP PUT /anything: ALLOWED: no http rule covers this flow (not sent to the L7 proxy: every request passes)',
       '    ingress at the destination (x/a): a plain L3/L4 allow: every request passes',
     ]);
     // no policy at all on either side: no check

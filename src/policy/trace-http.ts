@@ -202,7 +202,7 @@ export function formatHttpTrace(t: HttpTrace): string[] {
     case 'not-reached':
       return [`  ${req}: not judged: ${t.reason}`];
     case 'plain':
-      lines.push(`  ${req}: ALLOWED: plain L3/L4, not sent to the L7 proxy (every request passes)`);
+      lines.push(`  ${req}: ALLOWED: no http rule covers this flow (not sent to the L7 proxy: every request passes)`);
       break;
     case 'bad-request':
       lines.push(`  ${req}: the L7 proxy answers 400: ${t.reason}`);
