@@ -268,6 +268,7 @@ export class Agent {
       this.#l7 = new AgentL7({
         port: this.cfg.policy.l7.proxyPort, rtnl, log, registry: metrics.registry,
         flow: (src, dst) => policy.l7Flow(src, dst, ipcacheIdentity),
+        generation: () => policy.writes,
         onAccess: (e) => this.#monitor?.emitL7(e),
       });
       await this.#l7.start();

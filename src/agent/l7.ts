@@ -7,7 +7,8 @@
 //    the covered flows (PROXY_UNAVAILABLE): fail closed, L3/L4 unaffected.
 //  - Each connection's checks come from the compile the policy maps were
 //    written from (AgentPolicy.l7Flow), identities from that compile and
-//    the ipcache.
+//    the ipcache; after a new write they are resolved again before the
+//    connection's next request (a keep-alive connection follows changes).
 //  - The upstream is a transparent socket from the client's address with
 //    the from-proxy mark (dialTransparent): the destination's policy judges
 //    the client pod, and the datapath does not redirect it again.
@@ -33,6 +34,8 @@ export interface AgentL7Options {
   registry: Registry;
   /** The checks of a connection (AgentPolicy.l7Flow). */
   flow: (src: { ip: string; port: number }, dst: { ip: string; port: number }) => FlowChecks;
+  /** Changes when flow() may answer differently (AgentPolicy.writes). */
+  generation: () => number;
   onAccess?: (e: AccessEvent) => void;
 }
 
@@ -54,6 +57,7 @@ export class AgentL7 {
         if (!s.remoteAddress || !s.localAddress) return undefined;
         return o.flow({ ip: stripV4Mapped(s.remoteAddress), port: s.remotePort ?? 0 }, { ip: stripV4Mapped(s.localAddress), port: s.localPort ?? 0 });
       },
+      generation: o.generation,
       connectUpstream: (f) => dialTransparent({ ip: f.src.ip }, { ip: f.dst.ip, port: f.dst.port }),
       ...(o.onAccess ? { onAccess: o.onAccess } : {}),
     });

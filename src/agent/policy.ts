@@ -163,6 +163,8 @@ export class AgentPolicy {
   /** HyphaNetworkPolicy key -> the status this node last wrote on it. */
   readonly #statusWritten = new Map<string, string>();
   #l7 = false;
+  /** Writes of the maps so far (what l7Flow answers changes only with one). */
+  #writes = 0;
   #timer: NodeJS.Timeout | undefined;
   #running = false;
   #again = false;
@@ -369,6 +371,12 @@ export class AgentPolicy {
     return this.#written?.compiled;
   }
 
+  /** Counts the writes of the maps: the L7 proxy resolves a connection's
+   *  checks again when it changed. */
+  get writes(): number {
+    return this.#writes;
+  }
+
   /** Whether some entry written carries http rules (its flows go to the L7 proxy). */
   get l7(): boolean {
     return this.#l7;
@@ -414,6 +422,7 @@ export class AgentPolicy {
       const stats = await this.#rec.sync(encoded.maps);
       if (stats.upserts + stats.deletes > 0) this.#o.changed();
       const first = !this.#written;
+      this.#writes++;
       this.#written = {
         compiled: programmedPolicy(compiled, encoded), at: new Date(),
         entries: Object.fromEntries([...encoded.maps].map(([m, e]) => [m, e.size])),

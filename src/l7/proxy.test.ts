@@ -283,6 +283,41 @@ describe('L7 proxy (loopback)', () => {
     }
   });
 
+  test('a keep-alive connection follows a policy change: its checks are resolved again before the next request', async () => {
+    let gen = 1;
+    let rules: HttpRule[] | 'all' = [rule({ method: 'GET', path: { kind: 'prefix', value: '/a' } }, 0)];
+    let resolved = 0;
+    const p2 = new L7Proxy({
+      resolve: () => {
+        resolved++;
+        return { src: { ip: '10.244.0.5', port: 1, identity: 1 }, dst: { ip: '127.0.0.1', port: upPort, identity: 2 }, checks: [{ direction: 'ingress', endpoint: 'ns/web', rules }] };
+      },
+      generation: () => gen,
+      connectUpstream: () => connect(upPort, '127.0.0.1'),
+      log: pino({ level: 'silent' }),
+      registry: new Registry(),
+    });
+    const p2port = await p2.listen(0, '127.0.0.1');
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      assert.equal((await get(p2port, '/a1', { agent })).status, 200);
+      assert.equal((await get(p2port, '/b1', { agent })).status, 403);
+      assert.equal(resolved, 1, 'same generation: resolved once for the connection');
+      rules = [rule({ method: 'GET', path: { kind: 'prefix', value: '/b' } }, 0)];
+      gen = 2;
+      const denied = await get(p2port, '/a2', { agent });
+      assert.equal(denied.status, 403, 'the new rules apply on the same connection');
+      assert.equal((await get(p2port, '/b2', { agent })).status, 200);
+      assert.equal(resolved, 2);
+      gen = 3;
+      rules = [];
+      assert.equal((await get(p2port, '/b3', { agent })).status, 403, 'no rule left: refused');
+    } finally {
+      agent.destroy();
+      await p2.close();
+    }
+  });
+
   test('access events and counters', async () => {
     events.length = 0;
     await get(port, '/public/e');

@@ -60,6 +60,10 @@ export interface AccessEvent {
 
 export interface L7ProxyOptions {
   resolve: (socket: Socket) => FlowChecks | undefined;
+  /** Changes whenever what resolve() answers may have (a policy write): a
+   *  connection's checks are resolved again before its next request, so a
+   *  keep-alive connection follows policy changes. Absent: once per connection. */
+  generation?: () => number;
   connectUpstream: (flow: FlowChecks) => Socket;
   log: Logger;
   registry: Registry;
@@ -106,6 +110,8 @@ function denyText(j: Judgement, method: string, path: string): string {
 interface Conn {
   flow: FlowChecks;
   agent: Agent;
+  /** generation() when flow was resolved. */
+  gen: number;
 }
 
 export class L7Proxy {
@@ -195,7 +201,7 @@ export class L7Proxy {
     const f = flow;
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     (agent as unknown as { createConnection: () => Socket }).createConnection = () => this.#dial(f);
-    this.#conns.set(s, { flow: f, agent });
+    this.#conns.set(s, { flow: f, agent, gen: this.#o.generation?.() ?? 0 });
     this.#open.inc();
     s.once('close', () => {
       this.#open.dec();
@@ -244,6 +250,21 @@ export class L7Proxy {
     if (bodyUnread) res.once('finish', () => res.socket?.destroySoon?.());
   }
 
+  /** The policy changed since conn's checks were resolved: resolved again
+   *  (none found: no check, every request refused). */
+  #refresh(conn: Conn, s: Socket): void {
+    const g = this.#o.generation?.();
+    if (g === undefined || g === conn.gen) return;
+    conn.gen = g;
+    let flow: FlowChecks | undefined;
+    try {
+      flow = this.#o.resolve(s);
+    } catch (err) {
+      this.#o.log.warn({ err }, 'l7 proxy: could not resolve a connection again');
+    }
+    conn.flow = flow ? { ...flow, src: conn.flow.src, dst: conn.flow.dst } : { ...conn.flow, checks: [] };
+  }
+
   #onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     const start = performance.now();
     const conn = this.#conns.get(req.socket);
@@ -251,6 +272,7 @@ export class L7Proxy {
       req.socket.destroy();
       return;
     }
+    this.#refresh(conn, req.socket);
     const v = this.#view(req);
     const hasBody = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0' || req.headers['transfer-encoding'] !== undefined;
     if (v.problem) {
@@ -322,6 +344,7 @@ export class L7Proxy {
       socket.destroy();
       return;
     }
+    this.#refresh(conn, socket);
     const v = this.#view(req);
     const j = v.problem ? undefined : judge(conn.flow.checks, { method: v.method, path: v.path, host: v.host, headers: req.headers });
     if (!j || j.verdict === 'deny') {
