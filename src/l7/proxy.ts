@@ -41,7 +41,7 @@ import { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
-import { hostOf, judge, pathOf, requestTargetProblem, type Judgement } from './http-match.ts';
+import { hostOf, isTargetProblem, judge, parseTarget, pathOf, type Judgement } from './http-match.ts';
 import type { FlowChecks, FlowParty } from './types.ts';
 
 export interface AccessEvent {
@@ -137,6 +137,8 @@ export class L7Proxy {
       // how often the header and request deadlines are checked (Node's default is 30 s)
       connectionsCheckingInterval: Math.max(50, Math.min(1000, (o.headersTimeoutMs ?? 10_000) / 4)),
       insecureHTTPParser: false,
+      // answered here (400 with its access event), not by Node without one
+      requireHostHeader: false,
     });
     this.server.maxHeadersCount = o.maxHeadersCount ?? 100;
     this.server.on('connection', (s: Socket) => this.#onConnection(s));
@@ -238,10 +240,19 @@ export class L7Proxy {
     this.#o.onAccess?.(e);
   }
 
-  #view(req: IncomingMessage): { method: string; path: string; host: string; problem?: string } {
-    const target = req.url ?? '';
-    const problem = requestTargetProblem(target);
-    return { method: req.method ?? '', path: pathOf(target), host: hostOf(req.headers.host), ...(problem ? { problem } : {}) };
+  /** The request as judged: an absolute-form target is judged on its
+   *  authority (it stands for Host, RFC 9112 3.2.2) and goes upstream
+   *  origin-form with that authority as its Host. */
+  #view(req: IncomingMessage): { method: string; path: string; host: string; target: string; authority?: string; problem?: string } {
+    const url = req.url ?? '';
+    const method = req.method ?? '';
+    const t = parseTarget(method, url);
+    if (isTargetProblem(t)) return { method, path: pathOf(url), host: hostOf(req.headers.host), target: url, problem: t.reason };
+    // RFC 9112 3.2: an HTTP/1.1 request without Host is refused with 400
+    if (t.authority === undefined && req.headers.host === undefined && req.httpVersionMinor >= 1) {
+      return { method, path: t.path, host: '', target: t.originForm, problem: 'an HTTP/1.1 request without a Host header' };
+    }
+    return { method, path: t.path, host: t.authority ?? hostOf(req.headers.host), target: t.originForm, ...(t.rawAuthority !== undefined ? { authority: t.rawAuthority } : {}) };
   }
 
   #refuse(res: ServerResponse, status: number, text: string, bodyUnread: boolean): void {
@@ -289,6 +300,7 @@ export class L7Proxy {
     if (expectsContinue) res.writeContinue();
     const headers = forwardHeaders(req.headers);
     delete headers.expect;
+    if (v.authority !== undefined) headers.host = v.authority;
     // A body Node read as chunked goes upstream chunked, whatever the method:
     // Node's client frames GET, DELETE, OPTIONS bodies only when told, and an
     // unframed body would be read upstream as a request no rule judged.
@@ -299,7 +311,7 @@ export class L7Proxy {
       headers['content-length'] = req.headers['content-length'];
     }
     const idleMs = this.#o.upstreamAnswerTimeoutMs ?? 60_000;
-    const up = request({ agent: conn.agent, method: req.method, path: req.url, headers, setHost: false });
+    const up = request({ agent: conn.agent, method: req.method, path: v.target, headers, setHost: false });
     let answerTimer: NodeJS.Timeout | undefined;
     up.once('finish', () => {
       answerTimer = setTimeout(() => up.destroy(Object.assign(new Error(`no answer within ${idleMs} ms`), { code: 'UPSTREAM_IDLE' })), idleMs);
@@ -370,7 +382,9 @@ export class L7Proxy {
       socket.end(`HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`, () => socket.destroy()); // a full close: a client holding its side open is not kept half-open
       return;
     }
-    const up = request({ method: req.method, path: req.url, headers: forwardHeaders(req.headers, websocket), setHost: false, createConnection: () => this.#dial(conn.flow) });
+    const upHeaders = forwardHeaders(req.headers, websocket);
+    if (v.authority !== undefined) upHeaders.host = v.authority;
+    const up = request({ method: req.method, path: v.target, headers: upHeaders, setHost: false, createConnection: () => this.#dial(conn.flow) });
     this.#upgraded.add(socket);
     let answered = false;
     let upSock: Socket | undefined;
