@@ -341,6 +341,40 @@ describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
       }
     });
 
+    test('a policy change re-judges a flow at the proxy: still allowed (with or without http rules) it stays there; denied, it is dropped', () => {
+      h.localPods([A, B]);
+      try {
+        h.config({ ...baseConfig, flags: ConfigFlags.POLICY | ConfigFlags.HOST_ROUTING });
+        endpoint(B, ID_B, { ingress: true });
+        allowL7(B, 'ingress', ID_A, 80);
+        const key = ctKey.encode({ saddr: A, daddr: B, sport: 40000, dport: 80, proto: 6, dir: CtDir.POLICY });
+        native.mapUpdate(h.dp.map('hypha_ct4_v1'), key, ctEntry.encode({ nat_addr: '0.0.0.0', nat_addr2: '0.0.0.0', nat_port: PROXY_PORT, nat_port2: 0, flags: CT_F_PROXY | (1 << 3), lb_gen: 0, pol_gen: h.configValue().policy_generation & 0xff, svc_id: 0, backend_id: 0, expires: 0x7fffffff }));
+        const atProxy = (what: string): void => {
+          const r = runMarked('fromPod', ack(A, B, 80));
+          assert.equal(r.retval, TC_ACT_OK, what);
+          assert.equal(r.mark & TO_PROXY, TO_PROXY, `${what}: still marked for the proxy (its TCP peer), not redirected into B`);
+        };
+        atProxy('before any change');
+        bumpGeneration();
+        atProxy('same entry, new generation');
+        // The entry becomes a plain allow (the http rules are gone): the
+        // connection's other end is the proxy, so it stays there (the proxy
+        // now passes every request).
+        for (const k of entryKeys(B, 'ingress', { identity: ID_A, proto: 'TCP', ports: { from: 80, to: 80 } })) {
+          native.mapUpdate(mapOf('hypha_policy_v1'), keyCodec.encode(k), valCodec.encode({ flags: PolicyFlags.ALLOW, proxy_port: 0 }));
+        }
+        bumpGeneration();
+        atProxy('now a plain allow');
+        // Revoked: the next packet is dropped as a policy drop, its entry gone.
+        for (const k of entryKeys(B, 'ingress', { identity: ID_A, proto: 'TCP', ports: { from: 80, to: 80 } })) native.mapDelete(mapOf('hypha_policy_v1'), keyCodec.encode(k));
+        bumpGeneration();
+        assert.equal(runMarked('fromPod', ack(A, B, 80)).retval, TC_ACT_SHOT, 'denied after the change');
+        assert.equal(policyCt().filter((e) => e.key.saddr === A && e.key.daddr === B && e.key.sport === 40000).length, 0, 'its entry is gone');
+      } finally {
+        for (const ip of [A, B]) native.mapDelete(h.dp.map('hypha_endpoints_v1'), addrCodec.encode({ value: ip }));
+      }
+    });
+
     test("the proxy's upstream (marked) passes an HTTP entry as a plain allow; its replies go to the stack for the proxy", () => {
       endpoint(B, ID_B, { ingress: true });
       allowL7(B, 'ingress', ID_A, 80);
