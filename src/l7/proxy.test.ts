@@ -318,6 +318,28 @@ describe('L7 proxy (loopback)', () => {
     }
   });
 
+  test('past maxConnections a new client connection is closed at accept and counted; the open ones are served', async () => {
+    const reg = new Registry();
+    const p2 = new L7Proxy({
+      resolve: () => ({ src: { ip: '10.244.0.5', port: 1, identity: 1 }, dst: { ip: '127.0.0.1', port: upPort, identity: 2 }, checks: [{ direction: 'ingress', endpoint: 'ns/web', rules: 'all' }] }),
+      connectUpstream: () => connect(upPort, '127.0.0.1'),
+      log: pino({ level: 'silent' }),
+      registry: reg,
+      maxConnections: 1,
+    });
+    const p2port = await p2.listen(0, '127.0.0.1');
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      assert.equal((await get(p2port, '/one', { agent })).status, 200);
+      await assert.rejects(get(p2port, '/two'), /ECONNRESET|socket hang up/);
+      assert.equal((await get(p2port, '/three', { agent })).status, 200, 'the open connection still served');
+      assert.match(await reg.metrics(), /hypha_l7_connections_refused_total 1/);
+    } finally {
+      agent.destroy();
+      await p2.close();
+    }
+  });
+
   test('access events and counters', async () => {
     events.length = 0;
     await get(port, '/public/e');

@@ -77,6 +77,9 @@ export interface L7ProxyOptions {
   connectTimeoutMs?: number;
   maxHeaderSize?: number;
   maxHeadersCount?: number;
+  /** Client connections open at once; past it a new one is closed at
+   *  accept (Node's server.maxConnections). Default 16384. */
+  maxConnections?: number;
 }
 
 /** Hop-by-hop headers (RFC 9110 7.6.1), never forwarded. */
@@ -123,11 +126,13 @@ export class L7Proxy {
   readonly #requests: Counter<'verdict' | 'policy'>;
   readonly #latency: Histogram<'verdict'>;
   readonly #open: Gauge;
+  readonly #dropped: Counter;
 
   constructor(o: L7ProxyOptions) {
     this.#o = o;
     this.#requests = new Counter({ name: 'hypha_l7_requests_total', help: 'HTTP requests the L7 proxy judged, by verdict and deciding policy', labelNames: ['verdict', 'policy'] as const, registers: [o.registry] });
     this.#latency = new Histogram({ name: 'hypha_l7_request_duration_seconds', help: 'Time from a request to its answer through the L7 proxy', labelNames: ['verdict'] as const, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5], registers: [o.registry] });
+    this.#dropped = new Counter({ name: 'hypha_l7_connections_refused_total', help: 'Client connections the L7 proxy closed at accept: maxConnections were open', registers: [o.registry] });
     this.#open = new Gauge({ name: 'hypha_l7_connections', help: 'Client connections open at the L7 proxy', registers: [o.registry] });
     this.server = createServer({
       maxHeaderSize: o.maxHeaderSize ?? 16384,
@@ -141,6 +146,8 @@ export class L7Proxy {
       requireHostHeader: false,
     });
     this.server.maxHeadersCount = o.maxHeadersCount ?? 100;
+    this.server.maxConnections = o.maxConnections ?? 16384;
+    this.server.on('drop', () => this.#dropped.inc());
     this.server.on('connection', (s: Socket) => this.#onConnection(s));
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res, false));
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res, true));
