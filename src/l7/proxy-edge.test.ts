@@ -14,6 +14,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 
 import { type AccessEvent, L7Proxy } from './proxy.ts';
+import { rawExchange } from './test-client.ts';
 import type { FlowChecks, HttpRule } from './types.ts';
 
 const rule = (r: Partial<HttpRule>, i: number): HttpRule => ({ policy: 'hnp:ns/web', rule: `ingress[0].ports[0].http[${i}]`, ...r });
@@ -23,19 +24,7 @@ const RULES: HttpRule[] = [
   rule({ method: 'GET', path: { kind: 'exact', value: '/' }, host: 'web.example' }, 2),
 ];
 
-/** Raw bytes to the proxy; everything it answers until it closes (or timeoutMs), and whether it closed. */
-async function raw(port: number, data: string | Buffer, timeoutMs = 1500): Promise<{ text: string; closed: boolean }> {
-  const s = connect(port, '127.0.0.1');
-  s.on('error', () => {});
-  await once(s, 'connect');
-  s.write(data);
-  const chunks: Buffer[] = [];
-  s.on('data', (b: Buffer) => chunks.push(b));
-  let closed = false;
-  await Promise.race([once(s, 'close').then(() => (closed = true)), new Promise((r) => setTimeout(r, timeoutMs))]);
-  s.destroy();
-  return { text: Buffer.concat(chunks).toString('latin1'), closed };
-}
+const raw = rawExchange;
 
 describe('L7 proxy edges (loopback)', () => {
   let upstream: Server;

@@ -10,6 +10,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 
 import { type AccessEvent, L7Proxy } from './proxy.ts';
+import { rawExchange } from './test-client.ts';
 import type { FlowChecks, HttpRule } from './types.ts';
 
 const rule = (r: Partial<HttpRule>, i: number): HttpRule => ({ policy: 'hnp:ns/web', rule: `ingress[0].ports[0].http[${i}]`, ...r });
@@ -42,16 +43,7 @@ function get(port: number, path: string, opts: { method?: string; headers?: Reco
 }
 
 /** Raw bytes to the proxy; everything it answers until it closes (or timeoutMs). */
-async function raw(port: number, data: string | Buffer, timeoutMs = 2000): Promise<string> {
-  const s = connect(port, '127.0.0.1');
-  await once(s, 'connect');
-  s.write(data);
-  const chunks: Buffer[] = [];
-  s.on('data', (b: Buffer) => chunks.push(b));
-  await Promise.race([once(s, 'close'), new Promise((r) => setTimeout(r, timeoutMs))]);
-  s.destroy();
-  return Buffer.concat(chunks).toString();
-}
+const raw = async (port: number, data: string | Buffer, timeoutMs = 2000): Promise<string> => (await rawExchange(port, data, timeoutMs)).text;
 
 describe('L7 proxy (loopback)', () => {
   let upstream: Server;
