@@ -13,11 +13,24 @@ import { LbTable } from '../src/services/lb-table.ts';
 import { LbSync } from '../src/agent/lb-sync.ts';
 import { normalizeEndpointSlice, normalizeService } from '../src/services/normalize.ts';
 import { uintToIp4 } from '../src/abi/codec.ts';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 const N = Number(process.argv[2] ?? 25000);
 const gc = (globalThis as { gc?: () => void }).gc!;
 const mb = (x: number) => Math.round(x / 1048576);
-const mem = (what: string) => { gc(); gc(); const m = process.memoryUsage(); console.log(what.padEnd(30), 'rss', mb(m.rss), 'heap', mb(m.heapUsed), 'ext', mb(m.external), 'ab', mb(m.arrayBuffers)); };
+const mem = (what: string) => {
+  gc(); gc();
+  const m = process.memoryUsage();
+  console.log(what.padEnd(30), 'rss', mb(m.rss), 'heap', mb(m.heapUsed), 'heapTotal', mb(m.heapTotal), 'ext', mb(m.external), 'ab', mb(m.arrayBuffers));
+  const st = readFileSync('/proc/self/status', 'utf8');
+  const h = getHeapStatistics();
+  console.log(''.padEnd(30), ['RssAnon', 'RssFile'].map((k) => `${k} ${mb(Number(new RegExp(`${k}:\\s+(\\d+)`).exec(st)?.[1] ?? 0) * 1024)}`).join(', '), 'v8 malloced', mb(h.malloced_memory), 'peak', mb(h.peak_malloced_memory));
+  // V8's spaces: committed (resident for good once touched) against used
+  console.log(''.padEnd(30), getHeapSpaceStatistics().filter((x) => x.space_size > 1 << 20).map((x) => `${x.space_name.replace('_space', '')} ${mb(x.space_used_size)}/${mb(x.space_size)}`).join(', '));
+};
+// The peak of the heap V8 committed while it runs (sampled between turns of the event loop).
+let peakHeapTotal = 0;
+const sampler = setInterval(() => (peakHeapTotal = Math.max(peakHeapTotal, process.memoryUsage().heapTotal)), 20);
 const pinRoot = '/sys/fs/bpf/hymem-' + process.pid;
 mem('start');
 const dp = await Datapath.load({ pinRoot, mapSizes: { services: 1 << 21, backends: 1 << 21, affinity: 1024, ct: 65536 } });
@@ -41,7 +54,8 @@ mem('fed (normalized, not flushed)');
 const t0 = performance.now();
 sync.open();
 await sync.flushed();
-console.log('flush ms', Math.round(performance.now() - t0));
+console.log('flush ms', Math.round(performance.now() - t0), 'peak heapTotal (sampled)', mb(peakHeapTotal));
 mem('flushed');
 if (process.argv[3] === 'snap') { const v8 = await import('node:v8'); console.log(v8.writeHeapSnapshot('/tmp/hypha-lb-memory.heapsnapshot')); }
+clearInterval(sampler);
 sync.stop(); dp.close(); rmSync(pinRoot, { recursive: true, force: true });

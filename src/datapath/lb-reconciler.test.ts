@@ -99,6 +99,49 @@ describe('LbReconciler', () => {
     assert.equal(masterCount(inner, '10.96.9.9', 80), undefined);
   });
 
+  test('a resync larger than a chunk streams: every master is written after its slots and backends, and stale entries go after', async () => {
+    const m = maps(80_000);
+    const t = new LbTable({ services: 80_000, backends: 80_000 });
+    const r = new LbReconciler(m);
+    // 5 000 x (master, VIP marker, 5 slots, 5 backends): every phase's
+    // batch passes the 8 192-entry chunk and is written as it fills
+    const n = 5000;
+    const ipOf = (i: number) => `10.97.${i >> 8}.${i & 255}`;
+    for (let i = 0; i < n; i++) {
+      t.set(`default/s${i}`, compileService(svc(`s${i}`, { clusterIPs: [ipOf(i)] }), [slice(`s${i}`, Array.from({ length: 5 }, (_, k) => `10.${2 + k}.${i >> 8}.${i & 255}`))], node));
+    }
+    // a stale Service left in the maps (deleted while the agent was down)
+    const inner = m.services.inner as MemoryMapIO;
+    const stale = svcKeyCodec.encode({ addr: '10.96.9.9', dport: 80, proto: 6, scope: 0, slot: 0 });
+    inner.update(stale, new Uint8Array(layouts.hypha_lb4_svc_val.size));
+    const problems: string[] = [];
+    let masters = 0;
+    let staleGoneAt = -1;
+    m.services.failWhen((op, key) => {
+      if (!key) return undefined;
+      const k = svcKeyCodec.decode(key);
+      // (dport 0: the address's VIP marker, no slots)
+      if (op === 'update' && k.slot === 0 && k.dport !== 0) {
+        masters++;
+        for (let slot = 1; slot <= 5; slot++) {
+          if (!inner.lookup(svcKeyCodec.encode({ ...k, slot }))) problems.push(`${k.addr}: master before slot ${slot}`);
+        }
+      }
+      if (op === 'delete' && k.addr === '10.96.9.9') staleGoneAt = masters;
+      return undefined;
+    });
+    const stats = await r.resync(t);
+    assert.deepEqual(problems.slice(0, 3), []);
+    assert.equal(masters, n);
+    assert.equal(staleGoneAt, n, 'stale entries are deleted after every write');
+    assert.equal(stats.upserts, n * 7 + n * 5, "each: master, 5 slots, the VIP marker and 5 backends");
+    assert.equal(stats.deletes, 1);
+    assert.equal(inner.lookup(stale), undefined);
+    m.services.failWhen(undefined);
+    const again = await r.resync(t);
+    assert.deepEqual({ upserts: again.upserts, deletes: again.deletes }, { upserts: 0, deletes: 0 }, 'converged: nothing to write');
+  });
+
   test('a restarted agent adopts the ids in the maps and rewrites nothing', async () => {
     const m = maps();
     const t1 = new LbTable({ services: 100, backends: 100 });

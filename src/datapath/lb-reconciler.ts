@@ -4,8 +4,8 @@
 //   4 masters deleted   5 slots deleted  6 backends deleted
 // Backends that disappear from a Service stay out of its slots from phase 3
 // on; flows already on them keep going (conntrack holds their address).
-import type { MapIO } from './map-io.ts';
-import { type ApplyStats, type Bytes, type Desired, MapFamilyReconciler, fromBytes } from './reconciler.ts';
+import { type MapIO, toMapError } from './map-io.ts';
+import { type ApplyStats, type Bytes, type Desired, MapFamilyReconciler } from './reconciler.ts';
 import {
   type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds,
   backendCodec, slotOfKey, svcKeyCodec, svcValCodec, u32Codec,
@@ -48,10 +48,14 @@ export function desiredOf(e: LbEntries): Desired {
 export class LbReconciler {
   readonly family: MapFamilyReconciler;
   readonly #names: boolean;
+  readonly #services: MapIO;
+  readonly #backends: MapIO;
   readonly #changed: (() => void) | undefined;
 
   constructor(maps: LbMaps) {
     this.#names = maps.names !== undefined;
+    this.#services = maps.services;
+    this.#backends = maps.backends;
     this.#changed = maps.changed;
     this.family = new MapFamilyReconciler('lb', [
       ...(maps.names ? [{ io: maps.names, upsertPhase: () => 1, deletePhase: () => 6 }] : []),
@@ -68,23 +72,30 @@ export class LbReconciler {
    *  with the frontend they belong to), for the agent to hand to the table so
    *  a restarted agent keeps every frontend and backend under the same id. */
   async readIds(): Promise<PinnedLbIds> {
-    await this.family.refresh();
     const out: PinnedLbIds = { frontends: [], backends: [] };
-    try {
-      for (const [k, v] of this.family.actual(SERVICES_MAP)) {
-        const key = svcKeyCodec.decode(fromBytes(k));
-        const val = svcValCodec.decode(fromBytes(v));
-        const protocol = PROTO_NAME[key.proto];
-        if (key.slot !== 0 || !protocol || val.svc_id === 0) continue;
-        out.frontends.push({ addr: key.addr, port: key.dport, protocol, svcId: val.svc_id });
+    // Decoded from the dumps' buffers entry by entry: a restart over full
+    // maps makes no string per entry.
+    const entries = async (io: MapIO, visit: (k: Uint8Array, v: Uint8Array) => void): Promise<void> => {
+      let d;
+      try {
+        d = await io.dump();
+      } catch (err) {
+        throw toMapError(io.name, 'dump', err);
       }
-      for (const [k, v] of this.family.actual(BACKENDS_MAP)) {
-        const b = backendCodec.decode(fromBytes(v));
-        out.backends.push({ id: u32Codec.decode(fromBytes(k)).value, svcId: b.svc_id, addr: b.addr, port: b.port });
-      }
-    } finally {
-      this.family.release();
-    }
+      for (let i = 0; i < d.count; i++) visit(d.keys.subarray(i * io.keySize, (i + 1) * io.keySize), d.values.subarray(i * io.valueSize, (i + 1) * io.valueSize));
+    };
+    await entries(this.#services, (k, v) => {
+      const key = svcKeyCodec.decode(k);
+      if (key.slot !== 0) return;
+      const val = svcValCodec.decode(v);
+      const protocol = PROTO_NAME[key.proto];
+      if (!protocol || val.svc_id === 0) return;
+      out.frontends.push({ addr: key.addr, port: key.dport, protocol, svcId: val.svc_id });
+    });
+    await entries(this.#backends, (k, v) => {
+      const b = backendCodec.decode(v);
+      out.backends.push({ id: u32Codec.decode(k).value, svcId: b.svc_id, addr: b.addr, port: b.port });
+    });
     return out;
   }
 
@@ -108,17 +119,15 @@ export class LbReconciler {
    *  prunes what nothing wants (entries left by a Service deleted while the
    *  agent was down, or written by hand). */
   async resync(table: LbEntrySource): Promise<ApplyStats> {
-    await this.family.refresh();
-    try {
-      return this.#notify(this.family.execute(this.family.planFull((emit) => {
-        table.forEachEntry((services, backends, names) => {
-          for (let i = 0; i < services.length; i += 2) emit(SERVICES_MAP, services[i] as string, services[i + 1] as string);
-          for (let i = 0; i < backends.length; i += 2) emit(BACKENDS_MAP, backends[i] as string, backends[i + 1] as string);
-          if (this.#names) for (let i = 0; i < names.length; i += 2) emit(NAMES_MAP, names[i] as string, names[i + 1] as string);
-        });
-      })));
-    } finally {
-      this.family.release();
-    }
+    // Streamed (syncFull): each Service's backends, then slots, then master
+    // are visited together, and a chunk of masters is written only after the
+    // slots and backends visited before it.
+    return this.#notify(await this.family.syncFull((emit) => {
+      table.forEachEntry((services, backends, names) => {
+        for (let i = 0; i < backends.length; i += 2) emit(BACKENDS_MAP, backends[i] as string, backends[i + 1] as string);
+        if (this.#names) for (let i = 0; i < names.length; i += 2) emit(NAMES_MAP, names[i] as string, names[i + 1] as string);
+        for (let i = 0; i < services.length; i += 2) emit(SERVICES_MAP, services[i] as string, services[i + 1] as string);
+      });
+    }));
   }
 }

@@ -105,7 +105,8 @@ export class MemoryMapIO implements MapIO {
     if (!this.entries.has(k) && this.entries.size >= this.maxEntries) {
       throw new MapError(this.name, 'bpf_map_update_elem', 'E2BIG', 7);
     }
-    this.entries.set(k, value.slice());
+    // a copy, as the kernel makes (Buffer#slice would be a view of the caller's buffer)
+    this.entries.set(k, Uint8Array.prototype.slice.call(value));
   }
 
   delete(key: Uint8Array): boolean {

@@ -13,7 +13,13 @@
 //  - A plan is batches of parallel key and value lists (no object per entry:
 //    a cold start plans hundreds of thousands of writes), written to the
 //    kernel in chunks.
-import type { MapIO } from './map-io.ts';
+//  - syncFull is a full plan that is never whole in memory: the desired
+//    entries are compared, as they are visited, with the kernel's dump kept
+//    as its raw buffers and an index over them (KernelIndex), and written in
+//    chunks as they fill, each chunk after the chunks of earlier phases;
+//    what nothing wanted is deleted last. A million-entry resync holds a
+//    chunk per map and phase, not a million strings.
+import type { MapDump, MapIO } from './map-io.ts';
 import { toMapError } from './map-io.ts';
 
 /** Keys and values are kept as latin1 strings of their bytes: compact and comparable with ===. */
@@ -171,6 +177,101 @@ export class MapFamilyReconciler {
     return plan.build();
   }
 
+  /**
+   * A full resync without a plan in memory: reads every map, visits
+   * `desired` and writes what differs in chunks as they fill (a chunk of a
+   * phase is written only after the pending chunks of earlier phases, so
+   * the phase order holds for every entry visited before it), then deletes
+   * what the kernel held and nothing visited, in delete-phase order.
+   * Throws ReconcileError at the first failing operation (what ran before
+   * it stays written; the caller retries).
+   */
+  async syncFull(desired: DesiredSource): Promise<ApplyStats> {
+    const start = performance.now();
+    const held = new Map<string, KernelIndex>();
+    for (const [name, m] of this.#maps) {
+      let dump: MapDump;
+      try {
+        dump = await m.io.dump();
+      } catch (err) {
+        throw toMapError(name, 'dump', err);
+      }
+      held.set(name, new KernelIndex(dump, m.io.keySize, m.io.valueSize));
+    }
+    const stats: ApplyStats = { upserts: 0, deletes: 0, durationMs: 0 };
+    // Pending operations are bytes in a chunk-sized buffer, not strings: a
+    // string kept until its chunk fills outlives the young generation and
+    // piles up in the old one (measured: +260 MB at 100 000 Services).
+    const pending = new Map<string, ChunkBuffer>();
+    const flush = (upTo: number): void => {
+      const due = [...pending.values()].filter((c) => c.phase <= upTo && c.n > 0).sort((a, b) => a.phase - b.phase);
+      for (const c of due) this.#runChunk(c, stats);
+    };
+    const add = (phase: number, map: string, kind: 'upsert' | 'delete', key: Bytes, value?: Bytes): void => {
+      const id = `${phase}|${map}|${kind}`;
+      let c = pending.get(id);
+      if (!c) {
+        const io = this.#map(map).io;
+        pending.set(id, (c = new ChunkBuffer(phase, map, kind, io.keySize, kind === 'upsert' ? io.valueSize : 0)));
+      }
+      if (c.push(key, value) >= CHUNK) flush(phase);
+    };
+    desired((map, key, value) => {
+      const m = this.#map(map);
+      const k = held.get(map)!;
+      const i = k.find(key);
+      if (i >= 0) {
+        k.seen(i);
+        if (k.valueIs(i, value)) return;
+      }
+      add(m.upsertPhase(key), map, 'upsert', key, value);
+    });
+    flush(Number.POSITIVE_INFINITY);
+    for (const [map, k] of held) {
+      const m = this.#map(map);
+      k.forUnseen((key) => add(m.deletePhase(key), map, 'delete', key));
+    }
+    flush(Number.POSITIVE_INFINITY);
+    stats.durationMs = performance.now() - start;
+    return stats;
+  }
+
+  /** One chunk of syncFull in one batch call; on failure one by one, to name the entry. */
+  #runChunk(c: ChunkBuffer, stats: ApplyStats): void {
+    const io = this.#map(c.map).io;
+    const n = c.n;
+    const ks = io.keySize;
+    const vs = io.valueSize;
+    const keys = c.keys.subarray(0, n * ks);
+    c.n = 0;
+    try {
+      if (c.kind === 'upsert') {
+        io.updateBatch(keys, c.values.subarray(0, n * vs), n);
+        stats.upserts += n;
+      } else {
+        io.deleteBatch(keys, n);
+        stats.deletes += n;
+      }
+      return;
+    } catch {
+      // which entry failed: one by one
+    }
+    for (let i = 0; i < n; i++) {
+      const key = keys.subarray(i * ks, (i + 1) * ks);
+      try {
+        if (c.kind === 'upsert') {
+          io.update(key, c.values.subarray(i * vs, (i + 1) * vs));
+          stats.upserts++;
+        } else {
+          io.delete(key);
+          stats.deletes++;
+        }
+      } catch (err) {
+        throw new ReconcileError({ map: c.map, kind: c.kind, key: Buffer.from(key).toString('latin1') }, { ...stats }, toMapError(c.map, c.kind, err));
+      }
+    }
+  }
+
   /** Only the keys `desired` mentions: written if they differ from what
    *  refresh() read, deleted (value undefined) if present. */
   plan(desired: Desired): Plan {
@@ -259,6 +360,129 @@ export class MapFamilyReconciler {
       } catch (err) {
         throw new ReconcileError({ map: b.map, kind: b.kind, key }, { ...stats }, toMapError(b.map, b.kind, err));
       }
+    }
+  }
+}
+
+/** Up to CHUNK operations of one kind on one map in one phase, as bytes. */
+class ChunkBuffer {
+  readonly phase: number;
+  readonly map: string;
+  readonly kind: 'upsert' | 'delete';
+  readonly keys: Buffer;
+  readonly values: Buffer;
+  readonly #ks: number;
+  readonly #vs: number;
+  n = 0;
+
+  constructor(phase: number, map: string, kind: 'upsert' | 'delete', keySize: number, valueSize: number) {
+    this.phase = phase;
+    this.map = map;
+    this.kind = kind;
+    this.#ks = keySize;
+    this.#vs = valueSize;
+    this.keys = Buffer.alloc(CHUNK * keySize);
+    this.values = Buffer.alloc(CHUNK * valueSize);
+  }
+
+  /** Appends; the count after. */
+  push(key: Bytes, value?: Bytes): number {
+    this.keys.fill(0, this.n * this.#ks, (this.n + 1) * this.#ks);
+    this.keys.write(key, this.n * this.#ks, this.#ks, 'latin1');
+    if (this.#vs > 0) {
+      this.values.fill(0, this.n * this.#vs, (this.n + 1) * this.#vs);
+      this.values.write(value ?? '', this.n * this.#vs, this.#vs, 'latin1');
+    }
+    return ++this.n;
+  }
+}
+
+/**
+ * A map's dump as the kernel gave it (two buffers) with an open-addressing
+ * index over its keys, and a bit per entry for "visited": the full sync's
+ * view of what the kernel holds, about keySize + valueSize + 8.5 bytes an
+ * entry and no string or object per entry. Keys are looked up by their
+ * latin1 string (the reconciler's Bytes) without making one.
+ */
+export class KernelIndex {
+  readonly #keys: Buffer;
+  readonly #values: Buffer;
+  readonly #ks: number;
+  readonly #vs: number;
+  readonly #count: number;
+  /** Entry index + 1 per slot; 0: empty. */
+  readonly #slots: Uint32Array;
+  readonly #mask: number;
+  readonly #seen: Uint8Array;
+
+  constructor(dump: MapDump, keySize: number, valueSize: number) {
+    this.#keys = Buffer.from(dump.keys.buffer, dump.keys.byteOffset, dump.keys.byteLength);
+    this.#values = Buffer.from(dump.values.buffer, dump.values.byteOffset, dump.values.byteLength);
+    this.#ks = keySize;
+    this.#vs = valueSize;
+    this.#count = dump.count;
+    let size = 16;
+    while (size < dump.count * 2) size *= 2;
+    this.#slots = new Uint32Array(dump.count === 0 ? 1 : size);
+    this.#mask = dump.count === 0 ? 0 : size - 1;
+    this.#seen = new Uint8Array((dump.count + 7) >> 3);
+    for (let i = 0; i < dump.count; i++) {
+      let h = this.#hashAt(i) & this.#mask;
+      while (this.#slots[h] !== 0) h = (h + 1) & this.#mask;
+      this.#slots[h] = i + 1;
+    }
+  }
+
+  get size(): number {
+    return this.#count;
+  }
+
+  /** FNV-1a over entry i's key bytes. */
+  #hashAt(i: number): number {
+    let h = 0x811c9dc5;
+    const o = i * this.#ks;
+    for (let j = 0; j < this.#ks; j++) h = Math.imul(h ^ this.#keys[o + j]!, 0x01000193);
+    return h >>> 0;
+  }
+
+  /** The entry holding `key` (latin1 bytes), or -1. */
+  find(key: Bytes): number {
+    if (this.#count === 0 || key.length !== this.#ks) return -1;
+    let h = 0x811c9dc5;
+    for (let j = 0; j < key.length; j++) h = Math.imul(h ^ key.charCodeAt(j), 0x01000193);
+    let slot = (h >>> 0) & this.#mask;
+    for (;;) {
+      const e = this.#slots[slot]!;
+      if (e === 0) return -1;
+      const o = (e - 1) * this.#ks;
+      let same = true;
+      for (let j = 0; j < key.length; j++) {
+        if (this.#keys[o + j] !== key.charCodeAt(j)) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return e - 1;
+      slot = (slot + 1) & this.#mask;
+    }
+  }
+
+  valueIs(i: number, value: Bytes): boolean {
+    if (value.length !== this.#vs) return false;
+    const o = i * this.#vs;
+    for (let j = 0; j < value.length; j++) if (this.#values[o + j] !== value.charCodeAt(j)) return false;
+    return true;
+  }
+
+  seen(i: number): void {
+    this.#seen[i >> 3]! |= 1 << (i & 7);
+  }
+
+  /** Every key not marked seen, as latin1 strings. */
+  forUnseen(visit: (key: Bytes) => void): void {
+    for (let i = 0; i < this.#count; i++) {
+      if (this.#seen[i >> 3]! & (1 << (i & 7))) continue;
+      visit(this.#keys.toString('latin1', i * this.#ks, (i + 1) * this.#ks));
     }
   }
 }
