@@ -155,6 +155,10 @@ function printStatus(st: AgentStatus): void {
     line('routing', `${r.mode}; ${r.nodes} nodes, ${r.routes.length} routes; last sync ${ago(r.lastSync)}${r.lastError ? `; last error: ${r.lastError}` : ''}`);
     for (const p of r.problems) line('', `problem: ${p}`);
   }
+  if (st.l7Proxy) {
+    const x = st.l7Proxy;
+    line('l7 proxy', x.listening ? `listening on ${x.address}` : `NOT LISTENING on ${x.address} (flows with http rules are refused)${x.lastError ? `: ${x.lastError}` : ''}`);
+  }
   line('pin root', st.pinRoot);
 }
 
