@@ -39,6 +39,10 @@ const WEB_VIP = '10.96.70.10';
 const L7_PORT = 8080;
 const BAD_PORT = 8081;
 const L4_PORT = 9090;
+/** Client ports, one per request: 20001, 20002, ... (the pods' ephemeral range starts at 32768). */
+const FIRST_CLIENT_PORT = 20_000;
+/** Client ports the todo test uses twice each. */
+const REUSED_CLIENT_PORT = 30_000;
 
 /** The HNP on web: app=client on 8080, one http rule per match kind. */
 const WEB_HTTP = {
@@ -121,9 +125,16 @@ describe('HyphaNetworkPolicy http rules through the agents, across two nodes', (
     return pod;
   };
 
-  /** Requests from a pod, all in one process (a connection each). */
+  /**
+   * Requests from a pod, all in one process (a connection each). Each from a
+   * client port of its own, never used before in the run and below the
+   * ephemeral range (so the kernel never picks it): a port reused within the
+   * proxy's TIME_WAIT of an earlier connection with the same addresses is not
+   * answered (see the todo test), and the kernel's choices for a pod address
+   * and for a ClusterIP (the same flow after translation) are independent.
+   */
   const batch = async (from: string, probes: Omit<HttpProbe, 'id'>[]): Promise<(HttpResult & { probe: HttpProbe })[]> => {
-    const withIds = probes.map((p) => ({ ...p, id: `${from}-${++seq}` }));
+    const withIds = probes.map((p) => ({ localPort: FIRST_CLIENT_PORT + ++seq, ...p, id: `${from}-${seq}` }));
     const r = await c.topo.exec(pods[from]!, [process.execPath, TOOL, 'batch', JSON.stringify(withIds)], { timeoutMs: 60_000 });
     const out = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as { results: HttpResult[] };
     return out.results.map((x, i) => ({ ...x, probe: withIds[i]! }));
@@ -429,6 +440,29 @@ describe('HyphaNetworkPolicy http rules through the agents, across two nodes', (
     const open = await one('near', { host: web('pod'), port: BAD_PORT, path: '/items/admin' });
     assert.equal(!('error' in open) && open.status, 200, show(open));
     assert.equal(await counted(), n, 'the proxies judged none of them');
+  });
+
+  test('a client port reused while the proxy holds the earlier connection in TIME_WAIT is served', {
+    todo: 'not yet: the node holds the proxy\'s accepted socket (pod address:8080 <-> client:port) in TIME_WAIT after the proxy closed first; '
+      + 'the new SYN with the same addresses, assigned to the listener by bpf_sk_assign, gets no SYN-ACK (client stays in SYN-SENT) until the TIME_WAIT ends (60 s)',
+  }, async () => {
+    // web is open now, no proxy: first through a proxied port again.
+    await client.create(HNP, { ...WEB_HTTP, metadata: { name: 'web-http-again' } });
+    await eventually('web-http-again enforced', async () => {
+      const r = await one('near', { host: web('pod'), port: L7_PORT, path: '/private', timeoutMs: 1500 });
+      return !('error' in r) && r.status === 403 ? true : show(r);
+    }, 20_000);
+    const pairs: [string, string][] = [['pod', 'pod'], ['service', 'pod'], ['pod', 'service']];
+    const got: string[] = [];
+    for (const [i, [a, b]] of pairs.entries()) {
+      const p = REUSED_CLIENT_PORT + i;
+      const first = await one('near', { host: web(a as 'pod'), port: L7_PORT, path: '/public/first', localPort: p });
+      const second = await one('near', { host: web(b as 'pod'), port: L7_PORT, path: '/public/second', localPort: p, timeoutMs: 3000 });
+      got.push(`${a} then ${b} from port ${p}: ${show(first)}, then ${show(second)}`);
+    }
+    await client.delete(`${HNP}/web-http-again`);
+    const bad = got.filter((g) => !/, then 200 /.test(g));
+    assert.deepEqual(bad, [], got.join('\n'));
   });
 
   test('no agent logged an error about policy or the proxy', () => {

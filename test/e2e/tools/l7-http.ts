@@ -4,8 +4,8 @@
 //     <client address>`; prints {"ready":true}, then one line per request
 //     {"req":{"port","method","url","from","probe"}} (probe: its x-probe header)
 //   l7-http.ts batch '<json list of requests>'
-//     each request {id, host, port, method?, path, headers?, timeoutMs?} on a
-//     connection of its own, a few at a time; prints one line
+//     each request {id, host, port, method?, path, headers?, timeoutMs?,
+//     localPort?} on a connection of its own, a few at a time; prints one line
 //     {"results":[{id, status, body} | {id, error}]} in the order given.
 //     error: the socket's code (ECONNREFUSED, ECONNRESET, ...) or ETIMEDOUT
 //     when no answer came within timeoutMs (default 3000).
@@ -19,6 +19,8 @@ export interface HttpProbe {
   path: string;
   headers?: Record<string, string>;
   timeoutMs?: number;
+  /** The client's own port (default: the kernel's choice). */
+  localPort?: number;
 }
 
 export type HttpResult = { id: string; status: number; body: string } | { id: string; error: string };
@@ -36,7 +38,7 @@ function once(p: HttpProbe): Promise<HttpResult> {
       resolve(r);
     };
     const req = http.request({
-      host: p.host, port: p.port, method: p.method ?? 'GET', path: p.path, agent: false,
+      host: p.host, port: p.port, method: p.method ?? 'GET', path: p.path, agent: false, ...(p.localPort ? { localPort: p.localPort } : {}),
       headers: { 'x-probe': p.id, connection: 'close', ...p.headers },
     }, (res) => {
       let body = '';
