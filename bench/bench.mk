@@ -96,3 +96,17 @@ bench-cni: build bpffs containerd-bins
 .PHONY: bench-policy
 bench-policy: build bpffs
 	$(NODE) bench/policy.ts $(BENCH_ARGS)
+
+# `make bench-l7`: what the L7 HTTP proxy (issue 12) costs: requests per
+# second and p50/p99 latency of HTTP/1.1 GETs from a client pod to a server
+# pod (a Node http server), keep-alive and a new connection per request
+# (Debian's wrk), direct (Hypha's programs, no policy), through an L3/L4
+# NetworkPolicy, and through the L7 proxy (src/l7/proxy.ts) with 1, 10 and
+# 100 http rules, in the same run, interleaved; the ratios to direct and the
+# issue's target (keep-alive, 10 rules: >= 50% of direct's rps, < 2 ms added
+# p99) are reported, not asserted; bench/results/l7.{json,png}. About 2
+# minutes. BENCH_ARGS passes options (--rules, --seconds, --runs,
+# --concurrency, --early-demux ...).
+.PHONY: bench-l7
+bench-l7: build bpffs
+	$(NODE) bench/l7.ts $(BENCH_ARGS)

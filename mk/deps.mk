@@ -5,7 +5,7 @@ APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 \
 	iptables ipset nftables ethtool util-linux procps iputils-ping netcat-openbsd \
 	openssl gnuplot-nox make g++ python3 pkg-config curl unzip \
 	libjansson-dev containernetworking-plugins umoci libseccomp-dev \
-	busybox-static bind9-dnsutils iperf conntrack wget
+	busybox-static bind9-dnsutils iperf conntrack wget wrk
 APT_STAMP := $(CACHE)/stamps/apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-12)
 # Inside node_modules: a .cache restored without node_modules must not claim
 # the packages are installed.
