@@ -332,6 +332,37 @@ describe('L7 proxy (loopback)', () => {
     }
   });
 
+  test('Connection: close: the client closes first (no TIME_WAIT at the node); a client that does not is closed after 2 s', async () => {
+    const s = connect(port, '127.0.0.1');
+    await once(s, 'connect');
+    s.write('GET /public/c HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n');
+    let text = '';
+    let endedAt = 0;
+    s.on('data', (b: Buffer) => (text += b.toString()));
+    s.on('end', () => (endedAt = performance.now()));
+    await new Promise((r) => setTimeout(r, 400));
+    assert.match(text, /^HTTP\/1\.1 200[\s\S]*GET \/public\/c/, 'the whole answer came');
+    assert.equal(endedAt, 0, 'and no FIN from the proxy: it waits for the client to close');
+    const t0 = performance.now();
+    s.end();
+    await once(s, 'close');
+    assert.ok(endedAt > 0 && endedAt - t0 < 300, 'the proxy closes right after the client');
+    // A client that keeps its side open: closed by the proxy after 2 s.
+    const lazy = connect(port, '127.0.0.1');
+    await once(lazy, 'connect');
+    const t1 = performance.now();
+    lazy.write('GET /public/lazy HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n');
+    lazy.resume();
+    await once(lazy, 'end');
+    const waited = performance.now() - t1;
+    lazy.destroy();
+    assert.ok(waited > 1500 && waited < 4000, `closed by the proxy after ${Math.round(waited)} ms`);
+    // An HTTP/1.0 client may read to the close: closed at once.
+    const old = await rawExchange(port, 'GET /public/old HTTP/1.0\r\nhost: a\r\n\r\n', 1500);
+    assert.ok(old.closed, 'closed by the proxy at once');
+    assert.match(old.text, /GET \/public\/old/);
+  });
+
   test('access events and counters', async () => {
     events.length = 0;
     await get(port, '/public/e');

@@ -115,7 +115,13 @@ interface Conn {
   agent: Agent;
   /** generation() when flow was resolved. */
   gen: number;
+  /** The last answer ends by its own framing (length, chunks, or no body):
+   *  the client knows it is whole without the proxy closing. */
+  framed: boolean;
 }
+
+/** How long a client told to close (Connection: close) has to close first. */
+const CLIENT_CLOSES_FIRST_MS = 2000;
 
 export class L7Proxy {
   readonly server: Server;
@@ -210,7 +216,25 @@ export class L7Proxy {
     const f = flow;
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     (agent as unknown as { createConnection: () => Socket }).createConnection = () => this.#dial(f);
-    this.#conns.set(s, { flow: f, agent, gen: this.#o.generation?.() ?? 0 });
+    const conn: Conn = { flow: f, agent, gen: this.#o.generation?.() ?? 0, framed: false };
+    this.#conns.set(s, conn);
+    // The client closes first. After an answer that ends the connection,
+    // Node's server would close its side at once (destroySoon), leaving the
+    // node a TIME_WAIT socket for the pod's addresses: a later SYN with the
+    // same addresses and port (a client reusing its port, or the same flow
+    // once by ClusterIP and once by pod address) is handed to the listener by
+    // bpf_sk_assign, and the kernel drops the new request as a duplicate of
+    // that TIME_WAIT for 60 s. So an answer the client can see the end of is
+    // left for the client to close (Node's server then closes its side: a
+    // passive close, no TIME_WAIT here, as without the proxy), and the proxy
+    // closes only if it has not within CLIENT_CLOSES_FIRST_MS.
+    const ownDestroySoon = s.destroySoon.bind(s);
+    s.destroySoon = () => {
+      if (!conn.framed || s.readableEnded) return ownDestroySoon();
+      const t = setTimeout(() => ownDestroySoon(), CLIENT_CLOSES_FIRST_MS);
+      t.unref();
+      s.once('close', () => clearTimeout(t));
+    };
     this.#open.inc();
     s.once('close', () => {
       this.#open.dec();
@@ -264,6 +288,9 @@ export class L7Proxy {
 
   #refuse(res: ServerResponse, status: number, text: string, bodyUnread: boolean): void {
     res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text), ...(bodyUnread ? { connection: 'close' } : {}) });
+    // a body left unread: the proxy closes (the client may go on sending it)
+    const conn = this.#conns.get(res.socket as Socket);
+    if (conn) conn.framed = !bodyUnread && (res.req?.httpVersionMinor ?? 0) >= 1;
     res.end(text);
     if (bodyUnread) res.once('finish', () => res.socket?.destroySoon?.());
   }
@@ -329,7 +356,10 @@ export class L7Proxy {
     let answered = false;
     up.on('response', (ur: IncomingMessage) => {
       answered = true;
-      res.writeHead(ur.statusCode ?? 502, ur.statusMessage, forwardHeaders(ur.headers));
+      const answer = forwardHeaders(ur.headers);
+      res.writeHead(ur.statusCode ?? 502, ur.statusMessage, answer);
+      // (an HTTP/1.0 client may read to the close whatever the framing)
+      conn.framed = req.httpVersionMinor >= 1 && (answer['content-length'] !== undefined || res.chunkedEncoding || !(res as unknown as { _hasBody: boolean })._hasBody);
       ur.pipe(res);
       ur.on('aborted', () => res.destroy());
       ur.on('error', () => res.destroy());
