@@ -55,6 +55,7 @@ export class Pods {
   #server: CniServer | undefined;
   #cidrProblem = 'no pod CIDR yet';
   #conflist: string | null = null;
+  #installing: Promise<void> | undefined;
 
   constructor(opts: PodsOptions) {
     this.#o = opts;
@@ -120,7 +121,19 @@ export class Pods {
 
   /** Write the conflist (and install the plugin binary): the runtime starts
    *  sending pods to Hypha. Idempotent. */
-  async install(): Promise<void> {
+  /** Concurrent callers (the agent's readiness checks race) share one
+   *  install: two would write the same temporary files, and the second
+   *  rename would find its file gone. */
+  install(): Promise<void> {
+    if (!this.#installing) {
+      this.#installing = this.#install().finally(() => {
+        this.#installing = undefined;
+      });
+    }
+    return this.#installing;
+  }
+
+  async #install(): Promise<void> {
     const { cfg, log } = this.#o;
     if (this.#conflist) return;
     const conf = { agentSocket: cfg.socket, delQueueDir: cfg.delQueueDir };
