@@ -157,6 +157,13 @@ static __noinline int hypha_policy_enforce(struct hypha_policy_flow *f, const st
 				return reason;
 			}
 			e->pol_gen = gen;
+			/* A flow sent to the proxy that never got past its SYN (no
+			 * connection to move) goes where the new policy says: no
+			 * http rule covers it any more, so not to the proxy. */
+			if ((e->flags & HYPHA_CT_F_PROXY) && !f->proxy_port && !(e->flags & HYPHA_CT_F_SEEN_NON_SYN)) {
+				e->flags &= ~HYPHA_CT_F_PROXY;
+				e->nat_port = 0;
+			}
 		}
 		/* A flow at the proxy stays there (the proxy judges each request
 		 * against the rules of the moment). */

@@ -375,6 +375,30 @@ describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
       }
     });
 
+    test('a flow at the proxy that never got past its SYN goes direct once no http rule covers it', () => {
+      h.localPods([A, B]);
+      try {
+        h.config({ ...baseConfig, flags: ConfigFlags.POLICY | ConfigFlags.HOST_ROUTING });
+        endpoint(B, ID_B, { ingress: true });
+        allowL7(B, 'ingress', ID_A, 80);
+        runMarked('fromPod', syn(A, B, 80, 40200)); // refused (no listener) but remembered for the proxy
+        const e = policyCt().find((x) => x.key.sport === 40200);
+        assert.ok(e && (e.entry.flags & CT_F_PROXY), 'remembered for the proxy');
+        // The http rules go: a plain allow now.
+        for (const k of entryKeys(B, 'ingress', { identity: ID_A, proto: 'TCP', ports: { from: 80, to: 80 } })) {
+          native.mapUpdate(mapOf('hypha_policy_v1'), keyCodec.encode(k), valCodec.encode({ flags: PolicyFlags.ALLOW, proxy_port: 0 }));
+        }
+        bumpGeneration();
+        const r = runMarked('fromPod', syn(A, B, 80, 40200));
+        assert.equal(r.mark & TO_PROXY, 0, 'the retried SYN is not sent to the proxy');
+        assert.notEqual(r.retval, TC_ACT_SHOT);
+        const after = policyCt().find((x) => x.key.sport === 40200);
+        assert.equal((after?.entry.flags ?? 0) & CT_F_PROXY, 0, 'the entry no longer names the proxy');
+      } finally {
+        for (const ip of [A, B]) native.mapDelete(h.dp.map('hypha_endpoints_v1'), addrCodec.encode({ value: ip }));
+      }
+    });
+
     test("the proxy's upstream (marked) passes an HTTP entry as a plain allow; its replies go to the stack for the proxy", () => {
       endpoint(B, ID_B, { ingress: true });
       allowL7(B, 'ingress', ID_A, 80);
