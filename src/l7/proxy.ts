@@ -215,7 +215,13 @@ export class L7Proxy {
     }
     const f = flow;
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    (agent as unknown as { createConnection: () => Socket }).createConnection = () => this.#dial(f);
+    const upstreams = new Set<Socket>();
+    (agent as unknown as { createConnection: () => Socket }).createConnection = () => {
+      const up = this.#dial(f);
+      upstreams.add(up);
+      up.once('close', () => upstreams.delete(up));
+      return up;
+    };
     const conn: Conn = { flow: f, agent, gen: this.#o.generation?.() ?? 0, framed: false };
     this.#conns.set(s, conn);
     // The client closes first. After an answer that ends the connection,
@@ -238,6 +244,19 @@ export class L7Proxy {
     this.#open.inc();
     s.once('close', () => {
       this.#open.dec();
+      // The upstream is reset, not closed: it carries the client's address,
+      // and a TIME_WAIT of it on the node would meet the client's next
+      // connection from the same port (the pod's kernel and the node's pick
+      // ports for the same addresses independently), stalling it. Every
+      // answer it carried was passed on (or the client left).
+      for (const up of upstreams) {
+        if (up.destroyed) continue;
+        try {
+          up.resetAndDestroy();
+        } catch {
+          up.destroy(); // not a TCP handle
+        }
+      }
       agent.destroy();
     });
   }
