@@ -32,12 +32,11 @@
 // connections through the proxy (see the phases in main for why).
 //
 //   node bench/l7.ts [--rules 1,10,100] [--seconds 3] [--runs 3]
-//     [--concurrency 16] [--threads 2] [--early-demux 0] [--out bench/results/l7.json]
+//     [--concurrency 16] [--threads 2] [--early-demux 1] [--out bench/results/l7.json]
 //
-// --early-demux: net.ipv4.ip_early_demux in the node's namespace; 0 by
-// default here, because with the kernel's default (1, what Hypha leaves in
-// place today) new connections collapse once the proxy has closed some (see
-// the comment at the sysctl below).
+// --early-demux: net.ipv4.ip_early_demux in the node's namespace; 1 (the
+// kernel's default, as Hypha ships) unless set (see the comment at the
+// sysctl below).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
@@ -58,7 +57,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     concurrency: { type: 'string', default: '16' },
     threads: { type: 'string', default: '2' },
-    'early-demux': { type: 'string', default: '0' },
+    'early-demux': { type: 'string', default: '1' },
     out: { type: 'string', default: path.join(REPO, 'bench/results/l7.json') },
   },
 });
@@ -167,16 +166,18 @@ async function main(): Promise<void> {
       await topo.exec(w, ['sysctl', '-q', '-w', 'net.ipv4.tcp_tw_reuse=1']);
     }
     for (const w of [server, node]) await topo.exec(w, ['sysctl', '-q', '-w', 'net.core.somaxconn=4096']);
-    // Early demux off in the node's namespace (--early-demux 1: as Hypha ships
-    // today). With it on, a packet the node forwards between the pods whose
-    // tuple matches one of the proxy's sockets there (its accepted side in
-    // TIME_WAIT: server ip:port <- client ip:port) is given that socket by
-    // tcp_v4_early_demux, and ip_forward drops packets that carry a socket. So
-    // once new connections went through the proxy, the client's next
-    // connections that happen to reuse such a port stall (SYN retransmits)
-    // for the TIME_WAIT's 60 s, on every path: measured here, new-connection
-    // rps fell from ~4 900 to ~24 on the direct path after ~2 s of l7 runs,
-    // and to ~60 on the l7 path itself; with early demux off it stays.
+    // Early demux as the kernel has it (1). With it on, a packet the node
+    // forwards between the pods whose tuple matches one of the proxy's sockets
+    // there in TIME_WAIT is given that socket by tcp_v4_early_demux, and
+    // ip_forward drops packets that carry a socket. While the proxy closed
+    // first (its accepted side, and its upstreams, which carry the client's
+    // address) that stalled the client's next connections reusing such a
+    // port for 60 s: new-connection rps fell from ~4 900 to ~24 on the
+    // direct path after ~2 s of l7 runs, and to ~60 on the l7 path. Since the
+    // proxy lets the client close first and resets its upstreams (2024fc5,
+    // f7cab29) it holds no such TIME_WAIT: 3 l7 new-connection runs in a row
+    // with early demux on gave 1755, 1311, 1894 rps (1 rule). --early-demux 0
+    // turns it off in the node's namespace.
     await topo.exec(node, ['sysctl', '-q', '-w', `net.ipv4.ip_early_demux=${values['early-demux']}`]);
     const web = await topo.spawnReady(server, [process.execPath, '-e', HTTP_SERVER]);
     const tool = await topo.spawnReady(node, [process.execPath, NODE_TOOL, pinRoot, ctl, client.ip, client.hostIfname, server.ip, server.hostIfname, String(PORT)], { timeoutMs: 60_000 });
@@ -324,7 +325,7 @@ async function main(): Promise<void> {
         'p99 on this machine is dominated by scheduling: 2 cores shared with other jobs (see load_average); compare p50 and rps first',
         'new connections through the proxy: the proxy closes first (Connection: close), so its accepted socket (server ip:port <- client ip:port) sits in TIME_WAIT 60 s in the node netns; a later client connection on the same port stalls (SYN retransmits; probably because bpf_sk_assign in bpf/lib/tc.h hypha_tc_policy_steer gives its SYN the listener, so the kernel\'s handling of a SYN that meets a TIME_WAIT socket never runs: not proven here), once the client\'s ports wrap within those 60 s: the l7 new-connection rows measure that, not the proxy\'s cost (they run last, and each rule count after the others\' leftovers; measured in one bed: 1 194, 742, 601, 179, 204 rps in five 3 s runs while the node netns TIME_WAIT count went 4 089 -> 9 836)',
         'policy conntrack entries marked for the proxy (HYPHA_CT_F_PROXY, bpf/lib/policy.h) outlive the policy: with the policy back to none, new client connections on reused ports still reached the proxy (10 requests in one direct run that followed l7 new-connection runs)',
-        `net.ipv4.ip_early_demux=${values['early-demux']} in the node netns (see bench/l7.ts: with 1, the default Hypha leaves, the proxy\'s TIME_WAIT sockets also stall the direct and l4 paths' new connections)`,
+        `net.ipv4.ip_early_demux=${values['early-demux']} in the node netns (1: the kernel's default, as Hypha ships; see bench/l7.ts)`,
       ],
       load_average: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number),
       rows, ratios, target,
