@@ -367,9 +367,26 @@ describe('HyphaNetworkPolicy http rules through the agents, across two nodes', (
     assert.equal(!('error' in far) && far.status, 403, show(far));
   });
 
-  test('the proxy down (web\'s agent killed): L7 flows refused, L3/L4 flows untouched; restarted: served again, rules enforced', async () => {
+  test('the proxy down (web\'s agent killed under load): L7 flows refused, nothing a rule denies let through, L3/L4 flows untouched; restarted: served again, rules enforced', async () => {
     const a1 = c.agents[0]!;
+    // Load from both clients while the agent is killed: allowed and denied
+    // requests alternating, a connection each.
+    const mixed = (n: number) => Array.from({ length: n }, (_, i) => ({ host: web(i % 4 < 2 ? 'pod' : 'service'), port: L7_PORT, path: i % 2 === 0 ? `/public/load${i}` : `/private/load${i}`, timeoutMs: 2000 }));
+    const load = Promise.all([batch('near', mixed(400)), batch('far', mixed(400))]);
+    await new Promise((r) => setTimeout(r, 300));
     await a1.kill9();
+    const loaded = (await load).flat();
+    const seenUnderLoad = served();
+    const wrong = loaded.filter((r) => {
+      const denied = r.probe.path.startsWith('/private/');
+      if ('error' in r) return !['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'].includes(r.error);
+      return denied ? r.status !== 403 || seenUnderLoad.has(r.probe.id) : r.status !== 200;
+    });
+    assert.deepEqual(wrong.map((r) => `${r.probe.id} ${r.probe.path}: ${show(r)}`), [], 'under load and the kill: allowed ones 200 or refused, denied ones 403 or refused, none at the server');
+    const outcomes = [...new Set(loaded.map((r) => ('error' in r ? r.error : r.status)))].join(', ');
+    assert.ok(loaded.some((r) => 'error' in r && r.error === 'ECONNREFUSED'), `some requests met the proxy down: ${outcomes}`);
+    assert.ok(loaded.some((r) => !('error' in r) && r.status === 200), `some were served before the kill: ${outcomes}`);
+    for (const r of loaded) if (r.probe.path.startsWith('/private/')) assert.ok(!seenUnderLoad.has(r.probe.id), `${r.probe.id} (denied) reached the server`);
     try {
       const down = await Promise.all([
         batch('near', [{ host: web('pod'), port: L7_PORT, path: '/public/down', timeoutMs: 2000 }, { host: web('service'), port: L7_PORT, path: '/public/down', timeoutMs: 2000 }]),
