@@ -14,6 +14,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 
 import { type AccessEvent, L7Proxy } from './proxy.ts';
+import { L7SpliceProxy } from './splice-proxy.ts';
 import { rawExchange } from './test-client.ts';
 import type { FlowChecks, HttpRule } from './types.ts';
 
@@ -26,11 +27,14 @@ const RULES: HttpRule[] = [
 
 const raw = rawExchange;
 
-describe('L7 proxy edges (loopback)', () => {
+/** Both implementations, each against the same tests (a registry each). */
+const IMPLS: [string, typeof L7Proxy | typeof L7SpliceProxy][] = [['L7Proxy', L7Proxy], ['L7SpliceProxy', L7SpliceProxy]];
+
+for (const [name, Impl] of IMPLS) describe(`L7 proxy edges (loopback): ${name}`, () => {
   let upstream: Server;
   let upPort = 0;
   let port = 0;
-  let proxy: L7Proxy;
+  let proxy: L7Proxy | L7SpliceProxy;
   /** What the upstream saw: 'METHOD url' and the headers. */
   const seen: { line: string; headers: IncomingMessage['headers']; raw: string[] }[] = [];
   const events: AccessEvent[] = [];
@@ -94,7 +98,7 @@ describe('L7 proxy edges (loopback)', () => {
       dst: { ip: '127.0.0.1', port: upPort, identity: 1001, pod: 'ns/web' },
       checks: [{ direction: 'ingress', endpoint: 'ns/web', rules: RULES }],
     });
-    proxy = new L7Proxy({
+    proxy = new Impl({
       resolve: () => {
         if (!refuseNext) return flow();
         refuseNext = false;

@@ -10,6 +10,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 
 import { type AccessEvent, L7Proxy } from './proxy.ts';
+import { L7SpliceProxy } from './splice-proxy.ts';
 import { rawExchange } from './test-client.ts';
 import type { FlowChecks, HttpRule } from './types.ts';
 
@@ -45,11 +46,14 @@ function get(port: number, path: string, opts: { method?: string; headers?: Reco
 /** Raw bytes to the proxy; everything it answers until it closes (or timeoutMs). */
 const raw = async (port: number, data: string | Buffer, timeoutMs = 2000): Promise<string> => (await rawExchange(port, data, timeoutMs)).text;
 
-describe('L7 proxy (loopback)', () => {
+/** Both implementations, each against the same tests (a registry each). */
+const IMPLS: [string, typeof L7Proxy | typeof L7SpliceProxy][] = [['L7Proxy', L7Proxy], ['L7SpliceProxy', L7SpliceProxy]];
+
+for (const [name, Impl] of IMPLS) describe(`L7 proxy (loopback): ${name}`, () => {
   let upstream: Server;
   let upPort = 0;
   let port = 0;
-  let proxy: L7Proxy;
+  let proxy: L7Proxy | L7SpliceProxy;
   const seen: string[] = [];
   const events: AccessEvent[] = [];
   const registry = new Registry();
@@ -106,7 +110,7 @@ describe('L7 proxy (loopback)', () => {
       dst: { ip: '127.0.0.1', port: upPort, identity: 1001, pod: 'ns/web' },
       checks: [{ direction: 'ingress', endpoint: 'ns/web', rules: RULES }],
     });
-    proxy = new L7Proxy({
+    proxy = new Impl({
       resolve: () => flow(),
       connectUpstream: () => connect(upstreamDown ? 1 : upPort, '127.0.0.1'),
       log: pino({ level: 'silent' }),
@@ -258,7 +262,7 @@ describe('L7 proxy (loopback)', () => {
   });
 
   test('a connectUpstream that throws: 503, and the proxy goes on', async () => {
-    const p2 = new L7Proxy({
+    const p2 = new Impl({
       resolve: () => ({ src: { ip: '10.244.0.5', port: 1, identity: 1 }, dst: { ip: '127.0.0.1', port: upPort, identity: 2 }, checks: [{ direction: 'ingress', endpoint: 'ns/web', rules: 'all' }] }),
       connectUpstream: () => { throw new Error('no route'); },
       log: pino({ level: 'silent' }),
@@ -279,7 +283,7 @@ describe('L7 proxy (loopback)', () => {
     let gen = 1;
     let rules: HttpRule[] | 'all' = [rule({ method: 'GET', path: { kind: 'prefix', value: '/a' } }, 0)];
     let resolved = 0;
-    const p2 = new L7Proxy({
+    const p2 = new Impl({
       resolve: () => {
         resolved++;
         return { src: { ip: '10.244.0.5', port: 1, identity: 1 }, dst: { ip: '127.0.0.1', port: upPort, identity: 2 }, checks: [{ direction: 'ingress', endpoint: 'ns/web', rules }] };
@@ -312,7 +316,7 @@ describe('L7 proxy (loopback)', () => {
 
   test('past maxConnections a new client connection is closed at accept and counted; the open ones are served', async () => {
     const reg = new Registry();
-    const p2 = new L7Proxy({
+    const p2 = new Impl({
       resolve: () => ({ src: { ip: '10.244.0.5', port: 1, identity: 1 }, dst: { ip: '127.0.0.1', port: upPort, identity: 2 }, checks: [{ direction: 'ingress', endpoint: 'ns/web', rules: 'all' }] }),
       connectUpstream: () => connect(upPort, '127.0.0.1'),
       log: pino({ level: 'silent' }),
