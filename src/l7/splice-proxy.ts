@@ -202,7 +202,7 @@ class Conn {
   /** Closing: 'client-first' waits for the client's FIN; 'ending' the end of our writes. */
   closing: '' | 'client-first' | 'ending' = '';
   closingAt = 0;
-  #corked: Socket | undefined;
+  #out: (string | Buffer)[] = [];
   #feeding = false;
   #awaitingSwitch = false;
   // the answer being parsed
@@ -251,6 +251,31 @@ class Conn {
 
   // ---- client side
 
+  /** To the upstream: while a client chunk is parsed, gathered and written
+   *  once at its end (one write for a whole request, most often). */
+  #send(x: string | Buffer): void {
+    if (this.#feeding) this.#out.push(x);
+    else {
+      const up = this.#up;
+      if (up && !up.destroyed) up.write(x as string, 'latin1');
+    }
+  }
+
+  #flush(): void {
+    const out = this.#out;
+    if (out.length === 0) return;
+    this.#out = [];
+    const up = this.#up;
+    if (!up || up.destroyed) return;
+    if (out.length === 1) {
+      up.write(out[0] as string, 'latin1');
+      return;
+    }
+    up.cork();
+    for (const x of out) up.write(x as string, 'latin1');
+    up.uncork();
+  }
+
   #onClientData(b: Buffer): void {
     if (this.tunnel) {
       const up = this.#up;
@@ -270,11 +295,6 @@ class Conn {
   }
 
   #feed(b: Buffer): void {
-    const up = this.#up;
-    if (up && !up.destroyed) {
-      up.cork();
-      this.#corked = up;
-    }
     this.#feeding = true;
     try {
       for (;;) {
@@ -298,9 +318,7 @@ class Conn {
       }
     } finally {
       this.#feeding = false;
-      const k = this.#corked;
-      this.#corked = undefined;
-      if (k) k.uncork();
+      this.#flush();
       const u = this.#up;
       if (u && u.writableNeedDrain && !this.tunnel) this.c.pause();
     }
@@ -329,7 +347,7 @@ class Conn {
       return false;
     }
     this.q.push(b.entry);
-    up.write(b.head, 'latin1');
+    this.#send(b.head);
     b.entry.sentAt = performance.now();
     if (b.entry.upgrade === 1) {
       // what the client sends next waits for the 101 (and is dropped without one)
@@ -537,7 +555,7 @@ class Conn {
         const text = this.#unreachable(entry);
         return this.#refuse(refusal(503, text, true), hasBody ? 'linger' : 'now');
       }
-      up.write(`${out}\r\n`, 'latin1');
+      this.#send(`${out}\r\n`);
     } else {
       return this.#refuse(refusal(503, `upstream ${flow.dst.ip}:${flow.dst.port} unreachable\n`, true), 'now');
     }
@@ -549,13 +567,12 @@ class Conn {
   }
 
   #onRequestBody(b: Buffer): void {
-    const up = this.#up;
-    if (!this.#cur || !up || up.destroyed) return;
+    if (!this.#cur) return;
     if (this.#curChunked) {
-      up.write(`${b.length.toString(16)}\r\n`, 'latin1');
-      up.write(b);
-      up.write('\r\n', 'latin1');
-    } else up.write(b);
+      this.#send(`${b.length.toString(16)}\r\n`);
+      this.#send(b);
+      this.#send('\r\n');
+    } else this.#send(b);
   }
 
   #onRequestEnd(): void {
@@ -564,8 +581,7 @@ class Conn {
     const cur = this.#cur;
     if (!cur) return;
     this.#cur = undefined;
-    const up = this.#up;
-    if (this.#curChunked && up && !up.destroyed) up.write('0\r\n\r\n', 'latin1');
+    if (this.#curChunked) this.#send('0\r\n\r\n');
     cur.sentAt = performance.now();
     this.idleAt = cur.sentAt;
     if (this.#closeAfterRequest) this.done = true;
@@ -634,12 +650,14 @@ class Conn {
     if (this.#sp) this.#sp.close();
     const sp = new HTTPParser();
     sp.initialize(HTTPParser.RESPONSE, {}, 0, 0);
+    this.#resInMsg = false;
     sp[kBegin] = () => {
+      this.#resInMsg = true;
       const e = this.q[0];
       if (e) e.started = true;
     };
-    sp[kHeadersComplete] = (_maj: number, _min: number, headers: string[] | undefined, _m: unknown, _u: unknown, status: number, msg: string, _up: boolean, keepAlive: boolean): number =>
-      this.#onAnswerHead(sp, headers, status, msg, keepAlive);
+    sp[kHeadersComplete] = (_maj: number, minor: number, headers: string[] | undefined, _m: unknown, _u: unknown, status: number, msg: string, _up: boolean, keepAlive: boolean): number =>
+      this.#onAnswerHead(minor, headers, status, msg, keepAlive);
     sp[kHeaders] = (h: string[]) => {
       if (this.#answerHdrs) for (const x of h) this.#answerHdrs.push(x);
     };
@@ -660,17 +678,71 @@ class Conn {
       if (up === this.#up) this.#upErr ??= err;
     });
     up.on('close', () => this.#onUpClose(up));
-    if (this.#feeding && this.#corked === undefined) {
-      up.cork();
-      this.#corked = up;
-    }
     return up;
   }
 
   #answerHdrs: string[] | undefined = [];
+  /** The response parser is inside an answer. */
+  #resInMsg = false;
+
+  /** The common answers, read without the parser: whole in b from its
+   *  start, 'HTTP/1.1 2xx' (not 204), one Content-Length, no
+   *  Transfer-Encoding, no Connection: close, plain header lines. Anything
+   *  else (and what follows it) is the parser's. The offset read up to. */
+  #fastAnswers(b: Buffer): number {
+    let off = 0;
+    for (;;) {
+      const e = this.q[0];
+      if (!e || e.upgrade !== 0 || e.head || b.length - off < 19) return off;
+      if (b[off] !== 0x48 || b[off + 5] !== 0x31 || b[off + 7] !== 0x31 || b[off + 9] !== 0x32 || b[off + 12] !== 0x20 || b.toString('latin1', off, off + 9) !== 'HTTP/1.1 ') return off;
+      const d1 = b[off + 10]! - 48;
+      const d2 = b[off + 11]! - 48;
+      if (d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9) return off;
+      const status = 200 + d1 * 10 + d2;
+      if (status === 204) return off;
+      const end = b.indexOf('\r\n\r\n', off);
+      if (end < 0) return off;
+      const head = b.toString('latin1', off, end + 2);
+      let pos = head.indexOf('\r\n') + 2;
+      if (head.lastIndexOf('\n', pos - 3) >= 0 || head.indexOf('\r') !== pos - 2) return off;
+      let len = -1;
+      while (pos < head.length) {
+        const nl = head.indexOf('\r\n', pos);
+        const colon = head.indexOf(':', pos);
+        const c0 = head.charCodeAt(pos) | 0x20;
+        if (colon < 0 || colon > nl || c0 < 0x61 || c0 > 0x7a) return off;
+        const c1 = head.charCodeAt(colon - 1);
+        if (c1 === 0x20 || c1 === 0x09) return off;
+        const lf = head.indexOf('\n', pos);
+        const cr = head.indexOf('\r', pos);
+        if (lf !== nl + 1 || cr !== nl) return off; // a bare CR or LF
+        if (c0 === 0x63 || c0 === 0x74) {
+          const name = head.slice(pos, colon).toLowerCase();
+          if (name === 'transfer-encoding') return off;
+          if (name === 'content-length') {
+            if (len >= 0) return off;
+            const v = head.slice(colon + 1, nl).trim();
+            if (!/^[0-9]{1,15}$/.test(v)) return off;
+            len = Number(v);
+          } else if (name === 'connection' && head.slice(colon + 1, nl).toLowerCase().includes('close')) return off;
+        }
+        pos = nl + 2;
+      }
+      if (len < 0 || end + 4 + len > b.length) return off;
+      // a whole answer
+      off = end + 4 + len;
+      this.q.shift();
+      e.started = true;
+      this.#account(this.flow, e, 'allow', status, e.j, e.start);
+      if (e.close) {
+        this.#afterClose = e.http10 ? 'now' : 'client-first';
+        return off; // nothing more is read
+      }
+    }
+  }
   #rewriting = false;
 
-  #onAnswerHead(_sp: Parser, headers: string[] | undefined, status: number, msg: string, keepAlive: boolean): number {
+  #onAnswerHead(minor: number, headers: string[] | undefined, status: number, msg: string, keepAlive: boolean): number {
     const e = this.q[0];
     this.#resStatus = status;
     if (headers === undefined) {
@@ -678,8 +750,19 @@ class Conn {
     }
     this.#answerHdrs = [];
     if (!e || status < 200 && status !== 101) return 0; // 1xx: passed on, not the answer
-    this.#resKeepAlive = keepAlive;
     let framed = e.head || status === 204 || status === 304;
+    if (framed) {
+      // no body whatever the headers say: the parser's keep-alive took a
+      // HEAD answer without a length for one read to the close
+      keepAlive = minor !== 0;
+      for (let i = 0; i < headers.length; i += 2) {
+        if (headers[i]!.toLowerCase() !== 'connection') continue;
+        const v = headers[i + 1]!.toLowerCase();
+        if (v.includes('close')) keepAlive = false;
+        else if (v.includes('keep-alive')) keepAlive = true;
+      }
+    }
+    this.#resKeepAlive = keepAlive;
     for (let i = 0; i < headers.length && !framed; i += 2) {
       const k = headers[i]!.toLowerCase();
       if (k === 'content-length' || k === 'transfer-encoding' && /chunked\s*$/i.test(headers[i + 1]!)) framed = true;
@@ -706,6 +789,7 @@ class Conn {
   }
 
   #onAnswerEnd(): void {
+    this.#resInMsg = false;
     const status = this.#resStatus;
     if (status < 200 && status !== 101) return;
     const e = this.q.shift();
@@ -732,7 +816,8 @@ class Conn {
       return;
     }
     const rewrite = this.q[0]!.upgrade !== 0;
-    const r = sp.execute(b);
+    const off = rewrite || this.#resInMsg ? 0 : this.#fastAnswers(b);
+    const r = off === b.length ? 0 : sp.execute(off === 0 ? b : b.subarray(off));
     if (typeof r !== 'number') {
       this.#o.log.debug({ err: r.code, dst: this.flow.dst }, 'l7 proxy: a malformed answer');
       this.c.destroy();
@@ -820,12 +905,24 @@ export class L7SpliceProxy {
   readonly #open: Gauge;
   readonly #dropped: Counter;
   readonly #sweep: NodeJS.Timeout;
-  readonly #reqChildren = new Map<string, { inc: () => void }>();
-  readonly #latChildren = new Map<string, { observe: (v: number) => void }>();
+  /** Requests counted since the last scrape (added to the counter on it). */
+  readonly #counts = new Map<string, { labels: { verdict: string; policy: string }; n: number }>();
+  readonly #latLabels = new Map<string, { verdict: string }>();
+  #isoAt = 0;
+  #iso = '';
 
   constructor(o: L7ProxyOptions) {
     this.#o = o;
-    this.#requests = new Counter({ name: 'hypha_l7_requests_total', help: 'HTTP requests the L7 proxy judged, by verdict and deciding policy', labelNames: ['verdict', 'policy'] as const, registers: [o.registry] });
+    const counts = this.#counts;
+    this.#requests = new Counter({
+      name: 'hypha_l7_requests_total', help: 'HTTP requests the L7 proxy judged, by verdict and deciding policy', labelNames: ['verdict', 'policy'] as const, registers: [o.registry],
+      collect(this: Counter<'verdict' | 'policy'>) {
+        for (const x of counts.values()) {
+          if (x.n > 0) this.inc(x.labels, x.n);
+          x.n = 0;
+        }
+      },
+    });
     this.#latency = new Histogram({ name: 'hypha_l7_request_duration_seconds', help: 'Time from a request to its answer through the L7 proxy', labelNames: ['verdict'] as const, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5], registers: [o.registry] });
     this.#dropped = new Counter({ name: 'hypha_l7_connections_refused_total', help: 'Client connections the L7 proxy closed at accept: maxConnections were open', registers: [o.registry] });
     this.#open = new Gauge({ name: 'hypha_l7_connections', help: 'Client connections open at the L7 proxy', registers: [o.registry] });
@@ -920,21 +1017,23 @@ export class L7SpliceProxy {
     const latencyMs = performance.now() - start;
     const policy = j?.policy ?? (j?.policies?.join(',') ?? '');
     const key = `${verdict}\0${policy}`;
-    let inc = this.#reqChildren.get(key);
-    if (!inc) {
-      inc = this.#requests.labels({ verdict, policy });
-      this.#reqChildren.set(key, inc);
-    }
-    inc.inc();
-    let lat = this.#latChildren.get(verdict);
+    const n = this.#counts.get(key);
+    if (n) n.n++;
+    else this.#counts.set(key, { labels: { verdict, policy }, n: 1 });
+    let lat = this.#latLabels.get(verdict);
     if (!lat) {
-      lat = this.#latency.labels({ verdict });
-      this.#latChildren.set(verdict, lat);
+      lat = { verdict };
+      this.#latLabels.set(verdict, lat);
     }
-    lat.observe(latencyMs / 1000);
+    this.#latency.observe(lat, latencyMs / 1000);
     const on = this.#o.onAccess;
     if (!on) return;
-    const e: AccessEvent = { time: new Date().toISOString(), src: flow.src, dst: flow.dst, method: r.method, path: r.path, host: r.host, verdict, status, latencyMs };
+    const ms = Date.now();
+    if (ms !== this.#isoAt) {
+      this.#isoAt = ms;
+      this.#iso = new Date(ms).toISOString();
+    }
+    const e: AccessEvent = { time: this.#iso, src: flow.src, dst: flow.dst, method: r.method, path: r.path, host: r.host, verdict, status, latencyMs };
     if (j?.policy) e.policy = j.policy;
     if (j?.rule) e.rule = j.rule;
     on(e);
