@@ -188,6 +188,8 @@ class Conn {
   /** First byte of the request being parsed (0: between requests). */
   reqAt = 0;
   headersDone = false;
+  /** A request began on the connection (before: headersTimeoutMs runs from the accept, as in Node). */
+  seen = false;
   /** The request whose body goes upstream now. */
   #cur: Pending | undefined;
   #curChunked = false;
@@ -223,6 +225,7 @@ class Conn {
     const rp = new HTTPParser();
     rp.initialize(HTTPParser.REQUEST, {}, o.maxHeaderSize ?? 16384, 0);
     rp[kBegin] = () => {
+      this.seen = true;
       this.reqAt = performance.now();
       this.headersDone = false;
     };
@@ -466,7 +469,7 @@ class Conn {
       const v = headers[2 * i + 1]!;
       const had = h[k];
       if (had === undefined) h[k] = v;
-      else if (!SINGLE.has(k)) h[k] = `${had}, ${v}`;
+      else if (!SINGLE.has(k)) h[k] = `${had}${k === 'cookie' ? '; ' : ', '}${v}`;
     }
     const http10 = min === 0;
     const closing = !keepAlive || http10;
@@ -543,6 +546,10 @@ class Conn {
       out += `${headers[2 * i]}: ${headers[2 * i + 1]}\r\n`;
     }
     if (te !== undefined) out += 'transfer-encoding: chunked\r\n';
+    // asked to close: the upstream is told so, and its answer (passed on
+    // as it is) tells the client the same (an HTTP/1.0 request goes on as
+    // one: the same without it)
+    if (closing && !http10 && !upgrade) out += 'connection: close\r\n';
     const entry: Pending = { method: v.method, path: v.path, host: v.host, start, j, head: method === 'HEAD', close: closing, http10, upgrade: upgrade ? (websocket ? 1 : 2) : 0, sentAt: 0, started: false };
     if (upgrade) {
       if (websocket) out += `upgrade: ${h.upgrade}\r\nconnection: Upgrade\r\n`;
@@ -668,7 +675,8 @@ class Conn {
     this.#sp = sp;
     up.on('data', (b: Buffer) => this.#onUpData(up, sp, b));
     up.on('end', () => {
-      if (up === this.#up) sp.finish(); // a close-delimited answer ends here
+      if (up !== this.#up || this.tunnel) return;
+      sp.finish(); // a close-delimited answer ends here
       this.#afterAnswer();
     });
     up.on('drain', () => {
@@ -1009,7 +1017,8 @@ export class L7SpliceProxy {
         c.timeout();
         continue;
       }
-      if (c.reqAt === 0 && c.q.length === 0 && now - c.idleAt > idleMs) c.closeClient('now');
+      if (!c.seen && now - c.idleAt > headersMs) c.timeout();
+      else if (c.reqAt === 0 && c.q.length === 0 && now - c.idleAt > idleMs) c.closeClient('now');
     }
   }
 
