@@ -28,8 +28,8 @@
 //   connection closed. Other upgrades (h2c) go on without Upgrade (a body
 //   with one: 400). CONNECT, '*' and HTTP/2 prior knowledge: 400 and a close.
 // - Deadlines (one sweep per interval for every connection, not a timer per
-//   request): headersTimeoutMs from a request's first byte to its headers
-//   (408), requestTimeoutMs to its end, keepAliveTimeoutMs idle,
+//   request): headersTimeoutMs from the accept (or a request's first byte)
+//   to its headers (408), requestTimeoutMs to its end, keepAliveTimeoutMs idle,
 //   connectTimeoutMs for the upstream's accept (503), upstreamAnswerTimeoutMs
 //   for its answer to start once the request was sent (504).
 // - Who closes: after a framed answer to a request asking to close, the
@@ -38,6 +38,18 @@
 //   unframed answer, HTTP/1.0 or a refusal with an unread body: the proxy
 //   closes, fully (never a half-open socket). An upstream failing mid-answer
 //   takes the client connection with it.
+// - Where it differs from L7Proxy (no test tells them apart): answers keep
+//   the upstream's own hop-by-hop headers and framing (L7Proxy re-frames
+//   them through Node's server); HTTP/1.0 goes upstream as HTTP/1.0 (and an
+//   HTTP/1.0 request without Host is served, as #view in proxy.ts means,
+//   where Node's server answered 400); Connection: close goes upstream too;
+//   pipelined requests are pipelined upstream; a request whose body breaks
+//   or outlasts requestTimeoutMs after its head went upstream ends the
+//   connection without a 408/400; a refusal with an unread body reads and
+//   drops it for LINGER_MS before the close.
+// - It rests on node:_http_common's HTTPParser (Node's own, not a
+//   documented API): initialize(type, resource, maxHeaderSize, lenient),
+//   the kOn* callbacks and execute()'s Error with .code, as in Node 24.
 import { STATUS_CODES } from 'node:http';
 import { createRequire } from 'node:module';
 import { type Server, Socket, createServer } from 'node:net';
@@ -238,10 +250,22 @@ class Conn {
     rp[kBody] = (b: Buffer) => this.#onRequestBody(b);
     rp[kComplete] = () => this.#onRequestEnd();
     this.#rp = rp;
-    c.on('data', (b: Buffer) => this.#onClientData(b));
+    c.on('data', (b: Buffer) => {
+      try {
+        this.#onClientData(b);
+      } catch (err) {
+        this.#fail(err);
+      }
+    });
     c.on('end', () => this.#onClientEnd());
     c.on('drain', () => this.#up?.resume());
     c.on('error', () => c.destroy());
+  }
+
+  /** A throw in a callback (onAccess, resolve ...): this connection ends, the proxy goes on. */
+  #fail(err: unknown): void {
+    this.#o.log.warn({ err }, 'l7 proxy: a connection failed');
+    this.c.destroy();
   }
 
   /** Client gone: everything with it. */
@@ -673,7 +697,13 @@ class Conn {
     };
     sp[kComplete] = () => this.#onAnswerEnd();
     this.#sp = sp;
-    up.on('data', (b: Buffer) => this.#onUpData(up, sp, b));
+    up.on('data', (b: Buffer) => {
+      try {
+        this.#onUpData(up, sp, b);
+      } catch (err) {
+        this.#fail(err);
+      }
+    });
     up.on('end', () => {
       if (up !== this.#up || this.tunnel) return;
       sp.finish(); // a close-delimited answer ends here
