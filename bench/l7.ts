@@ -32,7 +32,8 @@
 // connections through the proxy (see the phases in main for why).
 //
 //   node bench/l7.ts [--rules 1,10,100] [--seconds 3] [--runs 3]
-//     [--concurrency 16] [--threads 2] [--early-demux 1] [--out bench/results/l7.json]
+//     [--concurrency 16] [--threads 2] [--early-demux 1] [--proxy splice|node-http]
+//     [--out bench/results/l7.json]
 //
 // --early-demux: net.ipv4.ip_early_demux in the node's namespace; 1 (the
 // kernel's default, as Hypha ships) unless set (see the comment at the
@@ -58,6 +59,8 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '16' },
     threads: { type: 'string', default: '2' },
     'early-demux': { type: 'string', default: '1' },
+    // splice: L7SpliceProxy, what the agent runs; node-http: L7Proxy (Node's http server and client)
+    proxy: { type: 'string', default: 'splice' },
     out: { type: 'string', default: path.join(REPO, 'bench/results/l7.json') },
   },
 });
@@ -180,7 +183,7 @@ async function main(): Promise<void> {
     // turns it off in the node's namespace.
     await topo.exec(node, ['sysctl', '-q', '-w', `net.ipv4.ip_early_demux=${values['early-demux']}`]);
     const web = await topo.spawnReady(server, [process.execPath, '-e', HTTP_SERVER]);
-    const tool = await topo.spawnReady(node, [process.execPath, NODE_TOOL, pinRoot, ctl, client.ip, client.hostIfname, server.ip, server.hostIfname, String(PORT)], { timeoutMs: 60_000 });
+    const tool = await topo.spawnReady(node, [process.execPath, NODE_TOOL, pinRoot, ctl, client.ip, client.hostIfname, server.ip, server.hostIfname, String(PORT), values.proxy], { timeoutMs: 60_000 });
     const url = `http://${server.ip}:${PORT}/`;
     const curl = async (from: Pod, method: string): Promise<number> => {
       const r = await topo.exec(from, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '5', '-X', method, url], { allowFail: true });
@@ -316,7 +319,7 @@ async function main(): Promise<void> {
       at: new Date().toISOString(), kernel: release(), cpus: cpus().length,
       load_generator: (spawnSync('wrk', ['--version'], { encoding: 'utf8' }).stdout || '').split('\n')[0]?.trim() || 'wrk',
       server: `node ${process.version} http server in the server pod, one process, body "ok\\n"`,
-      proxy: 'src/l7/proxy.ts (L7Proxy) in the node netns, one process; upstream dialled transparently from the client address',
+      proxy: `${values.proxy === 'node-http' ? 'src/l7/proxy.ts (L7Proxy)' : 'src/l7/splice-proxy.ts (L7SpliceProxy, what the agent runs)'} in the node netns, one process; upstream dialled transparently from the client address`,
       node_sysctls: { 'net.ipv4.ip_early_demux': Number(values['early-demux']), 'net.ipv4.tcp_tw_reuse': 1, 'net.ipv4.ip_local_port_range': '1024 65535' },
       client_sysctls: { 'net.ipv4.tcp_tw_reuse': 1, 'net.ipv4.ip_local_port_range': '1024 65535' },
       url_path: '/', seconds, runs, concurrency: Number(values.concurrency), threads: Number(values.threads),

@@ -38,6 +38,7 @@ import { toBytes } from '../../src/datapath/reconciler.ts';
 import { Rtnl } from '../../src/datapath/rtnl.ts';
 import { DEFAULT_L7_PROXY_PORT } from '../../src/l7/constants.ts';
 import { L7Proxy } from '../../src/l7/proxy.ts';
+import { L7SpliceProxy } from '../../src/l7/splice-proxy.ts';
 import { dialTransparent, ensureProxyRouting, makeTransparent } from '../../src/l7/transparent.ts';
 import { type CompiledPolicy, compilePolicies } from '../../src/policy/compile.ts';
 import { policy } from '../../src/policy/fixtures.ts';
@@ -45,7 +46,7 @@ import { l7ChecksFor } from '../../src/policy/l7.ts';
 import type { Endpoint, Identity, NetworkPolicy } from '../../src/policy/model.ts';
 import { normalizeHyphaNetworkPolicy } from '../../src/policy/normalize.ts';
 
-const [pinRoot = '', controlPath = '', clientIp = '', clientVeth = '', serverIp = '', serverVeth = '', portText = '0'] = process.argv.slice(2);
+const [pinRoot = '', controlPath = '', clientIp = '', clientVeth = '', serverIp = '', serverVeth = '', portText = '0', proxyKind = 'splice'] = process.argv.slice(2);
 const port = Number(portText);
 if (!pinRoot.startsWith('/sys/fs/bpf/') || !controlPath || !port) {
   console.error('usage: l7-node.ts <pin root under /sys/fs/bpf> <control socket> <client ip> <client veth> <server ip> <server veth> <port>');
@@ -78,7 +79,9 @@ function policiesFor(path: string, rules: number): NetworkPolicy[] {
 }
 
 const dp = await Datapath.load({ pinRoot, mapSizes: { services: 256, backends: 256, affinity: 256, ct: 65536 } });
-let proxy: L7Proxy | undefined;
+let proxy: L7Proxy | L7SpliceProxy | undefined;
+// The agent's proxy (L7SpliceProxy), or with 'node-http' L7Proxy (Node's http server and client).
+const Impl = proxyKind === 'node-http' ? L7Proxy : L7SpliceProxy;
 const attached: number[] = [];
 let cleaned = false;
 const cleanup = (): void => {
@@ -133,7 +136,7 @@ try {
     native.tcAttach(ifindex, 'egress', dp.programs.toPod);
     attached.push(ifindex);
   }
-  proxy = new L7Proxy({
+  proxy = new Impl({
     resolve: (sock: Socket) => {
       const src = { ip: sock.remoteAddress ?? '', port: sock.remotePort ?? 0, identity: identityOf(sock.remoteAddress ?? '') };
       const dst = { ip: sock.localAddress ?? '', port: sock.localPort ?? 0, identity: identityOf(sock.localAddress ?? '') };

@@ -1,4 +1,5 @@
-// The agent's L7 proxy: the transparent HTTP proxy (src/l7/proxy.ts) that
+// The agent's L7 proxy: the transparent HTTP proxy (src/l7/splice-proxy.ts:
+// requests parsed and judged, answers passed on as bytes) that
 // the datapath sends the flows of policy entries with http rules to, on
 // 127.0.0.1:<policy.l7.proxyPort> of the node.
 //  - Started with policy: the listener exists before any HyphaNetworkPolicy
@@ -20,7 +21,8 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 
 import type { Rtnl } from '../datapath/rtnl.ts';
-import { type AccessEvent, L7Proxy } from '../l7/proxy.ts';
+import type { AccessEvent } from '../l7/proxy.ts';
+import { L7SpliceProxy } from '../l7/splice-proxy.ts';
 import { dialTransparent, ensureProxyRouting, makeTransparent } from '../l7/transparent.ts';
 import type { FlowChecks } from '../l7/types.ts';
 
@@ -42,7 +44,7 @@ export interface AgentL7Options {
 export class AgentL7 {
   readonly #o: AgentL7Options;
   readonly #log: Logger;
-  readonly proxy: L7Proxy;
+  readonly proxy: L7SpliceProxy;
   #listening = false;
   #stopped = false;
   #retry: NodeJS.Timeout | undefined;
@@ -51,7 +53,7 @@ export class AgentL7 {
   constructor(o: AgentL7Options) {
     this.#o = o;
     this.#log = o.log.child({ component: 'l7-proxy' });
-    this.proxy = new L7Proxy({
+    this.proxy = new L7SpliceProxy({
       log: this.#log, registry: o.registry,
       resolve: (s: Socket) => {
         if (!s.remoteAddress || !s.localAddress) return undefined;

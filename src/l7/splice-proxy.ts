@@ -268,10 +268,21 @@ class Conn {
     this.c.destroy();
   }
 
-  /** Client gone: everything with it. */
+  /** Client gone: everything with it. The upstream is reset, not closed:
+   *  it carries the client's address, and its TIME_WAIT on the node would
+   *  meet the client's next connection from the same port (the pod's kernel
+   *  and the node's pick ports for the same addresses independently),
+   *  stalling it (see L7Proxy, f7cab29). */
   dispose(): void {
-    this.#up?.destroy();
+    const up = this.#up;
     this.#up = undefined;
+    if (up && !up.destroyed) {
+      try {
+        up.resetAndDestroy();
+      } catch {
+        up.destroy(); // not a TCP handle
+      }
+    }
     this.#rp.close();
     this.#sp?.close();
   }
