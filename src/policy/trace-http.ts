@@ -8,9 +8,12 @@
 //   not-reached  L3/L4 denies the flow: no request gets as far as HTTP
 //   plain        no check carries http rules: the datapath does not send the
 //                flow to the proxy, every request passes
-//   bad-request  the proxy answers 400 before any rule: no Host header
-//                (Node's HTTP/1.1 parser), CONNECT, or a target a server could
-//                resolve past a path rule (dot segments, encoded separators)
+//   bad-request  the proxy answers 400 before any rule: CONNECT, or a target
+//                a server could resolve past a path rule (dot segments,
+//                encoded separators)
+//
+// Without --host (or a host header) the request carries the address
+// connected to as its Host, as an HTTP client sends it.
 //   allowed      every check passes ('all', or a rule matches)
 //   denied       a check with http rules has none that matches: 403
 //
@@ -169,7 +172,9 @@ function checkTrace(c: DirectionCheck, req: HttpRequestView): HttpCheckTrace {
 }
 
 /** The request judged on the traced flow (its backend, for a Service). */
-export function traceHttp(compiled: CompiledPolicy, r: TraceResult, req: HttpTraceRequest): HttpTrace {
+export function traceHttp(compiled: CompiledPolicy, r: TraceResult, given: HttpTraceRequest): HttpTrace {
+  // no host given: the address connected to, as a client sends it
+  const req = given.host === '' && r.to.address ? { ...given, host: hostOf(r.to.address), headers: { ...given.headers, host: r.to.address } } : given;
   const request = { method: req.method, path: req.path, host: req.host, headers: req.headers };
   if (r.proto !== 'TCP' || r.port === undefined) {
     throw new TraceInputError('http', `${req.method} ${req.target}`, `needs a TCP port (e.g. 80/TCP): HTTP rules judge TCP flows, not ${r.proto}`);

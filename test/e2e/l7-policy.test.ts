@@ -257,6 +257,26 @@ describe('HyphaNetworkPolicy http rules through the agents, across two nodes', (
     assert.equal(await c.agents[1]!.metric('hypha_l7_requests_total'), 0, 'nothing judged at the clients\' node: no egress rules yet');
   });
 
+  test('hypha policy trace --http on web\'s node names the deciding rule, as the proxy decides; hypha monitor --type l7 shows the access events', async () => {
+    const a1 = c.agents[0]!;
+    const trace = async (req: string, ...extra: string[]) => {
+      const r = await c.topo.exec(a1.node, [HYPHA_BIN, 'policy', 'trace', '--from', 'l7/near', '--to', 'l7/web', '--port', `${L7_PORT}/TCP`, '--http', req, ...extra], { allowFail: true });
+      return `${r.stdout}${r.stderr}`;
+    };
+    const allowed = await trace('GET /public/a');
+    assert.match(allowed, /ALLOWED/, allowed);
+    assert.match(allowed, /hnp:l7\/web-http ingress\[0\]\.ports\[0\]\.http\[0\]/, allowed);
+    const denied = await trace('POST /public/a');
+    assert.match(denied, /HTTP POST 10\.[0-9.]+\/public\/a: .*403/, `judged with the address connected to as its Host, and refused: ${denied}`);
+    assert.match(denied, /hnp:l7\/web-http ingress\[0\]\.ports\[0\]\.http\[0\] \(GET, path prefix \/public\/\): method is POST/, denied);
+    const header = await trace('GET /env/x', '--header', 'x-env=prod');
+    assert.match(header, /http\[5\]/, `the header-value rule decides: ${header}`);
+    // The access events the monitors saw (type l7) name pods, verdicts and rules.
+    const events = monitors.flatMap((m) => m.lines).filter((l) => l.includes('"type":"l7"')).map((l) => JSON.parse(l) as { verdict: string; status: number; policy?: string; rule?: string; src?: { pod?: string } });
+    assert.ok(events.some((e) => e.verdict === 'allow' && e.status === 200 && e.policy === 'hnp:l7/web-http' && e.src?.pod === 'l7/near'), `an allow event from near: ${events.length} events`);
+    assert.ok(events.some((e) => e.verdict === 'deny' && e.status === 403), 'a deny event');
+  });
+
   test('L3/L4 and L7 on one pod: other is dropped at L3/L4 (no 403); a NetworkPolicy opens 9090 to it without the proxy', async () => {
     const before = await batch('other', [
       { host: web('pod'), port: L7_PORT, path: '/public/a', timeoutMs: 1500 },
