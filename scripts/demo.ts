@@ -6,8 +6,9 @@
 // a user installs it (the agent DaemonSet, the operator Deployment), then
 // CoreDNS. The demo's pods are placed by the scheduler and made by each
 // node's kubelet through Hypha's CNI plugin; a Service is reached by its DNS
-// name and through a NodePort, and a NetworkPolicy blocks a client until it
-// is labelled.
+// name and through a NodePort, a NetworkPolicy blocks a client until it
+// is labelled, and a HyphaNetworkPolicy then lets only GET /hostname through
+// the agent's L7 proxy.
 //
 //   node scripts/demo.ts [--nodes N]          set up, show, keep running until Ctrl-C
 //   node scripts/demo.ts [--nodes N] --once   set up, show, tear down
@@ -32,7 +33,7 @@ if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > 4) throw new Er
 const image = process.env.HYPHA_IMAGE_TAR;
 if (!image || !existsSync(image)) throw new Error(`HYPHA_IMAGE_TAR ${JSON.stringify(image)} is not Hypha's image archive: run make demo (it builds the image first)`);
 
-const STEPS = 5;
+const STEPS = 6;
 const t0 = performance.now();
 const secs = (from = t0): string => `${((performance.now() - from) / 1000).toFixed(0)} s`;
 const say = (s: string): void => {
@@ -90,6 +91,15 @@ const policy = JSON.stringify({
     podSelector: { matchLabels: { app: 'web' } },
     policyTypes: ['Ingress'],
     ingress: [{ from: [{ podSelector: { matchLabels: { access: 'true' } } }], ports: [{ port: 8080, protocol: 'TCP' }] }],
+  },
+});
+
+/** The same ingress with HTTP rules: only GET /hostname (and what is under it) passes. */
+const httpPolicy = JSON.stringify({
+  apiVersion: 'hypha.dev/v1alpha1', kind: 'HyphaNetworkPolicy', metadata: { name: 'web-http' },
+  spec: {
+    podSelector: { matchLabels: { app: 'web' } },
+    ingress: [{ from: [{ podSelector: { matchLabels: { access: 'true' } } }], ports: [{ port: 8080, protocol: 'TCP', http: [{ method: 'GET', path: { prefix: '/hostname' } }] }] }],
   },
 });
 
@@ -200,15 +210,43 @@ try {
   say(`    \`hypha bpf drops\` on ${webNode} (per-reason drop counters in the datapath):`);
   say(indent((await k(['-n', 'kube-system', 'exec', agentOn.get(webNode)!, ...IN_AGENT, 'bpf', 'drops'])).stdout));
 
+  step(5, 'a HyphaNetworkPolicy in its place: the same peers and port, and HTTP rules (GET /hostname only), enforced by the agent\'s L7 proxy on web\'s node');
+  await k(['delete', 'networkpolicy', 'web-from-access']);
+  await k(['apply', '-f', '-'], { input: httpPolicy });
+  say('    kubectl delete networkpolicy web-from-access; kubectl apply -f web-http.yaml (HyphaNetworkPolicy: from access=true, 8080/TCP, http: GET /hostname)');
+  const answer = async (pod: string, url: string): Promise<string> => {
+    const r = await k(['exec', pod, '--', 'curl', '-sS', '--max-time', '2', '-w', ' [%{http_code}]', url], { allowFail: true });
+    return r.code === 0 ? r.stdout.trim().replace(/\s+/g, ' ') : `blocked (${r.stderr.trim().replace(/^curl: /, 'curl ').replace(/\ncommand terminated.*$/s, '')})`;
+  };
+  const echoUrl = `http://${webPod.status.podIP}:8080/echo?msg=hi`;
+  let refused = '';
+  await c.waitFor('the HTTP rules enforced', async () => (refused = await answer('client-2', echoUrl)).includes('[403]'), 30_000);
+  const l7monitor = c.topo.spawn(nodes.find((n) => n.node.name === webNode)!.node, [HYPHA_BIN, 'monitor', '--type', 'l7'], { context: 'hypha monitor --type l7' });
+  await new Promise((r) => setTimeout(r, 1500));
+  say(`    client-2 -> ${webPod.metadata.name} GET /hostname: ${await answer('client-2', webUrl)}`);
+  say(`    client-2 -> ${webPod.metadata.name} GET /echo?msg=hi: ${await answer('client-2', echoUrl)}`);
+  say(`    client-2 -> http://web/echo?msg=hi (the ClusterIP): ${await answer('client-2', 'http://web/echo?msg=hi')}`);
+  say(`    client (no access label) -> ${webPod.metadata.name} GET /hostname: ${await answer('client', webUrl)}`);
+  await new Promise((r) => setTimeout(r, 500));
+  await l7monitor.stop({ graceMs: 2000 });
+  say(`    \`hypha monitor --type l7\` on ${webNode} meanwhile (the proxy's access log):`);
+  say(indent(l7monitor.lines.slice(0, 6).join('\n') || '(no event)'));
+  say(`    \`hypha policy trace --from default/client-2 --to default/${webPod.metadata.name} --port 8080/TCP --http 'POST /hostname'\` in the agent on ${webNode}:`);
+  say(indent((await k(['-n', 'kube-system', 'exec', agentOn.get(webNode)!, ...IN_AGENT, 'policy', 'trace', '--from', 'default/client-2', '--to', `default/${webPod.metadata.name}`, '--port', '8080/TCP', '--http', 'POST /hostname'], { allowFail: true })).stdout));
+  const hnpStatus = await k(['get', 'hyphanetworkpolicy', 'web-http', '-o', 'jsonpath={.status.nodes}'], { allowFail: true });
+  say(`    kubectl get hnp web-http -o jsonpath={.status.nodes}: ${hnpStatus.stdout.trim()}`);
+
   const kubectl = `${c.bins.kubectl} --kubeconfig=${c.kubeconfig}`;
-  step(5, values.once ? 'things to try (with --once the cluster goes now; `make demo` keeps it running)' : 'things to try, in another shell as root, while this runs');
+  step(6, values.once ? 'things to try (with --once the cluster goes now; `make demo` keeps it running)' : 'things to try, in another shell as root, while this runs');
   say(`    alias kubectl='${kubectl}'`);
   say(`    kubectl get pods -A -o wide
     kubectl exec client -- curl -sS http://web/hostname
     kubectl exec client-2 -- curl -sS 'http://web-nodeport/echo?msg=hi'
     kubectl scale deployment web --replicas=5 && kubectl get endpointslices -l kubernetes.io/service-name=web
     kubectl label pod client access=true; kubectl exec client -- curl -sS --max-time 2 http://web/hostname
-    kubectl delete networkpolicy web-from-access
+    kubectl exec client-2 -- curl -sS -X POST http://web/hostname    # 403 from the L7 proxy
+    kubectl get hnp web-http -o yaml
+    kubectl delete hnp web-http
     kubectl -n kube-system exec ds/hypha-agent -c agent -- /opt/hypha/bin/hypha status
     kubectl -n kube-system exec ds/hypha-agent -c agent -- /opt/hypha/bin/hypha service list
     kubectl -n kube-system exec ds/hypha-agent -c agent -- /opt/hypha/bin/hypha endpoint list
@@ -216,6 +254,7 @@ try {
     kubectl -n kube-system exec ${agentOn.get(webNode)} -c agent -- /opt/hypha/bin/hypha policy get default/${webPod.metadata.name}
     kubectl -n kube-system exec ${agentOn.get(webNode)} -c agent -- /opt/hypha/bin/hypha policy trace --from default/client --to default/${webPod.metadata.name} --port 8080/TCP
     kubectl -n kube-system exec -it ${agentOn.get(webNode)} -c agent -- /opt/hypha/bin/hypha monitor --type policy-drop
+    kubectl -n kube-system exec -it ${agentOn.get(webNode)} -c agent -- /opt/hypha/bin/hypha monitor --type l7
     kubectl -n kube-system logs ds/hypha-agent -c agent
     nsenter --net=/run/netns/${c.host.netns} curl -sS http://${nodes[0]!.node.ip}:${NODE_PORT}/hostname    # the control-plane host (once the policy is gone)
 The cluster's files (logs of the kubelets, containerd and the control plane): ${c.work}`);
