@@ -42,6 +42,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 import { hostOf, isTargetProblem, judge, parseTarget, pathOf, type Judgement } from './http-match.ts';
+import { denyText, listenOn, listeningFd, resetUpstream } from './sockets.ts';
 import type { FlowChecks, FlowParty } from './types.ts';
 
 export interface AccessEvent {
@@ -103,12 +104,6 @@ function forwardHeaders(h: IncomingHttpHeaders, keepUpgrade = false): OutgoingHt
   return out;
 }
 
-function denyText(j: Judgement, method: string, path: string): string {
-  if (j.policies && j.policies.length > 0) {
-    return `denied: no rule of ${j.policies.join(', ')} (${j.direction} of ${j.endpoint}) allows ${method} ${path}\n`;
-  }
-  return `denied: no L7 policy covers this flow now (${method} ${path})\n`;
-}
 
 interface Conn {
   flow: FlowChecks;
@@ -179,19 +174,12 @@ export class L7Proxy {
   }
 
   listen(port: number, host: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        const a = this.server.address();
-        resolve(typeof a === 'object' && a ? a.port : port);
-      });
-    });
+    return listenOn(this.server, port, host);
   }
 
   /** The listening socket's descriptor (for IP_TRANSPARENT). */
   fd(): number {
-    return (this.server as unknown as { _handle: { fd: number } })._handle.fd;
+    return listeningFd(this.server);
   }
 
   close(): Promise<void> {
@@ -244,19 +232,7 @@ export class L7Proxy {
     this.#open.inc();
     s.once('close', () => {
       this.#open.dec();
-      // The upstream is reset, not closed: it carries the client's address,
-      // and a TIME_WAIT of it on the node would meet the client's next
-      // connection from the same port (the pod's kernel and the node's pick
-      // ports for the same addresses independently), stalling it. Every
-      // answer it carried was passed on (or the client left).
-      for (const up of upstreams) {
-        if (up.destroyed) continue;
-        try {
-          up.resetAndDestroy();
-        } catch {
-          up.destroy(); // not a TCP handle
-        }
-      }
+      for (const up of upstreams) resetUpstream(up); // (sockets.ts says why)
       agent.destroy();
     });
   }

@@ -57,6 +57,7 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 
 import { hostOf, isTargetProblem, judge, parseTarget, pathOf, type Judgement } from './http-match.ts';
 import type { AccessEvent, L7ProxyOptions } from './proxy.ts';
+import { denyText, listenOn, listeningFd, resetUpstream } from './sockets.ts';
 import type { FlowChecks } from './types.ts';
 
 interface ParseError extends Error {
@@ -119,12 +120,6 @@ const LINGER_MS = 300;
 /** A closing socket whose last bytes the client does not take: destroyed. */
 const CLOSING_MAX_MS = 5000;
 
-function denyText(j: Judgement, method: string, path: string): string {
-  if (j.policies && j.policies.length > 0) {
-    return `denied: no rule of ${j.policies.join(', ')} (${j.direction} of ${j.endpoint}) allows ${method} ${path}\n`;
-  }
-  return `denied: no L7 policy covers this flow now (${method} ${path})\n`;
-}
 
 /** Names listed in Connection (for the next hop to drop), but never the
  *  ones that frame the body or Host. */
@@ -268,21 +263,11 @@ class Conn {
     this.c.destroy();
   }
 
-  /** Client gone: everything with it. The upstream is reset, not closed:
-   *  it carries the client's address, and its TIME_WAIT on the node would
-   *  meet the client's next connection from the same port (the pod's kernel
-   *  and the node's pick ports for the same addresses independently),
-   *  stalling it (see L7Proxy, f7cab29). */
+  /** Client gone: everything with it (the upstream reset: sockets.ts). */
   dispose(): void {
     const up = this.#up;
     this.#up = undefined;
-    if (up && !up.destroyed) {
-      try {
-        up.resetAndDestroy();
-      } catch {
-        up.destroy(); // not a TCP handle
-      }
-    }
+    if (up) resetUpstream(up);
     this.#rp.close();
     this.#sp?.close();
   }
@@ -985,19 +970,12 @@ export class L7SpliceProxy {
   }
 
   listen(port: number, host: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        const a = this.server.address();
-        resolve(typeof a === 'object' && a ? a.port : port);
-      });
-    });
+    return listenOn(this.server, port, host);
   }
 
   /** The listening socket's descriptor (for IP_TRANSPARENT). */
   fd(): number {
-    return (this.server as unknown as { _handle: { fd: number } })._handle.fd;
+    return listeningFd(this.server);
   }
 
   close(): Promise<void> {
