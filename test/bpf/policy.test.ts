@@ -306,6 +306,29 @@ describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
     };
     const CT_F_PROXY = 1 << 6;
     const CT_F_PROXY_UPSTREAM = 1 << 7;
+    /** A and B local pods with host routing, B's ingress allowing A on 80 through the proxy; run, then forgotten. */
+    const withProxiedB = (run: () => void): void => {
+      h.localPods([A, B]);
+      try {
+        h.config({ ...baseConfig, flags: ConfigFlags.POLICY | ConfigFlags.HOST_ROUTING });
+        endpoint(B, ID_B, { ingress: true });
+        allowL7(B, 'ingress', ID_A, 80);
+        run();
+      } finally {
+        for (const ip of [A, B]) native.mapDelete(h.dp.map('hypha_endpoints_v1'), addrCodec.encode({ value: ip }));
+      }
+    };
+    /** A -> B:80 from 40000 remembered at the proxy, as a SYN the listener took leaves it. */
+    const flowAtProxy = (): void => {
+      const key = ctKey.encode({ saddr: A, daddr: B, sport: 40000, dport: 80, proto: 6, dir: CtDir.POLICY });
+      native.mapUpdate(h.dp.map('hypha_ct4_v1'), key, ctEntry.encode({ nat_addr: '0.0.0.0', nat_addr2: '0.0.0.0', nat_port: PROXY_PORT, nat_port2: 0, flags: CT_F_PROXY | (1 << 3), lb_gen: 0, pol_gen: h.configValue().policy_generation & 0xff, svc_id: 0, backend_id: 0, expires: 0x7fffffff }));
+    };
+    /** B's ingress entry for A on 80 made a plain allow (the http rules gone). */
+    const plainAllowA = (): void => {
+      for (const k of entryKeys(B, 'ingress', { identity: ID_A, proto: 'TCP', ports: { from: 80, to: 80 } })) {
+        native.mapUpdate(mapOf('hypha_policy_v1'), keyCodec.encode(k), valCodec.encode({ flags: PolicyFlags.ALLOW, proxy_port: 0 }));
+      }
+    };
 
     test('no proxy listening: the SYN is refused and counted (fail closed), never let through', () => {
       endpoint(B, ID_B, { ingress: true });
@@ -317,38 +340,25 @@ describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
     });
 
     test('a packet of a flow at the proxy is marked for it and handed to the stack, not redirected into the pod', () => {
-      h.localPods([A, B]);
-      try {
-        h.config({ ...baseConfig, flags: ConfigFlags.POLICY | ConfigFlags.HOST_ROUTING });
-        endpoint(B, ID_B, { ingress: true });
-        allowL7(B, 'ingress', ID_A, 80);
-        // The flow as the SYN left it (the SYN itself needs a listener: above, and in e2e).
-        const key = ctKey.encode({ saddr: A, daddr: B, sport: 40000, dport: 80, proto: 6, dir: CtDir.POLICY });
+      withProxiedB(() => {
         runMarked('fromPod', syn(A, B, 80));
         // A SYN refused for want of a proxy leaves the flow's record: its
         // retransmission is steered again, and reaches a proxy that is back.
         const refused = policyCt().find((x) => x.key.saddr === A && x.key.dport === 80);
         assert.ok(refused && (refused.entry.flags & CT_F_PROXY) && refused.entry.nat_port === PROXY_PORT);
-        // Entry as a successful SYN leaves it:
-        native.mapUpdate(h.dp.map('hypha_ct4_v1'), key, ctEntry.encode({ nat_addr: '0.0.0.0', nat_addr2: '0.0.0.0', nat_port: PROXY_PORT, nat_port2: 0, flags: CT_F_PROXY | (1 << 3), lb_gen: 0, pol_gen: h.configValue().policy_generation & 0xff, svc_id: 0, backend_id: 0, expires: 0x7fffffff }));
+        // Entry as a successful SYN leaves it (the SYN itself needs a listener: above, and in e2e):
+        flowAtProxy();
         const r = runMarked('fromPod', ack(A, B, 80));
         assert.equal(r.retval, TC_ACT_OK, 'to the stack (host routing would have redirected it into B)');
         assert.equal(r.mark & TO_PROXY, TO_PROXY);
         // The proxy's answer to A (from B's address) is a reply of the flow.
         assert.equal(runMarked('toPod', { src: B, dst: A, proto: 'tcp', sport: 80, dport: 40000, flags: ['SYN', 'ACK'] }).retval, TC_ACT_OK);
-      } finally {
-        for (const ip of [A, B]) native.mapDelete(h.dp.map('hypha_endpoints_v1'), addrCodec.encode({ value: ip }));
-      }
+      });
     });
 
     test('a policy change re-judges a flow at the proxy: still allowed (with or without http rules) it stays there; denied, it is dropped', () => {
-      h.localPods([A, B]);
-      try {
-        h.config({ ...baseConfig, flags: ConfigFlags.POLICY | ConfigFlags.HOST_ROUTING });
-        endpoint(B, ID_B, { ingress: true });
-        allowL7(B, 'ingress', ID_A, 80);
-        const key = ctKey.encode({ saddr: A, daddr: B, sport: 40000, dport: 80, proto: 6, dir: CtDir.POLICY });
-        native.mapUpdate(h.dp.map('hypha_ct4_v1'), key, ctEntry.encode({ nat_addr: '0.0.0.0', nat_addr2: '0.0.0.0', nat_port: PROXY_PORT, nat_port2: 0, flags: CT_F_PROXY | (1 << 3), lb_gen: 0, pol_gen: h.configValue().policy_generation & 0xff, svc_id: 0, backend_id: 0, expires: 0x7fffffff }));
+      withProxiedB(() => {
+        flowAtProxy();
         const atProxy = (what: string): void => {
           const r = runMarked('fromPod', ack(A, B, 80));
           assert.equal(r.retval, TC_ACT_OK, what);
@@ -360,9 +370,7 @@ describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
         // The entry becomes a plain allow (the http rules are gone): the
         // connection's other end is the proxy, so it stays there (the proxy
         // now passes every request).
-        for (const k of entryKeys(B, 'ingress', { identity: ID_A, proto: 'TCP', ports: { from: 80, to: 80 } })) {
-          native.mapUpdate(mapOf('hypha_policy_v1'), keyCodec.encode(k), valCodec.encode({ flags: PolicyFlags.ALLOW, proxy_port: 0 }));
-        }
+        plainAllowA();
         bumpGeneration();
         atProxy('now a plain allow');
         // Revoked: the next packet is dropped as a policy drop, its entry gone.
@@ -370,33 +378,23 @@ describe('NetworkPolicy in the datapath (BPF_PROG_TEST_RUN)', () => {
         bumpGeneration();
         assert.equal(runMarked('fromPod', ack(A, B, 80)).retval, TC_ACT_SHOT, 'denied after the change');
         assert.equal(policyCt().filter((e) => e.key.saddr === A && e.key.daddr === B && e.key.sport === 40000).length, 0, 'its entry is gone');
-      } finally {
-        for (const ip of [A, B]) native.mapDelete(h.dp.map('hypha_endpoints_v1'), addrCodec.encode({ value: ip }));
-      }
+      });
     });
 
     test('a flow at the proxy that never got past its SYN goes direct once no http rule covers it', () => {
-      h.localPods([A, B]);
-      try {
-        h.config({ ...baseConfig, flags: ConfigFlags.POLICY | ConfigFlags.HOST_ROUTING });
-        endpoint(B, ID_B, { ingress: true });
-        allowL7(B, 'ingress', ID_A, 80);
+      withProxiedB(() => {
         runMarked('fromPod', syn(A, B, 80, 40200)); // refused (no listener) but remembered for the proxy
         const e = policyCt().find((x) => x.key.sport === 40200);
         assert.ok(e && (e.entry.flags & CT_F_PROXY), 'remembered for the proxy');
         // The http rules go: a plain allow now.
-        for (const k of entryKeys(B, 'ingress', { identity: ID_A, proto: 'TCP', ports: { from: 80, to: 80 } })) {
-          native.mapUpdate(mapOf('hypha_policy_v1'), keyCodec.encode(k), valCodec.encode({ flags: PolicyFlags.ALLOW, proxy_port: 0 }));
-        }
+        plainAllowA();
         bumpGeneration();
         const r = runMarked('fromPod', syn(A, B, 80, 40200));
         assert.equal(r.mark & TO_PROXY, 0, 'the retried SYN is not sent to the proxy');
         assert.notEqual(r.retval, TC_ACT_SHOT);
         const after = policyCt().find((x) => x.key.sport === 40200);
         assert.equal((after?.entry.flags ?? 0) & CT_F_PROXY, 0, 'the entry no longer names the proxy');
-      } finally {
-        for (const ip of [A, B]) native.mapDelete(h.dp.map('hypha_endpoints_v1'), addrCodec.encode({ value: ip }));
-      }
+      });
     });
 
     test("the proxy's upstream (marked) passes an HTTP entry as a plain allow; its replies go to the stack for the proxy", () => {
