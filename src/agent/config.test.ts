@@ -41,6 +41,8 @@ test('every bad value is named with its field', () => {
   rejects({ ...base, policy: { enabled: 'yes' } }, /^config: policy\.enabled: "yes" must be boolean$/);
   rejects({ ...base, policy: { mode: 'strict' } }, /policy\.mode: is not a known setting/);
   rejects({ ...base, policy: { podStartWaitSeconds: 120 } }, /^config: policy\.podStartWaitSeconds: 120 must be <= 60$/);
+  rejects({ ...base, policy: { l7: { proxyPort: 0 } } }, /^config: policy\.l7\.proxyPort: 0 must be >= 1$/);
+  rejects({ ...base, policy: { l7: { proxyPort: '15001' } } }, /^config: policy\.l7\.proxyPort: "15001" must be integer$/);
   rejects({ ...base, bpf: { initialMapSizes: { services: 0 } } }, /^config: bpf\.initialMapSizes\.services: 0 must be >= 1$/);
   rejects({ ...base, bpf: { initialMapSizes: { names: 64 } } }, /bpf\.initialMapSizes\.names: is not a known setting/);
   rejects({ ...base, bpf: { mapHighWater: 0 } }, /^config: bpf\.mapHighWater: 0 must be > 0$/);
