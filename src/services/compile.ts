@@ -82,7 +82,7 @@ export interface CompiledService {
   key: string;
   frontends: CompiledFrontend[];
   /** Addresses owned by the Service (not node addresses): traffic to them on another port is refused. */
-  vips: string[];
+  vips: readonly string[];
   /** ClusterIPs, LoadBalancer IPs and (allowed) ExternalIPs, port-independent. */
   addresses: ClaimedAddress[];
   /** Orders two claimants of one frontend: the older Service, then the lower key, wins. */
@@ -194,7 +194,11 @@ export function compileService(
   if (svc.type === 'LoadBalancer') external.push(...svc.loadBalancerIPs.map((a) => ({ addr: a, kind: 'LoadBalancer' as const })));
   // A node's own address is never a Service address: an ExternalIP on it
   // must not make the node refuse its other ports.
-  out.vips = [...new Set([...svc.clusterIPs, ...external.map((e) => e.addr)])].filter((a) => !node.addresses.includes(a)).sort();
+  const vips = [...new Set([...svc.clusterIPs, ...external.map((e) => e.addr)])].filter((a) => !node.addresses.includes(a)).sort();
+  // The LB table keeps this list for as long as the Service: usually the
+  // Service's own ClusterIPs, else an exact-size copy (a list grown by push
+  // keeps room for 16).
+  out.vips = vips.length === svc.clusterIPs.length && vips.every((v, i) => v === svc.clusterIPs[i]) ? svc.clusterIPs : vips.slice();
   out.addresses = [...svc.clusterIPs.map((addr) => ({ addr, kind: 'ClusterIP' as const })), ...external];
   if (nodePorts.length > 0 && node.addresses.length === 0) {
     for (const p of nodePorts) out.notServed.push({ frontend: `*:${p.nodePort}/${p.protocol}`, kind: 'NodePort', reason: REASON_NO_NODE_ADDRESS });

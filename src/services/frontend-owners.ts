@@ -29,13 +29,45 @@ const GRANTED: Verdict = { granted: true };
 /** Lower wins. */
 export const CLAIM_RANK: Record<FrontendKind, number> = { ClusterIP: 0, NodePort: 0, LoadBalancer: 1, ExternalIP: 2 };
 
-/** What one Service claims, as its caller gave it (not copied: the caller
- *  does not change the arrays after). */
+/** What one Service claims. */
 interface Claimant {
   created: string;
   frontends: readonly FrontendClaim[];
   addresses: readonly ClaimedAddress[];
 }
+
+const KINDS: readonly FrontendKind[] = ['ClusterIP', 'NodePort', 'ExternalIP', 'LoadBalancer'];
+
+/**
+ * A claimant packed in one string, kept for as long as its Service: its
+ * creation time, a line per frontend claim (kind digit, frontend, space,
+ * address), an empty line, a line per address (kind digit, address). About
+ * 90 bytes for a ClusterIP Service, where the objects and arrays took 250.
+ * (Frontends, addresses and RFC 3339 times hold no space or newline.) Two
+ * claims are the same when their packed strings are.
+ */
+function packClaimant(created: string, frontends: readonly FrontendClaim[], addresses: readonly ClaimedAddress[]): string {
+  const parts = [created];
+  for (const f of frontends) parts.push(`${KINDS.indexOf(f.kind)}${f.frontend} ${f.addr}`);
+  parts.push('');
+  for (const a of addresses) parts.push(`${KINDS.indexOf(a.kind)}${a.addr}`);
+  return parts.join('\n');
+}
+
+function unpackClaimant(packed: string): Claimant {
+  const parts = packed.split('\n');
+  const sep = parts.indexOf('', 1);
+  return {
+    created: parts[0]!,
+    frontends: parts.slice(1, sep).map((x) => {
+      const sp = x.indexOf(' ');
+      return { kind: KINDS[Number(x[0])]!, frontend: x.slice(1, sp), addr: x.slice(sp + 1) };
+    }),
+    addresses: parts.slice(sep + 1).map((x) => ({ kind: KINDS[Number(x[0])]!, addr: x.slice(1) })),
+  };
+}
+
+const createdOf = (packed: string): string => packed.slice(0, packed.indexOf('\n'));
 
 /**
  * The Services claiming one frontend or one address, each with the
@@ -128,21 +160,9 @@ function best(cs: Iterable<Contender>): Contender | undefined {
 
 const owning = (kind: FrontendKind): boolean => kind === 'ClusterIP' || kind === 'LoadBalancer';
 
-function sameClaims(c: Claimant, frontends: readonly FrontendClaim[], addresses: readonly ClaimedAddress[]): boolean {
-  if (c.frontends.length !== frontends.length || c.addresses.length !== addresses.length) return false;
-  for (let i = 0; i < frontends.length; i++) {
-    const a = c.frontends[i]!;
-    const b = frontends[i]!;
-    if (a.frontend !== b.frontend || a.kind !== b.kind) return false;
-  }
-  for (let i = 0; i < addresses.length; i++) {
-    if (c.addresses[i]!.addr !== addresses[i]!.addr || c.addresses[i]!.kind !== addresses[i]!.kind) return false;
-  }
-  return true;
-}
-
 export class FrontendOwners {
-  readonly #claimants = new Map<string, Claimant>();
+  /** service -> what it claims, packed (packClaimant) */
+  readonly #claimants = new Map<string, string>();
   /** frontend -> its address and the Services claiming it */
   readonly #byFrontend = new Map<string, FrontendEntry>();
   /** address -> the claimed frontends on it (one held directly, several in a Set) */
@@ -162,12 +182,13 @@ export class FrontendOwners {
   }
 
   /** Replace what one Service claims (nothing: it is gone). Returns the other
-   *  Services whose verdict on some frontend changed, sorted. The arrays are
-   *  kept as they are: the caller must not change them afterwards. */
+   *  Services whose verdict on some frontend changed, sorted. */
   set(service: string, frontends: readonly FrontendClaim[], addresses: readonly ClaimedAddress[], created: string): string[] {
-    const old = this.#claimants.get(service);
+    const packed = packClaimant(created, frontends, addresses);
+    const had = this.#claimants.get(service);
     // The common change (endpoints moved) claims the same as before.
-    if (old && old.created === created && sameClaims(old, frontends, addresses)) return [];
+    if (had === packed) return [];
+    const old = had === undefined ? undefined : unpackClaimant(had);
     const touched = new Set<string>();
     const addrs = new Set<string>();
     for (const f of old?.frontends ?? []) touched.add(f.frontend);
@@ -177,7 +198,7 @@ export class FrontendOwners {
     const ownersBefore = new Map([...addrs].map((a) => [a, this.#ownerSignature(a)]));
 
     if (old) this.#remove(service, old);
-    if (frontends.length > 0 || addresses.length > 0) this.#add(service, { created, frontends, addresses });
+    if (frontends.length > 0 || addresses.length > 0) this.#add(service, packed, frontends, addresses);
 
     // A new owner of an address changes the verdict on every frontend at it.
     for (const a of addrs) {
@@ -204,9 +225,9 @@ export class FrontendOwners {
     return [...affected].sort();
   }
 
-  #add(service: string, c: Claimant): void {
-    this.#claimants.set(service, c);
-    for (const f of c.frontends) {
+  #add(service: string, packed: string, frontends: readonly FrontendClaim[], addresses: readonly ClaimedAddress[]): void {
+    this.#claimants.set(service, packed);
+    for (const f of frontends) {
       let e = this.#byFrontend.get(f.frontend);
       if (!e) this.#byFrontend.set(f.frontend, (e = new FrontendEntry(f.addr)));
       e.add(service, f.kind);
@@ -215,7 +236,7 @@ export class FrontendOwners {
       else if (typeof at !== 'string') at.add(f.frontend);
       else if (at !== f.frontend) this.#frontendsAt.set(f.addr, new Set([at, f.frontend]));
     }
-    for (const a of c.addresses) {
+    for (const a of addresses) {
       if (!owning(a.kind)) continue;
       let m = this.#owningClaims.get(a.addr);
       if (!m) this.#owningClaims.set(a.addr, (m = new Claims()));
@@ -241,6 +262,11 @@ export class FrontendOwners {
     }
   }
 
+  #createdOf(service: string): string {
+    const packed = this.#claimants.get(service);
+    return packed === undefined ? '' : createdOf(packed);
+  }
+
   /** The Service an address belongs to (any owning kind, or ClusterIPs only). */
   #addressOwner(addr: string, clusterIPOnly: boolean): Contender | undefined {
     const m = this.#owningClaims.get(addr);
@@ -248,7 +274,7 @@ export class FrontendOwners {
     const cs: Contender[] = [];
     m.forEach((kind, service) => {
       if (clusterIPOnly && kind !== 'ClusterIP') return;
-      cs.push({ service, kind, created: this.#claimants.get(service)?.created ?? '' });
+      cs.push({ service, kind, created: this.#createdOf(service) });
     });
     return best(cs);
   }
@@ -274,7 +300,7 @@ export class FrontendOwners {
         refuse(service, { granted: false, owner: owner.service, reason: `address ${e.addr} is the ${owner.kind} of Service ${owner.service}` });
         return;
       }
-      eligible.push({ service, kind, created: this.#claimants.get(service)?.created ?? '' });
+      eligible.push({ service, kind, created: this.#createdOf(service) });
     });
     const winner = best(eligible);
     for (const c of eligible) {

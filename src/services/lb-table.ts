@@ -44,7 +44,7 @@ export interface ProgrammedFrontend {
 export interface RenderedService {
   key: string;
   /** The frontends it holds, in the order of its names entries. */
-  frontends: ProgrammedFrontend[];
+  frontends: readonly ProgrammedFrontend[];
   /** Service addresses it holds a marker reference on. */
   vips: readonly string[];
   /** Its entries packed (entriesOf and backendsOf read them): `backends`
@@ -355,7 +355,7 @@ export class LbTable implements LbEntrySource {
 
   #render(key: string, compiled: CompiledService, update: LbUpdate, old: RenderedService[]): void {
     const r: RenderedService = {
-      key, frontends: [], vips: NONE, packed: '', services: 0, backends: 0,
+      key, frontends: NONE, vips: NONE, packed: '', services: 0, backends: 0,
       // Most Services have neither: they share one empty list.
       problems: compiled.problems.length ? [...compiled.problems] : NONE, notServed: compiled.notServed.length ? [...compiled.notServed] : NONE,
     };
@@ -400,6 +400,7 @@ export class LbTable implements LbEntrySource {
       return;
     }
 
+    const held: ProgrammedFrontend[] = [];
     for (const f of claimed) {
       this.#owner.set(f.key, key);
       const svcId = this.frontendIds.acquire(f.key);
@@ -443,7 +444,7 @@ export class LbTable implements LbEntrySource {
         });
       }
       entries.names.push(backendKey(svcId), encodeName(`${key}:${f.portName || f.port}`));
-      r.frontends.push({ key: f.key, kind: f.kind, svcId });
+      held.push({ key: f.key, kind: f.kind, svcId });
     }
     r.services = entries.services.length / 2;
     r.backends = entries.backends.length / 2;
@@ -462,10 +463,13 @@ export class LbTable implements LbEntrySource {
       else services.push(entries.services[i + 1]!.slice(0, 4));
     }
     r.packed = [...entries.backends, ...services, ...names].join('');
+    // Kept for the Service's lifetime: exact-size copies (an array grown by
+    // push keeps room for 16 elements, 128 bytes more each).
+    r.frontends = held.length > 0 ? held.slice() : NONE;
     this.#usedServices += r.services;
     this.#usedNames += r.frontends.length;
     this.#usedBackends += r.backends;
-    r.vips = compiled.vips;
+    r.vips = compiled.vips.length > 0 ? compiled.vips : NONE;
     for (const vip of compiled.vips) {
       const refs = this.#markerRefs.get(vip) ?? 0;
       if (refs === 0) update.after.services.push(...markerEntry(vip));
