@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { compileService } from './compile.ts';
 import { slice, svc } from './fixtures.ts';
 import { LbTable, type LbUpdate, backendsOf } from './lb-table.ts';
-import { decodeEntries } from '../abi/lb-codecs.ts';
+import { backendKey, decodeEntries, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
 
 const after = (u: LbUpdate) => decodeEntries(u.after);
 const before = (u: LbUpdate) => decodeEntries(u.before);
@@ -23,6 +23,29 @@ describe('LbTable', () => {
     assert.ok(after(u).services.some((e) => e.key.dport === 0 && e.key.proto === 0 && e.key.addr === '10.96.0.10'));
     assert.deepEqual(t.usage, { services: 4, backends: 2, names: 1 });
     assert.deepEqual(after(u).names, [{ id: master.value.svc_id, name: 'default/web:http' }]);
+  });
+
+  test('the entries written are the codecs\' own encoding of every master, slot, backend and name', () => {
+    // The table writes its packed form directly and reads entries back
+    // from it: here they are checked against entries encoded independently.
+    const t = new LbTable(big);
+    const u = t.set('default/web', compileService(svc('web', { sessionAffinity: 'ClientIP', affinityTimeoutSeconds: 300 }), [slice('web', ['10.0.0.1', '10.0.0.2', '10.0.0.3'])], node));
+    const d = after(u);
+    const master = d.services.find((e) => e.key.slot === 0 && e.key.dport === 80)!;
+    const ids = d.backends.map((b) => b.id);
+    const expected = new Map<string, string>([[svcKeyCodec.encodeString(master.key), svcValCodec.encodeString(master.value)]]);
+    for (let slot = 1; slot <= master.value.count; slot++) {
+      const b = d.backends.find((x) => x.id === ids[slot - 1])!;
+      expected.set(svcKeyCodec.encodeString({ ...master.key, slot }), svcValCodec.encodeString({ backend_id: b.id, count: 0, flags: 0, svc_id: master.value.svc_id, affinity_timeout: 0 }));
+    }
+    assert.equal(master.value.count, 3);
+    assert.equal(master.value.affinity_timeout, 300);
+    const written = new Map<string, string>();
+    for (let i = 0; i < u.after.services.length; i += 2) written.set(u.after.services[i]!, u.after.services[i + 1]!);
+    for (const [k, v] of expected) assert.equal(written.get(k), v);
+    // Backends in slot order by address, each with the frontend's id.
+    assert.deepEqual(d.backends.map((b) => [b.value.addr, b.value.port, b.value.svc_id]), [['10.0.0.1', 8080, master.value.svc_id], ['10.0.0.2', 8080, master.value.svc_id], ['10.0.0.3', 8080, master.value.svc_id]]);
+    assert.deepEqual(u.after.backends.filter((_, i) => i % 2 === 0), ids.map((id) => backendKey(id)));
   });
 
   test('ids stay the same for unchanged frontends and backends across updates', () => {

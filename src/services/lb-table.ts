@@ -20,7 +20,7 @@
 // frontend took about 5 KB; the entry lists and backend ids are read back
 // from it when a change or a full resync needs them.
 import { BackendFlags, SvcFlags, layouts } from '../abi/abi.gen.ts';
-import { type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, ip4At, slotOfKey, u32At, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
+import { type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, ip4At, u32At, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
 import { type CompiledFrontend, type CompiledService, type FrontendKind, type NotServed, frontendKey } from './compile.ts';
 import { FrontendOwners } from './frontend-owners.ts';
 import { IdAllocator, IdPool } from './ids.ts';
@@ -71,6 +71,38 @@ export interface LbUpdate extends LbChange {
   /** Services that lost a frontend to this change and must be compiled and
    *  set again (the table keeps no compiled form of them). */
   stale: string[];
+}
+
+/** A change's entries, read from the renderings it took out and made (and
+ *  the VIP markers that went and came), in the order it did so, only when
+ *  asked for: a full sync never asks (it writes the whole table), so a cold
+ *  start encodes each entry once. */
+class TableUpdate implements LbUpdate {
+  readonly services: string[] = [];
+  readonly stale: string[] = [];
+  /** Renderings taken out, and VIPs whose marker went (strings), in order. */
+  readonly went: (RenderedService | string)[] = [];
+  /** Renderings made, and VIPs whose marker came, in order. */
+  readonly came: (RenderedService | string)[] = [];
+  #before: LbEntries | undefined;
+  #after: LbEntries | undefined;
+
+  get before(): LbEntries {
+    return (this.#before ??= entriesOfAll(this.went));
+  }
+
+  get after(): LbEntries {
+    return (this.#after ??= entriesOfAll(this.came));
+  }
+}
+
+function entriesOfAll(parts: readonly (RenderedService | string)[]): LbEntries {
+  const out = emptyEntries();
+  for (const x of parts) {
+    if (typeof x === 'string') out.services.push(...markerEntry(x));
+    else append(out, entriesOf(x));
+  }
+  return out;
 }
 
 const PROTO = { TCP: 6, UDP: 17, SCTP: 132 } as const;
@@ -271,7 +303,7 @@ export class LbTable implements LbEntrySource {
 
   /** Set (or with undefined, remove) one Service. */
   set(key: string, compiled: CompiledService | undefined): LbUpdate {
-    const update: LbUpdate = { before: emptyEntries(), after: emptyEntries(), services: [], stale: [] };
+    const update = new TableUpdate();
     const old: RenderedService[] = [];
     const changed = this.owners.set(
       key,
@@ -324,13 +356,13 @@ export class LbTable implements LbEntrySource {
     return released;
   }
 
-  #unrender(key: string, update: LbUpdate, old: RenderedService[]): string[] {
+  #unrender(key: string, update: TableUpdate, old: RenderedService[]): string[] {
     const r = this.#rendered.get(key);
     for (const [fk, set] of this.#waiters) if (set.delete(key) && set.size === 0) this.#waiters.delete(fk);
     if (!r) return [];
     old.push(r);
     this.#rendered.delete(key);
-    append(update.before, entriesOf(r));
+    update.went.push(r);
     this.#usedServices -= r.services;
     this.#usedNames -= r.frontends.length;
     this.#usedBackends -= r.backends;
@@ -346,21 +378,20 @@ export class LbTable implements LbEntrySource {
       if (refs > 1) this.#markerRefs.set(vip, refs - 1);
       else if (refs === 1) {
         this.#markerRefs.delete(vip);
-        update.before.services.push(...markerEntry(vip));
+        update.went.push(vip);
       }
     }
     if (!update.services.includes(key)) update.services.push(key);
     return freed;
   }
 
-  #render(key: string, compiled: CompiledService, update: LbUpdate, old: RenderedService[]): void {
+  #render(key: string, compiled: CompiledService, update: TableUpdate, old: RenderedService[]): void {
     const r: RenderedService = {
       key, frontends: NONE, vips: NONE, packed: '', services: 0, backends: 0,
       // Most Services have neither: they share one empty list.
       problems: compiled.problems.length ? [...compiled.problems] : NONE, notServed: compiled.notServed.length ? [...compiled.notServed] : NONE,
     };
     if (compiled.skipped !== undefined) r.skipped = compiled.skipped;
-    const entries = emptyEntries();
     const obj = `Service ${key}`;
     const claimed: CompiledFrontend[] = [];
     for (const f of compiled.frontends) {
@@ -400,12 +431,19 @@ export class LbTable implements LbEntrySource {
       return;
     }
 
+    // The packed form is written directly: backends-map records, then each
+    // master entry followed by its slots' backend ids, then the names (see
+    // RenderedService.packed); entriesOf reads the entries back from it.
     const held: ProgrammedFrontend[] = [];
+    const backendParts: string[] = [];
+    const serviceParts: string[] = [];
+    const nameParts: string[] = [];
+    let services = 0;
     for (const f of claimed) {
       this.#owner.set(f.key, key);
       const svcId = this.frontendIds.acquire(f.key);
       const proto = PROTO[f.protocol];
-      const backendIds = new Map<string, number>();
+      const backendIds = new Map<string, string>();
       // A backend keeps its id while its frontend lists it (and across restarts, adopted).
       let before: Map<string, number> | undefined;
       for (const o of old) {
@@ -420,8 +458,9 @@ export class LbTable implements LbEntrySource {
           if (id !== undefined) this.#adoptedBackends.delete(adoptedKey);
           else id = this.backendIds.acquire();
         }
-        backendIds.set(b.key, id);
-        entries.backends.push(backendKey(id), backendCodec.encodeString({
+        const idBytes = backendKey(id);
+        backendIds.set(b.key, idBytes);
+        backendParts.push(idBytes, backendCodec.encodeString({
           addr: b.addr, port: b.port, proto,
           flags: (b.terminating ? BackendFlags.TERMINATING : 0) | (b.local ? BackendFlags.LOCAL : 0),
           svc_id: svcId,
@@ -432,37 +471,25 @@ export class LbTable implements LbEntrySource {
         if (f.affinityTimeout > 0) flags |= SvcFlags.AFFINITY;
         if (s.localOnly) flags |= SvcFlags.LOCAL_ONLY;
         if (s.terminatingFallback) flags |= SvcFlags.TERMINATING_FALLBACK;
-        const key = { addr: f.addr, dport: f.port, proto, scope: s.scope, slot: 0 };
-        entries.services.push(svcKeyCodec.encodeString(key), svcValCodec.encodeString({
+        serviceParts.push(svcKeyCodec.encodeString({ addr: f.addr, dport: f.port, proto, scope: s.scope, slot: 0 }), svcValCodec.encodeString({
           backend_id: 0, count: s.slots.length, flags, svc_id: svcId, affinity_timeout: f.affinityTimeout,
         }));
-        s.slots.forEach((bk, i) => {
-          key.slot = i + 1;
-          entries.services.push(svcKeyCodec.encodeString(key), svcValCodec.encodeString({
-            backend_id: backendIds.get(bk) ?? 0, count: 0, flags: 0, svc_id: svcId, affinity_timeout: 0,
-          }));
-        });
+        // A slot entry is kept as its value's first 4 bytes, the backend id
+        // (the rest of its key and value follow from the master's).
+        for (const bk of s.slots) serviceParts.push(backendIds.get(bk) ?? ZERO4);
+        services += 1 + s.slots.length;
       }
-      entries.names.push(backendKey(svcId), encodeName(`${key}:${f.portName || f.port}`));
-      held.push({ key: f.key, kind: f.kind, svcId });
-    }
-    r.services = entries.services.length / 2;
-    r.backends = entries.backends.length / 2;
-    // One flat string (join), not a chain of concatenations.
-    const names: string[] = [];
-    for (let i = 0; i < entries.names.length; i += 2) {
-      const name = entries.names[i + 1]!;
+      // A name is kept without its zero padding: id, length, bytes.
+      const name = encodeName(`${key}:${f.portName || f.port}`);
       let len = name.length;
       while (len > 0 && name.charCodeAt(len - 1) === 0) len--;
-      names.push(entries.names[i]!, String.fromCharCode(len), name.slice(0, len));
+      nameParts.push(backendKey(svcId), String.fromCharCode(len), name.slice(0, len));
+      held.push({ key: f.key, kind: f.kind, svcId });
     }
-    const services: string[] = [];
-    for (let i = 0; i < entries.services.length; i += 2) {
-      // Master entries whole; a slot entry as its backend id (its value's first 4 bytes).
-      if (slotOfKey(entries.services[i]!) === 0) services.push(entries.services[i]!, entries.services[i + 1]!);
-      else services.push(entries.services[i + 1]!.slice(0, 4));
-    }
-    r.packed = [...entries.backends, ...services, ...names].join('');
+    r.services = services;
+    r.backends = backendParts.length / 2;
+    // One flat string (join), not a chain of concatenations.
+    r.packed = [...backendParts, ...serviceParts, ...nameParts].join('');
     // Kept for the Service's lifetime: exact-size copies (an array grown by
     // push keeps room for 16 elements, 128 bytes more each).
     r.frontends = held.length > 0 ? held.slice() : NONE;
@@ -472,10 +499,10 @@ export class LbTable implements LbEntrySource {
     r.vips = compiled.vips.length > 0 ? compiled.vips : NONE;
     for (const vip of compiled.vips) {
       const refs = this.#markerRefs.get(vip) ?? 0;
-      if (refs === 0) update.after.services.push(...markerEntry(vip));
+      if (refs === 0) update.came.push(vip);
       this.#markerRefs.set(vip, refs + 1);
     }
-    append(update.after, entries);
+    update.came.push(r);
     this.#rendered.set(key, r);
     if (!update.services.includes(key)) update.services.push(key);
   }
