@@ -351,6 +351,26 @@ export interface ControlPlaneOptions {
   withKubelets?: boolean;
   /** Binaries to use instead of k8sBinaries(). */
   binaries?: K8sBinaries;
+  /**
+   * How Services get their ClusterIPs. 'ipaddress' (the default): Kubernetes
+   * 1.36's own allocator, an IPAddress object per ClusterIP. 'bitmap': the
+   * allocator of releases before 1.33, one bitmap under /registry/ranges in
+   * etcd, for a store seeded with many Services (bench/control-plane.ts).
+   *
+   * Why: after every allocation the 1.36 allocator (ipallocator.go,
+   * createIPAddress) sets its metrics from Used() and Free(), each a scan of
+   * every IPAddress in its informer, so creating a Service costs O(Services)
+   * and seeding N costs O(N^2). Profiled at 14 000 Services: 85 % of the
+   * apiserver's CPU in Allocator.Used, Services created at 43 a second and
+   * falling (EndpointSlices at 870 a second); at ~1.1 us per IPAddress per
+   * scan, 100 000 would take about 3 CPU-hours. The gate is locked on in 1.36,
+   * so the apiserver emulates 1.33 (the oldest it can), where it can be turned
+   * off: 100 000 Services and their slices in 410 s, flat. Objects and the
+   * list/watch paths agents use are the same (bench-control at 1 000 Services
+   * gave the agent's and kube-proxy's figures of before); the store holds no
+   * IPAddress objects.
+   */
+  clusterIpAllocator?: 'ipaddress' | 'bitmap';
 }
 
 export interface ControlPlanePids {
@@ -627,6 +647,7 @@ class LocalControlPlane implements ControlPlane {
         '--kubelet-preferred-address-types=InternalIP',
         '--enable-priority-and-fairness=true',
       ] : []),
+      ...(this.#opts.clusterIpAllocator === 'bitmap' ? ['--emulated-version=1.33', '--feature-gates=MultiCIDRServiceAllocator=false'] : []),
       ...(this.#opts.extraApiServerArgs ?? []),
     ];
   }

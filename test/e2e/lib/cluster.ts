@@ -35,6 +35,8 @@ export interface ClusterOptions {
   /** Outside hosts on the fabric (made before the agents start). */
   externalHosts?: string[];
   log?: (s: string) => void;
+  /** The apiserver's ClusterIP allocator (ControlPlaneOptions.clusterIpAllocator). */
+  clusterIpAllocator?: 'ipaddress' | 'bitmap';
 }
 
 interface HttpError {
@@ -83,7 +85,10 @@ export class Cluster {
       for (let i = 1; i <= opts.nodes; i++) nodes.push(await topo.addNode(`n${i}`));
       for (const h of opts.externalHosts ?? []) await topo.addExternalHost(h);
       log(`starting kube-apiserver and etcd on ${host.ip}`);
-      cp = await startControlPlane({ netns: host.netns, listenIp: host.ip, workDir: path.join(work, 'control-plane') });
+      cp = await startControlPlane({
+        netns: host.netns, listenIp: host.ip, workDir: path.join(work, 'control-plane'),
+        ...(opts.clusterIpAllocator ? { clusterIpAllocator: opts.clusterIpAllocator } : {}),
+      });
       const ipam = opts.ipam ?? 'kubernetes';
       const agents = nodes.map((node) => new TestAgent(topo, node, {
         pinRoot: `/sys/fs/bpf/${topo.prefix}${node.name}`,
