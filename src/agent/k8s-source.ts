@@ -7,7 +7,10 @@ import type { Logger } from 'pino';
 import type { KubeClient } from '../k8s/client.ts';
 import { type InformerHooks, type InformerStatus, Informer, type ObjectMeta } from '../k8s/informer.ts';
 import { normalizeEndpointSlice, normalizeService } from '../services/normalize.ts';
-import { collectGarbage } from './gc.ts';
+import { collectGarbage, maybeCollectGarbage } from './gc.ts';
+
+/** Objects listed between checks of the heap's growth (maybeCollectGarbage). */
+const GC_EVERY_OBJECTS = 1000;
 
 /** kube-proxy's selector for the Services and EndpointSlices it implements. */
 export const SERVICE_SELECTOR = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
@@ -73,6 +76,14 @@ export class K8sSource {
     this.#informers.push(services, slices, nodes);
 
     const pending = new Set(this.#informers);
+    // A cold start lists every Service and EndpointSlice in pages whose
+    // parsed objects are garbage once normalized; V8 would let them pile up
+    // to about twice the live heap before collecting, and the process's
+    // resident memory would keep that peak. Collect as the lists go.
+    let listed = 0;
+    const listing = (): void => {
+      if (pending.size > 0 && ++listed % GC_EVERY_OBJECTS === 0) maybeCollectGarbage();
+    };
     const synced = (i: Informer<ObjectMeta>): void => {
       if (!pending.delete(i) || pending.size > 0) return;
       // Only with every list complete may the first full sync prune what the
@@ -86,6 +97,7 @@ export class K8sSource {
 
     services.start((e) => {
       if (e.type === 'synced') return synced(services);
+      listing();
       // The problems of one object replace what it had (none once deleted).
       if (e.type === 'delete') {
         sync.report(`services ${e.key}`, []);
@@ -97,6 +109,7 @@ export class K8sSource {
     });
     slices.start((e) => {
       if (e.type === 'synced') return synced(slices);
+      listing();
       if (e.type === 'delete') {
         sync.report(`endpointslices ${e.key}`, []);
         return sync.setSlice(e.key, undefined);

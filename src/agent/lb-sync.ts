@@ -148,7 +148,10 @@ export class LbSync {
 
   #markDirty(key: string): void {
     this.#dirty.add(key);
-    if (!this.#changedAt.has(key)) this.#changedAt.set(key, performance.now());
+    // What a cold start lists is not a change: its latency is the first
+    // sync's (hypha_lb_sync_duration_seconds), and timing each of 100 000
+    // objects would cost 5 MB until then.
+    if (!this.#gated && !this.#changedAt.has(key)) this.#changedAt.set(key, performance.now());
   }
 
   setService(key: string, svc: Service | undefined): void {

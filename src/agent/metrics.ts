@@ -60,7 +60,7 @@ export function createMetrics(sources?: MetricsSources): Metrics {
       labelNames: ['kind'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry],
     }),
     changeLatency: new Histogram({
-      name: 'hypha_lb_change_latency_seconds', help: 'From a Service or EndpointSlice change reaching the agent to the maps holding it',
+      name: 'hypha_lb_change_latency_seconds', help: 'From a Service or EndpointSlice change reaching the agent to the maps holding it (not what the first list brought)',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [registry],
     }),
     k8sEvents: new Counter({ name: 'hypha_k8s_watch_events_total', help: 'Watch events received', labelNames: ['resource', 'type'], registers: [registry] }),
