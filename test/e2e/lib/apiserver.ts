@@ -647,7 +647,11 @@ class LocalControlPlane implements ControlPlane {
         '--kubelet-preferred-address-types=InternalIP',
         '--enable-priority-and-fairness=true',
       ] : []),
-      ...(this.#opts.clusterIpAllocator === 'bitmap' ? ['--emulated-version=1.33', '--feature-gates=MultiCIDRServiceAllocator=false'] : []),
+      // Emulating 1.33 also takes the list and watch paths back to 1.33's
+      // defaults: paginated lists read etcd (ListFromCacheSnapshot, on from
+      // 1.34) and watch-list is off (WatchList, off in 1.33 alone). Both are
+      // turned back on, so clients list as they would from a 1.36 apiserver.
+      ...(this.#opts.clusterIpAllocator === 'bitmap' ? ['--emulated-version=1.33', '--feature-gates=MultiCIDRServiceAllocator=false,ListFromCacheSnapshot=true,WatchList=true'] : []),
       ...(this.#opts.extraApiServerArgs ?? []),
     ];
   }
