@@ -7,10 +7,22 @@
 // without it (a test importing the agent) this does nothing.
 import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 
-const gc = (globalThis as { gc?: () => void }).gc;
+const gc = (globalThis as { gc?: (opts?: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void }).gc;
 
-export function collectGarbage(): void {
-  gc?.();
+/**
+ * A full collection. By default 'last-resort' (what V8 does on a low-memory
+ * notification): it collects until nothing more is freed and gives the
+ * emptied pages back at once, where a plain gc() frees as much but keeps the
+ * pages committed for later use (3 million small objects dropped: 141 MB of
+ * heap still committed, and resident, after gc(); 6 MB after this). Between
+ * chunks of a batch a plain one (`lastResort` false): compacting everything
+ * there made the peak worse now and then (an agent's cold start with 100 000
+ * Services, peak RSS 307-345 MB over 5 starts, against 311-314 with plain
+ * collections between chunks and 316-317 with plain ones everywhere).
+ */
+export function collectGarbage(lastResort = true): void {
+  if (lastResort) gc?.({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+  else gc?.();
   afterLast = getHeapStatistics().used_heap_size;
 }
 
@@ -27,7 +39,7 @@ const GROWTH_SHARE = 0.25;
 export function maybeCollectGarbage(): void {
   if (!gc) return;
   const used = getHeapStatistics().used_heap_size;
-  if (used - afterLast > Math.max(GROWTH_FLOOR, afterLast * GROWTH_SHARE)) collectGarbage();
+  if (used - afterLast > Math.max(GROWTH_FLOOR, afterLast * GROWTH_SHARE)) collectGarbage(false);
 }
 
 const mb = (n: number): number => Math.round(n / 104857.6) / 10;
