@@ -37,7 +37,7 @@ import { type DirectionPolicy, type Endpoint, IDENTITY_WORLD, type NetworkPolicy
 import { normalizeHyphaNetworkPolicy, normalizeNetworkPolicy } from '../policy/normalize.ts';
 import { type TraceParty, type TraceProto, type TraceResult, TraceInputError, formatTrace, trace } from '../policy/trace.ts';
 import { type HttpTrace, formatHttpTrace, httpTraceQuery, traceHttp } from '../policy/trace-http.ts';
-import { type LbTable, backendsOf } from '../services/lb-table.ts';
+import { type LbTable, backendsOf, frontendsOf } from '../services/lb-table.ts';
 import type { Problem } from '../services/problems.ts';
 import type { AgentIdentities, LocalEndpoint } from './identities.ts';
 
@@ -749,12 +749,10 @@ export function lbServiceLookup(table: LbTable | undefined): ServiceLookup {
   return (ip, port, proto) => {
     if (!table) return undefined;
     const key = `${ip}:${port}/${proto}`;
-    for (const svc of table.renderedServices()) {
-      const f = svc.frontends.find((x) => x.key === key);
-      if (!f) continue;
-      const backends = backendsOf(svc, f.svcId).map((b) => ({ ip: b.addr, port: b.port })).sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : a.port - b.port));
-      return { service: svc.key, frontend: key, backends };
-    }
-    return undefined;
+    const svc = table.holder(key);
+    const f = svc && frontendsOf(svc).find((x) => x.key === key);
+    if (!svc || !f) return undefined;
+    const backends = backendsOf(svc, f.svcId).map((b) => ({ ip: b.addr, port: b.port })).sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : a.port - b.port));
+    return { service: svc.key, frontend: key, backends };
   };
 }

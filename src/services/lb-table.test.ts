@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compileService } from './compile.ts';
 import { slice, svc } from './fixtures.ts';
-import { LbTable, type LbUpdate, backendsOf } from './lb-table.ts';
+import { LbTable, type LbUpdate, backendsOf, frontendsOf } from './lb-table.ts';
 import { backendKey, decodeEntries, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
 
 const after = (u: LbUpdate) => decodeEntries(u.after);
@@ -91,7 +91,7 @@ describe('LbTable', () => {
     const a = () => compileService(svc('a', { created: '2024-02-01T00:00:00Z' }), [slice('a', ['10.0.0.1'])], node);
     const b = () => compileService(svc('b', { clusterIPs: ['10.96.0.20'], externalIPs: ['10.96.0.10'], created: '2024-01-01T00:00:00Z' }), [slice('b', ['10.0.0.2'])], node);
     const servedBy = (): string | undefined => {
-      const owner = [...t.renderedServices()].find((r) => r.frontends.some((f) => f.key === '10.96.0.10:80/TCP'));
+      const owner = [...t.renderedServices()].find((r) => frontendsOf(r).some((f) => f.key === '10.96.0.10:80/TCP'));
       return owner?.key;
     };
     t.set('default/a', a());
@@ -134,7 +134,7 @@ describe('LbTable', () => {
         const c = queue.shift()!;
         for (const k of t.set(c.key, c).stale) queue.push(services.find((s) => s.key === k)!);
       }
-      const owners = [...t.renderedServices()].flatMap((r) => r.frontends.map((f) => `${f.key}=${r.key}`)).sort();
+      const owners = [...t.renderedServices()].flatMap((r) => frontendsOf(r).map((f) => `${f.key}=${r.key}`)).sort();
       const refused = [...t.notServed()].map((n) => `${n.frontend}=${n.service}`).sort();
       const view = JSON.stringify({ owners, refused, markers: t.usage });
       if (first === undefined) first = view;
@@ -176,17 +176,30 @@ describe('LbTable', () => {
     eps.ports = [{ name: 'http', protocol: 'TCP', port: 8080 }, { name: 'a-much-longer-port-name-of-sixty-three-characters-for-the-names-map-xx', protocol: 'UDP', port: 53 }];
     const a = t.set('default/web', compileService(twoPorts, [eps], node));
     const r = t.rendered('default/web')!;
-    assert.equal(r.frontends.length, 3, 'ClusterIP:80, NodePort 30080, ClusterIP:53/UDP');
+    assert.equal(r.frontendCount, 3);
+    // Read back from the packed entries: keys, kinds and ids as the names records and masters hold them.
+    const names = new Map(decodeEntries(a.after).names.map((n) => [n.id, n.name]));
+    assert.deepEqual(frontendsOf(r).map((f) => [f.key, f.kind, names.get(f.svcId)]), [
+      ['10.96.0.10:80/TCP', 'ClusterIP', 'default/web:http'],
+      ['192.168.77.10:30080/TCP', 'NodePort', 'default/web:http'],
+      ['10.96.0.10:53/UDP', 'ClusterIP', 'default/web:a-much-longer-port-name-of-sixty-three-characters-for-the-names-map-xx'],
+    ]);
+    assert.equal(t.holder('192.168.77.10:30080/TCP'), r);
+    const lb = new LbTable(big);
+    lb.set('default/lb', compileService(svc('lb', { type: 'LoadBalancer', externalIPs: ['198.51.100.1'], loadBalancerIPs: ['203.0.113.7'], ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }] }), [slice('lb', ['10.0.0.1'])], node));
+    assert.deepEqual(frontendsOf(lb.rendered('default/lb')!).map((f) => [f.key, f.kind]).sort(), [
+      ['10.96.0.10:80/TCP', 'ClusterIP'], ['192.168.77.10:30080/TCP', 'NodePort'], ['198.51.100.1:80/TCP', 'ExternalIP'], ['203.0.113.7:80/TCP', 'LoadBalancer'],
+    ]);
     const gone = t.set('default/web', undefined);
     const marker = (e: string[]) => e.filter((_, i) => i % 2 === 0);
     assert.deepEqual(gone.before.backends, a.after.backends);
     assert.deepEqual(gone.before.names, a.after.names);
     assert.deepEqual(new Set(marker(gone.before.services)), new Set(marker(a.after.services)));
     assert.deepEqual(new Set(gone.before.services), new Set(a.after.services));
-    const byFrontend = new Map(r.frontends.map((f) => [f.key, backendsOf(r, f.svcId).map((b) => `${b.addr}:${b.port}`).sort()]));
+    const byFrontend = new Map(frontendsOf(r).map((f) => [f.key, backendsOf(r, f.svcId).map((b) => `${b.addr}:${b.port}`).sort()]));
     assert.deepEqual(byFrontend.get('10.96.0.10:53/UDP'), ['10.0.0.1:53', '10.0.0.2:53', '10.0.0.3:53']);
     assert.deepEqual(byFrontend.get('192.168.77.10:30080/TCP'), ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080']);
     const ids = new Map(decodeEntries(a.after).backends.map((b) => [`${b.value.addr}:${b.value.port}/${b.value.svc_id}`, b.id]));
-    for (const f of r.frontends) for (const b of backendsOf(r, f.svcId)) assert.equal(ids.get(`${b.addr}:${b.port}/${f.svcId}`), b.id);
+    for (const f of frontendsOf(r)) for (const b of backendsOf(r, f.svcId)) assert.equal(ids.get(`${b.addr}:${b.port}/${f.svcId}`), b.id);
   });
 });

@@ -22,6 +22,7 @@
 import { BackendFlags, SvcFlags, layouts } from '../abi/abi.gen.ts';
 import { type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, ip4At, u32At, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
 import { type CompiledFrontend, type CompiledService, type FrontendKind, type NotServed, frontendKey } from './compile.ts';
+import type { Protocol } from './model.ts';
 import { FrontendOwners } from './frontend-owners.ts';
 import { IdAllocator, IdPool } from './ids.ts';
 import { type Problem, problem } from './problems.ts';
@@ -43,8 +44,9 @@ export interface ProgrammedFrontend {
 
 export interface RenderedService {
   key: string;
-  /** The frontends it holds, in the order of its names entries. */
-  frontends: readonly ProgrammedFrontend[];
+  /** How many frontends it holds (frontendsOf lists them, from `packed`:
+   *  a list of objects kept per Service was about 100 bytes more). */
+  frontendCount: number;
   /** Service addresses it holds a marker reference on. */
   vips: readonly string[];
   /** Its entries packed (entriesOf and backendsOf read them): `backends`
@@ -161,7 +163,7 @@ export function entriesOf(r: RenderedService): LbEntries {
     }
   }
   // A name is kept without its zero padding: id, length, bytes.
-  for (let i = 0; i < r.frontends.length; i++) {
+  for (let i = 0; i < r.frontendCount; i++) {
     const len = p.charCodeAt(o + 4);
     out.names.push(p.slice(o, o + 4), p.slice(o + 5, o + 5 + len) + '\0'.repeat(NAME_SIZE - len));
     o += 5 + len;
@@ -191,6 +193,44 @@ export function backendsOf(r: RenderedService, svcId?: number): ProgrammedBacken
       port: (p.charCodeAt(v + 4) << 8) | p.charCodeAt(v + 5),
       svcId: frontendId,
     });
+  }
+  return out;
+}
+
+const PROTO_NAME: Record<number, Protocol> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
+const KIND_FLAGS = SvcFlags.NODEPORT | SvcFlags.EXTERNAL_IP | SvcFlags.LOADBALANCER;
+const KIND_OF: Record<number, FrontendKind> = { 0: 'ClusterIP', [SvcFlags.NODEPORT]: 'NodePort', [SvcFlags.EXTERNAL_IP]: 'ExternalIP', [SvcFlags.LOADBALANCER]: 'LoadBalancer' };
+const ADDR_AT = field(layouts.hypha_lb4_svc_key, 'addr');
+const DPORT_AT = field(layouts.hypha_lb4_svc_key, 'dport');
+const PROTO_AT = field(layouts.hypha_lb4_svc_key, 'proto');
+const FLAGS_AT = field(layouts.hypha_lb4_svc_val, 'flags');
+
+/** The frontends a rendered Service holds, in the order of its names
+ *  records, read from its packed entries: each frontend's id is its names
+ *  record's, its address, port, protocol and kind its first master entry's. */
+export function frontendsOf(r: RenderedService): ProgrammedFrontend[] {
+  const p = r.packed;
+  let o = r.backends * BE_REC;
+  const masters = new Map<number, number>();
+  for (let n = 0; n < r.services;) {
+    const v = o + SVC_KEY;
+    const id = u32At(p, v + SVC_ID_AT);
+    if (!masters.has(id)) masters.set(id, o);
+    const count = p.charCodeAt(v + COUNT_AT) | (p.charCodeAt(v + COUNT_AT + 1) << 8);
+    o += SVC_REC + 4 * count;
+    n += 1 + count;
+  }
+  const out: ProgrammedFrontend[] = [];
+  for (let i = 0; i < r.frontendCount; i++) {
+    const svcId = u32At(p, o);
+    o += 5 + p.charCodeAt(o + 4);
+    const m = masters.get(svcId);
+    if (m === undefined) throw new Error(`rendering of ${r.key}: frontend id ${svcId} has no master entry`);
+    // dport in network order, as the datapath compares it.
+    const port = (p.charCodeAt(m + DPORT_AT) << 8) | p.charCodeAt(m + DPORT_AT + 1);
+    const protocol = PROTO_NAME[p.charCodeAt(m + PROTO_AT)] ?? 'TCP';
+    const flags = p.charCodeAt(m + SVC_KEY + FLAGS_AT) & KIND_FLAGS;
+    out.push({ key: frontendKey(ip4At(p, m + ADDR_AT), port, protocol), kind: KIND_OF[flags] ?? 'ClusterIP', svcId });
   }
   return out;
 }
@@ -255,6 +295,12 @@ export class LbTable implements LbEntrySource {
 
   rendered(key: string): RenderedService | undefined {
     return this.#rendered.get(key);
+  }
+
+  /** The Service whose rendering holds a frontend ('addr:port/PROTO'), if any. */
+  holder(frontend: string): RenderedService | undefined {
+    const key = this.#owner.get(frontend);
+    return key === undefined ? undefined : this.#rendered.get(key);
   }
 
   renderedServices(): IterableIterator<RenderedService> {
@@ -364,10 +410,10 @@ export class LbTable implements LbEntrySource {
     this.#rendered.delete(key);
     update.went.push(r);
     this.#usedServices -= r.services;
-    this.#usedNames -= r.frontends.length;
+    this.#usedNames -= r.frontendCount;
     this.#usedBackends -= r.backends;
     const freed: string[] = [];
-    for (const pf of r.frontends) {
+    for (const pf of frontendsOf(r)) {
       if (this.#owner.get(pf.key) === key) {
         this.#owner.delete(pf.key);
         freed.push(pf.key);
@@ -387,7 +433,7 @@ export class LbTable implements LbEntrySource {
 
   #render(key: string, compiled: CompiledService, update: TableUpdate, old: RenderedService[]): void {
     const r: RenderedService = {
-      key, frontends: NONE, vips: NONE, packed: '', services: 0, backends: 0,
+      key, frontendCount: 0, vips: NONE, packed: '', services: 0, backends: 0,
       // Most Services have neither: they share one empty list.
       problems: compiled.problems.length ? [...compiled.problems] : NONE, notServed: compiled.notServed.length ? [...compiled.notServed] : NONE,
     };
@@ -434,8 +480,14 @@ export class LbTable implements LbEntrySource {
     // The packed form is written directly: backends-map records, then each
     // master entry followed by its slots' backend ids, then the names (see
     // RenderedService.packed); entriesOf reads the entries back from it.
-    const held: ProgrammedFrontend[] = [];
+    let held = 0;
     const backendParts: string[] = [];
+    const oldFrontendLists = new Map<RenderedService, ProgrammedFrontend[]>();
+    const oldFrontends = (o: RenderedService): ProgrammedFrontend[] => {
+      let l = oldFrontendLists.get(o);
+      if (!l) oldFrontendLists.set(o, (l = frontendsOf(o)));
+      return l;
+    };
     const serviceParts: string[] = [];
     const nameParts: string[] = [];
     let services = 0;
@@ -447,7 +499,7 @@ export class LbTable implements LbEntrySource {
       // A backend keeps its id while its frontend lists it (and across restarts, adopted).
       let before: Map<string, number> | undefined;
       for (const o of old) {
-        const pf = o.frontends.find((x) => x.key === f.key);
+        const pf = oldFrontends(o).find((x) => x.key === f.key);
         if (pf) before = new Map(backendsOf(o, pf.svcId).map((b) => [`${b.addr}:${b.port}`, b.id]));
       }
       for (const b of f.backends) {
@@ -484,18 +536,17 @@ export class LbTable implements LbEntrySource {
       let len = name.length;
       while (len > 0 && name.charCodeAt(len - 1) === 0) len--;
       nameParts.push(backendKey(svcId), String.fromCharCode(len), name.slice(0, len));
-      held.push({ key: f.key, kind: f.kind, svcId });
+      held++;
     }
     r.services = services;
     r.backends = backendParts.length / 2;
     // One flat string (join), not a chain of concatenations.
     r.packed = [...backendParts, ...serviceParts, ...nameParts].join('');
-    // Kept for the Service's lifetime: exact-size copies (an array grown by
-    // push keeps room for 16 elements, 128 bytes more each).
-    r.frontends = held.length > 0 ? held.slice() : NONE;
+    r.frontendCount = held;
     this.#usedServices += r.services;
-    this.#usedNames += r.frontends.length;
+    this.#usedNames += r.frontendCount;
     this.#usedBackends += r.backends;
+    // Kept for the Service's lifetime: usually the Service's own ClusterIPs.
     r.vips = compiled.vips.length > 0 ? compiled.vips : NONE;
     for (const vip of compiled.vips) {
       const refs = this.#markerRefs.get(vip) ?? 0;
@@ -519,7 +570,7 @@ export class LbTable implements LbEntrySource {
     }
     for (const r of old) {
       for (const id of backendIdsOf(r)) if (!kept.has(id)) this.backendIds.release(id);
-      for (const pf of r.frontends) if (!this.#owner.has(pf.key)) this.frontendIds.release(pf.key);
+      for (const pf of frontendsOf(r)) if (!this.#owner.has(pf.key)) this.frontendIds.release(pf.key);
     }
   }
 }
