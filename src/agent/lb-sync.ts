@@ -155,8 +155,15 @@ export class LbSync {
   }
 
   setService(key: string, svc: Service | undefined): void {
-    if (svc) this.#services.set(key, svc);
-    else this.#services.delete(key);
+    if (svc) {
+      this.#services.set(key, svc);
+      for (const sk of this.#slicesOf.get(key)) {
+        const slice = this.#slices.get(sk);
+        if (slice?.serviceName === svc.name) slice.serviceName = svc.name;
+      }
+    } else {
+      this.#services.delete(key);
+    }
     if (svc?.healthCheckNodePort) this.#healthChecked.add(key);
     else this.#healthChecked.delete(key);
     this.#markDirty(key);
@@ -193,6 +200,10 @@ export class LbSync {
     if (slice) {
       this.#slices.set(key, slice);
       const sk = serviceKey(slice.namespace, slice.serviceName);
+      // One copy of the Service's name for it and its slices (the list
+      // parsed each on its own: 24 bytes a slice).
+      const svc = this.#services.get(sk);
+      if (svc?.name === slice.serviceName) slice.serviceName = svc.name;
       this.#slicesOf.add(sk, key);
       this.#markDirty(sk);
     } else {

@@ -127,6 +127,10 @@ class Claims {
 
 class FrontendEntry extends Claims {
   readonly addr: string;
+  /** The Service whose rendering holds it now ('' when none): the LB
+   *  table's record (holder, setHolder), kept with the claims rather than
+   *  in a Map of its own (35 bytes a frontend). */
+  holder = '';
   constructor(addr: string) {
     super();
     this.addr = addr;
@@ -171,6 +175,20 @@ export class FrontendOwners {
   readonly #owningClaims = new Map<string, Claims>();
   /** Only refused claims are kept: a claim not in here is granted. */
   readonly #refused = new Map<string, Map<string, Verdict>>();
+
+  /** The Service holding a frontend (setHolder); none once nothing claims it. */
+  holder(frontend: string): string | undefined {
+    const h = this.#byFrontend.get(frontend)?.holder;
+    return h ? h : undefined;
+  }
+
+  /** Say which Service holds a frontend now (undefined: none). Only a
+   *  claimed frontend can be held: its record goes with its last claim. */
+  setHolder(frontend: string, service: string | undefined): void {
+    const e = this.#byFrontend.get(frontend);
+    if (e) e.holder = service ?? '';
+    else if (service !== undefined) throw new Error(`${frontend} is claimed by no Service: ${service} cannot hold it`);
+  }
 
   verdict(service: string, frontend: string): Verdict {
     return this.#refused.get(frontend)?.get(service) ?? GRANTED;

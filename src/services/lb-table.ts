@@ -270,7 +270,6 @@ export class LbTable implements LbEntrySource {
    *  (only those: the rest is not needed once rendered). */
   readonly #waiting = new Map<string, CompiledService>();
   readonly #rendered = new Map<string, RenderedService>();
-  readonly #owner = new Map<string, string>();
   readonly #waiters = new Map<string, Set<string>>();
   /** Service address -> how many rendered Services hold it (each counts once: its vips are distinct). */
   readonly #markerRefs = new Map<string, number>();
@@ -299,7 +298,7 @@ export class LbTable implements LbEntrySource {
 
   /** The Service whose rendering holds a frontend ('addr:port/PROTO'), if any. */
   holder(frontend: string): RenderedService | undefined {
-    const key = this.#owner.get(frontend);
+    const key = this.owners.holder(frontend);
     return key === undefined ? undefined : this.#rendered.get(key);
   }
 
@@ -377,7 +376,7 @@ export class LbTable implements LbEntrySource {
       const fk = freed[i]!;
       for (const w of [...(this.#waiters.get(fk) ?? [])]) {
         const waiting = this.#waiting.get(w);
-        if (this.#owner.has(fk) || !waiting || !this.owners.verdict(w, fk).granted) continue;
+        if (this.owners.holder(fk) !== undefined || !waiting || !this.owners.verdict(w, fk).granted) continue;
         rerender(w, waiting);
       }
     }
@@ -396,7 +395,7 @@ export class LbTable implements LbEntrySource {
     // A frontend id is in use while a rendered Service holds the frontend
     // (it is then its owner); an adopted backend id that a rendering took
     // left #adoptedBackends at that moment.
-    for (const [k] of [...this.frontendIds.entries()]) if (!this.#owner.has(k)) (this.frontendIds.release(k), released++);
+    for (const [k] of [...this.frontendIds.entries()]) if (this.owners.holder(k) === undefined) (this.frontendIds.release(k), released++);
     for (const id of this.#adoptedBackends.values()) (this.backendIds.release(id), released++);
     this.#adoptedBackends.clear();
     return released;
@@ -414,8 +413,8 @@ export class LbTable implements LbEntrySource {
     this.#usedBackends -= r.backends;
     const freed: string[] = [];
     for (const pf of frontendsOf(r)) {
-      if (this.#owner.get(pf.key) === key) {
-        this.#owner.delete(pf.key);
+      if (this.owners.holder(pf.key) === key) {
+        this.owners.setHolder(pf.key, undefined);
         freed.push(pf.key);
       }
     }
@@ -442,7 +441,7 @@ export class LbTable implements LbEntrySource {
     const claimed: CompiledFrontend[] = [];
     for (const f of compiled.frontends) {
       const verdict = this.owners.verdict(key, f.key);
-      const owner = this.#owner.get(f.key);
+      const owner = this.owners.holder(f.key);
       if (!verdict.granted || (owner !== undefined && owner !== key)) {
         // Refused, or ours but still held by the Service it was taken from
         // (being handed over within this change).
@@ -492,7 +491,7 @@ export class LbTable implements LbEntrySource {
     const nameParts: string[] = [];
     let services = 0;
     for (const f of claimed) {
-      this.#owner.set(f.key, key);
+      this.owners.setHolder(f.key, key);
       const svcId = this.frontendIds.acquire(f.key);
       const proto = PROTO[f.protocol];
       const backendIds = new Map<string, string>();
@@ -570,7 +569,7 @@ export class LbTable implements LbEntrySource {
     }
     for (const r of old) {
       for (const id of backendIdsOf(r)) if (!kept.has(id)) this.backendIds.release(id);
-      for (const pf of frontendsOf(r)) if (!this.#owner.has(pf.key)) this.frontendIds.release(pf.key);
+      for (const pf of frontendsOf(r)) if (this.owners.holder(pf.key) === undefined) this.frontendIds.release(pf.key);
     }
   }
 }
