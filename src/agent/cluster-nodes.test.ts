@@ -38,3 +38,34 @@ test('cluster-pool IPAM: the addresses are patched onto the HyphaNode once, agai
   ]);
   s.stop();
 });
+
+test('a publish that keeps failing the same way is one warn line, the tries after it debug; fixed and failing again, warned again', async () => {
+  const lines: { level: number; msg: string; attempts?: number }[] = [];
+  const log = pino({ level: 'debug' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+  let fail = true;
+  const notFound = Object.assign(new Error('404 Not Found: 404 page not found'), { code: 404 });
+  const client = {
+    mergePatch: async () => {
+      if (fail) throw notFound;
+      return {};
+    },
+    get: async () => ({ metadata: { uid: 'u1' } }),
+    create: async () => {
+      if (fail) throw notFound;
+      return {};
+    },
+  } as unknown as KubeClient;
+  const s = new ClusterNodesSource({ client, nodeName: 'n1', mode: 'cluster-pool', log, silenceMs: 60_000, resyncMs: 0, onChange: () => undefined, retryMs: 5 });
+  const failed = () => lines.filter((l) => /not published/.test(l.msg));
+  s.setAddresses(['10.0.0.1']);
+  while (failed().length < 5) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(failed()[0]?.level, 40);
+  assert.ok(failed().slice(1).every((l) => l.level === 20), JSON.stringify(failed()));
+  fail = false;
+  while (!lines.some((l) => l.msg === 'addresses published on the HyphaNode')) await new Promise((r) => setTimeout(r, 5));
+  fail = true;
+  s.setAddresses(['10.0.0.2']);
+  while (failed().filter((l) => l.level >= 40).length < 2) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(failed().filter((l) => l.level >= 40).at(-1)?.attempts, 1);
+  s.stop();
+});

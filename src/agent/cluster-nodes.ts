@@ -12,7 +12,7 @@ import {
   HYPHANODE_API_VERSION, HYPHANODE_KIND, HYPHANODES_PATH, type HyphaNodeObject, type KubeNodeObject,
   hyphaNodePath, hyphaNodesInformerSpec, normalizeHyphaNode, podCidrsOf,
 } from '../k8s/hyphanode.ts';
-import { type InformerHooks, type InformerStatus, Informer, type ObjectMeta } from '../k8s/informer.ts';
+import { type InformerHooks, type InformerStatus, Informer, type ObjectMeta, REPEAT_WARN_MS } from '../k8s/informer.ts';
 import type { ClusterNode } from '../nodes/compile.ts';
 
 export interface OwnCidrs {
@@ -31,6 +31,8 @@ export interface ClusterNodesOptions {
   resyncMs: number;
   /** The node table changed (after the first complete list, every change). */
   onChange: (nodes: ClusterNode[], own: OwnCidrs) => void;
+  /** After a failed publish of this node's addresses, the next try (default 5 s). */
+  retryMs?: number;
 }
 
 interface KubeNodeWithStatus extends KubeNodeObject {
@@ -116,6 +118,10 @@ export class ClusterNodesSource {
   }
 
   #retry: NodeJS.Timeout | undefined;
+  /** The last publish failure said at warn level, and when; tries since the last success. */
+  #publishError = '';
+  #publishWarnedAt = 0;
+  #failedPublishes = 0;
 
   /** This node's addresses: published on its HyphaNode now, again after a
    *  failure (5 s later), and whenever the object turns up without them. */
@@ -132,12 +138,29 @@ export class ClusterNodesSource {
     this.#retry = undefined;
     const sent = JSON.stringify(this.#want);
     this.#publishing = this.publishAddresses(this.#want)
+      .then(() => {
+        // Fixed (publishAddresses says so): a failure after this one is said at warn level again.
+        this.#failedPublishes = 0;
+        this.#publishError = '';
+      })
       .catch((err: Error) => {
-        this.#o.log.warn({ err: err.message, retrySeconds: 5 }, 'addresses not published on the HyphaNode');
+        // The same failure again (the CRD not installed: a 404 every 5 s)
+        // is one warn line, then one every REPEAT_WARN_MS; the tries
+        // between are at debug level.
+        const now = Date.now();
+        const retryMs = this.#o.retryMs ?? 5000;
+        const fields = { err: err.message, retrySeconds: retryMs / 1000, attempts: ++this.#failedPublishes };
+        if (err.message !== this.#publishError || now - this.#publishWarnedAt >= REPEAT_WARN_MS) {
+          this.#publishError = err.message;
+          this.#publishWarnedAt = now;
+          this.#o.log.warn(fields, 'addresses not published on the HyphaNode; retrying (each attempt at debug level)');
+        } else {
+          this.#o.log.debug(fields, 'addresses not published on the HyphaNode');
+        }
         this.#retry = setTimeout(() => {
           this.#retry = undefined;
           this.#republish();
-        }, 5000);
+        }, retryMs);
         this.#retry.unref();
       })
       .finally(() => {
