@@ -16,8 +16,8 @@ import { collectGarbage, maybeCollectGarbage } from './gc.ts';
 import type { LbReconciler } from '../datapath/lb-reconciler.ts';
 import { ReconcileError } from '../datapath/reconciler.ts';
 import { CidrSet } from '../services/cidr-set.ts';
-import { type CompileLimits, type CompiledService, DEFAULT_LIMITS, type NotServed, compileService } from '../services/compile.ts';
-import { type LbCapacity, type LbTable, entriesNeeded } from '../services/lb-table.ts';
+import { type CompileLimits, type CompiledService, DEFAULT_LIMITS, type NotServed, compileService, entriesUpperBound } from '../services/compile.ts';
+import { type LbCapacity, type LbTable } from '../services/lb-table.ts';
 import { type EndpointSlice, type NodeInfo, type Service, endpointsOf, serviceKey } from '../services/model.ts';
 import type { Problem } from '../services/problems.ts';
 import { MultiMap } from '../services/multimap.ts';
@@ -292,11 +292,14 @@ export class LbSync {
     if (ended.length > 0) this.#log.info({ frontends: ended.length, sample: sample(ended) }, 'frontends no longer refused (served now, or no longer asked for)');
   }
 
+  #slicesFor(key: string): EndpointSlice[] {
+    return [...this.#slicesOf.get(key)].map((k) => this.#slices.get(k)).filter((s): s is EndpointSlice => s !== undefined);
+  }
+
   #compile(key: string): CompiledService | undefined {
     const svc = this.#services.get(key);
     if (!svc) return undefined;
-    const slices = [...this.#slicesOf.get(key)].map((k) => this.#slices.get(k)).filter((s): s is EndpointSlice => s !== undefined);
-    return compileService(svc, slices, this.#node, this.#limits);
+    return compileService(svc, this.#slicesFor(key), this.#node, this.#limits);
   }
 
   /** The maps grew: Services refused for room are compiled again. */
@@ -315,7 +318,8 @@ export class LbSync {
     let n = 0;
     for (const k of keys) {
       if (++n % GC_EVERY === 0) maybeCollectGarbage();
-      const e = entriesNeeded(this.#compile(k));
+      const svc = this.#services.get(k);
+      const e = svc ? entriesUpperBound(svc, this.#slicesFor(k), this.#node) : { services: 0, backends: 0 };
       need.services += e.services;
       need.backends += e.backends;
     }

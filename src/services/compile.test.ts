@@ -1,7 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CidrSet } from './cidr-set.ts';
-import { DEFAULT_LIMITS, REASON_IPV6, REASON_NO_NODE_ADDRESS, SCOPE_EXTERNAL, SCOPE_INTERNAL, compileService } from './compile.ts';
+import { DEFAULT_LIMITS, REASON_IPV6, REASON_NO_NODE_ADDRESS, SCOPE_EXTERNAL, SCOPE_INTERNAL, compileService, entriesUpperBound } from './compile.ts';
+import { entriesNeeded } from './lb-table.ts';
 import { slice, svc } from './fixtures.ts';
 import { normalizeEndpointSlice } from './normalize.ts';
 
@@ -171,4 +172,24 @@ describe('compileService', () => {
 test('publishNotReadyAddresses: an endpoint the slice calls ready takes new flows even while terminating, as kube-proxy reads it', () => {
   const out = compileService(svc('pnr'), [slice('pnr', [{ ip: '10.0.0.1', ready: true, serving: false, terminating: true }, { ip: '10.0.0.2', ready: false, serving: true, terminating: true }])], node);
   assert.deepEqual(out.frontends[0]!.scopes.map((sc) => sc.slots), [['10.0.0.1:8080']]);
+});
+
+test('entriesUpperBound: never below what the compiled Service needs, exact for a ClusterIP with ready endpoints', () => {
+  const eps = slice('web', ['10.0.0.1', '10.0.0.2', { ip: '10.0.0.3', ready: false, serving: true, terminating: true }, { ip: '10.0.0.4', ready: false, serving: false }]);
+  const twoPorts = [{ name: 'http', protocol: 'TCP' as const, port: 80, targetPort: 8080, nodePort: 30080 }, { name: 'dns', protocol: 'UDP' as const, port: 53, targetPort: 53, nodePort: 0 }];
+  const withDns = slice('web', ['10.0.0.1', '10.0.0.5']);
+  withDns.ports = [{ name: 'dns', protocol: 'UDP', port: 53 }];
+  const cases = [
+    { s: svc('web'), slices: [slice('web', ['10.0.0.1', '10.0.0.2'])], exact: true },
+    { s: svc('web'), slices: [], exact: true },
+    { s: svc('web', { type: 'NodePort', ports: twoPorts, externalTrafficPolicy: 'Local', internalTrafficPolicy: 'Local' }), slices: [eps, withDns], exact: false },
+    { s: svc('web', { type: 'LoadBalancer', ports: twoPorts, externalIPs: ['198.51.100.1', '10.96.0.10'], loadBalancerIPs: ['203.0.113.7'], sessionAffinity: 'ClientIP' }), slices: [eps, eps], exact: false },
+    { s: svc('web', { headless: true, clusterIPs: [] }), slices: [eps], exact: true },
+  ];
+  for (const c of cases) {
+    const need = entriesNeeded(compileService(c.s, c.slices, node));
+    const bound = entriesUpperBound(c.s, c.slices, node);
+    assert.ok(bound.services >= need.services && bound.backends >= need.backends, `${JSON.stringify(bound)} < ${JSON.stringify(need)} for ${c.s.type}`);
+    if (c.exact) assert.deepEqual(bound, need);
+  }
 });
