@@ -88,6 +88,15 @@ class TableUpdate implements LbUpdate {
   readonly came: (RenderedService | string)[] = [];
   #before: LbEntries | undefined;
   #after: LbEntries | undefined;
+  readonly #frontends = new Map<RenderedService, ProgrammedFrontend[]>();
+
+  /** frontendsOf, read once per rendering in this change (unrendering,
+   *  handing its backend ids on and releasing its ids all ask). */
+  frontendsOf(r: RenderedService): ProgrammedFrontend[] {
+    let l = this.#frontends.get(r);
+    if (!l) this.#frontends.set(r, (l = frontendsOf(r)));
+    return l;
+  }
 
   get before(): LbEntries {
     return (this.#before ??= entriesOfAll(this.went));
@@ -142,6 +151,11 @@ const ZERO4 = '\0\0\0\0';
 // frontend's id, zero affinity timeout (see #render): what entriesOf rebuilds.
 if (field(layouts.hypha_lb4_svc_val, 'backend_id') !== 0 || SVC_ID_AT !== 8 || layouts.hypha_lb4_svc_val.size !== 16) throw new Error('hypha_lb4_svc_val changed: update the packed slot form in lb-table.ts');
 
+/** The slot count of the packed master entry at offset `o` (its value's count, u16 little-endian). */
+function slotCountAt(p: string, o: number): number {
+  return p.charCodeAt(o + SVC_KEY + COUNT_AT) | (p.charCodeAt(o + SVC_KEY + COUNT_AT + 1) << 8);
+}
+
 /** The entries of a rendered Service as separate [key, value, ...] lists (new strings, sliced from the packed one). */
 export function entriesOf(r: RenderedService): LbEntries {
   const out = emptyEntries();
@@ -154,7 +168,7 @@ export function entriesOf(r: RenderedService): LbEntries {
     out.services.push(mk, mv);
     o += SVC_REC;
     n++;
-    const count = p.charCodeAt(o - SVC_REC + SVC_KEY + COUNT_AT) | (p.charCodeAt(o - SVC_REC + SVC_KEY + COUNT_AT + 1) << 8);
+    const count = slotCountAt(p, o - SVC_REC);
     const keyHead = mk.slice(0, SLOT_AT);
     const keyTail = mk.slice(SLOT_AT + 2);
     const valSvc = mv.slice(SVC_ID_AT, SVC_ID_AT + 4);
@@ -197,9 +211,9 @@ export function backendsOf(r: RenderedService, svcId?: number): ProgrammedBacken
   return out;
 }
 
-const PROTO_NAME: Record<number, Protocol> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
-const KIND_FLAGS = SvcFlags.NODEPORT | SvcFlags.EXTERNAL_IP | SvcFlags.LOADBALANCER;
-const KIND_OF: Record<number, FrontendKind> = { 0: 'ClusterIP', [SvcFlags.NODEPORT]: 'NodePort', [SvcFlags.EXTERNAL_IP]: 'ExternalIP', [SvcFlags.LOADBALANCER]: 'LoadBalancer' };
+const PROTO_NAME = new Map(Object.entries(PROTO).map(([name, n]) => [n as number, name as Protocol]));
+const KIND_OF = new Map(Object.entries(KIND_FLAG).map(([kind, flag]) => [flag, kind as FrontendKind]));
+const KIND_FLAGS = Object.values(KIND_FLAG).reduce((a, b) => a | b, 0);
 const ADDR_AT = field(layouts.hypha_lb4_svc_key, 'addr');
 const DPORT_AT = field(layouts.hypha_lb4_svc_key, 'dport');
 const PROTO_AT = field(layouts.hypha_lb4_svc_key, 'proto');
@@ -213,10 +227,9 @@ export function frontendsOf(r: RenderedService): ProgrammedFrontend[] {
   let o = r.backends * BE_REC;
   const masters = new Map<number, number>();
   for (let n = 0; n < r.services;) {
-    const v = o + SVC_KEY;
-    const id = u32At(p, v + SVC_ID_AT);
+    const id = u32At(p, o + SVC_KEY + SVC_ID_AT);
     if (!masters.has(id)) masters.set(id, o);
-    const count = p.charCodeAt(v + COUNT_AT) | (p.charCodeAt(v + COUNT_AT + 1) << 8);
+    const count = slotCountAt(p, o);
     o += SVC_REC + 4 * count;
     n += 1 + count;
   }
@@ -228,9 +241,9 @@ export function frontendsOf(r: RenderedService): ProgrammedFrontend[] {
     if (m === undefined) throw new Error(`rendering of ${r.key}: frontend id ${svcId} has no master entry`);
     // dport in network order, as the datapath compares it.
     const port = (p.charCodeAt(m + DPORT_AT) << 8) | p.charCodeAt(m + DPORT_AT + 1);
-    const protocol = PROTO_NAME[p.charCodeAt(m + PROTO_AT)] ?? 'TCP';
+    const protocol = PROTO_NAME.get(p.charCodeAt(m + PROTO_AT)) ?? 'TCP';
     const flags = p.charCodeAt(m + SVC_KEY + FLAGS_AT) & KIND_FLAGS;
-    out.push({ key: frontendKey(ip4At(p, m + ADDR_AT), port, protocol), kind: KIND_OF[flags] ?? 'ClusterIP', svcId });
+    out.push({ key: frontendKey(ip4At(p, m + ADDR_AT), port, protocol), kind: KIND_OF.get(flags) ?? 'ClusterIP', svcId });
   }
   return out;
 }
@@ -412,7 +425,7 @@ export class LbTable implements LbEntrySource {
     this.#usedNames -= r.frontendCount;
     this.#usedBackends -= r.backends;
     const freed: string[] = [];
-    for (const pf of frontendsOf(r)) {
+    for (const pf of update.frontendsOf(r)) {
       if (this.owners.holder(pf.key) === key) {
         this.owners.setHolder(pf.key, undefined);
         freed.push(pf.key);
@@ -481,12 +494,6 @@ export class LbTable implements LbEntrySource {
     // RenderedService.packed); entriesOf reads the entries back from it.
     let held = 0;
     const backendParts: string[] = [];
-    const oldFrontendLists = new Map<RenderedService, ProgrammedFrontend[]>();
-    const oldFrontends = (o: RenderedService): ProgrammedFrontend[] => {
-      let l = oldFrontendLists.get(o);
-      if (!l) oldFrontendLists.set(o, (l = frontendsOf(o)));
-      return l;
-    };
     const serviceParts: string[] = [];
     const nameParts: string[] = [];
     let services = 0;
@@ -498,7 +505,7 @@ export class LbTable implements LbEntrySource {
       // A backend keeps its id while its frontend lists it (and across restarts, adopted).
       let before: Map<string, number> | undefined;
       for (const o of old) {
-        const pf = oldFrontends(o).find((x) => x.key === f.key);
+        const pf = update.frontendsOf(o).find((x) => x.key === f.key);
         if (pf) before = new Map(backendsOf(o, pf.svcId).map((b) => [`${b.addr}:${b.port}`, b.id]));
       }
       for (const b of f.backends) {
@@ -560,7 +567,7 @@ export class LbTable implements LbEntrySource {
   /** Free the ids of frontends and backends the old renderings had and
    *  nothing has now. Only the renderings made in this change can have taken
    *  one over (a frontend is held by its owner alone). */
-  #releaseIds(old: RenderedService[], update: LbUpdate): void {
+  #releaseIds(old: RenderedService[], update: TableUpdate): void {
     if (old.length === 0) return;
     const kept = new Set<number>();
     for (const k of update.services) {
@@ -569,7 +576,7 @@ export class LbTable implements LbEntrySource {
     }
     for (const r of old) {
       for (const id of backendIdsOf(r)) if (!kept.has(id)) this.backendIds.release(id);
-      for (const pf of frontendsOf(r)) if (this.owners.holder(pf.key) === undefined) this.frontendIds.release(pf.key);
+      for (const pf of update.frontendsOf(r)) if (this.owners.holder(pf.key) === undefined) this.frontendIds.release(pf.key);
     }
   }
 }
