@@ -75,6 +75,15 @@ bench-ct: build bpffs $(CT_PERCPU_OBJECTS)
 bench-control: build bpffs
 	$(NODE) bench/control-plane.ts $(BENCH_ARGS)
 
+# `make bench-cold-restarts`: one size (default 100 000 Services x 10
+# endpoints) created once, then the agent cold-started on it --starts times
+# (default 5): the spread of its ready time and peak RSS from start to start.
+# Prints a line per start and a JSON summary; writes nothing under
+# bench/results. BENCH_ARGS: --services N --starts K.
+.PHONY: bench-cold-restarts
+bench-cold-restarts: build bpffs
+	$(NODE) bench/cold-restarts.ts $(BENCH_ARGS)
+
 # `make bench-cni`: CNI ADD and DEL latency (p50, p99) for 100 pods in a row
 # and 30 at once, Hypha's plugin next to the reference bridge + host-local
 # plugins (Debian's containernetworking-plugins) in the same run: exec'd

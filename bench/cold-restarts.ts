@@ -1,0 +1,76 @@
+// The spread of the agent's cold start at one size: N Services x 10 endpoints
+// are created once in a test API server (as bench/control-plane.ts does),
+// then a fresh agent (empty pin root, default settings) is started on them
+// --starts times, one after another. Each start prints its time from process
+// start to the first programmed sync, its peak RSS (VmHWM) and its RSS and
+// live heap after a collection (GET /memory?gc=1); a last line gives the
+// range. bench-control measures one start per size; this says how far one
+// start is from the next (V8's collections and the final compaction move the
+// peak by a few MB). Nothing is written under bench/results.
+//
+//   node bench/cold-restarts.ts [--services 100000] [--starts 5]
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { uintToIp4 } from '../src/abi/codec.ts';
+import { TestAgent } from '../test/e2e/lib/agent.ts';
+import { Cluster } from '../test/e2e/lib/cluster.ts';
+import { serviceObject, sliceObject } from '../test/e2e/lib/manifests.ts';
+import { seedClient } from './api-seed.ts';
+
+const { values } = parseArgs({ options: { services: { type: 'string', default: '100000' }, starts: { type: 'string', default: '5' } } });
+const N = Number(values.services);
+const STARTS = Number(values.starts);
+const log = (s: string): void => {
+  process.stderr.write(`[cold-restarts ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
+};
+// The same addresses as bench/control-plane.ts.
+const vip = (i: number): string => uintToIp4(0x0a600000 + 1000 + i);
+const epIp = (i: number): string => uintToIp4(0x0ac80000 + i + 1);
+const status = (pid: number, field: string): number => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+
+const cluster = await Cluster.create({ name: 'bcr', nodes: 1, log, clusterIpAllocator: 'bitmap', noAgents: true });
+const runs: { seconds: number; peakMb: number; rssMb: number; heapMb: number }[] = [];
+try {
+  const api = seedClient(cluster.cp, 32);
+  const t0 = performance.now();
+  let next = 0;
+  try {
+    await Promise.all(Array.from({ length: 32 }, async () => {
+      while (next < N) {
+        const i = next++;
+        const spec = { name: `s${i}`, clusterIP: vip(i), ports: [{ name: 'http', port: 80, targetPort: 8080 }] };
+        const endpoints = Array.from({ length: 10 }, (_, k) => ({ ip: epIp(i * 10 + k), node: 'elsewhere' }));
+        const ports = [{ name: 'http', port: 8080 }];
+        await api.create('/api/v1/namespaces/default/services', serviceObject(spec), () => cluster.applyService(spec));
+        await api.create('/apis/discovery.k8s.io/v1/namespaces/default/endpointslices', sliceObject(spec, endpoints, ports), () => cluster.applySlice(spec, endpoints, ports));
+      }
+    }));
+  } finally {
+    api.close();
+  }
+  log(`created ${N} Services and their EndpointSlices in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  for (let run = 1; run <= STARTS; run++) {
+    const agent = new TestAgent(cluster.topo, cluster.nodes[0]!, {
+      pinRoot: `/sys/fs/bpf/${cluster.topo.prefix}start${run}`, kubeconfig: cluster.cp.kubeconfigPath,
+      workDir: path.join(cluster.work, `start-${run}`), cni: false, mapSizes: {},
+    });
+    try {
+      const t = performance.now();
+      await agent.start(600_000);
+      const seconds = (performance.now() - t) / 1000;
+      const pid = agent.proc!.pid!;
+      const peakMb = status(pid, 'VmHWM');
+      const mem = JSON.parse((await agent.http('/memory?gc=1')).body) as { rssMb: number; heapUsedMb: number };
+      runs.push({ seconds, peakMb, rssMb: mem.rssMb, heapMb: mem.heapUsedMb });
+      log(`start ${run}: ready in ${seconds.toFixed(2)} s, peak RSS ${peakMb.toFixed(0)} MB; after a collection RSS ${mem.rssMb} MB, live heap ${mem.heapUsedMb} MB; ${agent.frontends().length} frontends`);
+    } finally {
+      await agent.stop();
+      agent.cleanupPins();
+    }
+  }
+} finally {
+  await cluster.destroy();
+}
+const range = (xs: number[], digits: number): string => `${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)}`;
+process.stdout.write(`${JSON.stringify({ services: N, starts: runs.length, seconds: range(runs.map((r) => r.seconds), 2), peak_rss_mb: range(runs.map((r) => r.peakMb), 0), rss_after_gc_mb: range(runs.map((r) => r.rssMb), 0), heap_mb: range(runs.map((r) => r.heapMb), 0), runs })}\n`);
