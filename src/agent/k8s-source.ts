@@ -6,11 +6,15 @@ import { isIPv4 } from 'node:net';
 import type { Logger } from 'pino';
 import type { KubeClient } from '../k8s/client.ts';
 import { type InformerHooks, type InformerStatus, Informer, type ObjectMeta } from '../k8s/informer.ts';
+import { ENDPOINT_SLICE_LIST, SERVICE_LIST } from '../k8s/protobuf.ts';
 import { normalizeEndpointSlice, normalizeService } from '../services/normalize.ts';
 import { collectGarbage, maybeCollectGarbage } from './gc.ts';
 
 /** Objects listed between checks of the heap's growth (maybeCollectGarbage). */
 const GC_EVERY_OBJECTS = 1000;
+
+/** Objects a page of the Service and EndpointSlice lists asks for. */
+const LIST_PAGE_SIZE = 5000;
 
 /** kube-proxy's selector for the Services and EndpointSlices it implements. */
 export const SERVICE_SELECTOR = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
@@ -68,8 +72,14 @@ export class K8sSource {
     // or one marked headless is not ours, nor are its slices (they carry the
     // Service's labels).
     const query = { labelSelector: SERVICE_SELECTOR };
-    const services = new Informer<ObjectMeta>(client, { resource: 'services', path: '/api/v1/services', query }, informerOpts);
-    const slices = new Informer<ObjectMeta>(client, { resource: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices', query }, informerOpts);
+    // Listed in protobuf, in pages of 5 000: at 100 000 Services x 10
+    // endpoints the API server spends 2 CPU seconds on the two lists this
+    // way, 12-15 in JSON pages of 500 (docs/agent.md, Cold start).
+    const paged = { pageSize: LIST_PAGE_SIZE };
+    const services = new Informer<ObjectMeta>(client, { resource: 'services', path: '/api/v1/services', query, protobuf: SERVICE_LIST, ...paged }, informerOpts);
+    const slices = new Informer<ObjectMeta>(client, {
+      resource: 'endpointslices', path: '/apis/discovery.k8s.io/v1/endpointslices', query, protobuf: ENDPOINT_SLICE_LIST, ...paged,
+    }, informerOpts);
     const nodes = new Informer<ObjectMeta>(client, {
       resource: 'nodes', path: '/api/v1/nodes', query: { fieldSelector: `metadata.name=${this.#opts.nodeName}` },
     }, informerOpts);

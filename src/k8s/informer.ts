@@ -1,6 +1,7 @@
 // A list-and-watch informer over the agent's API client (client.ts), built
 // for an agent that must never stop following the cluster:
-//  - the initial list is paged (no huge response in memory at once);
+//  - the initial list is paged (no huge response in memory at once), in
+//    protobuf where the spec gives a schema;
 //  - the watch asks for bookmarks, resumes from the last resourceVersion it
 //    saw after any interruption, and relists on 410 Gone;
 //  - every other failure (API server down, a network error, a watch that has
@@ -12,6 +13,7 @@
 // into their own compact state.
 import type { Logger } from 'pino';
 import { isNotFound, type KubeClient, type WatchHandle } from './client.ts';
+import type { Schema } from './protobuf.ts';
 
 export interface ObjectMeta {
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
@@ -34,6 +36,11 @@ export interface InformerSpec {
    *  with absent: true; what was known is deleted), and the list is retried
    *  with backoff until the resource appears. */
   absentIsEmpty?: boolean;
+  /** List in protobuf, read by this schema (protobuf.ts; built-in kinds
+   *  only). Watches stay JSON: after the lists, events are few. */
+  protobuf?: Schema;
+  /** Objects a list page asks for (default: InformerOptions.pageSize). */
+  pageSize?: number;
 }
 
 export type InformerEvent<R> =
@@ -250,7 +257,10 @@ export class Informer<R extends ObjectMeta> {
     try {
       let cont: string | undefined;
       do {
-        const page = await this.#client.get<ListPage<R>>(this.spec.path, { limit: this.#pageSize, continue: cont, ...this.spec.query });
+        const query = { limit: this.spec.pageSize ?? this.#pageSize, continue: cont, ...this.spec.query };
+        const page = this.spec.protobuf
+          ? await this.#client.getProtobuf<ListPage<R>>(this.spec.protobuf, this.spec.path, query)
+          : await this.#client.get<ListPage<R>>(this.spec.path, query);
         if (gen !== this.#generation) return;
         for (const obj of page.items) {
           const key = objectKey(obj);
