@@ -280,6 +280,7 @@ export class KubeClient {
         res.on('error', reject);
         res.on('end', () => {
           const data = Buffer.concat(chunks);
+          chunks.length = 0;
           const code = res.statusCode ?? 0;
           if (code < 200 || code > 299) return reject(KubeClient.#apiError(res, data));
           const pb = protobuf !== undefined && isProtobuf(res);

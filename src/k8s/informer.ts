@@ -20,7 +20,8 @@ export interface ObjectMeta {
 }
 
 export interface ListPage<R> {
-  items: R[];
+  /** An array (JSON), or items decoded as they are iterated (protobuf.ts). */
+  items: Iterable<R>;
   metadata?: { resourceVersion?: string; continue?: string };
 }
 

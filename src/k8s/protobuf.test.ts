@@ -46,9 +46,9 @@ describe('protobuf reader', () => {
         bytes(14, bytes(1, int(1, 600))), bytes(18, '10.96.0.10'), bytes(19, 'IPv4'), bytes(22, 'Local')),
       bytes(3, bytes(1, bytes(1, bytes(1, '203.0.113.7'), bytes(3, 'VIP')), bytes(1, bytes(2, 'lb.example.')))),
     ]);
-    const out = decodeObject(envelope('ServiceList', list([svc], '99', 'next')), SERVICE_LIST) as { metadata: unknown; items: unknown[] };
+    const out = decodeObject(envelope('ServiceList', list([svc], '99', 'next')), SERVICE_LIST) as { metadata: unknown; items: Iterable<unknown> };
     assert.deepEqual(out.metadata, { resourceVersion: '99', continue: 'next' });
-    assert.deepEqual(out.items, [{
+    assert.deepEqual([...out.items], [{
       metadata: { name: 'web', namespace: 'shop', resourceVersion: '77', creationTimestamp: '2023-11-14T22:13:20Z' },
       spec: {
         ports: [
@@ -73,8 +73,8 @@ describe('protobuf reader', () => {
       bytes(3, bytes(1, ''), bytes(2, 'UDP'), int(3, 53)),
       bytes(3, int(3, -1)),
     ]);
-    const out = decodeObject(envelope('EndpointSliceList', list([slice])), ENDPOINT_SLICE_LIST) as { items: unknown[] };
-    assert.deepEqual(out.items, [{
+    const out = decodeObject(envelope('EndpointSliceList', list([slice])), ENDPOINT_SLICE_LIST) as { items: Iterable<unknown> };
+    assert.deepEqual([...out.items], [{
       metadata: { name: 's-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 's', x: '' } },
       addressType: 'IPv4',
       endpoints: [
@@ -88,8 +88,18 @@ describe('protobuf reader', () => {
 
   test('fields it does not know are skipped, whatever their wire type', () => {
     const svc = Buffer.concat([int(90, 123456789), fixed64(91), fixed32(92), bytes(93, 'x'.repeat(300)), bytes(1, fixed64(40), bytes(1, 'a'), int(41, 7))]);
-    const out = decodeObject(envelope('ServiceList', list([svc])), SERVICE_LIST) as { items: unknown[] };
-    assert.deepEqual(out.items, [{ metadata: { name: 'a' } }]);
+    const out = decodeObject(envelope('ServiceList', list([svc])), SERVICE_LIST) as { items: Iterable<unknown> };
+    assert.deepEqual([...out.items], [{ metadata: { name: 'a' } }]);
+  });
+
+  test('a list page reads its items as they are iterated: a damaged item throws when reached, after the ones before it', () => {
+    const good = bytes(1, bytes(1, 'a'));
+    const damaged = Buffer.concat([tag(1, 2), varint(50n), Buffer.from('xx')]);
+    const out = decodeObject(envelope('ServiceList', list([good, damaged, good])), SERVICE_LIST) as { items: Iterable<unknown> & { length: number } };
+    assert.equal(out.items.length, 3);
+    const it = out.items[Symbol.iterator]();
+    assert.deepEqual(it.next().value, { metadata: { name: 'a' } });
+    assert.throws(() => it.next(), /runs past its message/);
   });
 
   test('a Status (a failed request) in the shape of its JSON', () => {
@@ -102,7 +112,8 @@ describe('protobuf reader', () => {
   });
 
   test('a damaged message is an error that says where; nothing half-decoded is returned', () => {
-    const bad = (buf: Buffer, message: RegExp) => assert.throws(() => decodeObject(buf, SERVICE_LIST), (err: unknown) => {
+    // The items of a list are read as they are iterated: an error in one is thrown then.
+    const bad = (buf: Buffer, message: RegExp) => assert.throws(() => [...(decodeObject(buf, SERVICE_LIST).items as Iterable<unknown>)], (err: unknown) => {
       assert.ok(err instanceof ProtobufError, String(err));
       assert.equal(err.code, 'EPROTOBUF');
       assert.match(err.message, message);

@@ -188,7 +188,8 @@ describe('protobuf lists against a real API server', () => {
       throw new Error(`HyphaNode create: ${(e as Error).message}`);
     });
     const page = await client.getProtobuf<ListPage<ObjectMeta>>(SERVICE_LIST, HYPHANODES_PATH);
-    assert.deepEqual(page.items.map((o) => o.metadata?.name), ['n1']);
-    assert.equal((page.items[0] as { kind?: string }).kind, 'HyphaNode', 'the whole JSON object');
+    const items = [...page.items];
+    assert.deepEqual(items.map((o) => o.metadata?.name), ['n1']);
+    assert.equal((items[0] as { kind?: string }).kind, 'HyphaNode', 'the whole JSON object');
   });
 });
