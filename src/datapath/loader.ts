@@ -235,6 +235,31 @@ function removeStalePins(pinRoot: string, log?: Logger): void {
  *  across the upgrade. */
 const BPF_F_NO_COMMON_LRU = 1 << 1;
 
+const BPF_F_NO_PREALLOC = 1 << 0;
+
+/** The names map was preallocated until it had to follow the services map to
+ *  2M entries (360 MB of kernel memory to name 100 000 frontends). libbpf
+ *  cannot reuse a pin whose flags differ; no program reads the map and the
+ *  load balancer's first sync writes every name again, so the old pin just
+ *  goes. */
+function dropPreallocatedNames(pinRoot: string, log?: Logger): void {
+  const file = pinPath(pinRoot, NAMES_MAP);
+  let handle: MapHandle;
+  try {
+    handle = native.openPinnedMap(file);
+  } catch (err) {
+    if (native.hasNativeCode(err, 'ENOENT')) return;
+    throw err;
+  }
+  try {
+    if ((native.mapInfo(handle).flags & BPF_F_NO_PREALLOC) !== 0) return;
+  } finally {
+    native.close(handle);
+  }
+  rmSync(file, { force: true });
+  log?.info({ map: NAMES_MAP }, 'removed the preallocated names map of an older build; the first sync writes the names again');
+}
+
 function carryOverRetiredCt(pinRoot: string, log?: Logger): MapDump | undefined {
   const file = pinPath(pinRoot, SIZED_MAPS.ct);
   let handle: MapHandle;
@@ -479,6 +504,7 @@ export class Datapath {
     removeStalePins(pinRoot, opts.log);
     finishConntrackGrowth(pinRoot, opts.log);
     rollBackGrowth(pinRoot, opts.log);
+    dropPreallocatedNames(pinRoot, opts.log);
     const sizes: MapSizes = { ...DEFAULT_MAP_SIZES, ...opts.initialSizes };
     const maxEntries: Record<string, number> = {};
     for (const [k, name] of Object.entries(SIZED_MAPS) as [keyof MapSizes, MapName][]) {

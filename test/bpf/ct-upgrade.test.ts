@@ -36,3 +36,33 @@ test('a pinned conntrack map with per-CPU LRU lists is replaced by a shared-LRU 
     rmSync(pinRoot, { recursive: true, force: true });
   }
 });
+
+test('a pinned preallocated names map (an older build) is replaced by one without preallocation, which also survives a growth', async () => {
+  const pinRoot = `/sys/fs/bpf/hypha-test-namesup-${process.pid}`;
+  try {
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(pinRoot, { recursive: true });
+    const old = native.mapCreate(native.constants.mapTypes.HASH, 4, 120, 1024, { name: 'hypha_lb4_names_v1', flags: 0 });
+    native.mapUpdate(old, Buffer.from([1, 0, 0, 0]), Buffer.alloc(120, 0x61));
+    native.pin(old, `${pinRoot}/hypha_lb4_names_v1`);
+    native.close(old);
+
+    const dp = await Datapath.load({ pinRoot, mapSizes: { affinity: 1024, ct: 4096 }, initialSizes: { services: 1024, backends: 1024 } });
+    try {
+      const names = dp.map('hypha_lb4_names_v1');
+      assert.equal(native.mapInfo(names).flags & 1, 1, 'BPF_F_NO_PREALLOC');
+      assert.equal(native.mapDump(names).count, 0, 'the old names went with the old map (the first sync writes them)');
+      await dp.grow({ services: 4096 }, { reattach: async () => {} });
+      const grown = native.mapInfo(dp.map('hypha_lb4_names_v1'));
+      assert.equal(grown.maxEntries, 4096);
+      assert.equal(grown.flags & 1, 1, 'a growth keeps the flag');
+    } finally {
+      dp.close();
+    }
+    // The next start adopts the pin as it is.
+    const again = await Datapath.load({ pinRoot, mapSizes: { affinity: 1024, ct: 4096 } });
+    again.close();
+  } finally {
+    rmSync(pinRoot, { recursive: true, force: true });
+  }
+});

@@ -40,12 +40,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_endpoints_v1 SEC(".maps");
 
-/* Frontend id -> Service port name, for tools only (no program reads it). */
+/* Frontend id -> Service port name, for tools only (no program reads it).
+ * Not preallocated: its size follows the services map, which holds a slot per
+ * backend, so a preallocated one would reserve 172 bytes of kernel memory for
+ * every slot (360 MB at 2M) to name the one frontend in about ten of them. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);
 	__type(value, struct hypha_lb4_svc_name);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } hypha_lb4_names_v1 SEC(".maps");
 
