@@ -243,19 +243,9 @@ const BPF_F_NO_PREALLOC = 1 << 0;
  *  load balancer's first sync writes every name again, so the old pin just
  *  goes. */
 function dropPreallocatedNames(pinRoot: string, log?: Logger): void {
+  const info = pinnedInfo(pinRoot, NAMES_MAP);
+  if (!info || (info.flags & BPF_F_NO_PREALLOC) !== 0) return;
   const file = pinPath(pinRoot, NAMES_MAP);
-  let handle: MapHandle;
-  try {
-    handle = native.openPinnedMap(file);
-  } catch (err) {
-    if (native.hasNativeCode(err, 'ENOENT')) return;
-    throw err;
-  }
-  try {
-    if ((native.mapInfo(handle).flags & BPF_F_NO_PREALLOC) !== 0) return;
-  } finally {
-    native.close(handle);
-  }
   rmSync(file, { force: true });
   log?.info({ map: NAMES_MAP }, 'removed the preallocated names map of an older build; the first sync writes the names again');
 }
@@ -323,7 +313,8 @@ export interface GrowResult {
 }
 
 /** max_entries of a pinned map, or undefined when there is none. */
-function pinnedSize(pinRoot: string, name: MapName): number | undefined {
+/** What the kernel says of a pinned map; undefined when nothing is pinned there. */
+function pinnedInfo(pinRoot: string, name: MapName): ReturnType<typeof native.mapInfo> | undefined {
   let h: MapHandle;
   try {
     h = native.openPinnedMap(pinPath(pinRoot, name));
@@ -332,10 +323,14 @@ function pinnedSize(pinRoot: string, name: MapName): number | undefined {
     throw err;
   }
   try {
-    return native.mapInfo(h).maxEntries;
+    return native.mapInfo(h);
   } finally {
     native.close(h);
   }
+}
+
+function pinnedSize(pinRoot: string, name: MapName): number | undefined {
+  return pinnedInfo(pinRoot, name)?.maxEntries;
 }
 
 /** A growth that did not finish (the agent died in it) left its staging

@@ -106,6 +106,10 @@ const ENDPOINT_SLICE = schema({
   4: ['addressType', 'string?'],
 });
 
+/** A list's ListMeta (field 1) and items (field 2), length-delimited. */
+const LIST_META_TAG = (1 << 3) | 2;
+const LIST_ITEMS_TAG = (2 << 3) | 2;
+
 /** Item schemas of the list schemas made by listOf. */
 const LIST_ITEMS = new Map<Schema, Schema>();
 
@@ -241,66 +245,36 @@ function message(r: Reader, end: number, s: Schema): Record<string, unknown> {
       r.skip(wire, end);
       continue;
     }
+    const varint = f.kind === 'int' || f.kind === 'int?' || f.kind === 'bool';
+    expectWire(wire, varint ? 0 : 2, f, r);
     switch (f.kind) {
       case 'string':
       case 'string?': {
-        expectWire(wire, 2, f, r);
         const v = r.string(end);
         if (v !== '' || f.kind === 'string') out[f.name] = v;
         break;
       }
       case 'int':
       case 'int?': {
-        expectWire(wire, 0, f, r);
         const v = r.int32(end);
         if (v !== 0 || f.kind === 'int') out[f.name] = v;
         break;
       }
       case 'bool':
-        expectWire(wire, 0, f, r);
         out[f.name] = r.uint(end) !== 0;
         break;
-      case 'strings': {
-        expectWire(wire, 2, f, r);
-        const list = (out[f.name] ??= []) as string[];
-        list.push(r.string(end));
+      case 'strings':
+        ((out[f.name] ??= []) as string[]).push(r.string(end));
         break;
-      }
-      case 'message': {
-        expectWire(wire, 2, f, r);
+      default: {
+        // A submessage: read within its bounds, then go past them whatever it left.
         const stop = r.len(end);
-        out[f.name] = message(r, stop, f.schema!);
+        if (f.kind === 'message') out[f.name] = message(r, stop, f.schema!);
+        else if (f.kind === 'messages') ((out[f.name] ??= []) as unknown[]).push(message(r, stop, f.schema!));
+        else if (f.kind === 'map') stringMap(r, stop, (out[f.name] ??= {}) as Record<string, string>);
+        else if (f.kind === 'time') out[f.name] = time(r, stop);
+        else out[f.name] = intOrString(r, stop);
         r.pos = stop;
-        break;
-      }
-      case 'messages': {
-        expectWire(wire, 2, f, r);
-        const stop = r.len(end);
-        const list = (out[f.name] ??= []) as unknown[];
-        list.push(message(r, stop, f.schema!));
-        r.pos = stop;
-        break;
-      }
-      case 'map': {
-        expectWire(wire, 2, f, r);
-        const stop = r.len(end);
-        stringMap(r, stop, (out[f.name] ??= {}) as Record<string, string>);
-        r.pos = stop;
-        break;
-      }
-      case 'time': {
-        expectWire(wire, 2, f, r);
-        const stop = r.len(end);
-        out[f.name] = time(r, stop);
-        r.pos = stop;
-        break;
-      }
-      case 'intOrString': {
-        expectWire(wire, 2, f, r);
-        const stop = r.len(end);
-        out[f.name] = intOrString(r, stop);
-        r.pos = stop;
-        break;
       }
     }
   }
@@ -335,7 +309,7 @@ function unwrap(buf: Buffer): Reader & { end: number } {
 export function decodeObject(buf: Buffer, s: Schema): Record<string, unknown> {
   const r = unwrap(buf);
   const item = LIST_ITEMS.get(s);
-  return item ? decodeList(r, s, item) : message(r, r.end, s);
+  return item ? decodeList(r, item) : message(r, r.end, s);
 }
 
 /**
@@ -346,20 +320,19 @@ export function decodeObject(buf: Buffer, s: Schema): Record<string, unknown> {
  * decode them all and being promoted to the old generation as garbage. The
  * bytes are checked as each item is reached: a damaged item throws then.
  */
-function decodeList(r: Reader & { end: number }, s: Schema, item: Schema): Record<string, unknown> {
+function decodeList(r: Reader & { end: number }, item: Schema): Record<string, unknown> {
   const end = r.end;
   const offsets: number[] = [];
   const out: Record<string, unknown> = {};
   while (r.pos < end) {
     const tag = r.uint(end);
-    const f = s[tag >>> 3];
-    if (f?.name === 'items' && (tag & 7) === 2) {
+    if (tag === LIST_ITEMS_TAG) {
       const stop = r.len(end);
       offsets.push(r.pos, stop);
       r.pos = stop;
-    } else if (f?.name === 'metadata' && (tag & 7) === 2) {
+    } else if (tag === LIST_META_TAG) {
       const stop = r.len(end);
-      out.metadata = message(r, stop, f.schema!);
+      out.metadata = message(r, stop, LIST_META);
       r.pos = stop;
     } else {
       r.skip(tag & 7, end);
