@@ -6,9 +6,16 @@
 // live heap after a collection (GET /memory?gc=1); a last line gives the
 // range. bench-control measures one start per size; this says how far one
 // start is from the next (V8's collections and the final compaction move the
-// peak by a few MB). Nothing is written under bench/results.
+// peak by a few MB). Each start also says when its lists were complete (from
+// the agent's log), how long its first full sync took, and the CPU seconds
+// the API server and etcd spent meanwhile (they share the machine's cores).
+// Nothing is written under bench/results.
 //
-//   node bench/cold-restarts.ts [--services 100000] [--starts 5]
+// With --other <checkout> (another clone, built with `make build`), the
+// starts alternate between this checkout's bin/hypha and the other's on the
+// same API server, so a change is compared under the same load and noise.
+//
+//   node bench/cold-restarts.ts [--services 100000] [--starts 5] [--other DIR]
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -18,7 +25,7 @@ import { Cluster } from '../test/e2e/lib/cluster.ts';
 import { serviceObject, sliceObject } from '../test/e2e/lib/manifests.ts';
 import { seedClient } from './api-seed.ts';
 
-const { values } = parseArgs({ options: { services: { type: 'string', default: '100000' }, starts: { type: 'string', default: '5' } } });
+const { values } = parseArgs({ options: { services: { type: 'string', default: '100000' }, starts: { type: 'string', default: '5' }, other: { type: 'string' } } });
 const N = Number(values.services);
 const STARTS = Number(values.starts);
 const log = (s: string): void => {
@@ -27,10 +34,24 @@ const log = (s: string): void => {
 // The same addresses as bench/control-plane.ts.
 const vip = (i: number): string => uintToIp4(0x0a600000 + 1000 + i);
 const epIp = (i: number): string => uintToIp4(0x0ac80000 + i + 1);
+/** User + system CPU seconds of a process so far (/proc/<pid>/stat, 100 ticks a second). */
+const cpuSeconds = (pid: number | undefined): number => {
+  if (pid === undefined) return 0;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
+/** Seconds from the agent's first log line to the first line whose msg matches. */
+const phaseAt = (lines: Record<string, unknown>[], re: RegExp): number | undefined => {
+  const t0 = Number(lines[0]?.time);
+  const hit = lines.find((l) => re.test(String(l.msg)));
+  return hit ? (Number(hit.time) - t0) / 1000 : undefined;
+};
 const status = (pid: number, field: string): number => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 
 const cluster = await Cluster.create({ name: 'bcr', nodes: 1, log, clusterIpAllocator: 'bitmap', noAgents: true });
-const runs: { seconds: number; peakMb: number; rssMb: number; heapMb: number }[] = [];
+interface Start { bin: string; seconds: number; peakMb: number; rssMb: number; heapMb: number; listedS?: number; syncMs?: number; apiserverCpuS: number; etcdCpuS: number }
+const runs: Start[] = [];
 try {
   const api = seedClient(cluster.cp, 32);
   const t0 = performance.now();
@@ -50,20 +71,34 @@ try {
     api.close();
   }
   log(`created ${N} Services and their EndpointSlices in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-  for (let run = 1; run <= STARTS; run++) {
+  const bins = values.other ? ['this', 'other'] : ['this'];
+  for (let run = 1; run <= STARTS * bins.length; run++) {
+    const bin = bins[(run - 1) % bins.length]!;
     const agent = new TestAgent(cluster.topo, cluster.nodes[0]!, {
+      ...(bin === 'other' ? { bin: path.resolve(values.other!, 'bin/hypha') } : {}),
       pinRoot: `/sys/fs/bpf/${cluster.topo.prefix}start${run}`, kubeconfig: cluster.cp.kubeconfigPath,
       workDir: path.join(cluster.work, `start-${run}`), cni: false, mapSizes: {},
     });
     try {
+      const pids = cluster.cp.pids();
+      const api0 = cpuSeconds(pids.apiserver);
+      const etcd0 = cpuSeconds(pids.etcd);
       const t = performance.now();
       await agent.start(600_000);
       const seconds = (performance.now() - t) / 1000;
+      const apiserverCpuS = cpuSeconds(pids.apiserver) - api0;
+      const etcdCpuS = cpuSeconds(pids.etcd) - etcd0;
       const pid = agent.proc!.pid!;
       const peakMb = status(pid, 'VmHWM');
       const mem = JSON.parse((await agent.http('/memory?gc=1')).body) as { rssMb: number; heapUsedMb: number };
-      runs.push({ seconds, peakMb, rssMb: mem.rssMb, heapMb: mem.heapUsedMb });
-      log(`start ${run}: ready in ${seconds.toFixed(2)} s, peak RSS ${peakMb.toFixed(0)} MB; after a collection RSS ${mem.rssMb} MB, live heap ${mem.heapUsedMb} MB; ${agent.frontends().length} frontends`);
+      // Where the start went: its log's times (first line to "listed"), the first sync's own figure.
+      const lines = agent.logs();
+      const listedS = phaseAt(lines, /^Kubernetes state listed/);
+      const syncMs = Number(lines.find((l) => l.msg === 'load balancer synced' && l.kind === 'full')?.ms) || undefined;
+      runs.push({ bin, seconds, peakMb, rssMb: mem.rssMb, heapMb: mem.heapUsedMb, listedS, syncMs, apiserverCpuS, etcdCpuS });
+      log(`start ${run}${values.other ? ` (${bin})` : ''}: ready in ${seconds.toFixed(2)} s (listed at ${listedS?.toFixed(2)} s of the agent's log, first sync ${syncMs} ms; `
+        + `apiserver ${apiserverCpuS.toFixed(1)} CPU-s, etcd ${etcdCpuS.toFixed(1)}), peak RSS ${peakMb.toFixed(0)} MB; `
+        + `after a collection RSS ${mem.rssMb} MB, live heap ${mem.heapUsedMb} MB; ${agent.frontends().length} frontends`);
     } finally {
       await agent.stop();
       agent.cleanupPins();
@@ -73,4 +108,11 @@ try {
   await cluster.destroy();
 }
 const range = (xs: number[], digits: number): string => `${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)}`;
-process.stdout.write(`${JSON.stringify({ services: N, starts: runs.length, seconds: range(runs.map((r) => r.seconds), 2), peak_rss_mb: range(runs.map((r) => r.peakMb), 0), rss_after_gc_mb: range(runs.map((r) => r.rssMb), 0), heap_mb: range(runs.map((r) => r.heapMb), 0), runs })}\n`);
+for (const bin of new Set(runs.map((r) => r.bin))) {
+  const of = runs.filter((r) => r.bin === bin);
+  const sorted = of.map((r) => r.seconds).sort((a, b) => a - b);
+  process.stdout.write(`${JSON.stringify({
+    bin: bin === 'other' ? path.resolve(values.other!) : 'this', services: N, starts: of.length, seconds: range(sorted, 2), median_s: Number(sorted[Math.floor(sorted.length / 2)]!.toFixed(2)),
+    peak_rss_mb: range(of.map((r) => r.peakMb), 0), rss_after_gc_mb: range(of.map((r) => r.rssMb), 0), heap_mb: range(of.map((r) => r.heapMb), 0), runs: of,
+  })}\n`);
+}

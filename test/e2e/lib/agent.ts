@@ -47,6 +47,8 @@ export interface AgentOptions {
   extra?: Record<string, unknown>;
   /** Flags for the agent's node process (e.g. V8 heap settings). */
   nodeArgs?: string[];
+  /** Another checkout's bin/hypha (bench/cold-restarts.ts --other: an A/B on one API server). */
+  bin?: string;
   /** cni.enabled (default on: the harness's pods on this node are made by
    *  the agent through the CNI plugin once it has started). */
   cni?: boolean;
@@ -108,7 +110,7 @@ export class TestAgent {
   }
 
   async start(timeoutMs = 20_000): Promise<Proc> {
-    const argv = this.opts.nodeArgs?.length ? [NODE_BIN, ...this.opts.nodeArgs, CLI, 'agent', '--config', this.configPath] : [HYPHA_BIN, 'agent', '--config', this.configPath];
+    const argv = this.opts.nodeArgs?.length ? [NODE_BIN, ...this.opts.nodeArgs, CLI, 'agent', '--config', this.configPath] : [this.opts.bin ?? HYPHA_BIN, 'agent', '--config', this.configPath];
     this.proc = await this.topo.spawnReady(this.node, argv, {
       timeoutMs, context: `agent on ${this.node.name}`, ...(this.opts.env ? { env: { ...process.env, ...this.opts.env } } : {}),
     });
