@@ -2,6 +2,7 @@
 // the reconciler and the tools pass around: keys and values as latin1 strings
 // of their bytes, laid out [k0, v0, k1, v1, ...] (about 80 bytes an entry,
 // against several hundred for a pair of objects).
+import type { EntrySink } from '../datapath/reconciler.ts';
 import { layouts, type Lb4Backend, type Lb4SvcKey, type Lb4SvcVal } from './abi.gen.ts';
 import { codec, scalarLayouts } from './codec.ts';
 
@@ -40,9 +41,17 @@ export interface LbChange {
   after: LbEntries;
 }
 
-/** Everything the LB maps should hold, visited Service by Service (no copy). */
+/** Where the entries of the LB maps go as bytes, one sink per map (no
+ *  names sink: the names map is not written). */
+export interface LbSinks {
+  services: EntrySink;
+  backends: EntrySink;
+  names?: EntrySink;
+}
+
+/** Everything the LB maps should hold, given Service by Service as bytes (no copy, no string per entry). */
 export interface LbEntrySource {
-  forEachEntry(visit: (services: readonly string[], backends: readonly string[], names: readonly string[]) => void): void;
+  forEachEntryBytes(sinks: LbSinks): void;
 }
 
 /** Ids found in the pinned maps at start: a restarted agent gives the same
@@ -75,6 +84,11 @@ export function u32At(s: string, o: number): number {
 /** Slot of an encoded services-map key, without decoding it. */
 export function slotOfKey(key: string): number {
   return key.charCodeAt(SLOT_OFFSET) | (key.charCodeAt(SLOT_OFFSET + 1) << 8);
+}
+
+/** The slot of the services-map key at offset `o` of `b`. */
+export function slotAt(b: Buffer, o: number): number {
+  return b[o + SLOT_OFFSET]! | (b[o + SLOT_OFFSET + 1]! << 8);
 }
 
 function bytes(s: string): Buffer {

@@ -8,7 +8,7 @@ import { type MapIO, toMapError } from './map-io.ts';
 import { type ApplyStats, type Bytes, type Desired, MapFamilyReconciler } from './reconciler.ts';
 import {
   type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds,
-  backendCodec, slotOfKey, svcKeyCodec, svcValCodec, u32Codec,
+  backendCodec, slotAt, slotOfKey, svcKeyCodec, svcValCodec, u32Codec,
 } from '../abi/lb-codecs.ts';
 
 export { backendCodec, svcKeyCodec, svcValCodec, u32Codec } from '../abi/lb-codecs.ts';
@@ -63,6 +63,7 @@ export class LbReconciler {
       {
         io: maps.services,
         upsertPhase: (k) => (slotOfKey(k) === 0 ? 3 : 2),
+        upsertPhaseAt: (b, o) => (slotAt(b, o) === 0 ? 3 : 2),
         deletePhase: (k) => (slotOfKey(k) === 0 ? 4 : 5),
       },
     ]);
@@ -119,14 +120,12 @@ export class LbReconciler {
    *  prunes what nothing wants (entries left by a Service deleted while the
    *  agent was down, or written by hand). */
   async resync(table: LbEntrySource): Promise<ApplyStats> {
-    // Streamed (syncFull): each Service's backends, then slots, then master
+    // Streamed (syncFull): each Service's backends, then masters and slots,
     // are visited together, and a chunk of masters is written only after the
     // slots and backends visited before it.
-    return this.#notify(await this.family.syncFull((emit) => {
-      table.forEachEntry((services, backends, names) => {
-        for (let i = 0; i < backends.length; i += 2) emit(BACKENDS_MAP, backends[i] as string, backends[i + 1] as string);
-        if (this.#names) for (let i = 0; i < names.length; i += 2) emit(NAMES_MAP, names[i] as string, names[i + 1] as string);
-        for (let i = 0; i < services.length; i += 2) emit(SERVICES_MAP, services[i] as string, services[i + 1] as string);
+    return this.#notify(await this.family.syncFull((sinkOf) => {
+      table.forEachEntryBytes({
+        backends: sinkOf(BACKENDS_MAP), services: sinkOf(SERVICES_MAP), ...(this.#names ? { names: sinkOf(NAMES_MAP) } : {}),
       });
     }));
   }

@@ -20,7 +20,7 @@
 // frontend took about 5 KB; the entry lists and backend ids are read back
 // from it when a change or a full resync needs them.
 import { BackendFlags, SvcFlags, layouts } from '../abi/abi.gen.ts';
-import { type LbChange, type LbEntries, type LbEntrySource, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, ip4At, u32At, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
+import { type LbChange, type LbEntries, type LbEntrySource, type LbSinks, type PinnedLbIds, backendCodec, backendKey, emptyEntries, encodeName, ip4At, u32At, svcKeyCodec, svcValCodec } from '../abi/lb-codecs.ts';
 import { type CompiledFrontend, type CompiledService, type FrontendKind, type NotServed, frontendKey } from './compile.ts';
 import type { Protocol } from './model.ts';
 import { FrontendOwners } from './frontend-owners.ts';
@@ -156,32 +156,63 @@ function slotCountAt(p: string, o: number): number {
   return p.charCodeAt(o + SVC_KEY + COUNT_AT) | (p.charCodeAt(o + SVC_KEY + COUNT_AT + 1) << 8);
 }
 
-/** The entries of a rendered Service as separate [key, value, ...] lists (new strings, sliced from the packed one). */
-export function entriesOf(r: RenderedService): LbEntries {
-  const out = emptyEntries();
+/** writeEntries' scratch: a rendered Service's packed bytes (grown to the largest seen) ... */
+let packedBytes = Buffer.alloc(4096);
+/** ... and one slot or name entry built from them. */
+const entryBytes = Buffer.alloc(Math.max(SVC_REC, 4 + NAME_SIZE));
+
+/** Gives a rendered Service's entries, read from its packed form, to the
+ *  sinks as bytes: backends, then each master followed by its slots, then
+ *  the names. The one reader of the packed entries (entriesOf and the full
+ *  sync both use it). */
+export function writeEntries(r: RenderedService, sinks: LbSinks): void {
   const p = r.packed;
+  if (p.length > packedBytes.length) packedBytes = Buffer.alloc(p.length * 2);
+  const b = packedBytes;
+  b.write(p, 0, p.length, 'latin1');
+  const e = entryBytes;
   let o = 0;
-  for (let i = 0; i < r.backends; i++, o += BE_REC) out.backends.push(p.slice(o, o + BE_KEY), p.slice(o + BE_KEY, o + BE_REC));
+  for (let i = 0; i < r.backends; i++, o += BE_REC) sinks.backends(b, o, o + BE_KEY);
   for (let n = 0; n < r.services;) {
-    const mk = p.slice(o, o + SVC_KEY);
-    const mv = p.slice(o + SVC_KEY, o + SVC_REC);
-    out.services.push(mk, mv);
+    const m = o;
+    sinks.services(b, m, m + SVC_KEY);
     o += SVC_REC;
     n++;
-    const count = slotCountAt(p, o - SVC_REC);
-    const keyHead = mk.slice(0, SLOT_AT);
-    const keyTail = mk.slice(SLOT_AT + 2);
-    const valSvc = mv.slice(SVC_ID_AT, SVC_ID_AT + 4);
+    const count = b[m + SVC_KEY + COUNT_AT]! | (b[m + SVC_KEY + COUNT_AT + 1]! << 8);
+    if (count === 0) continue;
+    // A slot: the master's key with its slot number; its value the backend
+    // id kept in the packed form, zero count and flags, the frontend's id,
+    // zero affinity timeout.
+    for (let j = 0; j < SVC_KEY; j++) e[j] = b[m + j]!;
+    e.fill(0, SVC_KEY, SVC_REC);
+    for (let j = 0; j < 4; j++) e[SVC_KEY + SVC_ID_AT + j] = b[m + SVC_KEY + SVC_ID_AT + j]!;
     for (let slot = 1; slot <= count; slot++, o += 4, n++) {
-      out.services.push(keyHead + String.fromCharCode(slot & 255, slot >>> 8) + keyTail, p.slice(o, o + 4) + ZERO4 + valSvc + ZERO4);
+      e[SLOT_AT] = slot & 255;
+      e[SLOT_AT + 1] = slot >>> 8;
+      for (let j = 0; j < 4; j++) e[SVC_KEY + j] = b[o + j]!;
+      sinks.services(e, 0, SVC_KEY);
     }
   }
+  const names = sinks.names;
+  if (!names) return;
   // A name is kept without its zero padding: id, length, bytes.
   for (let i = 0; i < r.frontendCount; i++) {
-    const len = p.charCodeAt(o + 4);
-    out.names.push(p.slice(o, o + 4), p.slice(o + 5, o + 5 + len) + '\0'.repeat(NAME_SIZE - len));
+    const len = b[o + 4]!;
+    for (let j = 0; j < 4; j++) e[j] = b[o + j]!;
+    for (let j = 0; j < len; j++) e[4 + j] = b[o + 5 + j]!;
+    e.fill(0, 4 + len, 4 + NAME_SIZE);
+    names(e, 0, 4);
     o += 5 + len;
   }
+}
+
+/** The entries of a rendered Service as separate [key, value, ...] lists (new strings). */
+export function entriesOf(r: RenderedService): LbEntries {
+  const out = emptyEntries();
+  const to = (list: string[], ks: number, vs: number) => (src: Buffer, k: number, v: number): void => {
+    list.push(src.toString('latin1', k, k + ks), src.toString('latin1', v, v + vs));
+  };
+  writeEntries(r, { backends: to(out.backends, BE_KEY, BE_REC - BE_KEY), services: to(out.services, SVC_KEY, SVC_REC - SVC_KEY), names: to(out.names, 4, NAME_SIZE) });
   return out;
 }
 
@@ -322,17 +353,21 @@ export class LbTable implements LbEntrySource {
   /** Every entry the maps should hold. */
   all(): LbEntries {
     const out = emptyEntries();
-    this.forEachEntry((services, backends, names) => append(out, { services: [...services], backends: [...backends], names: [...names] }));
+    for (const r of this.#rendered.values()) append(out, entriesOf(r));
+    for (const vip of this.#markerRefs.keys()) out.services.push(...markerEntry(vip));
     return out;
   }
 
-  /** Visit every entry the maps should hold, Service by Service (no copy). */
-  forEachEntry(visit: (services: readonly string[], backends: readonly string[], names: readonly string[]) => void): void {
-    for (const r of this.#rendered.values()) {
-      const e = entriesOf(r);
-      visit(e.services, e.backends, e.names);
+  /** Give every entry the maps should hold to the sinks, Service by Service, as bytes. */
+  forEachEntryBytes(sinks: LbSinks): void {
+    for (const r of this.#rendered.values()) writeEntries(r, sinks);
+    const e = entryBytes;
+    for (const vip of this.#markerRefs.keys()) {
+      const [k, v] = markerEntry(vip);
+      e.write(k, 0, SVC_KEY, 'latin1');
+      e.write(v, SVC_KEY, SVC_REC - SVC_KEY, 'latin1');
+      sinks.services(e, 0, SVC_KEY);
     }
-    for (const vip of this.#markerRefs.keys()) visit(markerEntry(vip), [], []);
   }
 
   /** Take the ids found in the pinned maps (before the first sync), so every
