@@ -45,7 +45,7 @@ import { AgentPolicy, lbServiceLookup } from './policy.ts';
 import { Routing } from './routing.ts';
 import { serverPort, startServer } from './server.ts';
 import { ephemeralPorts, snatPortRanges } from './snat-ports.ts';
-import { memoryDocument } from './gc.ts';
+import { collectGarbage, memoryDocument } from './gc.ts';
 import type { AgentStatus, MapUsage } from './status.ts';
 
 /** Kubernetes' default --service-node-port-range. */
@@ -402,6 +402,9 @@ export class Agent {
       rssMb: Math.round(mem.rss / 1048576), heapMb: Math.round(mem.heapUsed / 1048576),
       heapTotalMb: Math.round(mem.heapTotal / 1048576), externalMb: Math.round(mem.external / 1048576),
     }, 'agent ready');
+    // The cold start's garbage, given back once the agent is ready (the
+    // first sync leaves it: the datapath is programmed before this).
+    collectGarbage();
   }
 
   /** Runtime settings of the programs; the node's first address sources

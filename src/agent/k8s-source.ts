@@ -85,6 +85,36 @@ export class K8sSource {
     }, informerOpts);
     this.#informers.push(services, slices, nodes);
 
+    // The maps grow early: once both lists are a tenth through, what came so
+    // far, scaled to the whole, is reserved (LbSync.anticipate) while the rest
+    // arrives, instead of one growth after the last page (100 000 Services:
+    // about 1.1 s of the cold start). The wholes come from a one-object list
+    // of each without the selector (the API server counts only then:
+    // remainingItemCount), so they include the objects the selector leaves
+    // out: an upper bound.
+    const totals = new Map<Informer<ObjectMeta>, number>();
+    const sofar = new Map<Informer<ObjectMeta>, number>();
+    let anticipated = false;
+    const maybeAnticipate = (): void => {
+      if (anticipated || totals.size < 2 || sofar.size < 2) return;
+      const share = (i: Informer<ObjectMeta>): number => (sofar.get(i) ?? 0) / Math.max(1, totals.get(i) ?? 0);
+      if (share(services) < 0.1 || share(slices) < 0.1) return;
+      anticipated = true;
+      sync.anticipate(1 / share(services));
+    };
+    for (const i of [services, slices]) {
+      i.onPage = (n) => {
+        sofar.set(i, n);
+        maybeAnticipate();
+      };
+      client.get<{ items?: unknown[]; metadata?: { remainingItemCount?: number } }>(i.spec.path, { limit: '1' }).then((page) => {
+        const remaining = page.metadata?.remainingItemCount;
+        if (remaining === undefined) return;
+        totals.set(i, (page.items?.length ?? 0) + remaining);
+        maybeAnticipate();
+      }, (err: Error) => log.debug({ err: err.message, resource: i.spec.resource }, 'not counted: the maps grow after the lists'));
+    }
+
     const pending = new Set(this.#informers);
     // A cold start lists every Service and EndpointSlice in pages whose
     // parsed objects are garbage once normalized; V8 would let them pile up
@@ -100,8 +130,10 @@ export class K8sSource {
       // pinned maps hold: a partial view would program Services without
       // their backends.
       log.info('Kubernetes state listed; programming the datapath');
-      // The list's pages are garbage now: collect before the first sync.
-      collectGarbage();
+      // The list's pages are garbage now: collect before the first sync (a
+      // plain collection: the sync reuses the pages; the one that gives them
+      // back comes after it).
+      collectGarbage(false);
       sync.open();
     };
 

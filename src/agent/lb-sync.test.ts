@@ -340,3 +340,27 @@ test('with a growable table, a batch larger than the maps grows them once, befor
   assert.equal(backends.entries.size, 1700);
   sync.stop();
 });
+
+test('anticipate: while gated, room for the Services listed so far times the scale is reserved at once; not once open', async () => {
+  const services = new MemoryMapIO(SERVICES_MAP, layouts.hypha_lb4_svc_key.size, layouts.hypha_lb4_svc_val.size, 1000);
+  const backends = new MemoryMapIO(BACKENDS_MAP, 4, layouts.hypha_lb4_backend.size, 1000);
+  const asked: { services: number; backends: number }[] = [];
+  const sync = new LbSync({
+    table: new LbTable({ services: 1000, backends: 1000 }), reconciler: new LbReconciler({ services, backends }), node: { name: 'n1', addresses: [] },
+    log: pino({ level: 'silent' }), gated: true, reserve: async (need) => void asked.push(need),
+  });
+  // A tenth of the lists: 10 Services of 2 endpoints (a master, 2 slots and a VIP marker each).
+  for (let i = 0; i < 10; i++) {
+    sync.setService(`default/s${i}`, svc(`s${i}`, { clusterIPs: [`10.96.0.${i + 1}`] }));
+    sync.setSlice(`default/s${i}-1`, slice(`s${i}`, [`10.1.0.${i + 1}`, `10.2.0.${i + 1}`]));
+  }
+  sync.anticipate(10);
+  assert.deepEqual(asked, [{ services: 400, backends: 200 }]);
+  assert.equal(services.entries.size, 0, 'nothing written');
+  sync.open();
+  await sync.flushed();
+  sync.anticipate(10);
+  assert.equal(asked.length, 2, 'only the first sync\'s own reserve');
+  assert.deepEqual(asked[1], { services: 40, backends: 20 });
+  sync.stop();
+});

@@ -139,6 +139,20 @@ export class LbSync {
     this.#schedule();
   }
 
+  /**
+   * While gated (a cold start's lists): make room early for what the lists
+   * will bring, the entries of the Services listed so far times `scale`
+   * (the whole list over what came), so the maps grow while the rest of the
+   * lists arrives rather than after it. The first sync still reserves what
+   * it needs, and grows again only if this fell short.
+   */
+  anticipate(scale: number): void {
+    if (!this.#reserve || !this.#gated || !(scale > 1) || this.#services.size === 0) return;
+    const need = this.#projected([...this.#services.keys()]);
+    this.#log.debug({ scale, need }, 'reserving room for the lists before they end');
+    void this.#reserve({ services: Math.ceil(need.services * scale), backends: Math.ceil(need.backends * scale) }).catch(() => {});
+  }
+
   /** The source's view is complete: the first full sync may prune the maps. */
   open(): void {
     if (!this.#gated) return;
@@ -392,7 +406,9 @@ export class LbSync {
           const released = this.#table.releaseUnusedIds();
           if (released) this.#log.info({ released }, 'released ids no Service uses any more');
         }
-        if (dirty.length >= GC_EVERY) collectGarbage();
+        // The first one's is the agent's, once it said it is ready (a
+        // last-resort collection takes 0.3-0.4 s at 100 000 Services).
+        if (dirty.length >= GC_EVERY && this.status.synced) collectGarbage();
         this.#needFull = false;
         this.status.lastFullSync = new Date();
       }

@@ -22,7 +22,7 @@ export interface ObjectMeta {
 export interface ListPage<R> {
   /** An array (JSON), or items decoded as they are iterated (protobuf.ts). */
   items: Iterable<R>;
-  metadata?: { resourceVersion?: string; continue?: string };
+  metadata?: { resourceVersion?: string; continue?: string; remainingItemCount?: number };
 }
 
 export interface InformerSpec {
@@ -122,6 +122,10 @@ export class Informer<R extends ObjectMeta> {
   readonly #pageSize: number;
   /** key -> resourceVersion of everything we know */
   readonly #known = new Map<string, string | number>();
+  /** After each page of a list but the last: the objects listed so far,
+   *  and how many the API server says remain (remainingItemCount; unset when
+   *  it does not say, as with a selector it cannot count). */
+  onPage: ((listed: number, remaining: number | undefined) => void) | undefined;
   #handler: ((e: InformerEvent<R>) => void) | undefined;
   #abort: WatchHandle | undefined;
   #silenceTimer: NodeJS.Timeout | undefined;
@@ -285,6 +289,7 @@ export class Informer<R extends ObjectMeta> {
             this.#emit({ type: 'upsert', key, obj });
           }
         }
+        if (cont) this.onPage?.(seen.size, page.metadata?.remainingItemCount);
       } while (cont);
     } catch (err) {
       if (gen !== this.#generation) return;
