@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 import { uintToIp4 } from '../src/abi/codec.ts';
 import { TestAgent } from '../test/e2e/lib/agent.ts';
 import { Cluster } from '../test/e2e/lib/cluster.ts';
+import { cpuMs } from '../test/e2e/lib/proc.ts';
 import { serviceObject, sliceObject } from '../test/e2e/lib/manifests.ts';
 import { seedClient } from './api-seed.ts';
 
@@ -34,13 +35,7 @@ const log = (s: string): void => {
 // The same addresses as bench/control-plane.ts.
 const vip = (i: number): string => uintToIp4(0x0a600000 + 1000 + i);
 const epIp = (i: number): string => uintToIp4(0x0ac80000 + i + 1);
-/** User + system CPU seconds of a process so far (/proc/<pid>/stat, 100 ticks a second). */
-const cpuSeconds = (pid: number | undefined): number => {
-  if (pid === undefined) return 0;
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-};
+const cpuSeconds = (pid: number | undefined): number => (pid === undefined ? 0 : cpuMs(pid) / 1000);
 /** Seconds from the agent's first log line to the first line whose msg matches. */
 const phaseAt = (lines: Record<string, unknown>[], re: RegExp): number | undefined => {
   const t0 = Number(lines[0]?.time);

@@ -45,7 +45,7 @@ import { cpus, release, tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { run } from '../test/e2e/lib/proc.ts';
+import { cpuMs, run } from '../test/e2e/lib/proc.ts';
 import { type Pod, Topology } from '../test/e2e/lib/topology.ts';
 
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -78,13 +78,6 @@ s.listen(${PORT}, '0.0.0.0', () => console.log(JSON.stringify({ ready: true })))
 type PathName = 'direct' | 'l4' | 'l7';
 interface Config { path: PathName; rules: number }
 interface WrkRun { rps: number; p50_ms: number; p99_ms: number; requests: number; errors: number; non_2xx: number; retries?: number; server_cpu_ms?: number; proxy_cpu_ms?: number }
-
-/** CPU time (user + system) a process has used, from /proc/<pid>/stat (clock ticks of 10 ms). */
-function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) * 10;
-}
 
 /** wrk's "1.23ms" / "830.00us" / "1.02s" in ms. */
 function wrkMs(s: string): number {

@@ -22,7 +22,7 @@ export interface ObjectMeta {
 export interface ListPage<R> {
   /** An array (JSON), or items decoded as they are iterated (protobuf.ts). */
   items: Iterable<R>;
-  metadata?: { resourceVersion?: string; continue?: string; remainingItemCount?: number };
+  metadata?: { resourceVersion?: string; continue?: string };
 }
 
 export interface InformerSpec {
@@ -122,10 +122,8 @@ export class Informer<R extends ObjectMeta> {
   readonly #pageSize: number;
   /** key -> resourceVersion of everything we know */
   readonly #known = new Map<string, string | number>();
-  /** After each page of a list but the last: the objects listed so far,
-   *  and how many the API server says remain (remainingItemCount; unset when
-   *  it does not say, as with a selector it cannot count). */
-  onPage: ((listed: number, remaining: number | undefined) => void) | undefined;
+  /** After each page of a list but the last: the objects listed so far. */
+  onPage: ((listed: number) => void) | undefined;
   #handler: ((e: InformerEvent<R>) => void) | undefined;
   #abort: WatchHandle | undefined;
   #silenceTimer: NodeJS.Timeout | undefined;
@@ -289,7 +287,7 @@ export class Informer<R extends ObjectMeta> {
             this.#emit({ type: 'upsert', key, obj });
           }
         }
-        if (cont) this.onPage?.(seen.size, page.metadata?.remainingItemCount);
+        if (cont) this.onPage?.(seen.size);
       } while (cont);
     } catch (err) {
       if (gen !== this.#generation) return;

@@ -67,7 +67,7 @@ function schema(fields: Record<number, [string, Kind, Schema?]>): Schema {
 
 // --- k8s.io/apimachinery/pkg/apis/meta/v1 -----------------------------------
 
-const LIST_META = schema({ 2: ['resourceVersion', 'string?'], 3: ['continue', 'string?'], 4: ['remainingItemCount', 'int?'] });
+const LIST_META = schema({ 2: ['resourceVersion', 'string?'], 3: ['continue', 'string?'] });
 // Each kind's metadata has what its normalizer reads: a Service's creation
 // time (the older of two claiming one address wins), a slice's labels (the
 // Service it belongs to).

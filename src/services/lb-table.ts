@@ -206,13 +206,18 @@ export function writeEntries(r: RenderedService, sinks: LbSinks): void {
   }
 }
 
-/** The entries of a rendered Service as separate [key, value, ...] lists (new strings). */
-export function entriesOf(r: RenderedService): LbEntries {
-  const out = emptyEntries();
+/** Sinks that add each entry to `out` as latin1 strings. */
+function stringSinks(out: LbEntries): LbSinks {
   const to = (list: string[], ks: number, vs: number) => (src: Buffer, k: number, v: number): void => {
     list.push(src.toString('latin1', k, k + ks), src.toString('latin1', v, v + vs));
   };
-  writeEntries(r, { backends: to(out.backends, BE_KEY, BE_REC - BE_KEY), services: to(out.services, SVC_KEY, SVC_REC - SVC_KEY), names: to(out.names, 4, NAME_SIZE) });
+  return { backends: to(out.backends, BE_KEY, BE_REC - BE_KEY), services: to(out.services, SVC_KEY, SVC_REC - SVC_KEY), names: to(out.names, 4, NAME_SIZE) };
+}
+
+/** The entries of a rendered Service as separate [key, value, ...] lists (new strings). */
+export function entriesOf(r: RenderedService): LbEntries {
+  const out = emptyEntries();
+  writeEntries(r, stringSinks(out));
   return out;
 }
 
@@ -353,8 +358,7 @@ export class LbTable implements LbEntrySource {
   /** Every entry the maps should hold. */
   all(): LbEntries {
     const out = emptyEntries();
-    for (const r of this.#rendered.values()) append(out, entriesOf(r));
-    for (const vip of this.#markerRefs.keys()) out.services.push(...markerEntry(vip));
+    this.forEachEntryBytes(stringSinks(out));
     return out;
   }
 
